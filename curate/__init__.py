@@ -1,0 +1,17 @@
+"""dereason's curation engine: LLM-judged reasoning intensity, stored crash-safe, aggregated in Polars."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("dereason")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+# Imported after __version__, which the engine records in every manifest.
+from curate.config import DataConfig, SamplingConfig, ScoreConfig  # noqa: E402
+from curate.engine import reparse, score  # noqa: E402
+from curate.store import read_judgments as load_judgments  # noqa: E402
+
+__all__ = ["DataConfig", "SamplingConfig", "ScoreConfig", "__version__", "load_judgments", "reparse", "score"]

@@ -1,0 +1,32 @@
+"""Backends by name. The choice is explicit (`--backend`), never sniffed from a model name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from curate.backends.base import Backend, Completion, Request, model_fingerprint, resolve_model, sample_seed
+from curate.config import ScoreConfig
+from curate.errors import ConfigError
+
+
+def _transformers(config: ScoreConfig) -> Backend:
+    from curate.backends.transformers import TransformersBackend  # imports torch: only when chosen
+
+    return TransformersBackend(config)
+
+
+BACKENDS: dict[str, Callable[[ScoreConfig], Backend]] = {"transformers": _transformers}
+
+
+def check_backend_name(name: str) -> None:
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
+
+
+def create_backend(config: ScoreConfig) -> Backend:
+    check_backend_name(config.backend)
+    return BACKENDS[config.backend](config)
+
+
+__all__ = ["BACKENDS", "Backend", "Completion", "Request", "check_backend_name", "create_backend",
+           "model_fingerprint", "resolve_model", "sample_seed"]

@@ -1,0 +1,78 @@
+"""The backend seam: rendered requests with sampling settings in, completions out as they finish.
+
+One method, synchronous to its caller: `generate` yields completions in any order as they finish,
+so a local model yields a batch at a time, vLLM a chunk at a time, and an async HTTP client each
+answer as it lands. The engine commits what it receives; a backend never sees the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from curate.config import BUNDLED_JUDGE, SamplingConfig
+
+FINGERPRINT_CONTENT_BYTES = 64 * 2**20
+BUNDLED_MODELS = {BUNDLED_JUDGE: Path(__file__).parent.parent / "bundled" / "tiny-judge"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One item's chat messages and the sample indices still wanted for it."""
+
+    item_id: str
+    sample_indices: tuple[int, ...]
+    messages: tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sample's outcome. `finish_reason` uses OpenAI's words: 'stop' or 'length'; '' on error."""
+
+    item_id: str
+    sample_idx: int
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    error: str = ""
+
+
+class Backend(Protocol):
+    name: str
+    model_id: str
+
+    def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> Iterator[Completion]:
+        """Yield one Completion per (request, sample index), in any order, as they finish."""
+
+    def close(self) -> None:
+        """Release the model or connections."""
+
+
+def sample_seed(base_seed: int, item_id: str, sample_idx: int) -> int:
+    """A seed for one (item, sample) that does not depend on batching, order or resumption."""
+    digest = hashlib.sha256(f"{base_seed}\x1f{item_id}\x1f{sample_idx}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def resolve_model(model: str) -> str:
+    """The bundled judge's directory, or the user's path or Hub id unchanged."""
+    return str(BUNDLED_MODELS[model]) if model in BUNDLED_MODELS else model
+
+
+def model_fingerprint(model: str) -> str:
+    """For a local model directory: small files by content, large ones by name and size (a 70B
+    checkpoint is not read just to name it). Empty for a Hub id, whose revision the hub resolves."""
+    path = Path(resolve_model(model))
+    if not path.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path)}\x1f{size}\x1e".encode())
+        if size <= FINGERPRINT_CONTENT_BYTES:
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]

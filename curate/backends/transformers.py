@@ -1,0 +1,142 @@
+"""Local `transformers` backend: batched decoding with left padding, on CPU or GPU.
+
+It runs its own decode loop rather than `model.generate` for one reason: `generate` samples every
+row from the process-wide RNG, so a row's tokens depend on which rows share its batch. Here each
+(item, sample) draws from its own `torch.Generator` seeded by `sample_seed`, so a resumed run, a
+different batch size or another order gives the same judgments as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from curate.backends.base import Completion, Request, resolve_model, sample_seed
+from curate.config import SamplingConfig, ScoreConfig
+from curate.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _dtype(name: str, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _next_tokens(logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch.Generator]) -> torch.Tensor:
+    if sampling.temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > sampling.top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    # CPU generators: the same draws on every device, and per row, whatever shares the batch.
+    probs = probs.cpu()
+    return torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(generators)]).to(
+        logits.device)
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, config: ScoreConfig):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_id = config.model
+        path = resolve_model(config.model)
+        self.device = _device(config.device)
+        self.batch_size = config.batch_size
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=_dtype(config.dtype, self.device), trust_remote_code=config.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot load model {config.model!r} with transformers: {exc}") from exc
+        self.model.to(self.device).eval()
+        if self.tokenizer.chat_template is None:
+            raise BackendError(f"model {config.model!r} has no chat template; use a chat/instruct model")
+        eos = self.model.generation_config.eos_token_id
+        self.stop_ids = set(eos if isinstance(eos, list) else [eos]) - {None} or {self.tokenizer.eos_token_id}
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else next(iter(self.stop_ids))
+        log.info("transformers backend: %s on %s (%s)", config.model, self.device, self.model.dtype)
+
+    def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> Iterator[Completion]:
+        rows = []
+        for request in requests:
+            ids = self.prompt_ids(request.messages)
+            rows.extend((request.item_id, idx, ids) for idx in request.sample_indices)
+        # Similar lengths share a batch (less padding); the shared rubric prefix is the same for all.
+        rows.sort(key=lambda row: len(row[2]))
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start:start + self.batch_size]
+            try:
+                yield from self._decode(batch, sampling)
+            except (RuntimeError, ValueError) as exc:  # e.g. out of memory: stored as errors, retryable
+                log.warning("batch of %d failed: %s", len(batch), exc)
+                for item_id, idx, ids in batch:
+                    yield Completion(item_id, idx, "", "", len(ids), 0, error=f"{type(exc).__name__}: {exc}")
+
+    @torch.inference_mode()
+    def _decode(self, batch: list[tuple[str, int, list[int]]], sampling: SamplingConfig) -> Iterator[Completion]:
+        width = max(len(ids) for _, _, ids in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (_, _, ids) in enumerate(batch):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            mask[row, width - len(ids):] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generators = [torch.Generator().manual_seed(sample_seed(sampling.seed, item_id, idx))
+                      for item_id, idx, _ in batch]
+        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        generated: list[list[int]] = [[] for _ in batch]
+        finished = [False] * len(batch)
+        stop_ids = torch.tensor(sorted(self.stop_ids), device=self.device)
+        for _ in range(sampling.max_tokens):
+            tokens = _next_tokens(output.logits[:, -1, :], sampling, generators)
+            stopped = torch.isin(tokens, stop_ids).tolist()
+            for row, token in enumerate(tokens.tolist()):
+                if not finished[row]:
+                    generated[row].append(token)
+                    finished[row] = stopped[row]
+            if all(finished):
+                break
+            tokens = tokens.masked_fill(torch.tensor(finished, device=self.device), self.pad_id)
+            mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=self.device)], dim=1)
+            positions = positions[:, -1:] + 1
+            output = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
+                                past_key_values=output.past_key_values, use_cache=True)
+        for row, (item_id, idx, ids) in enumerate(batch):
+            tokens = generated[row]
+            text_tokens = tokens[:-1] if finished[row] else tokens
+            yield Completion(item_id=item_id, sample_idx=idx,
+                             text=self.tokenizer.decode(text_tokens, skip_special_tokens=True),
+                             finish_reason="stop" if finished[row] else "length",
+                             prompt_tokens=len(ids), completion_tokens=len(tokens))
+
+    def close(self) -> None:
+        del self.model
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

@@ -1,0 +1,193 @@
+"""`curate` command line: it prints (progress bars, tables); the library only logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from curate.config import DataConfig, SamplingConfig, ScoreConfig, read_job_file
+from curate.errors import DereasonError, FailureThresholdError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Difficulty-aware curation of reasoning data.")
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+EXIT_ERROR, EXIT_FAILURES = 1, 3
+_HELP = {f.name: f.metadata.get("help", "") for cls in (DataConfig, SamplingConfig, ScoreConfig) for f in fields(cls)}
+
+
+def _opt(name: str, *flags: str) -> Any:
+    return typer.Option(*flags, help=_HELP[name], show_default=False)
+
+
+def _default_out(settings: dict[str, Any]) -> str:
+    def slug(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(text)).stem if "/" in str(text) else str(text)).strip("-")
+
+    template = settings.get("template", ScoreConfig.__dataclass_fields__["template"].default)
+    model = settings.get("model", ScoreConfig.__dataclass_fields__["model"].default)
+    return str(Path("runs") / f"{slug(settings['source'])}__{slug(template)}__{slug(model)}")
+
+
+def _print_summary(result: dict[str, Any], run_dir: Path) -> None:
+    table = Table(title=f"Run {run_dir}", show_header=False)
+    table.add_row("items", f"{result['items']} ({result['items_scored']} scored, {result['items_unscored']} unscored)")
+    table.add_row("judgments", f"{result['judgments']} ({result.get('requested', 0)} requested now)")
+    for status, count in result["status_counts"].items():
+        table.add_row(f"  {status}", str(count))
+    total = max(sum(result["score_histogram"].values()), 1)
+    for level, count in result["score_histogram"].items():
+        table.add_row(f"score {level}", f"{count:>6}  {'█' * round(40 * count / total)}")
+    mean = result["mean_item_score"]
+    table.add_row("mean item score", "n/a" if mean is None else f"{mean:.3f}")
+    table.add_row("tokens", f"{result['prompt_tokens']} prompt, {result['completion_tokens']} completion")
+    out.print(table)
+
+
+@app.command()
+def score(
+    data: Annotated[str | None, typer.Argument(help=_HELP["source"], show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML job file; its keys mirror these flags.")] = None,
+    template: Annotated[str | None, _opt("template", "--template")] = None,
+    template_dir: Annotated[str | None, _opt("template_dir", "--template-dir")] = None,
+    model: Annotated[str | None, _opt("model", "--model")] = None,
+    backend: Annotated[str | None, _opt("backend", "--backend")] = None,
+    samples: Annotated[int | None, _opt("samples", "--samples")] = None,
+    temperature: Annotated[float | None, _opt("temperature", "--temperature")] = None,
+    top_p: Annotated[float | None, _opt("top_p", "--top-p")] = None,
+    max_tokens: Annotated[int | None, _opt("max_tokens", "--max-tokens")] = None,
+    seed: Annotated[int | None, _opt("seed", "--seed")] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help=_HELP["out"] + " Default: runs/DATA__TEMPLATE__MODEL.",
+                                                show_default=False)] = None,
+    batch_size: Annotated[int | None, _opt("batch_size", "--batch-size")] = None,
+    chunk_size: Annotated[int | None, _opt("chunk_size", "--chunk-size")] = None,
+    device: Annotated[str | None, _opt("device", "--device")] = None,
+    dtype: Annotated[str | None, _opt("dtype", "--dtype")] = None,
+    trust_remote_code: Annotated[bool | None, _opt("trust_remote_code", "--trust-remote-code")] = None,
+    retry_failed: Annotated[bool | None, _opt("retry_failed", "--retry-failed")] = None,
+    max_failure_fraction: Annotated[float | None, _opt("max_failure_fraction", "--max-failure-fraction")] = None,
+    split: Annotated[str | None, _opt("split", "--split")] = None,
+    question_field: Annotated[str | None, _opt("question_field", "--question-field")] = None,
+    id_field: Annotated[str | None, _opt("id_field", "--id-field")] = None,
+    reference_field: Annotated[str | None, _opt("reference_field", "--reference-field")] = None,
+    choices_field: Annotated[str | None, _opt("choices_field", "--choices-field")] = None,
+    domain_field: Annotated[str | None, _opt("domain_field", "--domain-field")] = None,
+    on_bad_rows: Annotated[str | None, _opt("on_bad_rows", "--on-bad-rows")] = None,
+    limit: Annotated[int | None, _opt("limit", "--limit")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the engine does.")] = False,
+) -> None:
+    """Judge the reasoning intensity (1-5) of every problem in DATA; rerun to resume."""
+    _logging(verbose)
+    flags = {k: v for k, v in locals().items() if v is not None and k in ScoreConfig.flat_keys()}
+    flags.update({"source": data} if data is not None else {})
+    flags.update({"out": out_dir} if out_dir is not None else {})
+    settings = {**(read_job_file(config) if config else {}), **flags}
+    with _errors():
+        if "source" in settings and "out" not in settings:
+            settings["out"] = _default_out(settings)
+        job = ScoreConfig.from_flat(settings)
+        from curate.engine import score as run_score
+
+        try:
+            with _progress_bar(disabled=as_json) as on_progress:
+                result = run_score(job, progress=on_progress)
+        except FailureThresholdError as exc:
+            _report(exc.summary, job.out_path, as_json)
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_FAILURES) from None
+        _report(result.summary, result.run_dir, as_json)
+
+
+@app.command()
+def reparse(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory to parse again.")],
+    parser: Annotated[str | None, typer.Option(help="Parser to use instead of the template's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Parse the stored raw outputs again (after a parser fix); never calls a model."""
+    with _errors():
+        from curate.engine import reparse as run_reparse
+
+        _report(run_reparse(run_dir, parser), run_dir, as_json)
+
+
+@app.command()
+def templates(template_dir: Annotated[str | None, typer.Option(help="Also list templates here.")] = None) -> None:
+    """List judge templates with their parsers."""
+    from curate.templates import available_templates, load_template
+
+    table = Table("template", "parser", "identity", "description")
+    with _errors():
+        for name in available_templates(template_dir):
+            loaded = load_template(name, template_dir)
+            table.add_row(name, loaded.parser.name, loaded.content_hash, loaded.description)
+    out.print(table)
+
+
+def _report(result: dict[str, Any], run_dir: Path, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"run_dir": str(run_dir), **result}, sort_keys=True))
+    else:
+        _print_summary(result, run_dir)
+
+
+class _errors:
+    """Turn dereason's own errors into one red line and exit status 1."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc_type is not None and issubclass(exc_type, DereasonError):
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(EXIT_ERROR)
+        return False
+
+
+class _progress_bar:
+    def __init__(self, disabled: bool):
+        self.bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                            TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(), TextColumn("ETA"),
+                            TimeRemainingColumn(), console=err, disable=disabled)
+        self.task = None
+
+    def __enter__(self):  # noqa: ANN204
+        self.bar.start()
+        return self.update
+
+    def update(self, progress: Any) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task("score", total=progress.total, failed=0, rate="")
+        self.bar.update(self.task, completed=progress.done, failed=progress.failed)
+        speed = self.bar.tasks[0].speed
+        self.bar.update(self.task, rate=f"{speed:.1f} judgments/s" if speed else "")
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    # Model loading bars from transformers/hub would interleave with ours.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

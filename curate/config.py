@@ -1,0 +1,147 @@
+"""Job settings: frozen dataclasses that validate themselves and are never rewritten.
+
+A YAML job file mirrors the CLI flags one to one (`question_field: problem` is `--question-field
+problem`); `ScoreConfig.from_flat` builds a config from such a flat mapping and `to_flat` gives it
+back, which is what the run manifest records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from curate.errors import ConfigError
+
+BUNDLED_JUDGE = "bundled:tiny-judge"
+DEFAULT_TEMPLATE = "difficulty/intensity_score_only"
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = _help("Input: .jsonl/.parquet/.csv file, datasets save_to_disk dir, Hub id, or bundled:NAME.")
+    split: str = _help("Split to read from a DatasetDict or Hub dataset.", default="train")
+    question_field: str = _help("Input field holding the problem text.", default="question")
+    id_field: str | None = _help("Input field holding a unique id; rows without one get a content hash.",
+                                 default=None)
+    reference_field: str | None = _help("Input field holding the reference answer ('answer' if present).",
+                                        default=None)
+    choices_field: str | None = _help("Input field holding a list of answer choices ('choices' if present).",
+                                      default=None)
+    domain_field: str | None = _help("Input field holding the domain or subject ('domain' if present).",
+                                     default=None)
+    on_bad_rows: Literal["error", "quarantine"] = _help(
+        "'error' stops on bad rows, naming them; 'quarantine' writes them with reasons to quarantine.jsonl.",
+        default="error")
+    limit: int | None = _help("Score only the first N valid items.", default=None)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.source), "data source is empty")
+        _check(self.on_bad_rows in ("error", "quarantine"),
+               f"on_bad_rows must be 'error' or 'quarantine', got {self.on_bad_rows!r}")
+        _check(self.limit is None or self.limit > 0, f"limit must be positive, got {self.limit}")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    samples: int = _help("Judgments per item (sample indices 0..samples-1).", default=1)
+    temperature: float = _help("Sampling temperature; 0 is greedy.", default=0.0)
+    top_p: float = _help("Nucleus sampling mass.", default=1.0)
+    max_tokens: int = _help("Most tokens a judgment may generate; longer ones are stored as truncated.",
+                            default=512)
+    seed: int = _help("Base seed; each (item, sample) draws from its own seed derived from it.", default=0)
+
+    def __post_init__(self) -> None:
+        _check(self.samples >= 1, f"samples must be >= 1, got {self.samples}")
+        _check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        _check(self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}")
+        _check(self.samples == 1 or self.temperature > 0,
+               f"samples={self.samples} with temperature 0 gives {self.samples} identical greedy judgments; "
+               "set a temperature > 0 (e.g. --temperature 1.0) or use --samples 1")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    data: DataConfig
+    out: str = _help("Run directory: manifest, judgments store, aggregates.")
+    template: str = _help("Judge template name (e.g. difficulty/intensity) or path to a .jinja file.",
+                          default=DEFAULT_TEMPLATE)
+    template_dir: str | None = _help("Extra directory searched for templates before the bundled ones.",
+                                     default=None)
+    model: str = _help("Judge model: local path or Hub id; default is the bundled tiny judge.",
+                       default=BUNDLED_JUDGE)
+    backend: str = _help("Backend name (see curate.backends.BACKENDS).", default="transformers")
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    batch_size: int = _help("Sequences per forward batch in local backends.", default=16)
+    chunk_size: int = _help("Judgments committed to the store per transaction.", default=64)
+    device: str = _help("Torch device for local backends: auto, cpu, cuda, cuda:N, mps.", default="auto")
+    dtype: str = _help("Torch dtype for local backends: auto, float32, bfloat16, float16.", default="auto")
+    trust_remote_code: bool = _help("Allow model repos to run their own code (off unless you trust them).",
+                                    default=False)
+    retry_failed: bool = _help("Request again the judgments stored as error or truncated.", default=False)
+    max_failure_fraction: float = _help(
+        "Exit with an error when more than this fraction of judgments failed (unparseable, truncated, error).",
+        default=0.1)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.out), "out (run directory) is empty")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}")
+        _check(0 <= self.max_failure_fraction <= 1,
+               f"max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")
+        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), f"unknown dtype {self.dtype!r}")
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out)
+
+    # Flat view: the keys a YAML job file and the CLI flags share.
+    @staticmethod
+    def flat_keys() -> dict[str, str]:
+        """Flat key → section ('data', 'sampling' or 'score')."""
+        keys = {f.name: "data" for f in fields(DataConfig)}
+        keys.update({f.name: "sampling" for f in fields(SamplingConfig)})
+        keys.update({f.name: "score" for f in fields(ScoreConfig) if f.name not in ("data", "sampling")})
+        return keys
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any]) -> ScoreConfig:
+        keys = cls.flat_keys()
+        unknown = sorted(set(values) - set(keys))
+        _check(not unknown, f"unknown setting(s) {unknown}; valid settings: {sorted(keys)}")
+        sections: dict[str, dict[str, Any]] = {"data": {}, "sampling": {}, "score": {}}
+        for key, value in values.items():
+            sections[keys[key]][key] = value
+        _check("source" in sections["data"], "no input data given (DATA argument or `source:` in the job file)")
+        _check("out" in sections["score"], "no run directory given (--out or `out:` in the job file)")
+        try:
+            return cls(data=DataConfig(**sections["data"]), sampling=SamplingConfig(**sections["sampling"]),
+                       **sections["score"])
+        except TypeError as exc:
+            raise ConfigError(f"invalid settings: {exc}") from exc
+
+    def to_flat(self) -> dict[str, Any]:
+        flat = {k: v for k, v in asdict(self).items() if k not in ("data", "sampling")}
+        return {**asdict(self.data), **asdict(self.sampling), **flat}
+
+
+def read_job_file(path: str | Path) -> dict[str, Any]:
+    """A YAML job file: a flat mapping of the same settings the CLI flags take."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read job file {path}: {exc}") from exc
+    _check(isinstance(loaded, dict), f"job file {path} must hold a mapping of settings, got {type(loaded).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in loaded.items()}

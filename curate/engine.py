@@ -1,0 +1,218 @@
+"""The engine: the one place that walks items → requests → completions → judgments → store → aggregates.
+
+It asks the store which (item, sample) pairs are missing, renders them, hands them to the backend
+in windows, parses what comes back, commits every `chunk_size` judgments, and reports progress.
+A crash loses at most the uncommitted chunk; rerunning the same job requests only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curate import __version__
+from curate.aggregate import per_item, summary
+from curate.backends import Backend, Completion, Request, check_backend_name, create_backend, model_fingerprint
+from curate.config import ScoreConfig
+from curate.data import fingerprint, load_items
+from curate.errors import ConfigError, FailureThresholdError
+from curate.parse import PARSERS, Parser, Status, parse_completion
+from curate.store import (
+    Judgment, RunStore, append_jsonl, read_judgments, read_manifest, write_atomic, write_parquet_atomic,
+)
+from curate.templates import JudgeTemplate, load_template
+
+log = logging.getLogger(__name__)
+
+# Judgments handed to the backend at once: large enough for it to sort by length and fill batches.
+WINDOW_JUDGMENTS = 1024
+RETRIED_STATUSES = (Status.ERROR, Status.TRUNCATED)
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    requested: int  # judgments requested from the backend by this invocation
+    summary: dict[str, Any]
+    per_item: pl.DataFrame
+
+
+def parser_label(parser: Parser) -> str:
+    return f"{parser.name}@{parser.version}"
+
+
+def to_judgment(completion: Completion, template: JudgeTemplate) -> Judgment:
+    parsed = parse_completion(template.parser, completion.text, completion.finish_reason, completion.error)
+    return Judgment(item_id=completion.item_id, sample_idx=completion.sample_idx, status=parsed.status,
+                    score=parsed.score, detail=parsed.detail, raw_text=completion.text,
+                    finish_reason=completion.finish_reason, prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens, parser=parser_label(template.parser),
+                    template=template.identity)
+
+
+def run_identity(config: ScoreConfig, items: pl.DataFrame, template: JudgeTemplate) -> dict[str, Any]:
+    """What a stored judgment depends on. max_tokens is left out on purpose: raising it to retry
+    truncated judgments must not make the run a different one."""
+    sampling = config.sampling
+    return {
+        "input_fingerprint": fingerprint(items), "n_items": items.height, "template": template.identity,
+        "parser": template.parser.name, "model": config.model, "model_fingerprint": model_fingerprint(config.model),
+        "backend": config.backend, "samples": sampling.samples, "temperature": sampling.temperature,
+        "top_p": sampling.top_p, "seed": sampling.seed,
+    }
+
+
+def _windows(pending: pl.DataFrame, items: pl.DataFrame) -> Iterator[list[dict[str, Any]]]:
+    """Pending items with their wanted sample indices, in input order, about WINDOW_JUDGMENTS at a time."""
+    wanted = pending.group_by("item_id", maintain_order=True).agg(pl.col("sample_idx").alias("samples"))
+    rows = wanted.join(items.rename({"id": "item_id"}), on="item_id", maintain_order="left")
+    window, size = [], 0
+    for row in rows.iter_rows(named=True):
+        window.append(row)
+        size += len(row["samples"])
+        if size >= WINDOW_JUDGMENTS:
+            yield window
+            window, size = [], 0
+    if window:
+        yield window
+
+
+def _request(row: dict[str, Any], template: JudgeTemplate) -> Request:
+    item = {**row, "id": row["item_id"]}
+    return Request(item_id=row["item_id"], sample_indices=tuple(row["samples"]),
+                   messages=tuple(template.render(item)))
+
+
+def _unanswered(requests: list[Request], answered: set[tuple[str, int]]) -> list[Completion]:
+    """Keep counts exact even if a backend drops a request: each becomes an explicit error."""
+    return [Completion(r.item_id, idx, "", "", 0, 0, error="backend returned no completion for this request")
+            for r in requests for idx in r.sample_indices if (r.item_id, idx) not in answered]
+
+
+def score(config: ScoreConfig, progress: Callable[[Progress], None] | None = None,
+          backend: Backend | None = None) -> RunResult:
+    """Score `config.data` into `config.out`, resuming whatever that run directory already holds.
+
+    `backend` replaces the one named by `config.backend` (tests, custom engines); it is not closed.
+    """
+    loaded = load_items(config.data)
+    items = loaded.items if config.data.limit is None else loaded.items.head(config.data.limit)
+    template = load_template(config.template, config.template_dir)
+    if items.height:  # template errors surface here, before any model is loaded or called
+        template.render(items.row(0, named=True))
+    check_backend_name(config.backend)
+    identity = run_identity(config, items, template)
+    manifest_extra = {"dereason_version": __version__, "created_at": time.time(), "source": loaded.source,
+                      "config": config.to_flat()}
+    run_dir = config.out_path
+    with RunStore.open(run_dir, identity, manifest_extra) as store:
+        if not (run_dir / "items.parquet").exists():
+            write_parquet_atomic(items, run_dir / "items.parquet")
+        if loaded.quarantined.height:
+            write_atomic(run_dir / "quarantine.jsonl", "".join(
+                json.dumps(r) + "\n" for r in loaded.quarantined.iter_rows(named=True)))
+        append_jsonl(run_dir / "invocations.jsonl",
+                     {"started_at": time.time(), "dereason_version": __version__, "config": config.to_flat()})
+        if config.retry_failed:
+            log.info("retrying %d judgment(s) stored as error or truncated", store.retire(RETRIED_STATUSES))
+        wanted = items.select(pl.col("id").alias("item_id")).join(
+            pl.DataFrame({"sample_idx": range(config.sampling.samples)}, schema={"sample_idx": pl.Int64}),
+            how="cross")
+        pending = store.missing(wanted)
+        log.info("%s: %d item(s) × %d sample(s); %d judgment(s) stored, %d to request",
+                 run_dir, items.height, config.sampling.samples, wanted.height - pending.height, pending.height)
+        if pending.height:
+            own_backend = backend is None
+            active = create_backend(config) if own_backend else backend
+            try:
+                _request_missing(store, active, config, template, pending, items, progress)
+            finally:
+                if own_backend:
+                    active.close()
+    result_summary, items_frame = write_aggregates(run_dir)
+    result_summary["requested"] = pending.height
+    _check_failures(result_summary, config.max_failure_fraction)
+    return RunResult(run_dir=run_dir, requested=pending.height, summary=result_summary, per_item=items_frame)
+
+
+def _request_missing(store: RunStore, backend: Backend, config: ScoreConfig, template: JudgeTemplate,
+                     pending: pl.DataFrame, items: pl.DataFrame,
+                     progress: Callable[[Progress], None] | None) -> None:
+    done = failed = 0
+    for window in _windows(pending, items):
+        requests = [_request(row, template) for row in window]
+        answered: set[tuple[str, int]] = set()
+        buffer: list[Judgment] = []
+
+        def commit() -> None:
+            nonlocal done, failed
+            store.append(buffer)
+            done += len(buffer)
+            failed += sum(j.status != Status.OK for j in buffer)
+            buffer.clear()
+            if progress:
+                progress(Progress(done=done, total=pending.height, failed=failed))
+
+        for completion in backend.generate(requests, config.sampling):
+            answered.add((completion.item_id, completion.sample_idx))
+            buffer.append(to_judgment(completion, template))
+            if len(buffer) >= config.chunk_size:
+                commit()
+        buffer.extend(to_judgment(c, template) for c in _unanswered(requests, answered))
+        if buffer:
+            commit()
+
+
+def write_aggregates(run_dir: Path) -> tuple[dict[str, Any], pl.DataFrame]:
+    judgments = read_judgments(run_dir)
+    items_frame = per_item(judgments)
+    result = summary(judgments, items_frame)
+    write_parquet_atomic(items_frame, run_dir / "per_item.parquet")
+    write_atomic(run_dir / "summary.json", json.dumps(result, indent=2, sort_keys=True))
+    return result, items_frame
+
+
+def _check_failures(result: dict[str, Any], max_fraction: float) -> None:
+    if result["failure_fraction"] > max_fraction:
+        counts = ", ".join(f"{k} {v}" for k, v in result["status_counts"].items() if k != Status.OK)
+        raise FailureThresholdError(
+            f"{result['failed']} of {result['judgments']} judgments failed ({result['failure_fraction']:.1%}: "
+            f"{counts}), above the allowed {max_fraction:.1%}; see load_judgments(run_dir) for raw outputs",
+            result)
+
+
+def reparse(run_dir: str | Path, parser_name: str | None = None) -> dict[str, Any]:
+    """Parse stored raw outputs again (after a parser fix, or with another parser); no model call.
+
+    Errors stay errors (there is no text to parse). Returns the new summary.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    name = parser_name or manifest["identity"]["parser"]
+    parser = PARSERS.get(name)
+    if parser is None:
+        raise ConfigError(f"unknown parser {name!r}; choose one of {sorted(PARSERS)}")
+    judgments = read_judgments(run_dir).filter(pl.col("status") != Status.ERROR)
+    updates = []
+    for row in judgments.select("item_id", "sample_idx", "raw_text", "finish_reason").iter_rows():
+        parsed = parse_completion(parser, row[2], row[3])
+        updates.append((parsed.status.value, parsed.score, parsed.detail, parser_label(parser), row[0], row[1]))
+    with RunStore.open(run_dir, manifest["identity"], {}) as store:
+        store.update_parsed(updates)
+    append_jsonl(run_dir / "invocations.jsonl", {"started_at": time.time(), "dereason_version": __version__,
+                                                 "reparse": {"parser": parser_label(parser), "rows": len(updates)}})
+    return write_aggregates(run_dir)[0]

@@ -1,0 +1,222 @@
+"""The run directory: manifest, judgments store, items, invocation log.
+
+    RUN_DIR/
+      manifest.json      the run's identity (input fingerprint, template + hash, parser, model, sampling)
+      judgments.sqlite   every judgment, keyed (item_id, sample_idx): SQLite in WAL mode
+      items.parquet      the validated items the run scores (extra fields included)
+      quarantine.jsonl   bad input rows with reasons, when quarantining
+      invocations.jsonl  append-only: each invocation's full config, start time, version
+      per_item.parquet, summary.json   aggregates (rewritten after every invocation)
+
+Crash safety: a chunk of judgments is one SQLite transaction, so after a SIGKILL a judgment is
+either fully stored or absent; the primary key makes a duplicate impossible rather than unlikely.
+Other files are written to a temporary name and renamed. One process at a time holds the run's
+lock (an OS lock, released by the kernel if the process dies).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curate.errors import RunDirError
+
+MANIFEST = "manifest.json"
+DATABASE = "judgments.sqlite"
+LOCK = ".lock"
+
+
+@dataclass(frozen=True)
+class Judgment:
+    item_id: str
+    sample_idx: int
+    status: str
+    score: int | None
+    detail: str
+    raw_text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    parser: str
+    template: str
+
+
+COLUMNS = [f.name for f in fields(Judgment)]
+SCHEMA = {
+    "item_id": pl.String, "sample_idx": pl.Int64, "status": pl.String, "score": pl.Int64, "detail": pl.String,
+    "raw_text": pl.String, "finish_reason": pl.String, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64,
+    "parser": pl.String, "template": pl.String, "created_at": pl.Float64,
+}
+_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    item_id TEXT NOT NULL, sample_idx INTEGER NOT NULL, status TEXT NOT NULL, score INTEGER,
+    detail TEXT NOT NULL, raw_text TEXT NOT NULL, finish_reason TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    parser TEXT NOT NULL, template TEXT NOT NULL, created_at REAL NOT NULL{extra}
+)"""
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over `path`."""
+    payload = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.write_parquet(tmp)
+    os.replace(tmp, path)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        raise RunDirError(f"{run_dir} is not a run directory (no {MANIFEST})")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")  # a process crash loses nothing committed
+    connection.execute(_TABLE.format(name="judgments", extra=", PRIMARY KEY (item_id, sample_idx)") + " WITHOUT ROWID")
+    connection.execute(_TABLE.format(name="retired", extra=", retired_at REAL NOT NULL"))
+    return connection
+
+
+def read_judgments(run_dir: str | Path, table: str = "judgments") -> pl.DataFrame:
+    """All stored judgments as a Polars frame (one row per item_id, sample_idx), without locking."""
+    path = Path(run_dir) / DATABASE
+    if not path.exists():
+        raise RunDirError(f"{run_dir} holds no judgments ({DATABASE} missing)")
+    connection = _connect(path, readonly=True)
+    try:
+        rows = connection.execute(f"SELECT {', '.join(SCHEMA)} FROM {table} ORDER BY item_id, sample_idx").fetchall()
+    finally:
+        connection.close()
+    return pl.DataFrame(rows, schema=SCHEMA, orient="row")
+
+
+class RunStore:
+    """The writable side of a run directory, held by one process at a time."""
+
+    def __init__(self, run_dir: Path, connection: sqlite3.Connection, lock_handle: Any):
+        self.run_dir = run_dir
+        self._connection = connection
+        self._lock_handle = lock_handle
+
+    @classmethod
+    def open(cls, run_dir: str | Path, identity: dict[str, Any], manifest_extra: dict[str, Any]) -> RunStore:
+        """Create the run directory, or reopen it if its identity matches; lock it for this process."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock_handle = (run_dir / LOCK).open("a+")
+        try:
+            fcntl.flock(lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_handle.close()
+            raise RunDirError(f"{run_dir} is in use by another curate process; wait for it or use another --out") \
+                from None
+        try:
+            manifest_path = run_dir / MANIFEST
+            if manifest_path.exists():
+                _check_identity(run_dir, read_manifest(run_dir)["identity"], identity)
+            else:
+                write_atomic(manifest_path, json.dumps({"identity": identity, **manifest_extra}, indent=2,
+                                                       sort_keys=True))
+            connection = _connect(run_dir / DATABASE)
+        except BaseException:
+            lock_handle.close()
+            raise
+        return cls(run_dir, connection, lock_handle)
+
+    def stored_keys(self) -> pl.DataFrame:
+        rows = self._connection.execute("SELECT item_id, sample_idx FROM judgments").fetchall()
+        return pl.DataFrame(rows, schema={"item_id": pl.String, "sample_idx": pl.Int64}, orient="row")
+
+    def missing(self, wanted: pl.DataFrame) -> pl.DataFrame:
+        """The (item_id, sample_idx) pairs of `wanted` that are not stored yet, in `wanted`'s order."""
+        return wanted.join(self.stored_keys(), on=["item_id", "sample_idx"], how="anti", maintain_order="left")
+
+    def append(self, judgments: Sequence[Judgment]) -> None:
+        """Store judgments in one transaction: all of them, or (after a crash) none."""
+        now = time.time()
+        with self._transaction():
+            self._connection.executemany(
+                f"INSERT INTO judgments ({', '.join(COLUMNS)}, created_at) VALUES ({', '.join('?' * len(COLUMNS))}, ?)",
+                [(*astuple(j), now) for j in judgments])
+
+    def retire(self, statuses: Iterable[str]) -> int:
+        """Move judgments with these statuses to the `retired` table, so they are requested again."""
+        statuses = list(statuses)
+        marks = ", ".join("?" * len(statuses))
+        with self._transaction():
+            self._connection.execute(
+                f"INSERT INTO retired SELECT *, ? FROM judgments WHERE status IN ({marks})", (time.time(), *statuses))
+            return self._connection.execute(f"DELETE FROM judgments WHERE status IN ({marks})", statuses).rowcount
+
+    def update_parsed(self, rows: Iterable[tuple[str, int | None, str, str, str, int]]) -> None:
+        """Rewrite (status, score, detail, parser) of stored judgments, keyed by (item_id, sample_idx)."""
+        with self._transaction():
+            self._connection.executemany(
+                "UPDATE judgments SET status = ?, score = ?, detail = ?, parser = ? "
+                "WHERE item_id = ? AND sample_idx = ?", rows)
+
+    def _transaction(self) -> sqlite3.Connection:
+        return _Transaction(self._connection)
+
+    def close(self) -> None:
+        self._connection.close()
+        self._lock_handle.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Transaction:
+    def __init__(self, connection: sqlite3.Connection):
+        self.connection = connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self.connection
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.connection.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _check_identity(run_dir: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> None:
+    differences = [f"{key}: stored {stored.get(key)!r}, now {wanted.get(key)!r}"
+                   for key in sorted(set(stored) | set(wanted)) if stored.get(key) != wanted.get(key)]
+    if differences:
+        raise RunDirError(f"{run_dir} holds a different run ({'; '.join(differences)}). Resuming would mix "
+                          "judgments of two jobs: use a new --out, or restore the original settings.")

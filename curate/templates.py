@@ -1,0 +1,145 @@
+"""Judge templates: sandboxed Jinja files that render chat messages and declare their parser.
+
+A template is a `.jinja` file whose first thing is a Jinja comment holding YAML metadata, then a
+`user` block and optionally a `system` block:
+
+    {#-
+    parser: tagged_score        # a name in curate.parse.PARSERS (required)
+    description: one line about what it asks
+    -#}
+    {% block system %}...{% endblock %}
+    {% block user %}Problem: {{ question }}{% endblock %}
+
+Variables: `id`, `question`, `reference`, `choices`, `domain`, and `extra` (every other input
+field). Any other name is an error (StrictUndefined), reported with the template's name and line.
+Identity: the template's name plus a hash of its exact bytes, recorded with every judgment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from curate.errors import TemplateError
+from curate.parse import PARSERS, Parser
+
+SUFFIX = ".jinja"
+ROLES = ("system", "user")
+_HEADER = re.compile(r"\A\s*\{#-?(.*?)-?#\}", re.DOTALL)
+
+
+def bundled_prompts_dir() -> Path:
+    """`prompts/` ships inside the wheel as curate/prompts; in a source checkout it sits beside curate/."""
+    package = Path(__file__).parent
+    installed = package / "prompts"
+    return installed if installed.is_dir() else package.parent / "prompts"
+
+
+def available_templates(template_dir: str | Path | None = None) -> list[str]:
+    roots = [Path(template_dir)] if template_dir else []
+    roots.append(bundled_prompts_dir())
+    return sorted({str(p.relative_to(root).with_suffix("")) for root in roots for p in root.rglob(f"*{SUFFIX}")})
+
+
+@dataclass(frozen=True)
+class JudgeTemplate:
+    name: str
+    source: str
+    parser: Parser
+    description: str
+    _template: jinja2.Template
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}@{self.content_hash}"
+
+    def render(self, item: dict[str, Any]) -> list[dict[str, str]]:
+        """Chat messages for one item; errors name the template, the line and the item id."""
+        context = self._template.new_context(_context(item))
+        messages = []
+        for role in ROLES:
+            block = self._template.blocks.get(role)
+            if block is None:
+                continue
+            try:
+                content = "".join(block(context)).strip()
+            except jinja2.TemplateError as exc:
+                raise TemplateError(f"template {self.name!r}, line {_template_line(exc, self._template)}: "
+                                    f"{exc.message or exc} (rendering item {item.get('id')!r}); available "
+                                    "variables: id, question, reference, choices, domain, extra") from exc
+            messages.append({"role": role, "content": content})
+        return messages
+
+
+def _context(item: dict[str, Any]) -> dict[str, Any]:
+    return {"id": item["id"], "question": item["question"], "reference": item.get("reference"),
+            "choices": item.get("choices"), "domain": item.get("domain"), "extra": item.get("extra") or {}}
+
+
+def _template_line(exc: BaseException, template: jinja2.Template) -> int | str:
+    """The template line of the innermost frame of the compiled template (its debug info maps it)."""
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__)
+             if frame.filename == template.filename and frame.lineno is not None]
+    return template.get_corresponding_lineno(lines[-1]) if lines else "?"
+
+
+def _environment(search_path: list[Path]) -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+    )
+
+
+def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTemplate:
+    """Load by name (`difficulty/intensity`), searching `template_dir` first, or by path to a .jinja file."""
+    as_path = Path(name)
+    if name.endswith(SUFFIX) and as_path.is_file():
+        search_path, file_name, display = [as_path.parent.resolve()], as_path.name, str(as_path)
+    else:
+        search_path = ([Path(template_dir)] if template_dir else []) + [bundled_prompts_dir()]
+        file_name, display = f"{name}{SUFFIX}", name
+    env = _environment(search_path)
+    try:
+        template = env.get_template(file_name)
+    except jinja2.TemplateNotFound:
+        raise TemplateError(f"no template {name!r}; available: {available_templates(template_dir)}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"template {display!r}, line {exc.lineno}: {exc.message}") from exc
+    source = Path(template.filename).read_text(encoding="utf-8")
+    metadata = _metadata(source, display)
+    parser_name = metadata.get("parser")
+    if parser_name not in PARSERS:
+        raise TemplateError(f"template {display!r} declares parser {parser_name!r}; "
+                            f"declare one of {sorted(PARSERS)} in its header comment")
+    if "user" not in template.blocks:
+        raise TemplateError(f"template {display!r} has no {{% block user %}}; a judge template needs one")
+    return JudgeTemplate(name=display, source=source, parser=PARSERS[parser_name],
+                         description=str(metadata.get("description", "")), _template=template)
+
+
+def _metadata(source: str, display: str) -> dict[str, Any]:
+    header = _HEADER.match(source)
+    if header is None:
+        raise TemplateError(f"template {display!r}, line 1: missing metadata header "
+                            "(a leading {# ... #} comment with YAML, e.g. `parser: tagged_score`)")
+    try:
+        metadata = yaml.safe_load(header.group(1))
+    except yaml.YAMLError as exc:
+        raise TemplateError(f"template {display!r}: metadata header is not valid YAML: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise TemplateError(f"template {display!r}: metadata header must be a YAML mapping")
+    return metadata

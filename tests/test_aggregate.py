@@ -1,0 +1,46 @@
+import polars as pl
+import pytest
+
+from curate.aggregate import per_item, summary
+
+ROWS = [  # item, sample, status, score, prompt tokens, completion tokens
+    ("a", 0, "ok", 2, 10, 1), ("a", 1, "ok", 4, 10, 1), ("a", 2, "ok", 4, 10, 1),
+    ("b", 0, "ok", 5, 12, 1), ("b", 1, "unparseable", None, 12, 3), ("b", 2, "ok", 1, 12, 1),
+    ("c", 0, "truncated", None, 8, 9), ("c", 1, "error", None, 8, 0), ("c", 2, "unparseable", None, 8, 2),
+]
+
+
+@pytest.fixture
+def judgments() -> pl.DataFrame:
+    return pl.DataFrame(ROWS, schema=["item_id", "sample_idx", "status", "score", "prompt_tokens",
+                                      "completion_tokens"], orient="row")
+
+
+def test_per_item_statistics_use_ok_judgments_only(judgments):
+    frame = per_item(judgments)
+    a, b, c = frame.rows(named=True)
+    assert (a["n_ok"], a["n_failed"], a["score_mean"], a["score_median"], a["score_mode"]) == (3, 0, 10 / 3, 4.0, 4)
+    assert a["score_std"] == pytest.approx(((2 - 10 / 3) ** 2 + 2 * (4 - 10 / 3) ** 2) ** 0.5 / 3 ** 0.5)
+    # a tie between 1 and 5 goes to the lower score
+    assert (b["n_ok"], b["n_unparseable"], b["score_mean"], b["score_mode"], b["score_min"], b["score_max"]) == \
+        (2, 1, 3.0, 1, 1, 5)
+    assert c["item_status"] == "unscored" and (a["item_status"], b["item_status"]) == ("scored", "scored")
+    assert (c["n_truncated"], c["n_error"], c["n_unparseable"], c["n_failed"]) == (1, 1, 1, 3)
+    assert c["score_mean"] is None and c["score_mode"] is None and c["score_std"] is None
+
+
+def test_single_sample_has_zero_spread():
+    one = pl.DataFrame([("a", 0, "ok", 3, 1, 1)], schema=["item_id", "sample_idx", "status", "score",
+                                                          "prompt_tokens", "completion_tokens"], orient="row")
+    assert per_item(one)["score_std"].to_list() == [0.0]
+
+
+def test_summary_counts_add_up(judgments):
+    result = summary(judgments, per_item(judgments))
+    assert result["status_counts"] == {"ok": 5, "unparseable": 2, "truncated": 1, "error": 1}
+    assert sum(result["status_counts"].values()) == result["judgments"] == 9
+    assert result["failed"] == 4 and result["failure_fraction"] == pytest.approx(4 / 9)
+    assert result["score_histogram"] == {"1": 1, "2": 1, "3": 0, "4": 2, "5": 1}
+    assert (result["items"], result["items_scored"], result["items_unscored"]) == (3, 2, 1)
+    assert result["mean_item_score"] == pytest.approx((10 / 3 + 3.0) / 2)
+    assert (result["prompt_tokens"], result["completion_tokens"]) == (90, 19)

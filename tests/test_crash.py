@@ -1,0 +1,61 @@
+"""SIGKILL a scoring process at random points, resume each time: nothing lost, nothing doubled."""
+
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import polars as pl
+
+from curate.store import DATABASE, read_judgments
+
+ITEMS, SAMPLES = 120, 3
+TOTAL = ITEMS * SAMPLES
+
+
+def command(run_dir):
+    return [sys.executable, "-m", "curate.cli", "score", "bundled:math-sample", "--limit", str(ITEMS),
+            "--samples", str(SAMPLES), "--temperature", "1.0", "--chunk-size", "8", "--batch-size", "8",
+            "--out", str(run_dir), "--json", "--max-failure-fraction", "1"]
+
+
+def stored(run_dir) -> int:
+    try:
+        connection = sqlite3.connect(f"file:{run_dir / DATABASE}?mode=ro", uri=True, timeout=1)
+        try:
+            return connection.execute("SELECT count(*) FROM judgments").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def kill_when_stored(run_dir, target: int) -> int:
+    process = subprocess.Popen(command(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while stored(run_dir) < target and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return stored(run_dir)
+
+
+def test_killed_and_resumed_equals_uninterrupted(tmp_path):
+    clean = tmp_path / "clean"
+    subprocess.run(command(clean), check=True, capture_output=True)
+    resumed = tmp_path / "resumed"
+    rng = random.Random(2026)
+    previous = 0
+    for target in sorted(rng.sample(range(8, TOTAL - 60), 3)):
+        after_kill = kill_when_stored(resumed, max(target, previous + 1))
+        assert previous < after_kill < TOTAL, "the kill must land mid-run, after new commits"
+        previous = after_kill
+    subprocess.run(command(resumed), check=True, capture_output=True)
+
+    columns = ["item_id", "sample_idx", "status", "score", "raw_text", "finish_reason"]
+    got, want = read_judgments(resumed).select(columns), read_judgments(clean).select(columns)
+    assert got.height == TOTAL and got.select("item_id", "sample_idx").is_unique().all()
+    assert got.equals(want)
+    assert pl.read_parquet(resumed / "per_item.parquet").equals(pl.read_parquet(clean / "per_item.parquet"))

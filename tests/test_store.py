@@ -1,0 +1,69 @@
+import sqlite3
+
+import polars as pl
+import pytest
+
+from curate.errors import RunDirError
+from curate.store import Judgment, RunStore, read_judgments, read_manifest
+
+IDENTITY = {"input_fingerprint": "abc", "template": "t@1", "model": "m"}
+
+
+def judgment(item_id: str, idx: int, status: str = "ok", score: int | None = 3) -> Judgment:
+    return Judgment(item_id, idx, status, score, "", f"text {item_id}/{idx}", "stop", 5, 1, "score_only@1", "t@1")
+
+
+def keys(*pairs):
+    return pl.DataFrame(list(pairs), schema={"item_id": pl.String, "sample_idx": pl.Int64}, orient="row")
+
+
+def test_append_then_missing_and_read(tmp_path):
+    with RunStore.open(tmp_path, IDENTITY, {"note": "x"}) as store:
+        store.append([judgment("a", 0), judgment("a", 1, "truncated", None)])
+        missing = store.missing(keys(("a", 0), ("a", 1), ("b", 0), ("b", 1)))
+    assert missing.rows() == [("b", 0), ("b", 1)]
+    frame = read_judgments(tmp_path)
+    assert frame.select("item_id", "sample_idx", "status", "score").rows() == [("a", 0, "ok", 3), ("a", 1, "truncated", None)]
+    assert frame["raw_text"].to_list() == ["text a/0", "text a/1"]
+    assert read_manifest(tmp_path) == {"identity": IDENTITY, "note": "x"}
+
+
+def test_a_duplicate_rolls_back_the_whole_chunk(tmp_path):
+    with RunStore.open(tmp_path, IDENTITY, {}) as store:
+        store.append([judgment("a", 0)])
+        with pytest.raises(sqlite3.IntegrityError):
+            store.append([judgment("b", 0), judgment("a", 0)])
+    assert read_judgments(tmp_path)["item_id"].to_list() == ["a"]
+
+
+def test_second_process_is_locked_out(tmp_path):
+    with RunStore.open(tmp_path, IDENTITY, {}):
+        with pytest.raises(RunDirError, match="in use"):
+            RunStore.open(tmp_path, IDENTITY, {})
+    RunStore.open(tmp_path, IDENTITY, {}).close()  # released with the first holder
+
+
+def test_other_identity_is_refused_naming_the_difference(tmp_path):
+    RunStore.open(tmp_path, IDENTITY, {}).close()
+    with pytest.raises(RunDirError, match=r"template: stored 't@1', now 't@2'"):
+        RunStore.open(tmp_path, {**IDENTITY, "template": "t@2"}, {})
+
+
+def test_retire_moves_failures_aside_keeping_them(tmp_path):
+    with RunStore.open(tmp_path, IDENTITY, {}) as store:
+        store.append([judgment("a", 0), judgment("b", 0, "error", None), judgment("c", 0, "truncated", None),
+                      judgment("d", 0, "unparseable", None)])
+        assert store.retire(["error", "truncated"]) == 2
+        assert store.missing(keys(("a", 0), ("b", 0), ("c", 0), ("d", 0))).rows() == [("b", 0), ("c", 0)]
+    assert sorted(read_judgments(tmp_path, table="retired")["item_id"].to_list()) == ["b", "c"]
+
+
+def test_no_temporary_files_are_left(tmp_path):
+    with RunStore.open(tmp_path, IDENTITY, {}) as store:
+        store.append([judgment("a", 0)])
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_reading_a_directory_without_a_run_says_so(tmp_path):
+    with pytest.raises(RunDirError, match="no judgments"):
+        read_judgments(tmp_path)
