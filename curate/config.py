@@ -73,6 +73,42 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class EndpointConfig:
+    """How to reach an OpenAI-compatible server (backend 'openai'). The API key is read from the
+    environment variable named here at request time and never stored anywhere."""
+
+    base_url: str | None = _help("Server URL ending in /v1 (default: $OPENAI_BASE_URL).", default=None)
+    api_key_env: str = _help("Environment variable holding the API key (may be unset for local servers).",
+                             default="OPENAI_API_KEY")
+    endpoint: Literal["chat", "completions"] = _help(
+        "'chat' sends messages; 'completions' sends the prompt rendered with --tokenizer's chat template.",
+        default="chat")
+    tokenizer: str | None = _help("Tokenizer whose chat template renders prompts for --endpoint completions.",
+                                  default=None)
+    max_in_flight: int = _help("Most requests open at once.", default=64)
+    requests_per_minute: int | None = _help("Client-side request rate limit.", default=None)
+    tokens_per_minute: int | None = _help("Client-side token rate limit (prompt estimate + max_tokens).",
+                                          default=None)
+    request_timeout: float = _help("Seconds before a request is abandoned and retried.", default=120.0)
+    max_retries: int = _help("Retries after 429, 5xx, timeouts and dropped connections; then an error row.",
+                             default=5)
+    use_n: bool = _help("Ask for an item's samples in one request with `n`; a server that returns fewer "
+                        "choices gets the rest as separate seeded requests.", default=False)
+
+    def __post_init__(self) -> None:
+        _check(self.endpoint in ("chat", "completions"), f"endpoint must be 'chat' or 'completions', got "
+                                                          f"{self.endpoint!r}")
+        _check(self.endpoint == "chat" or self.tokenizer is not None,
+               "--endpoint completions needs --tokenizer (its chat template renders the prompt)")
+        _check(self.max_in_flight >= 1, f"max_in_flight must be >= 1, got {self.max_in_flight}")
+        _check(self.request_timeout > 0, f"request_timeout must be > 0, got {self.request_timeout}")
+        _check(self.max_retries >= 0, f"max_retries must be >= 0, got {self.max_retries}")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, f"{name} must be positive, got {value}")
+
+
+@dataclass(frozen=True)
 class ScoreConfig:
     data: DataConfig
     out: str = _help("Run directory: manifest, judgments store, aggregates.")
@@ -84,6 +120,7 @@ class ScoreConfig:
                        default=BUNDLED_JUDGE)
     backend: str = _help("Backend name (see curate.backends.BACKENDS).", default="transformers")
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     batch_size: int = _help("Sequences per forward batch in local backends.", default=16)
     chunk_size: int = _help("Judgments committed to the store per transaction.", default=64)
     device: str = _help("Torch device for local backends: auto, cpu, cuda, cuda:N, mps.", default="auto")
@@ -110,10 +147,9 @@ class ScoreConfig:
     # Flat view: the keys a YAML job file and the CLI flags share.
     @staticmethod
     def flat_keys() -> dict[str, str]:
-        """Flat key → section ('data', 'sampling' or 'score')."""
-        keys = {f.name: "data" for f in fields(DataConfig)}
-        keys.update({f.name: "sampling" for f in fields(SamplingConfig)})
-        keys.update({f.name: "score" for f in fields(ScoreConfig) if f.name not in ("data", "sampling")})
+        """Flat key → section ('data', 'sampling', 'endpoint' or 'score')."""
+        keys = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
+        keys.update({f.name: "score" for f in fields(ScoreConfig) if f.name not in SECTIONS})
         return keys
 
     @classmethod
@@ -121,20 +157,25 @@ class ScoreConfig:
         keys = cls.flat_keys()
         unknown = sorted(set(values) - set(keys))
         _check(not unknown, f"unknown setting(s) {unknown}; valid settings: {sorted(keys)}")
-        sections: dict[str, dict[str, Any]] = {"data": {}, "sampling": {}, "score": {}}
+        sections: dict[str, dict[str, Any]] = {name: {} for name in (*SECTIONS, "score")}
         for key, value in values.items():
             sections[keys[key]][key] = value
         _check("source" in sections["data"], "no input data given (DATA argument or `source:` in the job file)")
         _check("out" in sections["score"], "no run directory given (--out or `out:` in the job file)")
         try:
-            return cls(data=DataConfig(**sections["data"]), sampling=SamplingConfig(**sections["sampling"]),
-                       **sections["score"])
+            nested = {name: cls(**sections[name]) for name, cls in SECTIONS.items()}
+            return cls(**nested, **sections["score"])
         except TypeError as exc:
             raise ConfigError(f"invalid settings: {exc}") from exc
 
     def to_flat(self) -> dict[str, Any]:
-        flat = {k: v for k, v in asdict(self).items() if k not in ("data", "sampling")}
-        return {**asdict(self.data), **asdict(self.sampling), **flat}
+        flat = {k: v for k, v in asdict(self).items() if k not in SECTIONS}
+        for name in SECTIONS:
+            flat.update(asdict(getattr(self, name)))
+        return flat
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "sampling": SamplingConfig, "endpoint": EndpointConfig}
 
 
 def read_job_file(path: str | Path) -> dict[str, Any]:

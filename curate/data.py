@@ -26,13 +26,14 @@ CANONICAL = ("id", "question", "reference", "choices", "domain")
 # Conventional input names for the optional fields, used only when the column exists.
 CONVENTIONAL = {"id": "id", "reference": "answer", "choices": "choices", "domain": "domain"}
 MAX_ROWS_LISTED = 10
+FILE_SUFFIXES = (".jsonl", ".ndjson", ".parquet", ".csv", ".json")
 JSON_TYPE_NAMES = {int: "number", float: "number", bool: "boolean", list: "array", dict: "object"}
 
 
 @dataclass(frozen=True)
 class LoadedItems:
     items: pl.DataFrame
-    quarantined: pl.DataFrame  # columns: row, reason, record (the row as JSON, or the unreadable line)
+    quarantined: pl.DataFrame  # columns: row, reason, record (the input row as read, or the unreadable line)
     source: str
 
 
@@ -51,7 +52,7 @@ def resolve_source(source: str) -> Path | str:
     path = Path(source)
     if path.exists():
         return path
-    if source.count("/") == 1 and not source.startswith((".", "/")):
+    if source.count("/") == 1 and not source.startswith((".", "/")) and path.suffix not in FILE_SUFFIXES:
         return source
     raise DataError(f"input {source!r} does not exist (nor is it a Hub dataset id like 'org/name')")
 
@@ -79,8 +80,28 @@ def _read_jsonl(path: Path, question_field: str) -> tuple[pl.DataFrame, list[tup
             record["__row"] = line_number
             records.append(record)
     if not records:
-        return pl.DataFrame({"__row": []}, schema={"__row": pl.Int64}), broken
-    return pl.from_dicts(records, infer_schema_length=None, strict=False), broken
+        return pl.DataFrame(schema={"__row": pl.Int64, question_field: pl.String}), broken
+    _text_for_mixed_types(records, path)
+    return pl.from_dicts(records, infer_schema_length=None), broken
+
+
+def _text_for_mixed_types(records: list[dict], path: Path) -> None:
+    """A field whose JSON type varies by row becomes text (strings as they are, others as JSON), so
+    no value is widened by its neighbours (42 next to 3.5 stays "42", not "42.0")."""
+    types: dict[str, set[type]] = {}
+    for record in records:
+        for key, value in record.items():
+            if value is not None:
+                types.setdefault(key, set()).add(type(value))
+    mixed = [key for key, seen in types.items() if len(seen) > 1]
+    if not mixed:
+        return
+    log.warning("%s: field(s) %s mix JSON types across rows; they are carried as text", path, mixed)
+    for record in records:
+        for key in mixed:
+            value = record.get(key)
+            if value is not None and not isinstance(value, str):
+                record[key] = json.dumps(value, ensure_ascii=False)
 
 
 def read_table(source: Path | str, split: str, question_field: str) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
@@ -127,9 +148,12 @@ def _mapping(config: DataConfig, columns: list[str], where: str) -> dict[str, st
     return mapping
 
 
-def content_id(question: str, reference: str | None) -> str:
-    digest = hashlib.sha256(f"{question}\x1f{reference or ''}".encode()).hexdigest()
-    return f"h-{digest[:16]}"
+def content_id(question: str, reference: str | None, choices: list[str] | None = None) -> str:
+    """Stable id from content; choices count only when present, so ids of plain items never change."""
+    text = f"{question}\x1f{reference or ''}"
+    if choices:
+        text += "\x1f" + "\x1e".join(choices)
+    return f"h-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 def _row_list(rows: pl.Series) -> str:
@@ -140,7 +164,7 @@ def _row_list(rows: pl.Series) -> str:
 
 def _canonical_frame(frame: pl.DataFrame, mapping: dict[str, str | None], where: str) -> pl.DataFrame:
     question = mapping["question"]
-    if frame.schema[question] != pl.String and frame.height:
+    if frame.schema[question] not in (pl.String, pl.Null) and frame.height:
         raise DataError(f"{where}: field {question!r} must hold strings, but the column is "
                         f"{frame.schema[question]}; map the question with --question-field")
 
@@ -190,15 +214,15 @@ def load_items(config: DataConfig) -> LoadedItems:
     mapping = _mapping(config, [c for c in frame.columns if c != "__row"], where)
     items = _canonical_frame(frame, mapping, where)
     missing_id = pl.col("id").is_null() | (pl.col("id").str.strip_chars() == "")
-    hashed = pl.struct("question", "reference").map_elements(
-        lambda r: content_id(r["question"] or "", r["reference"]), return_dtype=pl.String)
+    hashed = pl.struct("question", "reference", "choices").map_elements(
+        lambda r: content_id(r["question"] or "", r["reference"], r["choices"]), return_dtype=pl.String)
     items = items.with_columns(pl.when(missing_id).then(hashed).otherwise(pl.col("id")).alias("id"))
 
-    as_json = pl.struct(pl.exclude("__row", "reason")).struct.json_encode().alias("record")
     problems = _problems(items, config.question_field)
+    as_read = frame.select("__row", pl.struct(pl.exclude("__row")).struct.json_encode().alias("record"))
     quarantined = pl.concat([
         pl.DataFrame(broken, schema={"row": pl.Int64, "reason": pl.String, "record": pl.String}, orient="row"),
-        problems.join(items, on="__row").select(pl.col("__row").alias("row"), "reason", as_json),
+        problems.join(as_read, on="__row").select(pl.col("__row").alias("row"), "reason", "record"),
     ]).sort("row")
     if quarantined.height:
         summary = "; ".join(

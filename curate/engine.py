@@ -31,8 +31,8 @@ from curate.templates import JudgeTemplate, load_template
 
 log = logging.getLogger(__name__)
 
-# Judgments handed to the backend at once: large enough for it to sort by length and fill batches.
-WINDOW_JUDGMENTS = 1024
+# A slow trickle of answers is still committed this often, so a crash loses little.
+COMMIT_INTERVAL_SECONDS = 2.0
 RETRIED_STATUSES = (Status.ERROR, Status.TRUNCATED)
 
 
@@ -76,19 +76,10 @@ def run_identity(config: ScoreConfig, items: pl.DataFrame, template: JudgeTempla
     }
 
 
-def _windows(pending: pl.DataFrame, items: pl.DataFrame) -> Iterator[list[dict[str, Any]]]:
-    """Pending items with their wanted sample indices, in input order, about WINDOW_JUDGMENTS at a time."""
+def _pending_rows(pending: pl.DataFrame, items: pl.DataFrame) -> Iterator[dict[str, Any]]:
+    """Pending items with their wanted sample indices, in input order."""
     wanted = pending.group_by("item_id", maintain_order=True).agg(pl.col("sample_idx").alias("samples"))
-    rows = wanted.join(items.rename({"id": "item_id"}), on="item_id", maintain_order="left")
-    window, size = [], 0
-    for row in rows.iter_rows(named=True):
-        window.append(row)
-        size += len(row["samples"])
-        if size >= WINDOW_JUDGMENTS:
-            yield window
-            window, size = [], 0
-    if window:
-        yield window
+    yield from wanted.join(items.rename({"id": "item_id"}), on="item_id", maintain_order="left").iter_rows(named=True)
 
 
 def _request(row: dict[str, Any], template: JudgeTemplate) -> Request:
@@ -97,10 +88,10 @@ def _request(row: dict[str, Any], template: JudgeTemplate) -> Request:
                    messages=tuple(template.render(item)))
 
 
-def _unanswered(requests: list[Request], answered: set[tuple[str, int]]) -> list[Completion]:
+def _unanswered(outstanding: dict[tuple[str, int], None]) -> list[Completion]:
     """Keep counts exact even if a backend drops a request: each becomes an explicit error."""
-    return [Completion(r.item_id, idx, "", "", 0, 0, error="backend returned no completion for this request")
-            for r in requests for idx in r.sample_indices if (r.item_id, idx) not in answered]
+    return [Completion(item_id, idx, "", "", 0, 0, error="backend returned no completion for this request")
+            for item_id, idx in outstanding]
 
 
 def score(config: ScoreConfig, progress: Callable[[Progress], None] | None = None,
@@ -152,29 +143,36 @@ def score(config: ScoreConfig, progress: Callable[[Progress], None] | None = Non
 def _request_missing(store: RunStore, backend: Backend, config: ScoreConfig, template: JudgeTemplate,
                      pending: pl.DataFrame, items: pl.DataFrame,
                      progress: Callable[[Progress], None] | None) -> None:
+    outstanding: dict[tuple[str, int], None] = {}  # rendered, not yet answered (insertion-ordered)
+
+    def requests() -> Iterator[Request]:
+        for row in _pending_rows(pending, items):
+            request = _request(row, template)
+            outstanding.update(dict.fromkeys((request.item_id, idx) for idx in request.sample_indices))
+            yield request
+
     done = failed = 0
-    for window in _windows(pending, items):
-        requests = [_request(row, template) for row in window]
-        answered: set[tuple[str, int]] = set()
-        buffer: list[Judgment] = []
+    buffer: list[Judgment] = []
+    last_commit = time.monotonic()
 
-        def commit() -> None:
-            nonlocal done, failed
-            store.append(buffer)
-            done += len(buffer)
-            failed += sum(j.status != Status.OK for j in buffer)
-            buffer.clear()
-            if progress:
-                progress(Progress(done=done, total=pending.height, failed=failed))
+    def commit() -> None:
+        nonlocal done, failed, last_commit
+        store.append(buffer)
+        done += len(buffer)
+        failed += sum(j.status != Status.OK for j in buffer)
+        buffer.clear()
+        last_commit = time.monotonic()
+        if progress:
+            progress(Progress(done=done, total=pending.height, failed=failed))
 
-        for completion in backend.generate(requests, config.sampling):
-            answered.add((completion.item_id, completion.sample_idx))
-            buffer.append(to_judgment(completion, template))
-            if len(buffer) >= config.chunk_size:
-                commit()
-        buffer.extend(to_judgment(c, template) for c in _unanswered(requests, answered))
-        if buffer:
+    for completion in backend.generate(requests(), config.sampling):
+        outstanding.pop((completion.item_id, completion.sample_idx), None)
+        buffer.append(to_judgment(completion, template))
+        if len(buffer) >= config.chunk_size or time.monotonic() - last_commit >= COMMIT_INTERVAL_SECONDS:
             commit()
+    buffer.extend(to_judgment(c, template) for c in _unanswered(outstanding))
+    if buffer:
+        commit()
 
 
 def write_aggregates(run_dir: Path) -> tuple[dict[str, Any], pl.DataFrame]:

@@ -19,7 +19,8 @@ from enum import StrEnum
 from typing import Protocol
 
 SCORE_MIN, SCORE_MAX = 1, 5
-_THINK_END = "</think>"
+_THINK_START, _THINK_END = "<think>", "</think>"
+_SCORE_DIGITS = "".join(str(k) for k in range(SCORE_MIN, SCORE_MAX + 1))
 
 
 class Status(StrEnum):
@@ -48,16 +49,13 @@ class Parser(Protocol):
 
 
 def _answer_part(text: str) -> str | None:
-    """The text after the last closed thinking block; None if thinking was opened and never closed."""
-    if _THINK_END in text:
-        return text.rsplit(_THINK_END, 1)[1]
-    if "<think>" in text:
-        return None
-    return text
+    """The text after the last closed thinking block; None if a thinking block is still open."""
+    answer = text.rsplit(_THINK_END, 1)[-1]
+    return None if _THINK_START in answer else answer
 
 
 def _as_score(token: str) -> Parsed:
-    if token.isdigit() and len(token) == 1 and SCORE_MIN <= int(token) <= SCORE_MAX:
+    if len(token) == 1 and token in _SCORE_DIGITS:  # ASCII only: str.isdigit() accepts '²' and '٤'
         return Parsed(Status.OK, int(token))
     return Parsed(Status.UNPARSEABLE, None, f"{token[:40]!r} is not an integer score in {SCORE_MIN}..{SCORE_MAX}")
 

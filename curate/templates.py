@@ -12,6 +12,8 @@ A template is a `.jinja` file whose first thing is a Jinja comment holding YAML 
 
 Variables: `id`, `question`, `reference`, `choices`, `domain`, and `extra` (every other input
 field). Any other name is an error (StrictUndefined), reported with the template's name and line.
+Each block is rendered on its own, so macros and `{% set %}` belong inside the block that uses them,
+and `{% extends %}` is not supported.
 Identity: the template's name plus a hash of its exact bytes, recorded with every judgment.
 """
 
@@ -75,9 +77,10 @@ class JudgeTemplate:
                 continue
             try:
                 content = "".join(block(context)).strip()
-            except jinja2.TemplateError as exc:
+            except Exception as exc:  # noqa: BLE001 - Jinja errors and Python ones ({{ 1/0 }}) alike
+                message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
                 raise TemplateError(f"template {self.name!r}, line {_template_line(exc, self._template)}: "
-                                    f"{exc.message or exc} (rendering item {item.get('id')!r}); available "
+                                    f"{message} (rendering item {item.get('id')!r}); available "
                                     "variables: id, question, reference, choices, domain, extra") from exc
             messages.append({"role": role, "content": content})
         return messages
@@ -125,6 +128,9 @@ def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTem
     if parser_name not in PARSERS:
         raise TemplateError(f"template {display!r} declares parser {parser_name!r}; "
                             f"declare one of {sorted(PARSERS)} in its header comment")
+    if re.search(r"\{%-?\s*extends\b", source):
+        raise TemplateError(f"template {display!r}: {{% extends %}} is not supported (blocks render on their own); "
+                            "copy the parent's blocks instead")
     if "user" not in template.blocks:
         raise TemplateError(f"template {display!r} has no {{% block user %}}; a judge template needs one")
     return JudgeTemplate(name=display, source=source, parser=PARSERS[parser_name],

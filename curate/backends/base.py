@@ -1,14 +1,16 @@
 """The backend seam: rendered requests with sampling settings in, completions out as they finish.
 
-One method, synchronous to its caller: `generate` yields completions in any order as they finish,
-so a local model yields a batch at a time, vLLM a chunk at a time, and an async HTTP client each
-answer as it lands. The engine commits what it receives; a backend never sees the store.
+One method, synchronous to its caller: `generate` pulls requests lazily from an iterable and yields
+completions in any order as they finish. A local model takes a window of requests, sorts it and
+yields a batch at a time; vLLM takes a chunk at a time; an async HTTP client pulls the next request
+whenever a connection frees up, so it never drains between windows. The engine commits what it
+receives; a backend never sees the store.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -45,7 +47,7 @@ class Backend(Protocol):
     name: str
     model_id: str
 
-    def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> Iterator[Completion]:
+    def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
         """Yield one Completion per (request, sample index), in any order, as they finish."""
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ different batch size or another order gives the same judgments as one uninterrup
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
@@ -19,6 +19,7 @@ from curate.errors import BackendError
 
 log = logging.getLogger(__name__)
 
+WINDOW_ROWS = 1024
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -82,21 +83,30 @@ class TransformersBackend:
         text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> Iterator[Completion]:
-        rows = []
+    def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
+        for window in self._windows(requests):
+            # Similar lengths share a batch (less padding); the shared rubric prefix is the same for all.
+            window.sort(key=lambda row: len(row[2]))
+            for start in range(0, len(window), self.batch_size):
+                batch = window[start:start + self.batch_size]
+                try:
+                    yield from self._decode(batch, sampling)
+                except (RuntimeError, ValueError) as exc:  # e.g. out of memory: stored as errors, retryable
+                    log.warning("batch of %d failed: %s", len(batch), exc)
+                    for item_id, idx, ids in batch:
+                        yield Completion(item_id, idx, "", "", len(ids), 0, error=f"{type(exc).__name__}: {exc}")
+
+    def _windows(self, requests: Iterable[Request]) -> Iterator[list[tuple[str, int, list[int]]]]:
+        """Rows (item_id, sample_idx, prompt ids), WINDOW_ROWS at a time: enough to sort by length."""
+        window: list[tuple[str, int, list[int]]] = []
         for request in requests:
             ids = self.prompt_ids(request.messages)
-            rows.extend((request.item_id, idx, ids) for idx in request.sample_indices)
-        # Similar lengths share a batch (less padding); the shared rubric prefix is the same for all.
-        rows.sort(key=lambda row: len(row[2]))
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start:start + self.batch_size]
-            try:
-                yield from self._decode(batch, sampling)
-            except (RuntimeError, ValueError) as exc:  # e.g. out of memory: stored as errors, retryable
-                log.warning("batch of %d failed: %s", len(batch), exc)
-                for item_id, idx, ids in batch:
-                    yield Completion(item_id, idx, "", "", len(ids), 0, error=f"{type(exc).__name__}: {exc}")
+            window.extend((request.item_id, idx, ids) for idx in request.sample_indices)
+            if len(window) >= WINDOW_ROWS:
+                yield window
+                window = []
+        if window:
+            yield window
 
     @torch.inference_mode()
     def _decode(self, batch: list[tuple[str, int, list[int]]], sampling: SamplingConfig) -> Iterator[Completion]:

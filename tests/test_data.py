@@ -1,0 +1,777 @@
+"""Unit tests for curate/data.py (and curate/config.py's DataConfig): input rows → validated items."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import curate.data as data_module
+from curate.config import DataConfig
+from curate.data import (
+    BUNDLED_DIR,
+    LoadedItems,
+    content_id,
+    fingerprint,
+    load_items,
+    resolve_source,
+)
+from curate.errors import ConfigError, DataError, DereasonError
+
+CANONICAL_COLUMNS = ["id", "question", "reference", "choices", "domain"]
+ITEM_COLUMNS = CANONICAL_COLUMNS + ["extra"]  # `extra` exists only when the input has other fields
+QUARANTINE_SCHEMA = {"row": pl.Int64, "reason": pl.String, "record": pl.String}
+HASH_ID = re.compile(r"h-[0-9a-f]{16}")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    """Each entry is a dict (dumped as JSON) or a str (written verbatim as the line)."""
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in rows]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def load(path: Path | str, **kwargs) -> LoadedItems:
+    return load_items(DataConfig(source=str(path), **kwargs))
+
+
+def quarantine(path: Path | str, **kwargs) -> LoadedItems:
+    return load(path, on_bad_rows="quarantine", **kwargs)
+
+
+def bad_rows_error(path: Path | str, **kwargs) -> str:
+    with pytest.raises(DataError) as info:
+        load(path, **kwargs)
+    return str(info.value)
+
+
+def rows_for(message: str, reason: str) -> str:
+    """The 'at rows ...' list that the message gives for a reason (a regex fragment)."""
+    match = re.search(rf"{reason}[^;]*? at rows ([0-9, ]+(?: and \d+ more)?)(?=[;.])", message)
+    assert match, f"no '{reason} ... at rows N' in: {message}"
+    return match.group(1)
+
+
+ROWS = [
+    {"id": "a1", "question": "What is 2+2?", "answer": "4", "domain": "math", "source": "gsm"},
+    {"id": "a2", "question": "Name a noble gas.", "answer": "neon", "domain": "chemistry", "source": "sci"},
+    {"id": "a3", "question": "Who wrote Hamlet?", "answer": "Shakespeare", "domain": "literature", "source": "trivia"},
+]
+EXPECTED = [
+    {"id": r["id"], "question": r["question"], "reference": r["answer"], "choices": None,
+     "domain": r["domain"], "extra": {"source": r["source"]}}
+    for r in ROWS
+]
+
+
+def _jsonl(tmp_path: Path, rows: list[dict]) -> Path:
+    return write_jsonl(tmp_path / "in.jsonl", rows)
+
+
+def _ndjson(tmp_path: Path, rows: list[dict]) -> Path:
+    return write_jsonl(tmp_path / "in.ndjson", rows)
+
+
+def _parquet(tmp_path: Path, rows: list[dict]) -> Path:
+    path = tmp_path / "in.parquet"
+    pl.DataFrame(rows).write_parquet(path)
+    return path
+
+
+def _csv(tmp_path: Path, rows: list[dict]) -> Path:
+    path = tmp_path / "in.csv"
+    pl.DataFrame(rows).write_csv(path)
+    return path
+
+
+def _dataset_dir(tmp_path: Path, rows: list[dict]) -> Path:
+    import datasets
+
+    path = tmp_path / "ds"
+    datasets.Dataset.from_list(rows).save_to_disk(str(path))
+    return path
+
+
+def _dataset_dict_dir(tmp_path: Path, rows: list[dict]) -> Path:
+    import datasets
+
+    path = tmp_path / "dsdict"
+    decoy = [{**r, "question": "DECOY " + r["question"]} for r in rows]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                          "test": datasets.Dataset.from_list(decoy)}).save_to_disk(str(path))
+    return path
+
+
+WRITERS = [_jsonl, _ndjson, _parquet, _csv, _dataset_dir, _dataset_dict_dir]
+
+
+# --------------------------------------------------------------------------------------------
+# DataConfig
+# --------------------------------------------------------------------------------------------
+
+def test_dataconfig_defaults():
+    config = DataConfig(source="x.jsonl")
+    assert config.split == "train"
+    assert config.question_field == "question"
+    assert (config.id_field, config.reference_field, config.choices_field, config.domain_field) == (None,) * 4
+    assert config.on_bad_rows == "error"
+    assert config.limit is None
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"source": ""}, "empty"),
+    ({"source": "x.jsonl", "on_bad_rows": "drop"}, "on_bad_rows"),
+    ({"source": "x.jsonl", "on_bad_rows": "skip"}, "'skip'"),
+    ({"source": "x.jsonl", "limit": 0}, "limit"),
+    ({"source": "x.jsonl", "limit": -5}, "-5"),
+])
+def test_dataconfig_rejects_invalid(kwargs, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        DataConfig(**kwargs)
+
+
+def test_dataconfig_accepts_valid_limit_and_is_frozen():
+    config = DataConfig(source="x.jsonl", limit=1, on_bad_rows="quarantine")
+    assert config.limit == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.limit = 2  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------------------------
+# Input formats
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: w.__name__.strip("_"))
+def test_every_format_loads_the_same_items(tmp_path, writer):
+    path = writer(tmp_path, ROWS)
+    loaded = load(path)
+    assert isinstance(loaded, LoadedItems)
+    assert loaded.items.columns == ITEM_COLUMNS
+    assert loaded.items.schema["id"] == pl.String
+    assert loaded.items.schema["question"] == pl.String
+    assert loaded.items.to_dicts() == EXPECTED
+    assert loaded.quarantined.height == 0
+    assert dict(loaded.quarantined.schema) == QUARANTINE_SCHEMA
+    assert loaded.source == str(path)
+
+
+@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: w.__name__.strip("_"))
+def test_every_format_gives_same_content_ids_and_fingerprint(tmp_path, writer):
+    rows = [{k: v for k, v in r.items() if k != "id"} for r in ROWS]
+    reference = load(write_jsonl(tmp_path / "reference.jsonl", rows)).items
+    items = load(writer(tmp_path, rows)).items
+    assert items["id"].to_list() == [content_id(r["question"], r["answer"]) for r in rows]
+    assert fingerprint(items) == fingerprint(reference)
+
+
+@pytest.mark.parametrize("writer", [_jsonl, _parquet, _dataset_dir], ids=["jsonl", "parquet", "dataset"])
+def test_choices_become_list_of_strings(tmp_path, writer):
+    rows = [{"question": "Pick the prime.", "choices": ["4", "7", "9"]},
+            {"question": "Pick the even.", "choices": ["3", "8"]}]
+    items = load(writer(tmp_path, rows)).items
+    assert items.schema["choices"] == pl.List(pl.String)
+    assert items["choices"].to_list() == [["4", "7", "9"], ["3", "8"]]
+
+
+def test_dataset_dict_split_is_selected(tmp_path):
+    path = _dataset_dict_dir(tmp_path, ROWS)
+    test = load(path, split="test").items
+    assert test["question"].to_list() == ["DECOY " + r["question"] for r in ROWS]
+    assert load(path, split="train").items["question"].to_list() == [r["question"] for r in ROWS]
+
+
+def test_dataset_dict_unknown_split(tmp_path):
+    path = _dataset_dict_dir(tmp_path, ROWS)
+    message = bad_rows_error(path, split="validation")
+    assert "'validation'" in message
+    assert "'train'" in message and "'test'" in message
+
+
+def test_dataset_dir_row_numbers_for_bad_rows(tmp_path):
+    rows = [{"question": "ok"}, {"question": ""}, {"question": "fine"}, {"question": "  "}]
+    message = bad_rows_error(_dataset_dir(tmp_path, rows))
+    assert rows_for(message, "missing or empty 'question'") == "2, 4"
+
+
+def test_csv_keeps_cells_as_written(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("id,question,answer,score\n007,Q one,0.50,3\n,Q two,,\n", encoding="utf-8")
+    items = load(path).items
+    assert items["id"].to_list() == ["007", content_id("Q two", None)]
+    assert items["reference"].to_list() == ["0.50", None]
+    assert items["extra"].to_list() == [{"score": "3"}, {"score": None}]
+
+
+def test_csv_with_header_only_gives_no_items(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("question,answer\n", encoding="utf-8")
+    loaded = load(path)
+    assert loaded.items.height == 0
+    assert loaded.items.columns == CANONICAL_COLUMNS  # no other fields, so no `extra`
+    assert loaded.quarantined.height == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Sources: paths, bundled samples, Hub ids
+# --------------------------------------------------------------------------------------------
+
+def test_nonexistent_local_path_without_slash(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="'missing.jsonl' does not exist"):
+        load("missing.jsonl")
+
+
+def test_nonexistent_absolute_path(tmp_path):
+    path = tmp_path / "sub" / "missing.jsonl"
+    with pytest.raises(DataError, match="does not exist"):
+        load(path)
+
+
+@pytest.mark.parametrize("source", ["./org/name", "a/b/c", "/abs/name"])
+def test_nonexistent_paths_that_are_not_hub_ids(tmp_path, monkeypatch, source):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_source(source)
+
+
+def test_hub_id_is_passed_through(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_source("org/name") == "org/name"
+
+
+def test_hub_id_is_loaded_with_datasets_load_dataset(tmp_path, monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, split=None, **kwargs):
+        calls.append((name, split))
+        return datasets.Dataset.from_list(ROWS)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    loaded = load("some-org/some-set", split="validation")
+    assert calls == [("some-org/some-set", "validation")]
+    assert loaded.items.to_dicts() == EXPECTED
+    assert loaded.source == "some-org/some-set"
+
+
+def test_existing_local_path_with_one_slash_is_read_locally(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "x.jsonl", ROWS)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_source("data/x.jsonl") == Path("data/x.jsonl")
+    assert load("data/x.jsonl").items.to_dicts() == EXPECTED
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".json", ".tsv", ""])
+def test_unsupported_file_type(tmp_path, suffix):
+    path = tmp_path / f"input{suffix}"
+    path.write_text('{"question": "q"}\n', encoding="utf-8")
+    message = bad_rows_error(path)
+    assert "unsupported input type" in message
+    assert repr(suffix) in message
+
+
+def test_unknown_bundled_name(monkeypatch, tmp_path):
+    write_jsonl(tmp_path / "demo.jsonl", ROWS)
+    monkeypatch.setattr(data_module, "BUNDLED_DIR", tmp_path)
+    with pytest.raises(DataError) as info:
+        load("bundled:no-such-sample")
+    assert "'no-such-sample'" in str(info.value)
+    assert "'demo'" in str(info.value)  # lists what is bundled
+
+
+def test_unknown_bundled_name_with_real_dir():
+    with pytest.raises(DataError, match="no bundled dataset 'definitely-not-bundled'"):
+        load("bundled:definitely-not-bundled")
+
+
+def test_bundled_sample_loads_from_bundled_dir(monkeypatch, tmp_path):
+    path = write_jsonl(tmp_path / "demo.jsonl", ROWS)
+    monkeypatch.setattr(data_module, "BUNDLED_DIR", tmp_path)
+    assert data_module.bundled_datasets() == {"demo": path}
+    loaded = load("bundled:demo")
+    assert loaded.items.to_dicts() == EXPECTED
+    assert loaded.source == str(path)
+
+
+@pytest.mark.skipif(not (BUNDLED_DIR / "math-sample.jsonl").exists(),
+                    reason="curate/bundled/math-sample.jsonl does not exist yet")
+def test_bundled_math_sample():
+    loaded = load("bundled:math-sample")
+    assert loaded.items.height > 0
+    assert loaded.quarantined.height == 0
+    assert loaded.items.columns[:5] == CANONICAL_COLUMNS
+    assert loaded.items["question"].str.strip_chars().str.len_chars().min() > 0
+    assert loaded.items["id"].n_unique() == loaded.items.height
+
+
+# --------------------------------------------------------------------------------------------
+# Field mapping
+# --------------------------------------------------------------------------------------------
+
+def test_explicit_field_mapping(tmp_path):
+    rows = [{"uid": "u1", "problem": "Integrate x.", "solution": "x^2/2", "options": ["a", "b"],
+             "subject": "calculus", "answer": "not the reference", "id": "not the id",
+             "domain": "not the domain", "choices": ["not", "these"]}]
+    items = load(_jsonl(tmp_path, rows), id_field="uid", question_field="problem", reference_field="solution",
+                 choices_field="options", domain_field="subject").items
+    assert items.to_dicts() == [{
+        "id": "u1", "question": "Integrate x.", "reference": "x^2/2", "choices": ["a", "b"],
+        "domain": "calculus",
+        "extra": {"answer": "not the reference", "id": "not the id", "domain": "not the domain",
+                  "choices": ["not", "these"]},
+    }]
+
+
+def test_conventional_fields_are_used_when_present(tmp_path):
+    rows = [{"id": "c1", "question": "Q", "answer": "A", "choices": ["x", "y"], "domain": "D"}]
+    items = load(_jsonl(tmp_path, rows)).items
+    row = items.row(0, named=True)
+    assert (row["id"], row["reference"], row["choices"], row["domain"]) == ("c1", "A", ["x", "y"], "D")
+    assert items.columns == CANONICAL_COLUMNS  # nothing left over, so no `extra` column
+
+
+def test_conventional_fields_absent_are_null(tmp_path):
+    items = load(_jsonl(tmp_path, [{"question": "Q", "solution": "S"}])).items
+    row = items.row(0, named=True)
+    assert row["reference"] is None and row["choices"] is None and row["domain"] is None
+    assert row["extra"] == {"solution": "S"}
+    assert HASH_ID.fullmatch(row["id"])
+
+
+@pytest.mark.parametrize("option, name", [
+    ("question_field", "problem"),
+    ("id_field", "uid"),
+    ("reference_field", "solution"),
+    ("choices_field", "options"),
+    ("domain_field", "subject"),
+])
+@pytest.mark.parametrize("writer", [_jsonl, _csv, _parquet], ids=["jsonl", "csv", "parquet"])
+def test_explicit_field_that_does_not_exist(tmp_path, option, name, writer):
+    path = writer(tmp_path, ROWS)
+    message = bad_rows_error(path, **{option: name})
+    assert f"no column {name!r}" in message
+    assert "['id', 'question', 'answer', 'domain', 'source']" in message  # lists the columns
+    assert f"--{option.replace('_', '-')}" in message
+
+
+def test_default_question_field_missing(tmp_path):
+    message = bad_rows_error(_jsonl(tmp_path, [{"problem": "P", "answer": "A"}]))
+    assert "no column 'question'" in message
+    assert "'problem'" in message and "'answer'" in message
+
+
+def test_extra_fields_carried_through_untouched(tmp_path):
+    rows = [
+        {"question": "Q1", "level": 3, "ratio": 0.25, "flag": True, "tags": ["x", "y"],
+         "meta": {"src": "web", "n": 1}, "note": None},
+        {"question": "Q2", "level": 5, "ratio": 1.5, "flag": False, "tags": [],
+         "meta": {"src": "book", "n": 2}, "note": "see p. 4"},
+    ]
+    items = load(_jsonl(tmp_path, rows)).items
+    assert items["extra"].to_list() == [{k: v for k, v in r.items() if k != "question"} for r in rows]
+    assert items.schema["extra"].to_schema()["level"] == pl.Int64  # a JSON number stays a number
+
+
+def test_extra_from_parquet_keeps_types(tmp_path):
+    rows = [{"question": "Q1", "level": 3, "meta": {"k": "v"}}, {"question": "Q2", "level": 4, "meta": {"k": "w"}}]
+    items = load(_parquet(tmp_path, rows)).items
+    assert items["extra"].to_list() == [{"level": 3, "meta": {"k": "v"}}, {"level": 4, "meta": {"k": "w"}}]
+
+
+def test_non_string_id_and_reference_become_strings(tmp_path):
+    rows = [{"id": 17, "question": "Q1", "answer": 42}, {"id": 18, "question": "Q2", "answer": 7}]
+    items = load(_jsonl(tmp_path, rows)).items
+    assert items["id"].to_list() == ["17", "18"]
+    assert items["reference"].to_list() == ["42", "7"]
+
+
+def test_numeric_reference_and_hashed_id_do_not_depend_on_other_rows(tmp_path):
+    alone = load(write_jsonl(tmp_path / "a.jsonl", [{"question": "Q1", "answer": 42}])).items
+    mixed = load(write_jsonl(tmp_path / "b.jsonl", [{"question": "Q1", "answer": 42},
+                                                    {"question": "Q2", "answer": 3.5}])).items
+    assert alone["reference"].to_list() == ["42"]
+    assert mixed["reference"][0] == "42"
+    assert mixed["id"][0] == alone["id"][0]
+
+
+def test_choices_not_a_list(tmp_path):
+    message = bad_rows_error(_jsonl(tmp_path, [{"question": "Q", "choices": "A or B"}]))
+    assert "'choices'" in message
+    assert "list" in message
+
+
+def test_question_column_not_strings_in_parquet(tmp_path):
+    path = _parquet(tmp_path, [{"question": 1}, {"question": 2}])
+    message = bad_rows_error(path)
+    assert "'question'" in message
+    assert "Int64" in message
+
+
+@pytest.mark.parametrize(("values", "as_text"), [
+    (("text", {"k": 1}), ["text", '{"k": 1}']),
+    ((1, [1, 2]), ["1", "[1, 2]"]),
+    ((7, "seven"), ["7", "seven"]),
+    ((42, 3.5), ["42", "3.5"]),
+], ids=["str-object", "number-array", "number-string", "int-float"])
+def test_extra_field_with_mixed_json_types_is_carried_as_text(tmp_path, caplog, values, as_text):
+    """A Polars column has one type: a field whose JSON type varies by row is kept as text, each
+    value as written (never widened by its neighbours), with a warning naming the field."""
+    rows = [{"question": f"Q{i}", "meta": v} for i, v in enumerate(values)]
+    items = load(_jsonl(tmp_path, rows)).items
+    assert items["extra"].to_list() == [{"meta": v} for v in as_text]
+    assert "['meta'] mix JSON types" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------
+# Content-hash ids
+# --------------------------------------------------------------------------------------------
+
+def test_content_id_format_and_stability():
+    a = content_id("What is 2+2?", "4")
+    assert HASH_ID.fullmatch(a)
+    assert content_id("What is 2+2?", "4") == a
+    assert content_id("What is 2+2?", "5") != a
+    assert content_id("What is 2+3?", "4") != a
+    assert content_id("What is 2+2?", None) != a
+
+
+def test_ids_are_hashed_when_no_id_column(tmp_path):
+    rows = [{"question": "Q1", "answer": "A1"}, {"question": "Q2"}]
+    items = load(_jsonl(tmp_path, rows)).items
+    assert items["id"].to_list() == [content_id("Q1", "A1"), content_id("Q2", None)]
+    assert all(HASH_ID.fullmatch(i) for i in items["id"].to_list())
+
+
+def test_hashed_ids_stable_across_calls_and_files(tmp_path):
+    rows = [{"question": "Q1", "answer": "A1"}, {"question": "Q2", "answer": "A2"}]
+    first = load(write_jsonl(tmp_path / "one.jsonl", rows)).items["id"].to_list()
+    second = load(write_jsonl(tmp_path / "one.jsonl", rows)).items["id"].to_list()
+    extra_rows = [{**r, "unrelated": i} for i, r in enumerate(rows)]
+    third = load(write_jsonl(tmp_path / "two.jsonl", list(reversed(extra_rows)))).items["id"].to_list()
+    assert first == second
+    assert third == list(reversed(first))  # the id follows the content, not the position
+
+
+@pytest.mark.parametrize("missing", [None, "", "   ", "\t"], ids=["null", "empty", "spaces", "tab"])
+def test_null_or_blank_id_is_hashed(tmp_path, missing):
+    rows = [{"id": "keep-me", "question": "Q1"}, {"id": missing, "question": "Q2", "answer": "A2"}]
+    items = load(_jsonl(tmp_path, rows)).items
+    assert items["id"].to_list() == ["keep-me", content_id("Q2", "A2")]
+
+
+def test_rows_without_id_column_key_are_hashed(tmp_path):
+    rows = [{"id": "x1", "question": "Q1"}, {"question": "Q2"}]
+    items = load(_jsonl(tmp_path, rows)).items
+    assert items["id"].to_list() == ["x1", content_id("Q2", None)]
+
+
+def test_different_content_gives_different_hashed_ids(tmp_path):
+    rows = [{"question": "Q"}, {"question": "Q "}, {"question": "q"}, {"question": "Q", "answer": "A"},
+            {"question": "Q", "answer": "B"}]
+    ids = load(_jsonl(tmp_path, rows)).items["id"].to_list()
+    assert len(set(ids)) == 5
+
+
+def test_same_question_different_choices_get_different_ids(tmp_path):
+    rows = [{"question": "Which of the following is true?", "choices": ["2>1", "1>2"]},
+            {"question": "Which of the following is true?", "choices": ["a=a", "a!=a"]}]
+    loaded = quarantine(_jsonl(tmp_path, rows))
+    assert loaded.quarantined.height == 0
+    assert loaded.items["id"].n_unique() == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Bad rows
+# --------------------------------------------------------------------------------------------
+
+GOOD_1 = {"id": "g1", "question": "Good one?"}
+GOOD_2 = {"id": "g2", "question": "Good two?"}
+
+BAD_CASES = [
+    # (bad line written at line 3 of 5, reason regex, kept ids)
+    pytest.param({"id": "b", "text": "no question key"}, r"missing or empty 'question'", id="missing-key"),
+    pytest.param({"id": "b", "question": None}, r"missing or empty 'question'", id="null"),
+    pytest.param({"id": "b", "question": ""}, r"missing or empty 'question'", id="empty"),
+    pytest.param({"id": "b", "question": "  \t \n"}, r"missing or empty 'question'", id="whitespace"),
+    pytest.param({"id": "b", "question": 12}, r"'question' is a JSON number, not a string", id="int"),
+    pytest.param({"id": "b", "question": 1.5}, r"'question' is a JSON number, not a string", id="float"),
+    pytest.param({"id": "b", "question": True}, r"'question' is a JSON boolean, not a string", id="bool"),
+    pytest.param({"id": "b", "question": ["a"]}, r"'question' is a JSON array, not a string", id="array"),
+    pytest.param({"id": "b", "question": {"t": "a"}}, r"'question' is a JSON object, not a string", id="object"),
+    pytest.param('{"id": "b", "question": "unterminated', r"invalid JSON", id="invalid-json"),
+    pytest.param("not json at all", r"invalid JSON", id="garbage"),
+    pytest.param('["a", "list"]', r"line is not a JSON object", id="array-line"),
+    pytest.param('"just a string"', r"line is not a JSON object", id="string-line"),
+    pytest.param({"id": "g1", "question": "Same id as line 1"}, r"duplicate id", id="duplicate"),
+]
+
+
+def _bad_file(tmp_path: Path, bad) -> Path:
+    # line 2 is blank (skipped but counted), so the bad row sits on line 4
+    return write_jsonl(tmp_path / "in.jsonl", [GOOD_1, "", {"id": "g3", "question": "Good three?"}, bad, GOOD_2])
+
+
+@pytest.mark.parametrize("bad, reason", BAD_CASES)
+def test_bad_row_raises_naming_line_and_reason(tmp_path, bad, reason):
+    message = bad_rows_error(_bad_file(tmp_path, bad))
+    assert "1 bad row(s)" in message
+    assert rows_for(message, reason) == "4"
+    assert str(tmp_path / "in.jsonl") in message
+    assert "quarantine" in message  # says how to set them aside
+
+
+@pytest.mark.parametrize("bad, reason", BAD_CASES)
+def test_bad_row_quarantined_and_good_rows_kept(tmp_path, bad, reason):
+    loaded = quarantine(_bad_file(tmp_path, bad))
+    assert loaded.items["id"].to_list() == ["g1", "g3", "g2"]
+    assert dict(loaded.quarantined.schema) == QUARANTINE_SCHEMA
+    assert loaded.quarantined["row"].to_list() == [4]
+    assert re.search(reason, loaded.quarantined["reason"][0])
+    assert loaded.items.height + loaded.quarantined.height == 4  # 4 non-blank input rows, none lost
+
+
+def test_quarantine_records_hold_the_row(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [
+        {"id": "k", "question": "kept", "topic": "t0"},
+        '{"broken": ',
+        {"id": "e", "question": "   ", "topic": "t2"},
+        {"id": "k", "question": "dup", "answer": "A", "topic": "t3"},
+        {"id": "n", "question": 5},
+    ])
+    loaded = quarantine(path)
+    q = loaded.quarantined
+    assert q["row"].to_list() == [2, 3, 4, 5]
+    assert q["record"][0] == '{"broken": '  # the unreadable line as written
+    empty = json.loads(q["record"][1])  # the row as read, under its input field names
+    assert (empty["question"], empty["id"], empty["topic"]) == ("   ", "e", "t2")
+    dup = json.loads(q["record"][2])
+    assert (dup["question"], dup["answer"], dup["id"], dup["topic"]) == ("dup", "A", "k", "t3")
+    assert q["reason"][2] == "duplicate id k (first at row 1)"
+    assert json.loads(q["record"][3]) == {"id": "n", "question": 5}
+    assert loaded.items["question"].to_list() == ["kept"]
+
+
+def test_error_message_groups_reasons_with_row_lists(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [
+        {"id": "1", "question": "ok"},          # 1
+        {"id": "2", "question": ""},            # 2
+        "{oops",                                # 3
+        {"id": "1", "question": "again"},       # 4
+        {"id": "5", "question": None},          # 5
+        {"id": "6", "question": 6},             # 6
+        {"id": "1", "question": "third"},       # 7
+        "[]",                                   # 8
+    ])
+    message = bad_rows_error(path)
+    assert "7 bad row(s)" in message
+    assert rows_for(message, "missing or empty 'question'") == "2, 5"
+    assert rows_for(message, "invalid JSON") == "3"
+    assert rows_for(message, "duplicate id") == "4, 7"
+    assert rows_for(message, "JSON number") == "6"
+    assert rows_for(message, "not a JSON object") == "8"
+
+    loaded = quarantine(path)
+    assert loaded.quarantined["row"].to_list() == [2, 3, 4, 5, 6, 7, 8]
+    assert loaded.items["question"].to_list() == ["ok"]
+    assert loaded.items.height + loaded.quarantined.height == 8
+
+
+def test_error_message_truncates_long_row_lists(tmp_path):
+    rows = [{"question": f"good {i}"} if i % 2 else {"question": ""} for i in range(30)]  # lines 1,3,..,29 bad
+    message = bad_rows_error(write_jsonl(tmp_path / "in.jsonl", rows))
+    assert "15 bad row(s)" in message
+    assert rows_for(message, "missing or empty") == "1, 3, 5, 7, 9, 11, 13, 15, 17, 19 and 5 more"
+    loaded = quarantine(tmp_path / "in.jsonl")
+    assert loaded.quarantined["row"].to_list() == list(range(1, 30, 2))
+    assert loaded.items.height == 15
+
+
+def test_duplicates_keep_first_occurrence(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [
+        {"id": "x", "question": "first x"},
+        {"id": "y", "question": "first y"},
+        {"id": "x", "question": "second x"},
+        {"id": "x", "question": "third x"},
+        {"id": "y", "question": "second y"},
+    ])
+    assert rows_for(bad_rows_error(path), "duplicate id") == "3, 4, 5"
+    loaded = quarantine(path)
+    assert loaded.items["question"].to_list() == ["first x", "first y"]
+    assert loaded.quarantined["row"].to_list() == [3, 4, 5]
+    assert loaded.quarantined["reason"].to_list() == [
+        "duplicate id x (first at row 1)", "duplicate id x (first at row 1)", "duplicate id y (first at row 2)"]
+
+
+def test_duplicate_of_a_bad_row_is_not_a_duplicate(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [{"id": "x", "question": ""}, {"id": "x", "question": "real"}])
+    loaded = quarantine(path)
+    assert loaded.items["question"].to_list() == ["real"]
+    assert loaded.quarantined["row"].to_list() == [1]
+    assert loaded.quarantined["reason"].to_list() == ["missing or empty 'question'"]
+
+
+def test_duplicate_hashed_ids(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [{"question": "Q", "answer": "A"}, {"question": "Q", "answer": "A"},
+                                               {"question": "Q", "answer": "B"}])
+    loaded = quarantine(path)
+    assert loaded.items["reference"].to_list() == ["A", "B"]
+    assert loaded.quarantined["row"].to_list() == [2]
+    assert loaded.quarantined["reason"][0] == f"duplicate id {content_id('Q', 'A')} (first at row 1)"
+
+
+def test_int_and_string_ids_that_collide_are_duplicates(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "question": "a"}, {"id": "1", "question": "b"}])
+    assert rows_for(bad_rows_error(path), "duplicate id") == "2"
+
+
+def test_custom_question_field_named_in_reasons(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [{"problem": "ok"}, {"problem": " "}, {"problem": 3}])
+    message = bad_rows_error(path, question_field="problem")
+    assert rows_for(message, "missing or empty 'problem'") == "2"
+    assert rows_for(message, "'problem' is a JSON number") == "3"
+
+
+def test_csv_bad_rows_use_data_row_numbers(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text('id,question\n1,q1\n2,\n3,"  "\n1,q4\n5,q5\n', encoding="utf-8")
+    message = bad_rows_error(path)
+    assert rows_for(message, "missing or empty 'question'") == "2, 3"
+    assert rows_for(message, "duplicate id") == "4"
+    loaded = quarantine(path)
+    assert loaded.items["id"].to_list() == ["1", "5"]
+    assert loaded.quarantined["row"].to_list() == [2, 3, 4]
+    assert loaded.items.height + loaded.quarantined.height == 5
+
+
+def test_parquet_null_question_row(tmp_path):
+    path = _parquet(tmp_path, [{"id": "a", "question": "ok"}, {"id": "b", "question": None}])
+    assert rows_for(bad_rows_error(path), "missing or empty 'question'") == "2"
+    loaded = quarantine(path)
+    assert loaded.items["id"].to_list() == ["a"]
+    assert loaded.quarantined["row"].to_list() == [2]
+
+
+def test_quarantine_logs_a_warning_and_error_mode_has_none(tmp_path, caplog):
+    path = write_jsonl(tmp_path / "in.jsonl", [{"question": "ok"}, {"question": ""}])
+    with caplog.at_level(logging.WARNING, logger="curate.data"):
+        quarantine(path)
+    assert any("quarantined 1 bad row(s)" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="curate.data"):
+        load(write_jsonl(tmp_path / "clean.jsonl", [{"question": "ok"}]))
+    assert not caplog.records
+
+
+def test_data_error_is_a_dereason_error(tmp_path):
+    with pytest.raises(DereasonError):
+        load(write_jsonl(tmp_path / "in.jsonl", [{"question": ""}]))
+
+
+def test_all_lines_unusable_are_named_and_quarantined(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", ["{bad", {"question": 7}])
+    with pytest.raises(DataError) as info:
+        load(path)
+    assert rows_for(str(info.value), "invalid JSON") == "1", str(info.value)
+    loaded = quarantine(path)  # today: raises DataError instead
+    assert loaded.items.height == 0
+    assert loaded.quarantined["row"].to_list() == [1, 2]
+
+
+def test_all_questions_null_are_quarantined(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "question": None}, {"id": "b", "question": None}])
+    loaded = quarantine(path)
+    assert loaded.items.height == 0
+    assert loaded.quarantined["row"].to_list() == [1, 2]
+
+
+# --------------------------------------------------------------------------------------------
+# fingerprint
+# --------------------------------------------------------------------------------------------
+
+FP_ROWS = [
+    {"id": "a", "question": "Q1", "answer": "R1", "choices": ["x", "y"], "domain": "d1", "source": "s1"},
+    {"id": "b", "question": "Q2", "answer": "R2", "choices": ["z"], "domain": "d2", "source": "s2"},
+]
+
+
+@pytest.fixture
+def fp_items(tmp_path) -> pl.DataFrame:
+    return load(write_jsonl(tmp_path / "fp.jsonl", FP_ROWS)).items
+
+
+def test_fingerprint_is_deterministic(tmp_path, fp_items):
+    value = fingerprint(fp_items)
+    assert re.fullmatch(r"[0-9a-f]{64}", value)
+    assert fingerprint(fp_items) == value
+    assert fingerprint(fp_items.clone()) == value
+    again = load(write_jsonl(tmp_path / "fp2.jsonl", FP_ROWS)).items
+    assert fingerprint(again) == value
+
+
+@pytest.mark.parametrize("column, value", [
+    ("id", "a2"),
+    ("question", "Q1 "),
+    ("question", "Q1?"),
+    ("reference", "R1x"),
+    ("reference", None),
+    ("domain", "d9"),
+    ("domain", None),
+])
+def test_fingerprint_changes_with_canonical_field(fp_items, column, value):
+    before = fingerprint(fp_items)
+    changed = fp_items.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(value, pl.String)).otherwise(pl.col(column)).alias(column))
+    assert changed[column].to_list() != fp_items[column].to_list()
+    assert fingerprint(changed) != before
+
+
+@pytest.mark.parametrize("choices", [["x"], ["x", "y", "w"], ["y", "x"], None, []])
+def test_fingerprint_changes_with_choices(fp_items, choices):
+    before = fingerprint(fp_items)
+    new = pl.Series("choices", [choices, ["z"]], dtype=pl.List(pl.String))
+    changed = fp_items.with_columns(new)
+    assert fingerprint(changed) != before
+
+
+def test_fingerprint_changes_when_a_row_is_dropped_or_reordered(fp_items):
+    before = fingerprint(fp_items)
+    assert fingerprint(fp_items.head(1)) != before
+    assert fingerprint(fp_items.reverse()) != before
+
+
+def test_fingerprint_ignores_extra(fp_items):
+    before = fingerprint(fp_items)
+    changed = fp_items.with_columns(pl.struct(source=pl.Series(["other", "values"])).alias("extra"))
+    assert fingerprint(changed) == before
+
+
+def test_fingerprint_from_files_differs_when_question_edited(tmp_path):
+    edited = [dict(r) for r in FP_ROWS]
+    edited[1]["question"] = "Q2 (edited)"
+    a = fingerprint(load(write_jsonl(tmp_path / "a.jsonl", FP_ROWS)).items)
+    b = fingerprint(load(write_jsonl(tmp_path / "b.jsonl", edited)).items)
+    assert a != b
+
+
+def test_fingerprint_of_hashed_ids_changes_with_reference(tmp_path):
+    rows = [{"question": "Q", "answer": "A"}]
+    a = fingerprint(load(write_jsonl(tmp_path / "a.jsonl", rows)).items)
+    b = fingerprint(load(write_jsonl(tmp_path / "b.jsonl", [{"question": "Q", "answer": "B"}])).items)
+    assert a != b
+
+
+def test_missing_local_file_is_not_taken_for_a_hub_id(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load("data/missing.jsonl")

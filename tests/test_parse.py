@@ -1,0 +1,332 @@
+"""Unit tests for curate/parse.py: completion text → (status, score)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from curate.parse import (
+    FAILED,
+    PARSERS,
+    Parsed,
+    ScoreOnlyParser,
+    Status,
+    TaggedScoreParser,
+    parse_completion,
+)
+
+TAGGED = PARSERS["tagged_score"]
+SCORE_ONLY = PARSERS["score_only"]
+BOTH = pytest.mark.parametrize("parser", [TAGGED, SCORE_ONLY], ids=["tagged_score", "score_only"])
+
+
+def assert_invariant(result: Parsed) -> None:
+    """Only OK carries a score, and that score is a plain int in 1..5."""
+    assert isinstance(result.status, Status)
+    if result.status is Status.OK:
+        assert type(result.score) is int
+        assert 1 <= result.score <= 5
+    else:
+        assert result.score is None
+
+
+# --------------------------------------------------------------------------------------------
+# Registry and types
+# --------------------------------------------------------------------------------------------
+
+def test_parsers_registry_names_and_types():
+    assert sorted(PARSERS) == ["score_only", "tagged_score"]
+    assert isinstance(TAGGED, TaggedScoreParser)
+    assert isinstance(SCORE_ONLY, ScoreOnlyParser)
+    for name, parser in PARSERS.items():
+        assert parser.name == name
+        assert parser.version == 1
+
+
+def test_status_values_and_failed_set():
+    assert [s.value for s in Status] == ["ok", "unparseable", "truncated", "error"]
+    assert Status.OK == "ok"
+    assert set(FAILED) == {Status.UNPARSEABLE, Status.TRUNCATED, Status.ERROR}
+    assert Status.OK not in FAILED
+
+
+def test_parsed_is_frozen():
+    parsed = Parsed(Status.OK, 3)
+    assert parsed.detail == ""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parsed.score = 4  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------------------------
+# error / truncated take precedence over the text
+# --------------------------------------------------------------------------------------------
+
+@BOTH
+@pytest.mark.parametrize("finish_reason", ["stop", "length"])
+def test_error_wins_over_everything(parser, finish_reason):
+    text = "<score>4</score>" if parser is TAGGED else "4"
+    result = parse_completion(parser, text, finish_reason, error="HTTP 500: upstream died")
+    assert result == Parsed(Status.ERROR, None, "HTTP 500: upstream died")
+
+
+@BOTH
+def test_error_with_empty_text(parser):
+    result = parse_completion(parser, "", "stop", error="timeout")
+    assert result.status is Status.ERROR
+    assert result.score is None
+    assert result.detail == "timeout"
+
+
+@pytest.mark.parametrize("parser, text", [
+    (TAGGED, "<score>4</score>"),
+    (TAGGED, "Level 1 - Recall ... in the form <score>N</score> ... <score>4</score>"),
+    (TAGGED, "<think>hmm</think><score>5</score>"),
+    (SCORE_ONLY, "4"),
+    (SCORE_ONLY, " 3\n"),
+    (SCORE_ONLY, ""),
+])
+def test_length_is_truncated_even_with_valid_looking_score(parser, text):
+    result = parse_completion(parser, text, "length")
+    assert result.status is Status.TRUNCATED
+    assert result.score is None
+    assert result.detail  # says why
+
+
+@BOTH
+def test_empty_error_string_is_not_an_error(parser):
+    text = "<score>2</score>" if parser is TAGGED else "2"
+    assert parse_completion(parser, text, "stop", error="") == Parsed(Status.OK, 2)
+    assert parse_completion(parser, text, "stop") == Parsed(Status.OK, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# tagged_score
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, score", [
+    ("<score>1</score>", 1),
+    ("<score>2</score>", 2),
+    ("<score>3</score>", 3),
+    ("<score>4</score>", 4),
+    ("<score>5</score>", 5),
+    ("It needs a two-step argument. <score>3</score>", 3),
+    ("<score> 4 </score>", 4),
+    ("<score>\n4\n</score>", 4),
+    ("<score>\t2\t</score>", 2),
+    ("rationale\n<score>4</score>\n\n  \t", 4),  # trailing whitespace after the tag is fine
+    ("first guess <score>2</score>, on reflection <score>5</score>", 5),  # LAST tag wins
+    ("<score>5</score> no wait <score>1</score>", 1),
+    # the rubric's placeholder echoed, then a real final answer
+    ("The form is <score>N</score>. This takes two steps. <score>2</score>", 2),
+    ("Format: <score>N</score>\n<score>2</score>", 2),
+    # a score mentioned inside a closed thinking block is ignored; the answer's wins
+    ("<think>maybe <score>5</score>?</think>Final: <score>1</score>", 1),
+])
+def test_tagged_ok(text, score):
+    result = parse_completion(TAGGED, text, "stop")
+    assert result == Parsed(Status.OK, score)
+    assert type(result.score) is int
+
+
+@pytest.mark.parametrize("text", [
+    "",
+    "   \n",
+    "The answer is 4.",
+    "4",
+    "<score>0</score>",
+    "<score>6</score>",
+    "<score>9</score>",
+    "<score>4.5</score>",
+    "<score>4.0</score>",
+    "<score>N</score>",  # the rubric's placeholder alone
+    "<score></score>",
+    "<score>   </score>",
+    "<score>44</score>",
+    "<score>04</score>",
+    "<score>-3</score>",
+    "<score>+3</score>",
+    "<score>four</score>",
+    "<score>4/5</score>",
+    "<score>4</score> because it is multi-step",  # text after the last tag
+    "<score>4</score>.",
+    "<score>3</score> and the format is <score>N</score>",  # last tag is the placeholder
+    "<score>2</score> <score>6</score>",  # last tag out of range: no fallback to an earlier one
+    "<Score>4</Score>",
+    "<SCORE>4</SCORE>",
+    "<score>4",  # never closed
+    "score: 4",
+    "<score>4</score >",
+])
+def test_tagged_unparseable(text):
+    result = parse_completion(TAGGED, text, "stop")
+    assert result.status is Status.UNPARSEABLE
+    assert result.score is None
+    assert result.detail
+
+
+def test_tagged_unparseable_details_say_why():
+    assert "no <score>" in parse_completion(TAGGED, "nothing here", "stop").detail
+    assert "text follows" in parse_completion(TAGGED, "<score>3</score> x", "stop").detail
+    assert "'6'" in parse_completion(TAGGED, "<score>6</score>", "stop").detail
+
+
+# --------------------------------------------------------------------------------------------
+# score_only
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, score", [
+    ("1", 1),
+    ("2", 2),
+    ("3", 3),
+    ("4", 4),
+    ("5", 5),
+    (" 4\n", 4),
+    ("\n\n5\n\n", 5),
+    ("\t1 ", 1),
+    ("<think>Probably 5? No.</think>\n3\n", 3),
+])
+def test_score_only_ok(text, score):
+    result = parse_completion(SCORE_ONLY, text, "stop")
+    assert result == Parsed(Status.OK, score)
+    assert type(result.score) is int
+
+
+@pytest.mark.parametrize("text", [
+    "",
+    "   ",
+    "\n",
+    "4.",
+    "4.0",
+    "Score: 4",
+    "44",
+    "6",
+    "0",
+    "-1",
+    "+4",
+    "four",
+    "4/5",
+    "4 5",
+    "<score>4</score>",
+    "N",
+    "4\nbecause",
+])
+def test_score_only_unparseable(text):
+    result = parse_completion(SCORE_ONLY, text, "stop")
+    assert result.status is Status.UNPARSEABLE
+    assert result.score is None
+    assert result.detail
+
+
+def test_score_only_empty_detail():
+    assert parse_completion(SCORE_ONLY, "  \n", "stop").detail == "empty answer"
+
+
+# --------------------------------------------------------------------------------------------
+# <think> handling
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("parser, text, expected", [
+    # only the text after the LAST </think> counts
+    (TAGGED, "<think>I'd say <score>5</score></think>\n<score>2</score>", Parsed(Status.OK, 2)),
+    (TAGGED, "<think>a</think><think>b <score>5</score></think> <score>3</score>", Parsed(Status.OK, 3)),
+    (SCORE_ONLY, "<think>a</think>x<think>b</think>4", Parsed(Status.OK, 4)),
+    # a closing tag without an opening one (the chat template put <think> in the prompt)
+    (TAGGED, "reasoning... <score>5</score></think><score>1</score>", Parsed(Status.OK, 1)),
+    (SCORE_ONLY, "reasoning 5 or 4</think>\n4", Parsed(Status.OK, 4)),
+])
+def test_think_ok(parser, text, expected):
+    assert parse_completion(parser, text, "stop") == expected
+
+
+@pytest.mark.parametrize("parser, text", [
+    # the score lives only inside the thinking: the answer part has none
+    (TAGGED, "<think>the answer is <score>4</score></think>"),
+    (TAGGED, "<think>the answer is <score>4</score></think>\n\n"),
+    (SCORE_ONLY, "<think>4</think>"),
+    (TAGGED, "<score>4</score></think>not a score"),
+    # opened and never closed
+    (TAGGED, "<think>I think it is <score>4</score>"),
+    (TAGGED, "<think>"),
+    (SCORE_ONLY, "<think>4"),
+    (SCORE_ONLY, "<think>\n4\n"),
+    (TAGGED, "<score>4</score><think>"),
+])
+def test_think_unparseable(parser, text):
+    result = parse_completion(parser, text, "stop")
+    assert result.status is Status.UNPARSEABLE
+    assert result.score is None
+
+
+def test_unclosed_think_detail():
+    result = parse_completion(SCORE_ONLY, "<think>4", "stop")
+    assert "never closed" in result.detail
+
+
+@pytest.mark.parametrize("parser, text", [
+    (TAGGED, "<think>a</think><think>still thinking <score>3</score>"),
+    (TAGGED, "<think>plan</think>\n<think>\nmaybe <score>4</score>\n"),
+])
+def test_reopened_unclosed_think_is_unparseable(parser, text):
+    result = parse_completion(parser, text, "stop")
+    assert result.status is Status.UNPARSEABLE
+    assert result.score is None
+
+
+# --------------------------------------------------------------------------------------------
+# Unicode digits: one ASCII digit 1..5 only
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("parser, text", [
+    (TAGGED, "<score>²</score>"),
+    (SCORE_ONLY, "³"),
+])
+def test_superscript_digit_does_not_crash(parser, text):
+    result = parse_completion(parser, text, "stop")
+    assert result.status is Status.UNPARSEABLE
+    assert result.score is None
+
+
+@pytest.mark.parametrize("parser, text", [
+    (TAGGED, "<score>٤</score>"),
+    (SCORE_ONLY, "４"),
+])
+def test_non_ascii_digit_is_unparseable(parser, text):
+    result = parse_completion(parser, text, "stop")
+    assert result.status is Status.UNPARSEABLE
+
+
+# --------------------------------------------------------------------------------------------
+# Invariant over a mixed table: only OK carries a score
+# --------------------------------------------------------------------------------------------
+
+@BOTH
+@pytest.mark.parametrize("text, finish_reason, error", [
+    ("<score>3</score>", "stop", ""),
+    ("3", "stop", ""),
+    ("<score>3</score>", "length", ""),
+    ("3", "length", ""),
+    ("<score>3</score>", "stop", "boom"),
+    ("3", "stop", "boom"),
+    ("", "stop", ""),
+    ("<think>3", "stop", ""),
+    ("<score>7</score>", "stop", ""),
+    ("7", "stop", ""),
+])
+def test_only_ok_carries_a_score(parser, text, finish_reason, error):
+    result = parse_completion(parser, text, finish_reason, error)
+    assert_invariant(result)
+
+
+@pytest.mark.parametrize("parser, answer, expected", [
+    (TAGGED, "<score>4</score>", Parsed(Status.OK, 4)),
+    (SCORE_ONLY, "4", Parsed(Status.OK, 4)),
+    # parse_answer sees the answer only: it does not strip thinking itself
+    (SCORE_ONLY, "<think>x</think>4", None),
+])
+def test_parse_answer_directly(parser, answer, expected):
+    result = parser.parse_answer(answer)
+    if expected is None:
+        assert result.status is Status.UNPARSEABLE
+    else:
+        assert result == expected

@@ -1,0 +1,453 @@
+"""Unit tests for curate/templates.py: sandboxed judge templates."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import jinja2
+import pytest
+from jinja2.exceptions import SecurityError
+
+from curate.errors import DereasonError, TemplateError
+from curate.parse import PARSERS
+from curate.templates import (
+    JudgeTemplate,
+    available_templates,
+    bundled_prompts_dir,
+    load_template,
+)
+
+BUNDLED = ["difficulty/intensity", "difficulty/intensity_score_only"]
+HEADER = "{#-\nparser: score_only\ndescription: a test template\n-#}\n"  # lines 1-4
+ITEM = {"id": "item-7", "question": "What is 17 * 23?", "reference": "391", "choices": None,
+        "domain": "arithmetic", "extra": {}}
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / f"{name}.jinja"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def bundled_file(name: str) -> Path:
+    return bundled_prompts_dir() / f"{name}.jinja"
+
+
+# --------------------------------------------------------------------------------------------
+# Bundled templates
+# --------------------------------------------------------------------------------------------
+
+def test_bundled_prompts_dir_holds_the_templates():
+    for name in BUNDLED:
+        assert bundled_file(name).is_file()
+
+
+@pytest.mark.parametrize("name, parser", [
+    ("difficulty/intensity", "tagged_score"),
+    ("difficulty/intensity_score_only", "score_only"),
+])
+def test_bundled_template_loads_with_declared_parser(name, parser):
+    template = load_template(name)
+    assert isinstance(template, JudgeTemplate)
+    assert template.name == name
+    assert template.parser is PARSERS[parser]
+    assert template.parser.name == parser
+    assert template.description.strip()  # both bundled templates describe themselves
+    assert template.source == bundled_file(name).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_identity_is_name_at_16_hex_of_file_content(name):
+    template = load_template(name)
+    expected_hash = hashlib.sha256(bundled_file(name).read_text(encoding="utf-8").encode()).hexdigest()[:16]
+    assert re.fullmatch(rf"{re.escape(name)}@[0-9a-f]{{16}}", template.identity)
+    assert template.content_hash == expected_hash
+    assert template.identity == f"{name}@{expected_hash}"
+    assert load_template(name).identity == template.identity  # stable across loads
+
+
+def test_bundled_templates_have_distinct_identities():
+    a, b = (load_template(n) for n in BUNDLED)
+    assert a.content_hash != b.content_hash
+
+
+def test_available_templates_lists_bundled():
+    available = available_templates()
+    assert set(BUNDLED) <= set(available)
+    assert available == sorted(available)
+
+
+# --------------------------------------------------------------------------------------------
+# Identity follows the file's content
+# --------------------------------------------------------------------------------------------
+
+def test_identity_changes_when_content_changes_via_template_dir(tmp_path):
+    copy = tmp_path / "difficulty" / "intensity.jinja"
+    copy.parent.mkdir()
+    shutil.copyfile(bundled_file("difficulty/intensity"), copy)
+    same = load_template("difficulty/intensity", template_dir=tmp_path)
+    assert same.identity == load_template("difficulty/intensity").identity  # same name, same bytes
+
+    copy.write_text(copy.read_text(encoding="utf-8").replace("Judge the reasoning", "Judge only the reasoning"),
+                    encoding="utf-8")
+    edited = load_template("difficulty/intensity", template_dir=tmp_path)
+    assert edited.name == "difficulty/intensity"
+    assert edited.identity.startswith("difficulty/intensity@")
+    assert edited.content_hash != same.content_hash
+    assert edited.identity != same.identity
+    assert "Judge only the reasoning" in edited.render(ITEM)[0]["content"]
+
+
+def test_identity_changes_when_content_changes_via_path(tmp_path):
+    path = tmp_path / "mine.jinja"
+    shutil.copyfile(bundled_file("difficulty/intensity_score_only"), path)
+    before = load_template(str(path))
+    assert before.name == str(path)
+    assert before.identity == f"{path}@{before.content_hash}"
+    assert before.content_hash == load_template("difficulty/intensity_score_only").content_hash
+    assert before.parser is PARSERS["score_only"]
+
+    path.write_text(path.read_text(encoding="utf-8") + "\n", encoding="utf-8")  # one byte more
+    after = load_template(str(path))
+    assert after.content_hash != before.content_hash
+    assert after.content_hash == hashlib.sha256(path.read_text(encoding="utf-8").encode()).hexdigest()[:16]
+
+
+def test_load_by_relative_path(tmp_path, monkeypatch):
+    write(tmp_path / "sub", "rel", HEADER + "{% block user %}REL {{ question }}{% endblock %}\n")
+    monkeypatch.chdir(tmp_path)
+    template = load_template("sub/rel.jinja")
+    assert template.name == "sub/rel.jinja"
+    assert template.render(ITEM) == [{"role": "user", "content": "REL What is 17 * 23?"}]
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_render_gives_system_then_user_with_question(name):
+    messages = load_template(name).render({"id": "x", "question": "Prove that sqrt(2) is irrational."})
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert all(set(m) == {"role", "content"} for m in messages)
+    assert all(isinstance(m["content"], str) and m["content"] for m in messages)
+    assert "Prove that sqrt(2) is irrational." in messages[1]["content"]
+    assert "Prove that sqrt(2) is irrational." not in messages[0]["content"]
+    assert messages[1]["content"] == messages[1]["content"].strip()
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_render_letters_choices_in_order(name):
+    item = {"id": "x", "question": "Which is prime?", "choices": ["4", "6", "7", "9", "10"]}
+    user = load_template(name).render(item)[1]["content"]
+    lines = user.splitlines()
+    lettered = [line for line in lines if re.match(r"^[A-Z]\. ", line)]
+    assert lettered == ["A. 4", "B. 6", "C. 7", "D. 9", "E. 10"]
+    assert lines.index("A. 4") > lines.index("Which is prime?")
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("choices", [None, []])
+def test_render_without_choices_has_no_letters(name, choices):
+    user = load_template(name).render({"id": "x", "question": "What is 2+2?", "choices": choices})[1]["content"]
+    assert not any(re.match(r"^[A-Z]\. ", line) for line in user.splitlines())
+    assert "Choices" not in user
+
+
+def test_intensity_shows_domain_only_when_present():
+    template = load_template("difficulty/intensity")
+    with_domain = template.render({"id": "x", "question": "Q?", "domain": "organic chemistry"})[1]["content"]
+    without = template.render({"id": "x", "question": "Q?"})[1]["content"]
+    assert with_domain.splitlines()[0] == "Domain: organic chemistry"
+    assert "Domain" not in without
+
+
+def test_score_only_user_message_exact():
+    user = load_template("difficulty/intensity_score_only").render(
+        {"id": "x", "question": "What is 2+2?", "choices": ["3", "4"]})[1]["content"]
+    assert user == "What is 2+2?\n\nA. 3\nB. 4"
+
+
+def test_intensity_system_asks_for_tagged_score():
+    system = load_template("difficulty/intensity").render(ITEM)[0]["content"]
+    assert "<score>N</score>" in system
+
+
+def test_render_all_variables_and_extra(tmp_path):
+    write(tmp_path, "vars", HEADER + "{% block system %}S:{{ domain }}{% endblock %}\n"
+          "{% block user %}{{ id }}|{{ question }}|{{ reference }}|{{ choices | join(',') }}|"
+          "{{ extra.source }}|{{ extra['level'] }}|{{ extra.nested.k }}{% endblock %}\n")
+    template = load_template("vars", template_dir=tmp_path)
+    item = {"id": "i1", "question": "Q", "reference": "R", "choices": ["a", "b"], "domain": "D",
+            "extra": {"source": "gsm8k", "level": 3, "nested": {"k": "deep"}}}
+    assert template.render(item) == [
+        {"role": "system", "content": "S:D"},
+        {"role": "user", "content": "i1|Q|R|a,b|gsm8k|3|deep"},
+    ]
+
+
+def test_render_optional_fields_default_to_none_and_empty_extra(tmp_path):
+    write(tmp_path, "opt", HEADER + "{% block user %}{{ reference }}|{{ choices }}|{{ domain }}|"
+          "{{ extra | length }}|{{ question }}{% endblock %}\n")
+    template = load_template("opt", template_dir=tmp_path)
+    assert template.render({"id": "a", "question": "Q"}) == [{"role": "user", "content": "None|None|None|0|Q"}]
+    assert template.render({"id": "a", "question": "Q", "extra": None})[0]["content"] == "None|None|None|0|Q"
+
+
+def test_render_without_system_block_gives_only_user(tmp_path):
+    write(tmp_path, "useronly", HEADER + "{% block user %}  Solve: {{ question }}\n\n{% endblock %}\n")
+    assert load_template("useronly", template_dir=tmp_path).render(ITEM) == [
+        {"role": "user", "content": "Solve: What is 17 * 23?"}]
+
+
+def test_render_does_not_autoescape(tmp_path):
+    write(tmp_path, "esc", HEADER + "{% block user %}{{ question }}{% endblock %}\n")
+    question = "Is <b>x</b> & y > z? Use \"quotes\" and 'apostrophes'."
+    assert load_template("esc", template_dir=tmp_path).render({"id": "a", "question": question}) == [
+        {"role": "user", "content": question}]
+
+
+def test_render_is_repeatable_and_independent(tmp_path):
+    write(tmp_path, "rep", HEADER + "{% block user %}{{ question }}{% endblock %}\n")
+    template = load_template("rep", template_dir=tmp_path)
+    assert template.render({"id": "1", "question": "first"})[0]["content"] == "first"
+    assert template.render({"id": "2", "question": "second"})[0]["content"] == "second"
+    assert template.render({"id": "1", "question": "first"})[0]["content"] == "first"
+
+
+# --------------------------------------------------------------------------------------------
+# Render-time errors
+# --------------------------------------------------------------------------------------------
+
+UNDEFINED_IN_USER = (HEADER                                   # lines 1-4
+                     + "{% block system %}sys{% endblock %}\n"   # line 5
+                     + "{% block user -%}\n"                     # line 6
+                     + "Problem: {{ question }}\n"               # line 7
+                     + "\n"                                      # line 8
+                     + "Hint: {{ difficulty_hint }}\n"           # line 9
+                     + "{%- endblock %}\n")                      # line 10
+UNDEFINED_IN_SYSTEM = (HEADER                                 # lines 1-4
+                       + "{% block system -%}\n"                 # line 5
+                       + "Rate it.\n"                            # line 6
+                       + "Also {{ rubric }}\n"                   # line 7
+                       + "{%- endblock %}\n"                     # line 8
+                       + "{% block user %}{{ question }}{% endblock %}\n")
+UNDEFINED_DEEP = (HEADER + "{% block user -%}\n" + "filler line\n" * 12
+                  + "{{ question }} {{ extra.missing_key }}\n{%- endblock %}\n")  # line 18
+
+UNDEFINED_IN_CONDITION = (HEADER                              # lines 1-4
+                          + "{% block user -%}\n"               # line 5
+                          + "{{ question }}\n"                  # line 6
+                          + "{% for c in choices or [] %}\n"    # line 7
+                          + "{{ c }}\n"                         # line 8
+                          + "{% endfor %}\n"                    # line 9
+                          + "{% if level > 2 %}hard{% endif %}\n"  # line 10
+                          + "{%- endblock %}\n")
+
+
+@pytest.mark.parametrize("text, variable", [
+    (UNDEFINED_IN_CONDITION, "level"),
+    (UNDEFINED_IN_USER, "difficulty_hint"),
+    (UNDEFINED_IN_SYSTEM, "rubric"),
+    (UNDEFINED_DEEP, "missing_key"),
+])
+def test_undefined_variable_raises_template_error_at_render(tmp_path, text, variable):
+    write(tmp_path, "undef", text)
+    template = load_template("undef", template_dir=tmp_path)  # loading is fine
+    with pytest.raises(TemplateError) as info:
+        template.render({"id": "item-42", "question": "Q", "choices": ["x"], "extra": {}})
+    message = str(info.value)
+    assert "'undef'" in message
+    assert variable in message
+    assert "item-42" in message
+    assert re.search(r"line \d+", message)
+    assert isinstance(info.value.__cause__, jinja2.UndefinedError)
+    assert isinstance(info.value, DereasonError)
+
+
+# Regression guard: _template_line once reported the line of Jinja's generated Python code.
+@pytest.mark.parametrize("text, line", [
+    (UNDEFINED_IN_USER, 9),
+    (UNDEFINED_IN_SYSTEM, 7),
+    (UNDEFINED_DEEP, 18),
+    (UNDEFINED_IN_CONDITION, 10),
+])
+def test_undefined_variable_names_correct_line(tmp_path, text, line):
+    write(tmp_path, "undef", text)
+    template = load_template("undef", template_dir=tmp_path)
+    with pytest.raises(TemplateError) as info:
+        template.render({"id": "item-42", "question": "Q", "choices": ["x"], "extra": {}})
+    assert f"template 'undef', line {line}:" in str(info.value)
+
+
+@pytest.mark.parametrize("expression", ["{{ 1 / 0 }}", "{{ question + 1 }}"])
+def test_runtime_error_in_expression_is_template_error(tmp_path, expression):
+    write(tmp_path, "boom", HEADER + "{% block user %}" + expression + "{% endblock %}\n")
+    template = load_template("boom", template_dir=tmp_path)
+    with pytest.raises(TemplateError, match="'boom'"):
+        template.render(ITEM)
+
+
+def test_missing_required_item_key_raises():
+    with pytest.raises(KeyError):
+        load_template("difficulty/intensity").render({"id": "x"})
+
+
+# --------------------------------------------------------------------------------------------
+# Load-time errors
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, line", [
+    ("{% block user %}\nok\n{% if %}\n{% endblock %}\n", 7),
+    ("{% block user %}\nok\nok\n{{ question | }}\n{% endblock %}\n", 8),
+    ("{% block user %}\nok\n{% endif %}\n{% endblock %}\n", 7),
+    ("{% block user %}\n{{ question }}\n{% bogus %}\n{% endblock %}\n", 7),
+    ("{% block user %}\n\n\n\n\n\n{{ question ]] }}\n{% endblock %}\n", 11),
+])
+def test_syntax_error_names_template_and_line_at_load(tmp_path, body, line):
+    write(tmp_path, "broken", HEADER + body)
+    with pytest.raises(TemplateError) as info:
+        load_template("broken", template_dir=tmp_path)
+    assert f"template 'broken', line {line}:" in str(info.value)
+    assert isinstance(info.value.__cause__, jinja2.TemplateSyntaxError)
+
+
+def test_syntax_error_via_path_names_the_path(tmp_path):
+    path = write(tmp_path, "broken", HEADER + "{% block user %}\n{% if %}\n{% endblock %}\n")
+    with pytest.raises(TemplateError, match=rf"template '{re.escape(str(path))}', line 6"):
+        load_template(str(path))
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("{% block user %}{{ question }}{% endblock %}\n", "missing metadata header"),
+    ("Intro text\n{#-\nparser: score_only\n-#}\n{% block user %}{{ question }}{% endblock %}\n",
+     "missing metadata header"),
+    ("{#-\nparser: regex_score\n-#}\n{% block user %}{{ question }}{% endblock %}\n", "'regex_score'"),
+    ("{#-\ndescription: no parser here\n-#}\n{% block user %}{{ question }}{% endblock %}\n", "parser None"),
+    ("{#-\nparser: [unclosed\n-#}\n{% block user %}{{ question }}{% endblock %}\n", "not valid YAML"),
+    ("{#-\n- just\n- a list\n-#}\n{% block user %}{{ question }}{% endblock %}\n", "YAML mapping"),
+    (HEADER + "{% block system %}{{ question }}{% endblock %}\n", "no {% block user %}"),
+    (HEADER + "Problem: {{ question }}\n", "no {% block user %}"),
+])
+def test_bad_template_structure_raises(tmp_path, text, fragment):
+    write(tmp_path, "bad", text)
+    with pytest.raises(TemplateError) as info:
+        load_template("bad", template_dir=tmp_path)
+    assert "'bad'" in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_unknown_parser_message_lists_known_parsers(tmp_path):
+    write(tmp_path, "bad", "{#-\nparser: json_score\n-#}\n{% block user %}x{% endblock %}\n")
+    with pytest.raises(TemplateError) as info:
+        load_template("bad", template_dir=tmp_path)
+    assert "score_only" in str(info.value) and "tagged_score" in str(info.value)
+
+
+@pytest.mark.parametrize("header, parser, description", [
+    ("{#\nparser: tagged_score\n#}\n", "tagged_score", ""),
+    ("  \n{#- parser: score_only -#}\n", "score_only", ""),
+    ("{#-\nparser: score_only\ndescription: rates things\n-#}\n", "score_only", "rates things"),
+])
+def test_header_variants_accepted(tmp_path, header, parser, description):
+    write(tmp_path, "ok", header + "{% block user %}{{ question }}{% endblock %}\n")
+    template = load_template("ok", template_dir=tmp_path)
+    assert template.parser is PARSERS[parser]
+    assert template.description == description
+
+
+# --------------------------------------------------------------------------------------------
+# Sandbox
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("expression", [
+    "{{ question.__class__.__mro__ }}",
+    "{{ ''.__class__.__subclasses__() }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ question.__class__ }}",
+    "{{ extra.__class__.__base__ }}",
+    "{{ cycler.__init__.__globals__ }}",
+    "{{ (1).__class__.__mro__ }}",
+])
+def test_sandbox_blocks_python_internals(tmp_path, expression):
+    write(tmp_path, "evil", HEADER + "{% block user %}" + expression + "{% endblock %}\n")
+    template = load_template("evil", template_dir=tmp_path)
+    with pytest.raises((TemplateError, SecurityError)) as info:
+        messages = template.render({"id": "a", "question": "q", "extra": {"k": 1}})
+        pytest.fail(f"rendered internals: {messages!r}")  # pragma: no cover
+    message = str(info.value)
+    assert "<class 'object'>" not in message
+    assert "<class 'type'>" not in message
+    assert "__builtins__" not in message
+    chain = info.value if isinstance(info.value, SecurityError) else info.value.__cause__
+    assert isinstance(chain, SecurityError)
+
+
+def test_sandbox_is_immutable(tmp_path):
+    write(tmp_path, "mutate", HEADER + "{% block user %}{{ extra.update({'k': 2}) }}{% endblock %}\n")
+    template = load_template("mutate", template_dir=tmp_path)
+    extra = {"k": 1}
+    with pytest.raises((TemplateError, SecurityError)):
+        template.render({"id": "a", "question": "q", "extra": extra})
+    assert extra == {"k": 1}
+
+
+# --------------------------------------------------------------------------------------------
+# Search order and unknown templates
+# --------------------------------------------------------------------------------------------
+
+def test_template_dir_wins_over_bundled(tmp_path):
+    write(tmp_path / "difficulty", "intensity",
+          HEADER + "{% block user %}CUSTOM {{ question }}{% endblock %}\n")
+    custom = load_template("difficulty/intensity", template_dir=tmp_path)
+    assert custom.parser is PARSERS["score_only"]
+    assert custom.render(ITEM) == [{"role": "user", "content": "CUSTOM What is 17 * 23?"}]
+    assert custom.description == "a test template"
+
+    bundled = load_template("difficulty/intensity")
+    assert bundled.parser is PARSERS["tagged_score"]
+    assert bundled.identity != custom.identity
+
+
+def test_template_dir_as_str_and_bundled_still_reachable(tmp_path):
+    write(tmp_path, "mine", HEADER + "{% block user %}MINE {{ question }}{% endblock %}\n")
+    assert load_template("mine", template_dir=str(tmp_path)).render(ITEM)[0]["content"] == "MINE What is 17 * 23?"
+    other = load_template("difficulty/intensity_score_only", template_dir=str(tmp_path))
+    assert other.parser is PARSERS["score_only"]
+    assert other.identity == load_template("difficulty/intensity_score_only").identity
+
+
+@pytest.mark.parametrize("name", ["difficulty/nope", "intensity", "difficulty/intensity.jinja"])
+def test_unknown_template_lists_available(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)  # so that "difficulty/intensity.jinja" is not a file here
+    with pytest.raises(TemplateError) as info:
+        load_template(name)
+    message = str(info.value)
+    assert repr(name) in message
+    for bundled in BUNDLED:
+        assert repr(bundled) in message
+
+
+def test_unknown_template_lists_template_dir_entries(tmp_path):
+    write(tmp_path / "team", "strict", HEADER + "{% block user %}{{ question }}{% endblock %}\n")
+    with pytest.raises(TemplateError) as info:
+        load_template("team/lenient", template_dir=tmp_path)
+    assert "'team/strict'" in str(info.value)
+    assert "'difficulty/intensity'" in str(info.value)
+    assert available_templates(tmp_path) == sorted(BUNDLED + ["team/strict"])
+
+
+def test_missing_jinja_path_is_template_error(tmp_path):
+    with pytest.raises(TemplateError, match="no template"):
+        load_template(str(tmp_path / "absent.jinja"))
+
+
+def test_extends_is_refused_at_load_time(tmp_path):
+    (tmp_path / "child.jinja").write_text('{#-\nparser: score_only\n-#}\n{% extends "difficulty/intensity.jinja" %}\n'
+                                          "{% block user %}{{ question }}{% endblock %}\n")
+    with pytest.raises(TemplateError, match="extends"):
+        load_template("child", template_dir=tmp_path)
