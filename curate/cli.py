@@ -16,14 +16,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from curate.config import DataConfig, SamplingConfig, ScoreConfig, read_job_file
+from curate.config import SECTIONS, ScoreConfig, read_job_file
 from curate.errors import DereasonError, FailureThresholdError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Difficulty-aware curation of reasoning data.")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 EXIT_ERROR, EXIT_FAILURES = 1, 3
-_HELP = {f.name: f.metadata.get("help", "") for cls in (DataConfig, SamplingConfig, ScoreConfig) for f in fields(cls)}
+_HELP = {f.name: f.metadata.get("help", "") for cls in (*SECTIONS.values(), ScoreConfig) for f in fields(cls)}
 
 
 def _opt(name: str, *flags: str) -> Any:
@@ -84,6 +84,16 @@ def score(
     domain_field: Annotated[str | None, _opt("domain_field", "--domain-field")] = None,
     on_bad_rows: Annotated[str | None, _opt("on_bad_rows", "--on-bad-rows")] = None,
     limit: Annotated[int | None, _opt("limit", "--limit")] = None,
+    base_url: Annotated[str | None, _opt("base_url", "--base-url")] = None,
+    api_key_env: Annotated[str | None, _opt("api_key_env", "--api-key-env")] = None,
+    endpoint: Annotated[str | None, _opt("endpoint", "--endpoint")] = None,
+    tokenizer: Annotated[str | None, _opt("tokenizer", "--tokenizer")] = None,
+    max_in_flight: Annotated[int | None, _opt("max_in_flight", "--max-in-flight")] = None,
+    requests_per_minute: Annotated[int | None, _opt("requests_per_minute", "--requests-per-minute")] = None,
+    tokens_per_minute: Annotated[int | None, _opt("tokens_per_minute", "--tokens-per-minute")] = None,
+    request_timeout: Annotated[float | None, _opt("request_timeout", "--request-timeout")] = None,
+    max_retries: Annotated[int | None, _opt("max_retries", "--max-retries")] = None,
+    use_n: Annotated[bool | None, _opt("use_n", "--use-n")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the engine does.")] = False,
 ) -> None:

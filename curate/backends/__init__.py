@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from curate.backends.base import Backend, Completion, Request, model_fingerprint, resolve_model, sample_seed
 from curate.config import ScoreConfig
-from curate.errors import ConfigError
+from curate.errors import BackendError, ConfigError
 
 
 def _transformers(config: ScoreConfig) -> Backend:
@@ -15,7 +15,16 @@ def _transformers(config: ScoreConfig) -> Backend:
     return TransformersBackend(config)
 
 
-BACKENDS: dict[str, Callable[[ScoreConfig], Backend]] = {"transformers": _transformers}
+def _openai(config: ScoreConfig) -> Backend:
+    try:
+        from curate.backends.openai import OpenAIBackend
+    except ImportError as exc:
+        raise BackendError(f"--backend openai needs aiohttp, tenacity and aiolimiter ({exc}); "
+                           "install them with: pip install 'dereason[openai]'") from exc
+    return OpenAIBackend(config)
+
+
+BACKENDS: dict[str, Callable[[ScoreConfig], Backend]] = {"transformers": _transformers, "openai": _openai}
 
 
 def check_backend_name(name: str) -> None:
