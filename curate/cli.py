@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from curate.config import SECTIONS, ScoreConfig, read_job_file
-from curate.errors import DereasonError, FailureThresholdError
+from curate.errors import ConfigError, DereasonError, FailureThresholdError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Difficulty-aware curation of reasoning data.")
 out = Console()
@@ -69,6 +71,9 @@ def score(
     seed: Annotated[int | None, _opt("seed", "--seed")] = None,
     out_dir: Annotated[str | None, typer.Option("--out", help=_HELP["out"] + " Default: runs/DATA__TEMPLATE__MODEL.",
                                                 show_default=False)] = None,
+    engine_arg: Annotated[list[str] | None, typer.Option(
+        "--engine-arg", help="KEY=VALUE for vllm.LLM (repeatable), e.g. --engine-arg tensor_parallel_size=2.",
+        show_default=False)] = None,
     batch_size: Annotated[int | None, _opt("batch_size", "--batch-size")] = None,
     chunk_size: Annotated[int | None, _opt("chunk_size", "--chunk-size")] = None,
     device: Annotated[str | None, _opt("device", "--device")] = None,
@@ -102,8 +107,10 @@ def score(
     flags = {k: v for k, v in locals().items() if v is not None and k in ScoreConfig.flat_keys()}
     flags.update({"source": data} if data is not None else {})
     flags.update({"out": out_dir} if out_dir is not None else {})
-    settings = {**(read_job_file(config) if config else {}), **flags}
     with _errors():
+        if engine_arg:
+            flags["engine_args"] = _key_values(engine_arg)
+        settings = {**(read_job_file(config) if config else {}), **flags}
         if "source" in settings and "out" not in settings:
             settings["out"] = _default_out(settings)
         job = ScoreConfig.from_flat(settings)
@@ -114,7 +121,7 @@ def score(
                 result = run_score(job, progress=on_progress)
         except FailureThresholdError as exc:
             _report(exc.summary, job.out_path, as_json)
-            err.print(f"[red]error:[/red] {exc}")
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(EXIT_FAILURES) from None
         _report(result.summary, result.run_dir, as_json)
 
@@ -145,6 +152,16 @@ def templates(template_dir: Annotated[str | None, typer.Option(help="Also list t
     out.print(table)
 
 
+def _key_values(pairs: list[str]) -> dict[str, Any]:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--engine-arg takes KEY=VALUE, got {pair!r}")
+        parsed[key] = yaml.safe_load(value)
+    return parsed
+
+
 def _report(result: dict[str, Any], run_dir: Path, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"run_dir": str(run_dir), **result}, sort_keys=True))
@@ -160,7 +177,7 @@ class _errors:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         if exc_type is not None and issubclass(exc_type, DereasonError):
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(EXIT_ERROR)
         return False
 

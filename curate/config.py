@@ -121,6 +121,9 @@ class ScoreConfig:
     backend: str = _help("Backend name (see curate.backends.BACKENDS).", default="transformers")
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    engine_args: dict[str, Any] = _help(
+        "Extra vllm.LLM engine arguments, e.g. {tensor_parallel_size: 2, data_parallel_size: 4, "
+        "gpu_memory_utilization: 0.85}.", default_factory=dict)
     batch_size: int = _help("Sequences per forward batch in local backends.", default=16)
     chunk_size: int = _help("Judgments committed to the store per transaction.", default=64)
     device: str = _help("Torch device for local backends: auto, cpu, cuda, cuda:N, mps.", default="auto")

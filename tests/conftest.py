@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -38,3 +44,64 @@ def random_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def stored_count(run_dir: Path) -> int:
+    """Judgments committed so far, read without disturbing the writer (WAL)."""
+    try:
+        connection = sqlite3.connect(f"file:{run_dir / 'judgments.sqlite'}?mode=ro", uri=True, timeout=1)
+        try:
+            return connection.execute("SELECT count(*) FROM judgments").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def kill_when_stored(command: list[str], run_dir: Path, target: int, limit_seconds: float = 120) -> int:
+    """Start `command`, SIGKILL it once `target` judgments are committed; return the count after."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + limit_seconds
+    while stored_count(run_dir) < target and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return stored_count(run_dir)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def served_judge():
+    """`transformers serve` on loopback with the bundled judge; yields (base_url, served model name)."""
+    from curate.backends import resolve_model
+
+    model = resolve_model("bundled:tiny-judge")
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "transformers"), "serve", model, "--host", "127.0.0.1",
+               "--port", str(port), "--device", "cpu"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError(f"transformers serve exited with {server.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("transformers serve did not open its port in 90 s")
+        yield f"http://127.0.0.1:{port}/v1", model
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # its own process group: the server and its children
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

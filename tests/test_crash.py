@@ -1,15 +1,13 @@
 """SIGKILL a scoring process at random points, resume each time: nothing lost, nothing doubled."""
 
 import random
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 
 import polars as pl
+from conftest import kill_when_stored
 
-from curate.store import DATABASE, read_judgments
+from curate.store import read_judgments
 
 ITEMS, SAMPLES = 120, 3
 TOTAL = ITEMS * SAMPLES
@@ -21,27 +19,6 @@ def command(run_dir):
             "--out", str(run_dir), "--json", "--max-failure-fraction", "1"]
 
 
-def stored(run_dir) -> int:
-    try:
-        connection = sqlite3.connect(f"file:{run_dir / DATABASE}?mode=ro", uri=True, timeout=1)
-        try:
-            return connection.execute("SELECT count(*) FROM judgments").fetchone()[0]
-        finally:
-            connection.close()
-    except sqlite3.OperationalError:  # not created yet
-        return 0
-
-
-def kill_when_stored(run_dir, target: int) -> int:
-    process = subprocess.Popen(command(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while stored(run_dir) < target and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    return stored(run_dir)
-
-
 def test_killed_and_resumed_equals_uninterrupted(tmp_path):
     clean = tmp_path / "clean"
     subprocess.run(command(clean), check=True, capture_output=True)
@@ -49,7 +26,7 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path):
     rng = random.Random(2026)
     previous = 0
     for target in sorted(rng.sample(range(8, TOTAL - 60), 3)):
-        after_kill = kill_when_stored(resumed, max(target, previous + 1))
+        after_kill = kill_when_stored(command(resumed), resumed, max(target, previous + 1))
         assert previous < after_kill < TOTAL, "the kill must land mid-run, after new commits"
         previous = after_kill
     subprocess.run(command(resumed), check=True, capture_output=True)

@@ -24,7 +24,14 @@ def _openai(config: ScoreConfig) -> Backend:
     return OpenAIBackend(config)
 
 
-BACKENDS: dict[str, Callable[[ScoreConfig], Backend]] = {"transformers": _transformers, "openai": _openai}
+def _vllm(config: ScoreConfig) -> Backend:
+    from curate.backends.vllm import VLLMBackend  # imports vllm itself only when constructed
+
+    return VLLMBackend(config)
+
+
+BACKENDS: dict[str, Callable[[ScoreConfig], Backend]] = {"transformers": _transformers, "openai": _openai,
+                                                         "vllm": _vllm}
 
 
 def check_backend_name(name: str) -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from curate.config import BUNDLED_JUDGE, SamplingConfig
 
+T = TypeVar("T")
 FINGERPRINT_CONTENT_BYTES = 64 * 2**20
 BUNDLED_MODELS = {BUNDLED_JUDGE: Path(__file__).parent.parent / "bundled" / "tiny-judge"}
 
@@ -52,6 +54,13 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the model or connections."""
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last may be shorter); itertools.batched is 3.12+."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def sample_seed(base_seed: int, item_id: str, sample_idx: int) -> int:

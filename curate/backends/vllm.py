@@ -1,0 +1,68 @@
+"""vLLM offline backend: an in-process `vllm.LLM` with prefix caching, fed in chunks.
+
+Every (item, sample) is its own request with n=1 and its own seed (`sample_seed`): the samples of
+an item share the prompt's KV cache through prefix caching, and each judgment stays reproducible
+whatever the chunking or a resumption. A chunk is handed to `LLM.chat` at once and yielded when it
+completes, so the engine commits it before the next one starts: a crash loses at most one chunk.
+
+vLLM has no CPU wheel on PyPI, so this adapter is imported only when chosen and is covered by a
+contract test against vLLM's documented API (`LLM.chat`, `SamplingParams`, `RequestOutput`,
+`CompletionOutput`); see the README for what was and was not run on a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from curate.backends.base import Completion, Request, chunked, resolve_model, sample_seed
+from curate.config import SamplingConfig, ScoreConfig
+from curate.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+CHUNK_REQUESTS = 2048
+INSTALL_HINT = ("--backend vllm needs vLLM, which is not installed: pip install 'dereason[vllm]' "
+                "(CUDA GPUs only; PyPI has no CPU build)")
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, config: ScoreConfig):
+        try:
+            import vllm
+        except ImportError:
+            raise BackendError(INSTALL_HINT) from None
+        self._sampling_params = vllm.SamplingParams
+        self.model_id = config.model
+        engine_args: dict[str, Any] = {"enable_prefix_caching": True, "dtype": config.dtype,
+                                       "seed": config.sampling.seed, **config.engine_args}
+        self.llm = vllm.LLM(model=resolve_model(config.model), trust_remote_code=config.trust_remote_code,
+                            **engine_args)
+        log.info("vLLM backend: %s with %s", config.model, engine_args)
+
+    def _params(self, sampling: SamplingConfig, item_id: str, idx: int) -> Any:
+        return self._sampling_params(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
+                                     max_tokens=sampling.max_tokens, seed=sample_seed(sampling.seed, item_id, idx))
+
+    def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
+        samples = ((r, idx) for r in requests for idx in r.sample_indices)
+        for chunk in chunked(samples, CHUNK_REQUESTS):
+            outputs = self.llm.chat([list(r.messages) for r, _ in chunk],
+                                    [self._params(sampling, r.item_id, idx) for r, idx in chunk], use_tqdm=False)
+            for (request, idx), output in zip(chunk, outputs, strict=True):
+                yield _completion(request.item_id, idx, output)
+
+    def close(self) -> None:
+        del self.llm
+
+
+def _completion(item_id: str, idx: int, output: Any) -> Completion:
+    choice = output.outputs[0]
+    prompt_tokens = len(output.prompt_token_ids or [])
+    if choice.finish_reason not in ("stop", "length"):  # e.g. "abort": the engine dropped it
+        return Completion(item_id, idx, choice.text, "", prompt_tokens, len(choice.token_ids),
+                          error=f"vLLM finished the request with {choice.finish_reason!r}")
+    return Completion(item_id, idx, choice.text, choice.finish_reason, prompt_tokens, len(choice.token_ids))

@@ -1,0 +1,130 @@
+"""Contract test of the vLLM adapter against vLLM's documented offline API (vLLM itself has no CPU
+build, so it cannot run here). The stand-in module below mirrors the documented signatures:
+`LLM(model, ..., enable_prefix_caching, seed, **engine_args)`, `LLM.chat(messages: list[list[dict]],
+sampling_params: list[SamplingParams], use_tqdm)` → `list[RequestOutput]` in input order, where
+`RequestOutput.prompt_token_ids` and `.outputs: list[CompletionOutput(index, text, token_ids,
+finish_reason)]`; `SamplingParams(n, temperature, top_p, max_tokens, seed)` as keywords."""
+
+import sys
+import types
+from dataclasses import dataclass, field
+
+import pytest
+from conftest import write_jsonl
+from typer.testing import CliRunner
+
+import curate
+from curate.backends import create_backend, sample_seed
+from curate.backends.vllm import CHUNK_REQUESTS, INSTALL_HINT
+from curate.cli import app
+from curate.config import ScoreConfig
+from curate.engine import score
+from curate.errors import BackendError
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingParams:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int | None = 16
+    seed: int | None = None
+
+
+@dataclass
+class CompletionOutput:
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None
+
+
+@dataclass
+class RequestOutput:
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+
+
+@dataclass
+class LLM:
+    model: str
+    trust_remote_code: bool = False
+    engine_args: dict = field(default_factory=dict)
+    calls: list = field(default_factory=list)
+
+    def __init__(self, model: str, *, trust_remote_code: bool = False, **engine_args):
+        self.model, self.trust_remote_code, self.engine_args, self.calls = model, trust_remote_code, engine_args, []
+
+    def chat(self, messages, sampling_params=None, use_tqdm=True, **_):
+        assert isinstance(messages, list) and all(isinstance(m, list) for m in messages)
+        assert all(isinstance(m, dict) and {"role", "content"} <= m.keys() for conv in messages for m in conv)
+        assert isinstance(sampling_params, list) and len(sampling_params) == len(messages)
+        self.calls.append((messages, sampling_params, use_tqdm))
+        outputs = []
+        for conversation, params in zip(messages, sampling_params, strict=True):
+            score_value = params.seed % 5 + 1
+            text, reason = (f"<score>{score_value}</score>", "stop") if params.seed % 7 else ("<score>", "length")
+            if params.seed % 11 == 0:
+                reason = "abort"
+            outputs.append(RequestOutput(prompt_token_ids=[1] * len(conversation[-1]["content"]),
+                                         outputs=[CompletionOutput(0, text, [1, 2, 3], reason)]))
+        return outputs
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    module = types.ModuleType("vllm")
+    module.LLM, module.SamplingParams = LLM, SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    return module
+
+
+def config(tmp_path, **overrides):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"q{i}", "question": f"Problem {i}"} for i in range(30)])
+    return ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "backend": "vllm",
+                                  "model": "org/judge", "template": "difficulty/intensity", "samples": 2,
+                                  "temperature": 0.7, "max_failure_fraction": 1.0, **overrides})
+
+
+def test_adapter_speaks_the_documented_api(tmp_path, fake_vllm):
+    cfg = config(tmp_path, engine_args={"tensor_parallel_size": 2})
+    backend = create_backend(cfg)
+    assert backend.llm.model == "org/judge"
+    assert backend.llm.engine_args["enable_prefix_caching"] is True
+    assert backend.llm.engine_args["tensor_parallel_size"] == 2 and backend.llm.engine_args["seed"] == 0
+    result = score(cfg, backend=backend)
+    (messages, params, use_tqdm), = backend.llm.calls  # 60 requests: one chunk
+    assert len(messages) == 60 and use_tqdm is False
+    assert {(p.n, p.temperature, p.top_p, p.max_tokens) for p in params} == {(1, 0.7, 1.0, 512)}
+    expected_seeds = [sample_seed(0, f"q{i}", s) for i in range(30) for s in range(2)]
+    assert [p.seed for p in params] == expected_seeds
+    assert messages[0][0]["role"] == "system" and "Problem 0" in messages[0][1]["content"]
+    judgments = curate.load_judgments(tmp_path / "run")
+    by_seed = {sample_seed(0, i, s): row for i, s, row in
+               zip(judgments["item_id"], judgments["sample_idx"], judgments.iter_rows(named=True), strict=True)}
+    for seed, row in by_seed.items():
+        if seed % 11 == 0:
+            assert row["status"] == "error" and "abort" in row["detail"]
+        elif seed % 7 == 0:
+            assert row["status"] == "truncated"
+        else:
+            assert (row["status"], row["score"]) == ("ok", seed % 5 + 1)
+    assert result.summary["judgments"] == 60
+
+
+def test_requests_go_in_chunks(tmp_path, fake_vllm, monkeypatch):
+    monkeypatch.setattr("curate.backends.vllm.CHUNK_REQUESTS", 16)
+    backend = create_backend(config(tmp_path))
+    score(config(tmp_path), backend=backend)
+    assert [len(call[0]) for call in backend.llm.calls] == [16, 16, 16, 12]
+    assert CHUNK_REQUESTS > 16
+
+
+def test_without_vllm_the_error_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
+    with pytest.raises(BackendError, match="pip install 'dereason\\[vllm\\]'"):
+        create_backend(config(tmp_path))
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "d.jsonl"), "--backend", "vllm",
+                                      "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: {INSTALL_HINT}"
