@@ -3,6 +3,7 @@
 Per item, statistics are over its `ok` judgments only; an item with none is `unscored`, with null
 statistics (never a default number). `score_mode` breaks ties toward the lower score, and
 `score_std` is the population std over the item's ok samples (0 for a single sample).
+`expected_mean` and `entropy_mean` average the logprob-scored judgments (`n_logprobs` of them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from curate.parse import FAILED, SCORE_MAX, SCORE_MIN, Status
 
 def per_item(judgments: pl.DataFrame) -> pl.DataFrame:
     ok_score = pl.col("score").filter(pl.col("status") == Status.OK)
+    ok_expected = pl.col("expected_score").filter((pl.col("status") == Status.OK) & (pl.col("score_method") == "logprobs"))
     counts = [(pl.col("status") == status).sum().alias(f"n_{status}") for status in Status]
     return (
         judgments.group_by("item_id")
@@ -28,6 +30,9 @@ def per_item(judgments: pl.DataFrame) -> pl.DataFrame:
             ok_score.std(ddof=0).alias("score_std"),
             ok_score.min().alias("score_min"),
             ok_score.max().alias("score_max"),
+            ok_expected.len().alias("n_logprobs"),
+            ok_expected.mean().alias("expected_mean"),
+            pl.col("score_entropy").filter(pl.col("score_method") == "logprobs").mean().alias("entropy_mean"),
         )
         .with_columns(
             pl.sum_horizontal([pl.col(f"n_{s}") for s in FAILED]).alias("n_failed"),
@@ -55,6 +60,8 @@ def summary(judgments: pl.DataFrame, items: pl.DataFrame) -> dict[str, Any]:
         "failed": failed,
         "failure_fraction": failed / n if n else 0.0,
         "score_histogram": histogram,
+        "score_methods": {m: int(((judgments["status"] == Status.OK) & (judgments["score_method"] == m)).sum())
+                          for m in ("logprobs", "decoded")},
         "mean_item_score": scored["score_mean"].mean() if scored.height else None,
         "prompt_tokens": int(judgments["prompt_tokens"].sum()),
         "completion_tokens": int(judgments["completion_tokens"].sum()),

@@ -69,6 +69,7 @@ def score(
     top_p: Annotated[float | None, _opt("top_p", "--top-p")] = None,
     max_tokens: Annotated[int | None, _opt("max_tokens", "--max-tokens")] = None,
     seed: Annotated[int | None, _opt("seed", "--seed")] = None,
+    top_logprobs: Annotated[int | None, _opt("top_logprobs", "--top-logprobs")] = None,
     out_dir: Annotated[str | None, typer.Option("--out", help=_HELP["out"] + " Default: runs/DATA__TEMPLATE__MODEL.",
                                                 show_default=False)] = None,
     engine_arg: Annotated[list[str] | None, typer.Option(

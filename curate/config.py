@@ -61,12 +61,16 @@ class SamplingConfig:
     max_tokens: int = _help("Most tokens a judgment may generate; longer ones are stored as truncated.",
                             default=512)
     seed: int = _help("Base seed; each (item, sample) draws from its own seed derived from it.", default=0)
+    top_logprobs: int = _help(
+        "Top logprobs returned at the first answer token, for logprob scoring of score-only templates "
+        "(expected score over 1..5); with --max-tokens 1 a judgment costs one forward pass. 0: off.", default=0)
 
     def __post_init__(self) -> None:
         _check(self.samples >= 1, f"samples must be >= 1, got {self.samples}")
         _check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         _check(self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}")
+        _check(0 <= self.top_logprobs <= 20, f"top_logprobs must be in 0..20, got {self.top_logprobs}")
         _check(self.samples == 1 or self.temperature > 0,
                f"samples={self.samples} with temperature 0 gives {self.samples} identical greedy judgments; "
                "set a temperature > 0 (e.g. --temperature 1.0) or use --samples 1")

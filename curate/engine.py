@@ -55,13 +55,20 @@ def parser_label(parser: Parser) -> str:
     return f"{parser.name}@{parser.version}"
 
 
-def to_judgment(completion: Completion, template: JudgeTemplate) -> Judgment:
-    parsed = parse_completion(template.parser, completion.text, completion.finish_reason, completion.error)
-    return Judgment(item_id=completion.item_id, sample_idx=completion.sample_idx, status=parsed.status,
-                    score=parsed.score, detail=parsed.detail, raw_text=completion.text,
-                    finish_reason=completion.finish_reason, prompt_tokens=completion.prompt_tokens,
-                    completion_tokens=completion.completion_tokens, parser=parser_label(template.parser),
-                    template=template.identity)
+def to_judgment(completion: Completion, parser: Parser, template_identity: str) -> Judgment:
+    parsed = parse_completion(parser, completion.text, completion.finish_reason, completion.error,
+                              completion.top_logprobs)
+    distribution = parsed.distribution
+    return Judgment(
+        item_id=completion.item_id, sample_idx=completion.sample_idx, status=parsed.status, score=parsed.score,
+        detail=parsed.detail, raw_text=completion.text, finish_reason=completion.finish_reason,
+        prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+        parser=parser_label(parser), template=template_identity, score_method=parsed.method,
+        expected_score=distribution.expected if distribution else None,
+        score_entropy=distribution.entropy if distribution else None,
+        score_mass=distribution.mass if distribution else None,
+        score_probs=json.dumps([round(p, 6) for p in distribution.probs]) if distribution else None,
+        top_logprobs=json.dumps(completion.top_logprobs) if completion.top_logprobs else None)
 
 
 def run_identity(config: ScoreConfig, items: pl.DataFrame, template: JudgeTemplate) -> dict[str, Any]:
@@ -72,7 +79,7 @@ def run_identity(config: ScoreConfig, items: pl.DataFrame, template: JudgeTempla
         "input_fingerprint": fingerprint(items), "n_items": items.height, "template": template.identity,
         "parser": template.parser.name, "model": config.model, "model_fingerprint": model_fingerprint(config.model),
         "backend": config.backend, "samples": sampling.samples, "temperature": sampling.temperature,
-        "top_p": sampling.top_p, "seed": sampling.seed,
+        "top_p": sampling.top_p, "seed": sampling.seed, "top_logprobs": sampling.top_logprobs,
     }
 
 
@@ -167,10 +174,10 @@ def _request_missing(store: RunStore, backend: Backend, config: ScoreConfig, tem
 
     for completion in backend.generate(requests(), config.sampling):
         outstanding.pop((completion.item_id, completion.sample_idx), None)
-        buffer.append(to_judgment(completion, template))
+        buffer.append(to_judgment(completion, template.parser, template.identity))
         if len(buffer) >= config.chunk_size or time.monotonic() - last_commit >= COMMIT_INTERVAL_SECONDS:
             commit()
-    buffer.extend(to_judgment(c, template) for c in _unanswered(outstanding))
+    buffer.extend(to_judgment(c, template.parser, template.identity) for c in _unanswered(outstanding))
     if buffer:
         commit()
 
@@ -204,11 +211,12 @@ def reparse(run_dir: str | Path, parser_name: str | None = None) -> dict[str, An
     parser = PARSERS.get(name)
     if parser is None:
         raise ConfigError(f"unknown parser {name!r}; choose one of {sorted(PARSERS)}")
-    judgments = read_judgments(run_dir).filter(pl.col("status") != Status.ERROR)
     updates = []
-    for row in judgments.select("item_id", "sample_idx", "raw_text", "finish_reason").iter_rows():
-        parsed = parse_completion(parser, row[2], row[3])
-        updates.append((parsed.status.value, parsed.score, parsed.detail, parser_label(parser), row[0], row[1]))
+    for row in read_judgments(run_dir).filter(pl.col("status") != Status.ERROR).iter_rows(named=True):
+        completion = Completion(row["item_id"], row["sample_idx"], row["raw_text"], row["finish_reason"],
+                                row["prompt_tokens"], row["completion_tokens"],
+                                top_logprobs=tuple(map(tuple, json.loads(row["top_logprobs"] or "[]"))))
+        updates.append(to_judgment(completion, parser, row["template"]))
     with RunStore.open(run_dir, manifest["identity"], {}) as store:
         store.update_parsed(updates)
     append_jsonl(run_dir / "invocations.jsonl", {"started_at": time.time(), "dereason_version": __version__,

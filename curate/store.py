@@ -49,20 +49,31 @@ class Judgment:
     completion_tokens: int
     parser: str
     template: str
+    score_method: str  # "logprobs" or "decoded" for ok judgments, "" otherwise
+    expected_score: float | None  # Σ p(k)·k when the first token's logprobs held score tokens
+    score_entropy: float | None
+    score_mass: float | None  # probability on score tokens before renormalising
+    score_probs: str | None  # JSON [p1, ..., p5]
+    top_logprobs: str | None  # JSON [[token, logprob], ...] at the first answer token, as returned
 
 
 COLUMNS = [f.name for f in fields(Judgment)]
+PARSED_COLUMNS = ["status", "score", "detail", "parser", "score_method", "expected_score", "score_entropy",
+                  "score_mass", "score_probs"]
 SCHEMA = {
     "item_id": pl.String, "sample_idx": pl.Int64, "status": pl.String, "score": pl.Int64, "detail": pl.String,
     "raw_text": pl.String, "finish_reason": pl.String, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64,
-    "parser": pl.String, "template": pl.String, "created_at": pl.Float64,
+    "parser": pl.String, "template": pl.String, "score_method": pl.String, "expected_score": pl.Float64,
+    "score_entropy": pl.Float64, "score_mass": pl.Float64, "score_probs": pl.String, "top_logprobs": pl.String,
+    "created_at": pl.Float64,
 }
 _TABLE = """
 CREATE TABLE IF NOT EXISTS {name} (
     item_id TEXT NOT NULL, sample_idx INTEGER NOT NULL, status TEXT NOT NULL, score INTEGER,
     detail TEXT NOT NULL, raw_text TEXT NOT NULL, finish_reason TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-    parser TEXT NOT NULL, template TEXT NOT NULL, created_at REAL NOT NULL{extra}
+    parser TEXT NOT NULL, template TEXT NOT NULL, score_method TEXT NOT NULL, expected_score REAL,
+    score_entropy REAL, score_mass REAL, score_probs TEXT, top_logprobs TEXT, created_at REAL NOT NULL{extra}
 )"""
 
 
@@ -181,12 +192,13 @@ class RunStore:
                 f"INSERT INTO retired SELECT *, ? FROM judgments WHERE status IN ({marks})", (time.time(), *statuses))
             return self._connection.execute(f"DELETE FROM judgments WHERE status IN ({marks})", statuses).rowcount
 
-    def update_parsed(self, rows: Iterable[tuple[str, int | None, str, str, str, int]]) -> None:
-        """Rewrite (status, score, detail, parser) of stored judgments, keyed by (item_id, sample_idx)."""
+    def update_parsed(self, judgments: Iterable[Judgment]) -> None:
+        """Rewrite what parsing decides (status, score, detail, parser, score_*) of stored judgments."""
         with self._transaction():
             self._connection.executemany(
-                "UPDATE judgments SET status = ?, score = ?, detail = ?, parser = ? "
-                "WHERE item_id = ? AND sample_idx = ?", rows)
+                f"UPDATE judgments SET {', '.join(f'{c} = ?' for c in PARSED_COLUMNS)} "
+                "WHERE item_id = ? AND sample_idx = ?",
+                [(*(getattr(j, c) for c in PARSED_COLUMNS), j.item_id, j.sample_idx) for j in judgments])
 
     def _transaction(self) -> sqlite3.Connection:
         return _Transaction(self._connection)

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import threading
 import time
 from collections import Counter
@@ -100,6 +101,13 @@ class FakeOpenAIServer:
         n = body.get("n", 1) if self.honour_n else 1
         choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
                    for i in range(n)]
+        if body.get("logprobs") and self.answer_format == "digit":
+            # the answer's digit at 0.7, its neighbour at 0.2, a non-score token at 0.1
+            alternatives = [(str(score), 0.7), (str(score % 5 + 1), 0.2), ("The", 0.1)]
+            first = {"token": str(score), "logprob": math.log(0.7),
+                     "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in alternatives]}
+            for choice in choices:
+                choice["logprobs"] = {"content": [first]}
         self.log.append((arrival, time.monotonic()))
         return web.json_response({"id": key, "object": "chat.completion", "model": body.get("model"),
                                   "choices": choices,

@@ -3,17 +3,25 @@ import pytest
 
 from curate.aggregate import per_item, summary
 
-ROWS = [  # item, sample, status, score, prompt tokens, completion tokens
-    ("a", 0, "ok", 2, 10, 1), ("a", 1, "ok", 4, 10, 1), ("a", 2, "ok", 4, 10, 1),
-    ("b", 0, "ok", 5, 12, 1), ("b", 1, "unparseable", None, 12, 3), ("b", 2, "ok", 1, 12, 1),
-    ("c", 0, "truncated", None, 8, 9), ("c", 1, "error", None, 8, 0), ("c", 2, "unparseable", None, 8, 2),
+COLUMNS = ["item_id", "sample_idx", "status", "score", "prompt_tokens", "completion_tokens", "score_method",
+           "expected_score", "score_entropy"]
+ROWS = [
+    ("a", 0, "ok", 2, 10, 1, "logprobs", 2.2, 0.5), ("a", 1, "ok", 4, 10, 1, "logprobs", 3.8, 0.3),
+    ("a", 2, "ok", 4, 10, 1, "decoded", None, None),
+    ("b", 0, "ok", 5, 12, 1, "decoded", None, None), ("b", 1, "unparseable", None, 12, 3, "", None, None),
+    ("b", 2, "ok", 1, 12, 1, "decoded", None, None),
+    ("c", 0, "truncated", None, 8, 9, "", None, None), ("c", 1, "error", None, 8, 0, "", None, None),
+    ("c", 2, "unparseable", None, 8, 2, "", 1.4, 1.2),  # logprobs with too little mass: not a score
 ]
+
+
+def frame(rows) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=COLUMNS, orient="row")
 
 
 @pytest.fixture
 def judgments() -> pl.DataFrame:
-    return pl.DataFrame(ROWS, schema=["item_id", "sample_idx", "status", "score", "prompt_tokens",
-                                      "completion_tokens"], orient="row")
+    return frame(ROWS)
 
 
 def test_per_item_statistics_use_ok_judgments_only(judgments):
@@ -27,12 +35,13 @@ def test_per_item_statistics_use_ok_judgments_only(judgments):
     assert c["item_status"] == "unscored" and (a["item_status"], b["item_status"]) == ("scored", "scored")
     assert (c["n_truncated"], c["n_error"], c["n_unparseable"], c["n_failed"]) == (1, 1, 1, 3)
     assert c["score_mean"] is None and c["score_mode"] is None and c["score_std"] is None
+    assert (a["n_logprobs"], a["expected_mean"], a["entropy_mean"]) == (2, pytest.approx(3.0), pytest.approx(0.4))
+    assert (b["n_logprobs"], b["expected_mean"]) == (0, None)
+    assert (c["n_logprobs"], c["expected_mean"], c["entropy_mean"]) == (0, None, None)
 
 
 def test_single_sample_has_zero_spread():
-    one = pl.DataFrame([("a", 0, "ok", 3, 1, 1)], schema=["item_id", "sample_idx", "status", "score",
-                                                          "prompt_tokens", "completion_tokens"], orient="row")
-    assert per_item(one)["score_std"].to_list() == [0.0]
+    assert per_item(frame([("a", 0, "ok", 3, 1, 1, "decoded", None, None)]))["score_std"].to_list() == [0.0]
 
 
 def test_summary_counts_add_up(judgments):
@@ -41,6 +50,7 @@ def test_summary_counts_add_up(judgments):
     assert sum(result["status_counts"].values()) == result["judgments"] == 9
     assert result["failed"] == 4 and result["failure_fraction"] == pytest.approx(4 / 9)
     assert result["score_histogram"] == {"1": 1, "2": 1, "3": 0, "4": 2, "5": 1}
+    assert result["score_methods"] == {"logprobs": 2, "decoded": 3}
     assert (result["items"], result["items_scored"], result["items_unscored"]) == (3, 2, 1)
     assert result["mean_item_score"] == pytest.approx((10 / 3 + 3.0) / 2)
     assert (result["prompt_tokens"], result["completion_tokens"]) == (90, 19)

@@ -98,3 +98,15 @@ def test_requests_per_minute_limit_paces_requests(tmp_path):
     arrivals = sorted(t for times in server.arrivals.values() for t in times)
     # a burst of rpm/60 = 2, then 2 a second: the last of 6 arrives about 2 s after the first
     assert len(arrivals) == 6 and arrivals[-1] - arrivals[0] >= 1.5 and elapsed < 10
+
+
+def test_logprob_scoring_over_chat_completions(tmp_path):
+    with FakeOpenAIServer(answer_format="digit") as server:
+        result = score(config(tmp_path, server, template="difficulty/intensity_score_only", samples=1,
+                              temperature=0.0, top_logprobs=5, max_tokens=1, limit=20))
+    assert result.summary["score_methods"] == {"logprobs": 20, "decoded": 0}
+    judgments = curate.load_judgments(tmp_path / "run")
+    assert judgments["score_mass"].to_list() == pytest.approx([0.9] * 20)
+    for top, expected in zip(judgments["score"], judgments["expected_score"], strict=True):
+        neighbour = top % 5 + 1  # the server puts 0.7 on the score, 0.2 on this one, 0.1 elsewhere
+        assert expected == pytest.approx((0.7 * top + 0.2 * neighbour) / 0.9)

@@ -73,3 +73,16 @@ def test_left_padding_gives_the_unpadded_logits(backend):
                                position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[0, -1]
         alone = backend.model(input_ids=torch.tensor([short])).logits[0, -1]
     torch.testing.assert_close(padded, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_top_logprobs_come_from_the_first_forward_pass(backend):
+    import torch
+
+    sampling = SamplingConfig(max_tokens=1, top_logprobs=5)
+    (completion,) = backend.generate([Request("i0", (0,), REQUESTS[0].messages)], sampling)
+    assert completion.completion_tokens == 1 and len(completion.top_logprobs) == 5
+    with torch.inference_mode():
+        logits = backend.model(input_ids=torch.tensor([backend.prompt_ids(REQUESTS[0].messages)])).logits[0, -1]
+    best = torch.log_softmax(logits, -1).topk(5)
+    assert [lp for _, lp in completion.top_logprobs] == pytest.approx(best.values.tolist(), abs=1e-4)
+    assert [t for t, _ in completion.top_logprobs] == [backend.tokenizer.decode([i]) for i in best.indices.tolist()]

@@ -3,8 +3,10 @@ build, so it cannot run here). The stand-in module below mirrors the documented 
 `LLM(model, ..., enable_prefix_caching, seed, **engine_args)`, `LLM.chat(messages: list[list[dict]],
 sampling_params: list[SamplingParams], use_tqdm)` → `list[RequestOutput]` in input order, where
 `RequestOutput.prompt_token_ids` and `.outputs: list[CompletionOutput(index, text, token_ids,
-finish_reason)]`; `SamplingParams(n, temperature, top_p, max_tokens, seed)` as keywords."""
+finish_reason, logprobs)]`, `logprobs` being per generated position `{token_id: Logprob(logprob, rank,
+decoded_token)}`; `SamplingParams(n, temperature, top_p, max_tokens, seed, logprobs)` as keywords."""
 
+import math
 import sys
 import types
 from dataclasses import dataclass, field
@@ -29,6 +31,14 @@ class SamplingParams:
     top_p: float = 1.0
     max_tokens: int | None = 16
     seed: int | None = None
+    logprobs: int | None = None
+
+
+@dataclass
+class Logprob:
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
 
 
 @dataclass
@@ -37,6 +47,7 @@ class CompletionOutput:
     text: str
     token_ids: list[int]
     finish_reason: str | None
+    logprobs: list[dict[int, Logprob]] | None = None
 
 
 @dataclass
@@ -66,8 +77,13 @@ class LLM:
             text, reason = (f"<score>{score_value}</score>", "stop") if params.seed % 7 else ("<score>", "length")
             if params.seed % 11 == 0:
                 reason = "abort"
+            logprobs = None
+            if params.logprobs:  # first position: "4" at 0.6, " 5" at 0.3, "The" at 0.1
+                logprobs = [{14: Logprob(math.log(0.6), 1, "4"), 15: Logprob(math.log(0.3), 2, " 5"),
+                             99: Logprob(math.log(0.1), 3, "The")}]
+                text, reason = "4", "length"
             outputs.append(RequestOutput(prompt_token_ids=[1] * len(conversation[-1]["content"]),
-                                         outputs=[CompletionOutput(0, text, [1, 2, 3], reason)]))
+                                         outputs=[CompletionOutput(0, text, [1, 2, 3], reason, logprobs)]))
         return outputs
 
 
@@ -110,6 +126,20 @@ def test_adapter_speaks_the_documented_api(tmp_path, fake_vllm):
         else:
             assert (row["status"], row["score"]) == ("ok", seed % 5 + 1)
     assert result.summary["judgments"] == 60
+
+
+def test_logprob_scoring_reads_the_first_positions_alternatives(tmp_path, fake_vllm):
+    cfg = config(tmp_path, template="difficulty/intensity_score_only", samples=1, temperature=0.0, top_logprobs=5,
+                 max_tokens=1)
+    backend = create_backend(cfg)
+    result = score(cfg, backend=backend)
+    assert {p.logprobs for p in backend.llm.calls[0][1]} == {5}
+    stored = curate.load_judgments(tmp_path / "run")
+    judgments = stored.filter(stored["status"] != "error")
+    assert set(judgments["score_method"]) == {"logprobs"} and set(judgments["score"]) == {4}
+    assert judgments["expected_score"].to_list() == pytest.approx([(0.6 * 4 + 0.3 * 5) / 0.9] * judgments.height)
+    assert judgments["score_mass"].to_list() == pytest.approx([0.9] * judgments.height)
+    assert result.summary["score_methods"]["logprobs"] == judgments.height
 
 
 def test_requests_go_in_chunks(tmp_path, fake_vllm, monkeypatch):

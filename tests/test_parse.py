@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
-from curate.parse import (
+from curate.parse import (  # noqa: I001
+    score_distribution,
     FAILED,
     PARSERS,
     Parsed,
@@ -19,6 +21,11 @@ from curate.parse import (
 TAGGED = PARSERS["tagged_score"]
 SCORE_ONLY = PARSERS["score_only"]
 BOTH = pytest.mark.parametrize("parser", [TAGGED, SCORE_ONLY], ids=["tagged_score", "score_only"])
+
+
+def DECODED(score: int) -> Parsed:  # noqa: N802 - reads as a constructor in tables
+    """What parse_completion returns for a score read from the decoded text."""
+    return Parsed(Status.OK, score, method="decoded")
 
 
 def assert_invariant(result: Parsed) -> None:
@@ -96,8 +103,8 @@ def test_length_is_truncated_even_with_valid_looking_score(parser, text):
 @BOTH
 def test_empty_error_string_is_not_an_error(parser):
     text = "<score>2</score>" if parser is TAGGED else "2"
-    assert parse_completion(parser, text, "stop", error="") == Parsed(Status.OK, 2)
-    assert parse_completion(parser, text, "stop") == Parsed(Status.OK, 2)
+    assert parse_completion(parser, text, "stop", error="") == DECODED(2)
+    assert parse_completion(parser, text, "stop") == DECODED(2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,7 +132,7 @@ def test_empty_error_string_is_not_an_error(parser):
 ])
 def test_tagged_ok(text, score):
     result = parse_completion(TAGGED, text, "stop")
-    assert result == Parsed(Status.OK, score)
+    assert result == DECODED(score)
     assert type(result.score) is int
 
 
@@ -188,7 +195,7 @@ def test_tagged_unparseable_details_say_why():
 ])
 def test_score_only_ok(text, score):
     result = parse_completion(SCORE_ONLY, text, "stop")
-    assert result == Parsed(Status.OK, score)
+    assert result == DECODED(score)
     assert type(result.score) is int
 
 
@@ -228,12 +235,12 @@ def test_score_only_empty_detail():
 
 @pytest.mark.parametrize("parser, text, expected", [
     # only the text after the LAST </think> counts
-    (TAGGED, "<think>I'd say <score>5</score></think>\n<score>2</score>", Parsed(Status.OK, 2)),
-    (TAGGED, "<think>a</think><think>b <score>5</score></think> <score>3</score>", Parsed(Status.OK, 3)),
-    (SCORE_ONLY, "<think>a</think>x<think>b</think>4", Parsed(Status.OK, 4)),
+    (TAGGED, "<think>I'd say <score>5</score></think>\n<score>2</score>", DECODED(2)),
+    (TAGGED, "<think>a</think><think>b <score>5</score></think> <score>3</score>", DECODED(3)),
+    (SCORE_ONLY, "<think>a</think>x<think>b</think>4", DECODED(4)),
     # a closing tag without an opening one (the chat template put <think> in the prompt)
-    (TAGGED, "reasoning... <score>5</score></think><score>1</score>", Parsed(Status.OK, 1)),
-    (SCORE_ONLY, "reasoning 5 or 4</think>\n4", Parsed(Status.OK, 4)),
+    (TAGGED, "reasoning... <score>5</score></think><score>1</score>", DECODED(1)),
+    (SCORE_ONLY, "reasoning 5 or 4</think>\n4", DECODED(4)),
 ])
 def test_think_ok(parser, text, expected):
     assert parse_completion(parser, text, "stop") == expected
@@ -330,3 +337,47 @@ def test_parse_answer_directly(parser, answer, expected):
         assert result.status is Status.UNPARSEABLE
     else:
         assert result == expected
+
+
+# --------------------------------------------------------------------------------------------
+# logprob scoring
+# --------------------------------------------------------------------------------------------
+
+def logprobs(**probs: float) -> tuple[tuple[str, float], ...]:
+    return tuple((token.replace("_", " "), math.log(p)) for token, p in probs.items())
+
+
+def test_distribution_renormalises_and_sums_spacing_variants():
+    dist = score_distribution((("4", math.log(0.4)), (" 4", math.log(0.2)), ("5", math.log(0.2)), ("The", math.log(0.2))))
+    assert dist.mass == pytest.approx(0.8)
+    assert dist.probs == pytest.approx((0, 0, 0, 0.75, 0.25))
+    assert dist.expected == pytest.approx(4.25)
+    assert dist.entropy == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert dist.argmax == 4
+
+
+def test_distribution_ties_go_low_and_no_score_token_is_none():
+    assert score_distribution((("2", math.log(0.5)), ("3", math.log(0.5)))).argmax == 2
+    assert score_distribution((("The", -0.1), ("6", -2.0), ("²", -3.0))) is None
+
+
+def test_logprobs_give_the_score_even_when_decoding_stopped_at_max_tokens():
+    alternatives = (("3", math.log(0.5)), ("4", math.log(0.3)), ("x", math.log(0.2)))
+    parsed = parse_completion(SCORE_ONLY, "3", "length", top_logprobs=alternatives)
+    assert (parsed.status, parsed.score, parsed.method) == (Status.OK, 3, "logprobs")
+    assert parsed.distribution.expected == pytest.approx((3 * 0.5 + 4 * 0.3) / 0.8)
+
+
+def test_too_little_mass_on_scores_falls_back_to_the_decoded_text():
+    low = (("The", math.log(0.7)), ("4", math.log(0.3)))
+    decoded = parse_completion(SCORE_ONLY, "4", "stop", top_logprobs=low)
+    assert (decoded.status, decoded.score, decoded.method) == (Status.OK, 4, "decoded")
+    assert decoded.distribution.mass == pytest.approx(0.3)  # kept for calibration all the same
+    failed = parse_completion(SCORE_ONLY, "The", "length", top_logprobs=low)
+    assert failed.status is Status.TRUNCATED and failed.score is None
+    assert "score tokens held 30%" in failed.detail
+
+
+def test_tagged_parser_ignores_logprobs():
+    parsed = parse_completion(TAGGED, "Two steps. <score>2</score>", "stop", top_logprobs=(("5", 0.0),))
+    assert (parsed.score, parsed.method, parsed.distribution) == (2, "decoded", None)

@@ -10,7 +10,8 @@ IDENTITY = {"input_fingerprint": "abc", "template": "t@1", "model": "m"}
 
 
 def judgment(item_id: str, idx: int, status: str = "ok", score: int | None = 3) -> Judgment:
-    return Judgment(item_id, idx, status, score, "", f"text {item_id}/{idx}", "stop", 5, 1, "score_only@1", "t@1")
+    return Judgment(item_id, idx, status, score, "", f"text {item_id}/{idx}", "stop", 5, 1, "score_only@1", "t@1",
+                    "decoded" if status == "ok" else "", None, None, None, None, None)
 
 
 def keys(*pairs):

@@ -34,7 +34,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Completion:
-    """One sample's outcome. `finish_reason` uses OpenAI's words: 'stop' or 'length'; '' on error."""
+    """One sample's outcome. `finish_reason` uses OpenAI's words: 'stop' or 'length'; '' on error.
+    `top_logprobs`: (token text, logprob) alternatives at the first generated token, when asked for."""
 
     item_id: str
     sample_idx: int
@@ -43,6 +44,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     error: str = ""
+    top_logprobs: tuple[tuple[str, float], ...] = ()
 
 
 class Backend(Protocol):

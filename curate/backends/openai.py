@@ -105,6 +105,11 @@ class OpenAIBackend:
                                 "seed": sample_seed(sampling.seed, request.item_id, indices[0])}
         if len(indices) > 1:
             body["n"] = len(indices)
+        if sampling.top_logprobs:
+            if self.tokenizer is None:
+                body.update(logprobs=True, top_logprobs=sampling.top_logprobs)
+            else:
+                body["logprobs"] = sampling.top_logprobs
         if self.tokenizer is None:
             body["messages"] = list(request.messages)
         else:
@@ -121,6 +126,17 @@ class OpenAIBackend:
         if self.tokenizer is None:
             return (choice.get("message") or {}).get("content") or ""
         return choice.get("text") or ""
+
+    def _top_logprobs(self, choice: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+        """First token's alternatives: chat `logprobs.content[0].top_logprobs`, or completions'
+        `logprobs.top_logprobs[0]`. Servers that ignore logprobs (transformers serve) send none."""
+        logprobs = choice.get("logprobs") or {}
+        if self.tokenizer is None:
+            content = logprobs.get("content") or []
+            first = (content[0].get("top_logprobs") or []) if content else []
+            return tuple((entry["token"], entry["logprob"]) for entry in first)
+        first_position = (logprobs.get("top_logprobs") or [{}])[0] or {}
+        return tuple(first_position.items())
 
     # --- the sync face the engine sees -------------------------------------------------------
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
@@ -197,7 +213,7 @@ class OpenAIBackend:
         completion_tokens = usage.get("completion_tokens", 0) // max(len(choices), 1)
         for idx, choice in zip(job.sample_indices, choices, strict=False):
             emit(Completion(job.item_id, idx, self._text(choice), choice.get("finish_reason") or "",
-                            usage.get("prompt_tokens", 0), completion_tokens))
+                            usage.get("prompt_tokens", 0), completion_tokens, top_logprobs=self._top_logprobs(choice)))
         # A server that ignores `n` answers once: the other samples go as their own seeded requests.
         for idx in job.sample_indices[len(choices):]:
             single = {k: v for k, v in job.body.items() if k != "n"}

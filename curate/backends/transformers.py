@@ -121,17 +121,18 @@ class TransformersBackend:
         generators = [torch.Generator().manual_seed(sample_seed(sampling.seed, item_id, idx))
                       for item_id, idx, _ in batch]
         output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        alternatives = self._top_logprobs(output.logits[:, -1, :], sampling.top_logprobs)
         generated: list[list[int]] = [[] for _ in batch]
         finished = [False] * len(batch)
         stop_ids = torch.tensor(sorted(self.stop_ids), device=self.device)
-        for _ in range(sampling.max_tokens):
+        for step in range(sampling.max_tokens):
             tokens = _next_tokens(output.logits[:, -1, :], sampling, generators)
             stopped = torch.isin(tokens, stop_ids).tolist()
             for row, token in enumerate(tokens.tolist()):
                 if not finished[row]:
                     generated[row].append(token)
                     finished[row] = stopped[row]
-            if all(finished):
+            if all(finished) or step == sampling.max_tokens - 1:
                 break
             tokens = tokens.masked_fill(torch.tensor(finished, device=self.device), self.pad_id)
             mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=self.device)], dim=1)
@@ -144,7 +145,15 @@ class TransformersBackend:
             yield Completion(item_id=item_id, sample_idx=idx,
                              text=self.tokenizer.decode(text_tokens, skip_special_tokens=True),
                              finish_reason="stop" if finished[row] else "length",
-                             prompt_tokens=len(ids), completion_tokens=len(tokens))
+                             prompt_tokens=len(ids), completion_tokens=len(tokens), top_logprobs=alternatives[row])
+
+    def _top_logprobs(self, logits: torch.Tensor, k: int) -> list[tuple[tuple[str, float], ...]]:
+        """Per row, the k most likely first tokens as (text, logprob); empty tuples when k == 0."""
+        if k == 0:
+            return [()] * logits.shape[0]
+        values, ids = torch.log_softmax(logits.float(), dim=-1).topk(k, dim=-1)
+        return [tuple((self.tokenizer.decode([i]), v) for i, v in zip(row_ids, row_values, strict=True))
+                for row_ids, row_values in zip(ids.tolist(), values.tolist(), strict=True)]
 
     def close(self) -> None:
         del self.model

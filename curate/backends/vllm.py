@@ -45,7 +45,8 @@ class VLLMBackend:
 
     def _params(self, sampling: SamplingConfig, item_id: str, idx: int) -> Any:
         return self._sampling_params(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
-                                     max_tokens=sampling.max_tokens, seed=sample_seed(sampling.seed, item_id, idx))
+                                     max_tokens=sampling.max_tokens, seed=sample_seed(sampling.seed, item_id, idx),
+                                     logprobs=sampling.top_logprobs or None)
 
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
         samples = ((r, idx) for r in requests for idx in r.sample_indices)
@@ -65,4 +66,8 @@ def _completion(item_id: str, idx: int, output: Any) -> Completion:
     if choice.finish_reason not in ("stop", "length"):  # e.g. "abort": the engine dropped it
         return Completion(item_id, idx, choice.text, "", prompt_tokens, len(choice.token_ids),
                           error=f"vLLM finished the request with {choice.finish_reason!r}")
-    return Completion(item_id, idx, choice.text, choice.finish_reason, prompt_tokens, len(choice.token_ids))
+    # CompletionOutput.logprobs: per generated position, {token_id: Logprob(logprob, rank, decoded_token)}
+    first = choice.logprobs[0] if choice.logprobs else {}
+    alternatives = tuple((entry.decoded_token or "", entry.logprob) for entry in first.values())
+    return Completion(item_id, idx, choice.text, choice.finish_reason, prompt_tokens, len(choice.token_ids),
+                      top_logprobs=alternatives)
