@@ -214,9 +214,10 @@ def load_items(config: DataConfig) -> LoadedItems:
     mapping = _mapping(config, [c for c in frame.columns if c != "__row"], where)
     items = _canonical_frame(frame, mapping, where)
     missing_id = pl.col("id").is_null() | (pl.col("id").str.strip_chars() == "")
-    hashed = pl.struct("question", "reference", "choices").map_elements(
-        lambda r: content_id(r["question"] or "", r["reference"], r["choices"]), return_dtype=pl.String)
-    items = items.with_columns(pl.when(missing_id).then(hashed).otherwise(pl.col("id")).alias("id"))
+    if items.select(missing_id.any()).item():
+        hashed = pl.struct("question", "reference", "choices").map_elements(
+            lambda r: content_id(r["question"] or "", r["reference"], r["choices"]), return_dtype=pl.String)
+        items = items.with_columns(pl.when(missing_id).then(hashed).otherwise(pl.col("id")).alias("id"))
 
     problems = _problems(items, config.question_field)
     as_read = frame.select("__row", pl.struct(pl.exclude("__row")).struct.json_encode().alias("record"))

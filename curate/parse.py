@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 SCORE_MIN, SCORE_MAX = 1, 5
 _THINK_START, _THINK_END = "<think>", "</think>"
@@ -74,8 +74,7 @@ def score_distribution(top_logprobs: Sequence[tuple[str, float]]) -> Distributio
     return Distribution(tuple(p / mass for p in raw), mass) if mass > 0 else None
 
 
-@dataclass(frozen=True)
-class Parsed:
+class Parsed(NamedTuple):
     status: Status
     score: int | None
     detail: str = ""

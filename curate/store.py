@@ -19,13 +19,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import sqlite3
 import secrets
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -36,8 +35,9 @@ DATABASE = "judgments.sqlite"
 LOCK = ".lock"
 
 
-@dataclass(frozen=True)
-class Judgment:
+class Judgment(NamedTuple):
+    """One stored judgment; a tuple, so rows go to SQLite as they are (the engine's hot path)."""
+
     item_id: str
     sample_idx: int
     status: str
@@ -57,7 +57,7 @@ class Judgment:
     top_logprobs: str | None  # JSON [[token, logprob], ...] at the first answer token, as returned
 
 
-COLUMNS = [f.name for f in fields(Judgment)]
+COLUMNS = list(Judgment._fields)
 PARSED_COLUMNS = ["status", "score", "detail", "parser", "score_method", "expected_score", "score_entropy",
                   "score_mass", "score_probs"]
 SCHEMA = {
@@ -181,7 +181,7 @@ class RunStore:
         with self._transaction():
             self._connection.executemany(
                 f"INSERT INTO judgments ({', '.join(COLUMNS)}, created_at) VALUES ({', '.join('?' * len(COLUMNS))}, ?)",
-                [(*astuple(j), now) for j in judgments])
+                [(*j, now) for j in judgments])
 
     def retire(self, statuses: Iterable[str]) -> int:
         """Move judgments with these statuses to the `retired` table, so they are requested again."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +58,20 @@ class JudgeTemplate:
     parser: Parser
     description: str
     _template: jinja2.Template
+    content_hash: str = field(init=False)
+    identity: str = field(init=False)
+    _globals: dict[str, Any] = field(init=False, repr=False)
 
-    @property
-    def content_hash(self) -> str:
-        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
-
-    @property
-    def identity(self) -> str:
-        return f"{self.name}@{self.content_hash}"
+    def __post_init__(self) -> None:
+        content_hash = hashlib.sha256(self.source.encode()).hexdigest()[:16]
+        object.__setattr__(self, "content_hash", content_hash)
+        object.__setattr__(self, "identity", f"{self.name}@{content_hash}")
+        # Flattened once: `new_context(shared=True)` then skips Jinja's per-render ChainMap layering.
+        object.__setattr__(self, "_globals", dict(self._template.globals))
 
     def render(self, item: dict[str, Any]) -> list[dict[str, str]]:
         """Chat messages for one item; errors name the template, the line and the item id."""
-        context = self._template.new_context(_context(item))
+        context = self._template.new_context({**self._globals, **_context(item)}, shared=True)
         messages = []
         for role in ROLES:
             block = self._template.blocks.get(role)

@@ -1,5 +1,9 @@
-"""A scriptable OpenAI-compatible chat endpoint for tests and benchmarks (no model behind it).
+"""Test and benchmark helpers: tiny models built offline, and a scriptable OpenAI-compatible endpoint.
 
+Tiny models: `build_random_qwen2` trains a small BPE tokenizer with `tokenizers` and saves a ~100k
+parameter Qwen2 with random weights and a ChatML template; nothing is downloaded.
+
+The endpoint, `FakeOpenAIServer`, has no model behind it.
 It answers `/v1/chat/completions` after a fixed latency with a deterministic score per prompt, and
 injects faults on request: 429 with Retry-After, 500, a hang past the client's timeout, a dropped
 connection (each on a request's first attempt only, so retries succeed), and truncated or
@@ -22,8 +26,51 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def build_tokenizer(corpus: list[str], vocab_size: int = 512):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(corpus, trainer)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>",
+                                      pad_token="<|endoftext|>")
+    wrapped.chat_template = CHATML
+    return wrapped
+
+
+def build_random_qwen2(directory: Path, corpus: list[str], seed: int = 0) -> Path:
+    """A ~100k-parameter Qwen2 with random weights: its answers are noise, which tests need too."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_tokenizer(corpus)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
 
 FAULTS = ("rate_limit", "server_error", "hang", "drop", "truncate", "unparseable")
 
@@ -44,6 +91,7 @@ class FakeOpenAIServer:
     attempts: Counter = field(default_factory=Counter)  # prompt key → requests seen
     arrivals: dict[str, list[float]] = field(default_factory=dict)  # prompt key → arrival times
     seen_headers: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[dict] = field(default_factory=list)  # every request body, in arrival order
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULTS)
@@ -64,18 +112,21 @@ class FakeOpenAIServer:
 
     @staticmethod
     def key(body: dict) -> str:
-        return hashlib.sha256(json.dumps([body.get("messages"), body.get("seed")]).encode()).hexdigest()[:16]
+        prompt = body.get("messages", body.get("prompt"))
+        return hashlib.sha256(json.dumps([prompt, body.get("seed")]).encode()).hexdigest()[:16]
 
     @staticmethod
     def score_for(key: str) -> int:
         return int(key, 16) % 5 + 1
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        """Chat and legacy completions alike: the body's `messages` or `prompt` picks the shape."""
         arrival = time.monotonic()
         self.seen_headers.append(dict(request.headers))
         if self.require_key is not None and request.headers.get("Authorization") != f"Bearer {self.require_key}":
             return web.json_response({"error": {"message": "invalid api key"}}, status=401)
         body = await request.json()
+        self.bodies.append(body)
         key = self.key(body)
         self.attempts[key] += 1
         self.arrivals.setdefault(key, []).append(arrival)
@@ -99,15 +150,20 @@ class FakeOpenAIServer:
         elif self.hits("unparseable", key):
             text = "I would rather not say."
         n = body.get("n", 1) if self.honour_n else 1
-        choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+        chat = "messages" in body
+        choices = [{"index": i, "finish_reason": finish,
+                    **({"message": {"role": "assistant", "content": text}} if chat else {"text": text})}
                    for i in range(n)]
         if body.get("logprobs") and self.answer_format == "digit":
             # the answer's digit at 0.7, its neighbour at 0.2, a non-score token at 0.1
             alternatives = [(str(score), 0.7), (str(score % 5 + 1), 0.2), ("The", 0.1)]
-            first = {"token": str(score), "logprob": math.log(0.7),
-                     "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in alternatives]}
+            if chat:
+                logprobs = {"content": [{"token": str(score), "logprob": math.log(0.7),
+                                         "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in alternatives]}]}
+            else:  # the legacy completions shape: one {token: logprob} dict per position
+                logprobs = {"tokens": [str(score)], "top_logprobs": [{t: math.log(p) for t, p in alternatives}]}
             for choice in choices:
-                choice["logprobs"] = {"content": [first]}
+                choice["logprobs"] = logprobs
         self.log.append((arrival, time.monotonic()))
         return web.json_response({"id": key, "object": "chat.completion", "model": body.get("model"),
                                   "choices": choices,
@@ -116,6 +172,7 @@ class FakeOpenAIServer:
     def app(self) -> web.Application:
         application = web.Application()
         application.router.add_post("/v1/chat/completions", self._chat)
+        application.router.add_post("/v1/completions", self._chat)
         return application
 
     async def serve(self) -> None:

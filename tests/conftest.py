@@ -34,7 +34,7 @@ def sample_rows() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def random_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_models import build_random_qwen2
+    from curate.testing import build_random_qwen2
 
     corpus = [p.read_text() for p in (REPO / "prompts").rglob("*.jinja")]
     corpus += [f"Problem {i}: what is {i} + {2 * i}? Find the value of x if x^{i} = {i * i}." for i in range(200)]

@@ -110,3 +110,18 @@ def test_logprob_scoring_over_chat_completions(tmp_path):
     for top, expected in zip(judgments["score"], judgments["expected_score"], strict=True):
         neighbour = top % 5 + 1  # the server puts 0.7 on the score, 0.2 on this one, 0.1 elsewhere
         assert expected == pytest.approx((0.7 * top + 0.2 * neighbour) / 0.9)
+
+
+def test_completions_endpoint_renders_the_prompt_with_the_tokenizer(tmp_path, random_model):
+    from transformers import AutoTokenizer
+
+    with FakeOpenAIServer(answer_format="digit") as server:
+        result = score(config(tmp_path, server, endpoint="completions", tokenizer=str(random_model),
+                              template="difficulty/intensity_score_only", samples=1, temperature=0.0,
+                              top_logprobs=3, max_tokens=1, limit=6))
+    assert result.summary["score_methods"] == {"logprobs": 6, "decoded": 0}
+    prompts = [json_body["prompt"] for json_body in server.bodies]
+    tokenizer = AutoTokenizer.from_pretrained(random_model)
+    assert all(p.startswith("<|im_start|>system\n") and p.endswith("<|im_start|>assistant\n") for p in prompts)
+    messages = curate.engine.load_template("difficulty/intensity_score_only").render({"id": "q0", "question": "Problem 0?"})
+    assert tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) in prompts

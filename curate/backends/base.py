@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from curate.config import BUNDLED_JUDGE, SamplingConfig
 
@@ -23,8 +22,7 @@ FINGERPRINT_CONTENT_BYTES = 64 * 2**20
 BUNDLED_MODELS = {BUNDLED_JUDGE: Path(__file__).parent.parent / "bundled" / "tiny-judge"}
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """One item's chat messages and the sample indices still wanted for it."""
 
     item_id: str
@@ -32,8 +30,7 @@ class Request:
     messages: tuple[dict[str, str], ...]
 
 
-@dataclass(frozen=True)
-class Completion:
+class Completion(NamedTuple):
     """One sample's outcome. `finish_reason` uses OpenAI's words: 'stop' or 'length'; '' on error.
     `top_logprobs`: (token text, logprob) alternatives at the first generated token, when asked for."""
 

@@ -1,0 +1,136 @@
+"""(b) Endpoint saturation: how close the OpenAI-compatible backend keeps a server to its Little's-law
+bound (concurrency / latency), timed from the endpoint's own log, first request to last answer.
+
+The endpoint is `curate.testing` in its own process with a fixed latency. The same run measures a
+plain asyncio client on the official `openai` SDK (semaphore of the same size) for comparison.
+Target: >= 0.90 of the bound at concurrency 64, latency 100 ms, on 2 cores.
+
+    python benchmarks/endpoint_saturation.py --items 2000 --concurrency 64 --latency 0.1 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import machine, median_of, write_problems
+
+from curate.config import ScoreConfig
+from curate.engine import score
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Endpoint:
+    """The scripted endpoint in a subprocess; on exit, its (arrival, answer) log."""
+
+    def __init__(self, latency: float, log: Path):
+        self.port, self.log = free_port(), log
+        self.process = subprocess.Popen([sys.executable, "-m", "curate.testing", "--port", str(self.port),
+                                         "--latency", str(latency), "--log", str(log)])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("endpoint did not start")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stop(self) -> list[tuple[float, float]]:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+        return json.loads(self.log.read_text())
+
+
+def served_rate(log: list[tuple[float, float]]) -> float:
+    first_arrival = min(a for a, _ in log)
+    last_answer = max(b for _, b in log)
+    return len(log) / (last_answer - first_arrival)
+
+
+def run_engine(base_url: str, data: Path, out: Path, concurrency: int) -> None:
+    config = ScoreConfig.from_flat({"source": str(data), "out": str(out), "backend": "openai", "base_url": base_url,
+                                    "model": "judge", "template": "difficulty/intensity", "max_in_flight": concurrency,
+                                    "chunk_size": 256})
+    result = score(config)
+    assert result.summary["status_counts"]["ok"] == result.summary["judgments"]
+
+
+def run_official_sdk(base_url: str, data: Path, concurrency: int) -> None:
+    from openai import AsyncOpenAI
+
+    from curate.templates import load_template
+
+    template = load_template("difficulty/intensity")
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+
+    async def main() -> None:
+        client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(row: dict) -> None:
+            async with slots:
+                await client.chat.completions.create(
+                    model="judge", messages=template.render({"id": row["id"], "question": row["question"]}),
+                    max_tokens=512, temperature=0.0)
+
+        await asyncio.gather(*(one(row) for row in rows))
+        await client.close()
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dereason-bench-"))
+    data = write_problems(work / "problems.jsonl", args.items)
+    bound = args.concurrency / args.latency
+
+    def measure(client: str):  # noqa: ANN202
+        def one_run(run: int) -> float:
+            endpoint = Endpoint(args.latency, work / f"{client}-{run}.json")
+            try:
+                if client == "dereason":
+                    run_engine(endpoint.base_url, data, work / f"run-{run}", args.concurrency)
+                else:
+                    run_official_sdk(endpoint.base_url, data, args.concurrency)
+            finally:
+                log = endpoint.stop()
+            assert len(log) == args.items, f"{client}: {len(log)} answers for {args.items} items"
+            return served_rate(log)
+        return one_run
+
+    print(f"machine: {machine()}")
+    print(f"items {args.items}, concurrency {args.concurrency}, latency {args.latency * 1000:.0f} ms, "
+          f"bound {bound:.0f} items/s, median of {args.runs} runs (server-side window)")
+    for client in ("dereason", "openai-sdk"):
+        rate, rates = median_of(args.runs, measure(client))
+        print(f"  {client:11s} {rate:7.1f} items/s = {rate / bound:.2f} of the bound; runs {[round(r) for r in rates]}")
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

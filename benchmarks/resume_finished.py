@@ -1,0 +1,43 @@
+"""(d) Resuming a finished run: the same command again must make 0 model calls, in under 5 s,
+for a 100,000-item run.
+
+    python benchmarks/resume_finished.py --items 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from common import ZeroLatencyBackend, machine, now, write_problems
+
+from curate.config import ScoreConfig
+from curate.engine import score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=100_000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dereason-bench-"))
+    config = ScoreConfig.from_flat({"source": str(write_problems(work / "problems.jsonl", args.items)),
+                                    "out": str(work / "run"), "template": "difficulty/intensity",
+                                    "chunk_size": 1024})
+    start = now()
+    score(config, backend=ZeroLatencyBackend())
+    first = now() - start
+    resumed_backend = ZeroLatencyBackend()
+    start = now()
+    result = score(config, backend=resumed_backend)
+    resumed = now() - start
+    print(f"machine: {machine()}")
+    print(f"items: {args.items}; first run {first:.1f} s")
+    print(f"resume of the finished run: {resumed:.2f} s, backend calls {resumed_backend.calls}, "
+          f"judgments requested {result.requested}")
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
