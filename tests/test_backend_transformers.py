@@ -86,3 +86,21 @@ def test_top_logprobs_come_from_the_first_forward_pass(backend):
     best = torch.log_softmax(logits, -1).topk(5)
     assert [lp for _, lp in completion.top_logprobs] == pytest.approx(best.values.tolist(), abs=1e-4)
     assert [t for t, _ in completion.top_logprobs] == [backend.tokenizer.decode([i]) for i in best.indices.tolist()]
+
+
+def test_reusing_the_shared_prefix_changes_nothing(random_model):
+    from curate.backends.transformers import TransformersBackend
+
+    config = ScoreConfig(data=DataConfig(source="unused"), out="unused", model=str(random_model), batch_size=3)
+    rubric = {"role": "system", "content": "Rate the reasoning intensity from 1 to 5. " * 4}
+    requests = [Request(r.item_id, r.sample_indices, (rubric, *r.messages)) for r in REQUESTS]
+    sampling = SamplingConfig(samples=3, temperature=1.0, max_tokens=5, top_logprobs=4, seed=5)
+    reused_backend = TransformersBackend(config)
+    reused = {(c.item_id, c.sample_idx): c for c in reused_backend.generate(requests, sampling)}
+    assert reused_backend._prefix is not None and len(reused_backend._prefix[0]) > 20
+    plain = {(c.item_id, c.sample_idx): c
+             for c in TransformersBackend(config, reuse_prefix=False).generate(requests, sampling)}
+    assert {k: c.text for k, c in reused.items()} == {k: c.text for k, c in plain.items()}
+    for key, completion in reused.items():
+        assert [lp for _, lp in completion.top_logprobs] == pytest.approx(
+            [lp for _, lp in plain[key].top_logprobs], abs=1e-4)

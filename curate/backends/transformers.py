@@ -4,10 +4,17 @@ It runs its own decode loop rather than `model.generate` for one reason: `genera
 row from the process-wide RNG, so a row's tokens depend on which rows share its batch. Here each
 (item, sample) draws from its own `torch.Generator` seeded by `sample_seed`, so a resumed run, a
 different batch size or another order gives the same judgments as one uninterrupted run.
+
+Scheduling: requests are taken a window at a time and sorted by prompt length, so a batch pads
+little. Every prompt of a template starts with the same tokens (chat preamble and rubric): that
+shared prefix is run once, its KV cache kept and copied across each batch, and only the rest of
+each prompt is run per row (left-padded between prefix and suffix, with explicit position ids, so
+every row sees exactly the positions it would alone).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -20,6 +27,7 @@ from curate.errors import BackendError
 log = logging.getLogger(__name__)
 
 WINDOW_ROWS = 1024
+MIN_SHARED_PREFIX = 8  # tokens; below this, running the prefix apart is not worth a cache copy
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -57,9 +65,11 @@ def _next_tokens(logits: torch.Tensor, sampling: SamplingConfig, generators: lis
 class TransformersBackend:
     name = "transformers"
 
-    def __init__(self, config: ScoreConfig):
+    def __init__(self, config: ScoreConfig, sort_by_length: bool = True, reuse_prefix: bool = True):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        self.sort_by_length, self.reuse_prefix = sort_by_length, reuse_prefix
+        self._prefix: tuple[tuple[int, ...], object] | None = None  # (token ids, their KV cache)
         self.model_id = config.model
         path = resolve_model(config.model)
         self.device = _device(config.device)
@@ -85,8 +95,8 @@ class TransformersBackend:
 
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
         for window in self._windows(requests):
-            # Similar lengths share a batch (less padding); the shared rubric prefix is the same for all.
-            window.sort(key=lambda row: len(row[2]))
+            if self.sort_by_length:
+                window.sort(key=lambda row: len(row[2]))
             for start in range(0, len(window), self.batch_size):
                 batch = window[start:start + self.batch_size]
                 try:
@@ -108,19 +118,44 @@ class TransformersBackend:
         if window:
             yield window
 
+    def _shared_prefix(self, batch: list[tuple[str, int, list[int]]]) -> int:
+        """Length of the token prefix all rows share, leaving each row at least one token of its own."""
+        first = batch[0][2]
+        limit = min(len(ids) for _, _, ids in batch) - 1
+        length = 0
+        while length < limit and all(ids[length] == first[length] for _, _, ids in batch):
+            length += 1
+        return length if length >= MIN_SHARED_PREFIX else 0
+
+    def _prefix_cache(self, prefix: tuple[int, ...], rows: int) -> object:
+        """The prefix's KV cache, computed once per distinct prefix, copied for a batch of `rows`."""
+        if self._prefix is None or self._prefix[0] != prefix:
+            output = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
+            self._prefix = (prefix, output.past_key_values)
+        cache = copy.deepcopy(self._prefix[1])
+        cache.batch_repeat_interleave(rows)
+        return cache
+
     @torch.inference_mode()
     def _decode(self, batch: list[tuple[str, int, list[int]]], sampling: SamplingConfig) -> Iterator[Completion]:
-        width = max(len(ids) for _, _, ids in batch)
+        shared = self._shared_prefix(batch) if self.reuse_prefix else 0
+        suffixes = [ids[shared:] for _, _, ids in batch]
+        width = max(len(ids) for ids in suffixes)
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (_, _, ids) in enumerate(batch):
+        for row, ids in enumerate(suffixes):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             mask[row, width - len(ids):] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+        past = None
+        if shared:
+            past = self._prefix_cache(tuple(batch[0][2][:shared]), len(batch))
+            mask = torch.cat([torch.ones((len(batch), shared), dtype=mask.dtype, device=self.device), mask], dim=1)
         generators = [torch.Generator().manual_seed(sample_seed(sampling.seed, item_id, idx))
                       for item_id, idx, _ in batch]
-        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                            past_key_values=past, use_cache=True)
         alternatives = self._top_logprobs(output.logits[:, -1, :], sampling.top_logprobs)
         generated: list[list[int]] = [[] for _ in batch]
         finished = [False] * len(batch)
