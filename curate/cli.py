@@ -25,7 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Difficulty-a
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 EXIT_ERROR, EXIT_FAILURES = 1, 3
-_HELP = {f.name: f.metadata.get("help", "") for cls in (*SECTIONS.values(), ScoreConfig) for f in fields(cls)}
+# Section classes last: their fields win over ScoreConfig's same-named section fields (`endpoint`).
+_HELP = {f.name: f.metadata.get("help", "") for cls in (ScoreConfig, *SECTIONS.values()) for f in fields(cls)}
 
 
 def _opt(name: str, *flags: str) -> Any:
@@ -146,6 +147,8 @@ def templates(template_dir: Annotated[str | None, typer.Option(help="Also list t
     from curate.templates import available_templates, load_template
 
     table = Table("template", "parser", "identity", "description")
+    for column in table.columns[:3]:
+        column.no_wrap = True  # names are copied into commands: only the description may wrap
     with _errors():
         for name in available_templates(template_dir):
             loaded = load_template(name, template_dir)

@@ -141,7 +141,7 @@ def score(config: ScoreConfig, progress: Callable[[Progress], None] | None = Non
             finally:
                 if own_backend:
                     active.close()
-    result_summary, items_frame = write_aggregates(run_dir)
+        result_summary, items_frame = write_aggregates(run_dir)
     result_summary["requested"] = pending.height
     _check_failures(result_summary, config.max_failure_fraction)
     return RunResult(run_dir=run_dir, requested=pending.height, summary=result_summary, per_item=items_frame)
@@ -219,6 +219,6 @@ def reparse(run_dir: str | Path, parser_name: str | None = None) -> dict[str, An
         updates.append(to_judgment(completion, parser, row["template"]))
     with RunStore.open(run_dir, manifest["identity"], {}) as store:
         store.update_parsed(updates)
-    append_jsonl(run_dir / "invocations.jsonl", {"started_at": time.time(), "dereason_version": __version__,
-                                                 "reparse": {"parser": parser_label(parser), "rows": len(updates)}})
-    return write_aggregates(run_dir)[0]
+        append_jsonl(run_dir / "invocations.jsonl", {"started_at": time.time(), "dereason_version": __version__,
+                                                     "reparse": {"parser": parser_label(parser), "rows": len(updates)}})
+        return write_aggregates(run_dir)[0]
