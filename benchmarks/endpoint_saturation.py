@@ -16,13 +16,14 @@ import json
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import machine, median_of, write_problems
+from common import cpu_ticks, machine, median_of, steal_fraction, write_problems
 
 from curate.config import ScoreConfig
 from curate.engine import score
@@ -109,14 +110,21 @@ def main() -> None:
     data = write_problems(work / "problems.jsonl", args.items)
     bound = args.concurrency / args.latency
 
+    cpu_per_request: dict[str, list[float]] = {"dereason": [], "openai-sdk": []}
+    steal: dict[str, list[float]] = {"dereason": [], "openai-sdk": []}
+
     def measure(client: str):  # noqa: ANN202
         def one_run(run: int) -> float:
             endpoint = Endpoint(args.latency, work / f"{client}-{run}.json")
+            cpu_start = time.process_time()  # this process only: the endpoint is another process
+            ticks = cpu_ticks()
             try:
                 if client == "dereason":
                     run_engine(endpoint.base_url, data, work / f"run-{run}", args.concurrency)
                 else:
                     run_official_sdk(endpoint.base_url, data, args.concurrency)
+                cpu_per_request[client].append((time.process_time() - cpu_start) / args.items)
+                steal[client].append(steal_fraction(ticks, cpu_ticks()))
             finally:
                 log = endpoint.stop()
             assert len(log) == args.items, f"{client}: {len(log)} answers for {args.items} items"
@@ -128,7 +136,10 @@ def main() -> None:
           f"bound {bound:.0f} items/s, median of {args.runs} runs (server-side window)")
     for client in ("dereason", "openai-sdk"):
         rate, rates = median_of(args.runs, measure(client))
-        print(f"  {client:11s} {rate:7.1f} items/s = {rate / bound:.2f} of the bound; runs {[round(r) for r in rates]}")
+        cpu_ms = 1000 * statistics.median(cpu_per_request[client])
+        print(f"  {client:11s} {rate:7.1f} items/s = {rate / bound:.2f} of the bound; runs {[round(r) for r in rates]}; "
+              f"client CPU {cpu_ms:.2f} ms per request (whole process: render, HTTP, parse, store); "
+              f"CPU steal per run {[f'{x:.0%}' for x in steal[client]]}")
     shutil.rmtree(work)
 
 

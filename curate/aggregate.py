@@ -15,6 +15,10 @@ import polars as pl
 from curate.parse import FAILED, SCORE_MAX, SCORE_MIN, Status
 
 
+AGGREGATED_COLUMNS = ("item_id", "sample_idx", "status", "score", "score_method", "expected_score", "score_entropy",
+                      "prompt_tokens", "completion_tokens")
+
+
 def per_item(judgments: pl.DataFrame) -> pl.DataFrame:
     ok_score = pl.col("score").filter(pl.col("status") == Status.OK)
     ok_expected = pl.col("expected_score").filter((pl.col("status") == Status.OK) & (pl.col("score_method") == "logprobs"))

@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 
 from curate import __version__
-from curate.aggregate import per_item, summary
+from curate.aggregate import AGGREGATED_COLUMNS, per_item, summary
 from curate.backends import Backend, Completion, Request, check_backend_name, create_backend, model_fingerprint
 from curate.config import ScoreConfig
 from curate.data import fingerprint, load_items
@@ -59,16 +59,13 @@ def to_judgment(completion: Completion, parser: Parser, template_identity: str) 
     parsed = parse_completion(parser, completion.text, completion.finish_reason, completion.error,
                               completion.top_logprobs)
     distribution = parsed.distribution
-    return Judgment(
-        item_id=completion.item_id, sample_idx=completion.sample_idx, status=parsed.status, score=parsed.score,
-        detail=parsed.detail, raw_text=completion.text, finish_reason=completion.finish_reason,
-        prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
-        parser=parser_label(parser), template=template_identity, score_method=parsed.method,
-        expected_score=distribution.expected if distribution else None,
-        score_entropy=distribution.entropy if distribution else None,
-        score_mass=distribution.mass if distribution else None,
-        score_probs=json.dumps([round(p, 6) for p in distribution.probs]) if distribution else None,
-        top_logprobs=json.dumps(completion.top_logprobs) if completion.top_logprobs else None)
+    logprob_fields = (None, None, None, None) if distribution is None else (
+        distribution.expected, distribution.entropy, distribution.mass,
+        json.dumps([round(p, 6) for p in distribution.probs]))
+    return Judgment(completion.item_id, completion.sample_idx, parsed.status, parsed.score, parsed.detail,
+                    completion.text, completion.finish_reason, completion.prompt_tokens,
+                    completion.completion_tokens, parser_label(parser), template_identity, parsed.method,
+                    *logprob_fields, json.dumps(completion.top_logprobs) if completion.top_logprobs else None)
 
 
 def run_identity(config: ScoreConfig, items: pl.DataFrame, template: JudgeTemplate) -> dict[str, Any]:
@@ -155,7 +152,8 @@ def _request_missing(store: RunStore, backend: Backend, config: ScoreConfig, tem
     def requests() -> Iterator[Request]:
         for row in _pending_rows(pending, items):
             request = _request(row, template)
-            outstanding.update(dict.fromkeys((request.item_id, idx) for idx in request.sample_indices))
+            for idx in request.sample_indices:
+                outstanding[request.item_id, idx] = None
             yield request
 
     done = failed = 0
@@ -183,7 +181,7 @@ def _request_missing(store: RunStore, backend: Backend, config: ScoreConfig, tem
 
 
 def write_aggregates(run_dir: Path) -> tuple[dict[str, Any], pl.DataFrame]:
-    judgments = read_judgments(run_dir)
+    judgments = read_judgments(run_dir, columns=AGGREGATED_COLUMNS)
     items_frame = per_item(judgments)
     result = summary(judgments, items_frame)
     write_parquet_atomic(items_frame, run_dir / "per_item.parquet")

@@ -121,17 +121,19 @@ def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return connection
 
 
-def read_judgments(run_dir: str | Path, table: str = "judgments") -> pl.DataFrame:
-    """All stored judgments as a Polars frame (one row per item_id, sample_idx), without locking."""
+def read_judgments(run_dir: str | Path, table: str = "judgments", columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """Stored judgments as a Polars frame (one row per item_id, sample_idx), without locking.
+    `columns` narrows what is read (all of SCHEMA by default)."""
     path = Path(run_dir) / DATABASE
     if not path.exists():
         raise RunDirError(f"{run_dir} holds no judgments ({DATABASE} missing)")
+    schema = {name: SCHEMA[name] for name in (columns or SCHEMA)}
     connection = _connect(path, readonly=True)
     try:
-        rows = connection.execute(f"SELECT {', '.join(SCHEMA)} FROM {table} ORDER BY item_id, sample_idx").fetchall()
+        rows = connection.execute(f"SELECT {', '.join(schema)} FROM {table} ORDER BY item_id, sample_idx").fetchall()
     finally:
         connection.close()
-    return pl.DataFrame(rows, schema=SCHEMA, orient="row")
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 class RunStore:
