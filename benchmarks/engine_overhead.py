@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import ZeroLatencyBackend, machine, median_of, now, write_problems
+from common import ZeroLatencyBackend, cpu_ticks, machine, median_of, now, steal_fraction, write_problems
 
 import curate.engine
 from curate.config import ScoreConfig
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--template", default="difficulty/intensity")
     args = parser.parse_args()
+    ticks = cpu_ticks()
     work = Path(tempfile.mkdtemp(prefix="dereason-bench-"))
     data = write_problems(work / "problems.jsonl", args.items)
     phases: dict[str, float] = {}
@@ -57,6 +58,7 @@ def main() -> None:
     print(f"whole `score` call (input to aggregates): median {rate:,.0f} items/s; runs {[round(r) for r in rates]}")
     for name, seconds in phases.items():
         print(f"  {name}: {seconds / args.runs:.2f} s per run ({args.items * args.runs / seconds:,.0f} items/s)")
+    print(f"CPU steal during the benchmark (time the VM host took): {steal_fraction(ticks, cpu_ticks()):.0%}")
     shutil.rmtree(work)
 
 

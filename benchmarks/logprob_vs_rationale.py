@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import machine, now, write_problems
+from common import cpu_ticks, machine, now, steal_fraction, write_problems
 
 from curate.backends import create_backend
 from curate.config import ScoreConfig
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--rationale-tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
+    ticks = cpu_ticks()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -59,6 +60,7 @@ def main() -> None:
               f"completion tokens {result.summary['completion_tokens']})")
     first, second = rates.values()
     print(f"  ratio logprobs / rationale: {first / second:.1f}x")
+    print(f"CPU steal during the benchmark (time the VM host took): {steal_fraction(ticks, cpu_ticks()):.0%}")
     shutil.rmtree(work)
 
 

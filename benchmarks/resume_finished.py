@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import ZeroLatencyBackend, machine, now, write_problems
+from common import ZeroLatencyBackend, cpu_ticks, machine, now, steal_fraction, write_problems
 
 from curate.config import ScoreConfig
 from curate.engine import score
@@ -21,6 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=100_000)
     args = parser.parse_args()
+    ticks = cpu_ticks()
     work = Path(tempfile.mkdtemp(prefix="dereason-bench-"))
     config = ScoreConfig.from_flat({"source": str(write_problems(work / "problems.jsonl", args.items)),
                                     "out": str(work / "run"), "template": "difficulty/intensity",
@@ -36,6 +37,7 @@ def main() -> None:
     print(f"items: {args.items}; first run {first:.1f} s")
     print(f"resume of the finished run: {resumed:.2f} s, backend calls {resumed_backend.calls}, "
           f"judgments requested {result.requested}")
+    print(f"CPU steal during the benchmark (time the VM host took): {steal_fraction(ticks, cpu_ticks()):.0%}")
     shutil.rmtree(work)
 
 

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import machine, now
+from common import cpu_ticks, machine, now, steal_fraction
 
 from curate.backends.transformers import TransformersBackend
 from curate.config import ScoreConfig
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--top-logprobs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
+    ticks = cpu_ticks()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -56,6 +57,7 @@ def main() -> None:
         print(f"  {name:32s} {rates[name]:8.1f} items/s  ({result.summary['prompt_tokens']} prompt tokens)")
     baseline = rates["no sorting, no prefix reuse"]
     print("  speed-up over neither: " + ", ".join(f"{n}: {r / baseline:.2f}x" for n, r in rates.items()))
+    print(f"CPU steal during the benchmark (time the VM host took): {steal_fraction(ticks, cpu_ticks()):.0%}")
     shutil.rmtree(work)
 
 
