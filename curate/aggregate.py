@@ -21,7 +21,8 @@ AGGREGATED_COLUMNS = ("item_id", "sample_idx", "status", "score", "score_method"
 
 def per_item(judgments: pl.DataFrame) -> pl.DataFrame:
     ok_score = pl.col("score").filter(pl.col("status") == Status.OK)
-    ok_expected = pl.col("expected_score").filter((pl.col("status") == Status.OK) & (pl.col("score_method") == "logprobs"))
+    by_logprobs = (pl.col("status") == Status.OK) & (pl.col("score_method") == "logprobs")
+    ok_expected = pl.col("expected_score").filter(by_logprobs)
     counts = [(pl.col("status") == status).sum().alias(f"n_{status}") for status in Status]
     return (
         judgments.group_by("item_id")
@@ -36,7 +37,7 @@ def per_item(judgments: pl.DataFrame) -> pl.DataFrame:
             ok_score.max().alias("score_max"),
             ok_expected.len().alias("n_logprobs"),
             ok_expected.mean().alias("expected_mean"),
-            pl.col("score_entropy").filter(pl.col("score_method") == "logprobs").mean().alias("entropy_mean"),
+            pl.col("score_entropy").filter(by_logprobs).mean().alias("entropy_mean"),
         )
         .with_columns(
             pl.sum_horizontal([pl.col(f"n_{s}") for s in FAILED]).alias("n_failed"),
@@ -62,7 +63,7 @@ def summary(judgments: pl.DataFrame, items: pl.DataFrame) -> dict[str, Any]:
         "judgments": n,
         "status_counts": status_counts,
         "failed": failed,
-        "failure_fraction": failed / n if n else 0.0,
+        "failure_fraction": failed / n if n else None,  # undefined for a run with no judgments
         "score_histogram": histogram,
         "score_methods": {m: int(((judgments["status"] == Status.OK) & (judgments["score_method"] == m)).sum())
                           for m in ("logprobs", "decoded")},

@@ -190,7 +190,7 @@ def write_aggregates(run_dir: Path) -> tuple[dict[str, Any], pl.DataFrame]:
 
 
 def _check_failures(result: dict[str, Any], max_fraction: float) -> None:
-    if result["failure_fraction"] > max_fraction:
+    if result["failure_fraction"] is not None and result["failure_fraction"] > max_fraction:
         counts = ", ".join(f"{k} {v}" for k, v in result["status_counts"].items() if k != Status.OK)
         raise FailureThresholdError(
             f"{result['failed']} of {result['judgments']} judgments failed ({result['failure_fraction']:.1%}: "

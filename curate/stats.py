@@ -1,0 +1,308 @@
+"""Statistics of a run: score distribution, failures, self-consistency, agreement with references.
+
+Pure functions over Polars frames (no I/O). Shapes: `judgments` as `curate.store.read_judgments`
+returns them, `per_item` as `curate.aggregate.per_item`, `items` as RUN_DIR/items.parquet.
+
+Definitions
+    item score       one number per scored item: `score_mean` ("mean"), `score_median` ("median"),
+                     or `expected_mean` ("expected", items with at least one logprob judgment).
+    rounded score    half up (2.5 → 3), clipped to 1..5: `round_score`, the one rule used everywhere.
+    self-consistency Krippendorff's α (ordinal) over the ok scores, items as units, sample_idx as
+                     coders; only items with ≥ 2 ok samples can be paired, so only they are units
+                     (α uses the values within a unit, not coder identity). Mean per-item std is the
+                     population std of an item's ok scores, averaged over those same items.
+    agreement        Spearman ρ, Kendall τ-b, quadratic-weighted Cohen's κ (scipy, scikit-learn) over
+                     pairs where both values are present; κ and the confusion matrix (rows =
+                     reference label, columns = rounded score) need reference and rounded score
+                     in one label set. AUROC scores "not solved" (pass rate ≤ `unsolved_at`).
+    intervals        headline numbers are {"value", "low", "high"}: a percentile bootstrap over
+                     items (`scipy.stats.bootstrap`, paired, seeded). No interval below
+                     MIN_BOOTSTRAP items, nor when the statistic is undefined on any resample
+                     (e.g. a resample with one class only): dropping those would bias it.
+
+Failures are data: an undefined statistic (too few items, constant input, one class) is None and
+`notes` says why; no function substitutes 0 or NaN.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import krippendorff
+import numpy as np
+import polars as pl
+from scipy import stats as sps
+from sklearn.metrics import cohen_kappa_score, confusion_matrix, roc_auc_score
+
+from curate.parse import SCORE_MAX, SCORE_MIN, Status
+
+SCORE_COLUMNS = {"mean": "score_mean", "median": "score_median", "expected": "expected_mean"}
+LABELS = tuple(range(SCORE_MIN, SCORE_MAX + 1))
+MIN_PAIRS = 3  # below this a correlation or κ says nothing
+MIN_BOOTSTRAP = 10
+N_RESAMPLES = 1000
+ArrayLike = pl.Series | Sequence[float | int | None] | np.ndarray
+
+
+def round_score(values: ArrayLike) -> np.ndarray:
+    """Scores rounded half up (2.5 → 3) and clipped to SCORE_MIN..SCORE_MAX, as int64."""
+    array = as_float(values)
+    if not np.isfinite(array).all():
+        raise ValueError("round_score needs present, finite scores; drop unscored items first")
+    return np.clip(np.floor(array + 0.5), SCORE_MIN, SCORE_MAX).astype(np.int64)
+
+
+def as_float(values: ArrayLike) -> np.ndarray:
+    """A float array with null/None as NaN."""
+    if isinstance(values, pl.Series):
+        return values.cast(pl.Float64).to_numpy()
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def item_scores(per_item: pl.DataFrame, score: str = "mean") -> pl.DataFrame:
+    """item_id and `score` (Float64) of the scored items, by the chosen item score."""
+    if score not in SCORE_COLUMNS:
+        raise ValueError(f"unknown score {score!r}; choose one of {sorted(SCORE_COLUMNS)}")
+    keep = pl.col("n_logprobs") > 0 if score == "expected" else pl.col("item_status") == "scored"
+    return (per_item.filter(keep & pl.col(SCORE_COLUMNS[score]).is_not_null())
+            .select("item_id", pl.col(SCORE_COLUMNS[score]).cast(pl.Float64).alias("score")).sort("item_id"))
+
+
+def item_field(items: pl.DataFrame, name: str) -> pl.DataFrame:
+    """item_id and one input field of the items frame: a column, or else a field of `extra`."""
+    if name in items.columns:
+        return items.select(pl.col("id").alias("item_id"), name)
+    extra = items.schema.get("extra")
+    if isinstance(extra, pl.Struct) and name in [f.name for f in extra.fields]:
+        return items.select(pl.col("id").alias("item_id"), pl.col("extra").struct.field(name))
+    fields = [c for c in items.columns if c != "extra"] + ([f.name for f in extra.fields] if extra else [])
+    raise ValueError(f"items have no field {name!r}; fields: {sorted(fields)}")
+
+
+def _histogram(scores: np.ndarray) -> dict[str, int]:
+    rounded = round_score(scores)
+    return {str(k): int((rounded == k).sum()) for k in LABELS}
+
+
+def _describe(scores: np.ndarray) -> dict[str, Any]:
+    n = len(scores)
+    return {"n": n, "mean": float(scores.mean()) if n else None,
+            "std": float(scores.std(ddof=1)) if n >= 2 else None, "histogram": _histogram(scores)}
+
+
+def score_distribution(per_item: pl.DataFrame, items: pl.DataFrame, score: str = "mean",
+                       by: str | None = "domain") -> dict[str, Any]:
+    """Histogram of rounded item scores, n, mean, std (ddof=1), overall and per value of `by`."""
+    scores = item_scores(per_item, score)
+    values = scores["score"].to_numpy()
+    result: dict[str, Any] = {"score": score, **_describe(values), "by": by, "groups": None, "notes": []}
+    notes = result["notes"]
+    if len(values) < 2:
+        notes.append("no scored items: mean and std are undefined" if not len(values) else
+                     "1 scored item: std is undefined")
+    if by is None:
+        return result
+    try:
+        field = item_field(items, by)
+    except ValueError as exc:
+        notes.append(f"no groups: {exc}")
+        return result
+    joined = scores.join(field, on="item_id", how="left")
+    if joined[by].null_count() == joined.height:
+        notes.append(f"no groups: {by!r} has no values for the scored items")
+        return result
+    if joined[by].null_count():
+        notes.append(f"{joined[by].null_count()} scored item(s) have no {by!r}: group None")
+    result["groups"] = [{"group": key[0], **_describe(group["score"].to_numpy())}
+                        for key, group in joined.sort(by, nulls_last=True).group_by(by, maintain_order=True)]
+    return result
+
+
+def failure_rates(judgments: pl.DataFrame) -> dict[str, Any]:
+    """Judgments per status (count and fraction), and the items with no ok judgment."""
+    n = judgments.height
+    observed = judgments["status"].unique().sort().to_list()
+    statuses = [str(s) for s in Status] + [s for s in observed if s not in set(Status)]
+    counts = {s: int((judgments["status"] == s).sum()) for s in statuses}
+    failed = n - counts[Status.OK]
+    ok_items = judgments.filter(pl.col("status") == Status.OK)["item_id"].unique()
+    unscored = sorted(set(judgments["item_id"].unique().to_list()) - set(ok_items.to_list()))
+    return {"n_judgments": n, "counts": counts, "fractions": {s: c / n for s, c in counts.items()} if n else None,
+            "n_failed": failed, "failed_fraction": failed / n if n else None,
+            "n_items": judgments["item_id"].n_unique(), "n_items_without_ok": len(unscored),
+            "items_without_ok": unscored, "notes": [] if n else ["no judgments: fractions undefined"]}
+
+
+def safe(statistic: Callable[..., float], *data: np.ndarray) -> float | None:
+    """The statistic, or None where it is undefined (it raised ValueError or gave a non-finite value)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            value = float(statistic(*data))
+        except ValueError:
+            return None
+    return value if np.isfinite(value) else None
+
+
+def _bootstrap(statistic: Callable[..., float], data: tuple[np.ndarray, ...], n_resamples: int, seed: int,
+               level: float) -> tuple[tuple[float, float] | None, str]:
+    """(interval, "") or (None, why)."""
+    n = len(data[0])
+    if n_resamples <= 0:
+        return None, "not computed (n_resamples=0)"
+    if n < MIN_BOOTSTRAP:
+        return None, f"{n} items, a bootstrap needs {MIN_BOOTSTRAP}"
+    if safe(statistic, *data) is None:
+        return None, "the statistic is undefined on the sample itself"
+
+    def nan_if_undefined(*resampled: np.ndarray) -> float:
+        value = safe(statistic, *resampled)
+        return np.nan if value is None else value
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DegenerateDataWarning when every resample agrees
+        result = sps.bootstrap(data, nan_if_undefined, n_resamples=n_resamples, paired=True, vectorized=False,
+                               method="percentile", confidence_level=level, rng=np.random.default_rng(seed))
+    undefined = int(np.isnan(result.bootstrap_distribution).sum())
+    if undefined:
+        return None, f"undefined on {undefined} of {n_resamples} resamples"
+    return (float(result.confidence_interval.low), float(result.confidence_interval.high)), ""
+
+
+def bootstrap_interval(statistic: Callable[[np.ndarray, np.ndarray], float], x: ArrayLike, y: ArrayLike,
+                       n_resamples: int = N_RESAMPLES, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of statistic(x, y), resampling (x, y) pairs; None when it is
+    undefined (fewer than MIN_BOOTSTRAP pairs, or the statistic undefined on the sample or a resample)."""
+    return _bootstrap(statistic, (np.asarray(x), np.asarray(y)), n_resamples, seed, level)[0]
+
+
+def headline(name: str, statistic: Callable[..., float], data: tuple[np.ndarray, ...], notes: list[str],
+             undefined_because: str | None = None, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
+             level: float = 0.95) -> dict[str, float | None] | None:
+    """{"value", "low", "high"} for a statistic over items, or None; `notes` gets each reason."""
+    value = None if undefined_because else safe(statistic, *data)
+    if value is None:
+        notes.append(f"{name} is undefined: {undefined_because or 'the statistic has no value on this sample'}")
+        return None
+    interval, why = _bootstrap(statistic, data, n_resamples, seed, level)
+    if interval is None:
+        notes.append(f"{name}: no {level:.0%} interval: {why}")
+    low, high = interval or (None, None)
+    return {"value": value, "low": low, "high": high}
+
+
+def _pairs(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    x, y = as_float(x), as_float(y)
+    if len(x) != len(y):
+        raise ValueError(f"paired inputs differ in length: {len(x)} and {len(y)}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def correlation_problem(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str) -> str | None:
+    """Why a rank correlation of x and y is undefined, or None."""
+    if len(x) < MIN_PAIRS:
+        return f"{len(x)} pairs, need {MIN_PAIRS}"
+    constant = [name for name, v in ((x_name, x), (y_name, y)) if np.unique(v).size < 2]
+    return f"{' and '.join(constant)} constant" if constant else None
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    return sps.spearmanr(x, y).statistic
+
+
+def kendall(x: np.ndarray, y: np.ndarray) -> float:
+    return sps.kendalltau(x, y, variant="b").statistic
+
+
+def quadratic_kappa(a: np.ndarray, b: np.ndarray, labels: Sequence[int] = LABELS) -> float:
+    return cohen_kappa_score(a, b, weights="quadratic", labels=list(labels), replace_undefined_by=np.nan)
+
+
+def ordinal_alpha(reliability: np.ndarray) -> float:
+    """Krippendorff's α, ordinal; rows are coders, columns units, NaN where a coder gave no value."""
+    return krippendorff.alpha(reliability_data=reliability, level_of_measurement="ordinal", value_domain=LABELS)
+
+
+def self_consistency(judgments: pl.DataFrame, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
+                     level: float = 0.95) -> dict[str, Any]:
+    """α (ordinal) of ok scores across samples, mean per-item std, mean logprob entropy."""
+    notes: list[str] = []
+    ok = judgments.filter(pl.col("status") == Status.OK)
+    counts = ok.group_by("item_id").len()
+    pairable = counts.filter(pl.col("len") >= 2)["item_id"]
+    wide = ok.filter(pl.col("item_id").is_in(pairable.implode())).pivot(
+        on="sample_idx", index="item_id", values="score").sort("item_id")
+    matrix = wide.drop("item_id").cast(pl.Float64).to_numpy().T  # coders × units
+    why = None
+    if counts.height and counts["len"].max() < 2:
+        why = "one ok sample per item (α compares samples of an item)"
+    elif pairable.len() < 2:
+        why = f"{pairable.len()} item(s) with 2+ ok samples, need 2"
+    elif np.unique(matrix[np.isfinite(matrix)]).size < 2:
+        why = "every ok score is the same value (no variation)"
+    columns = (np.arange(matrix.shape[1]),)
+    alpha = headline("alpha", lambda units: ordinal_alpha(matrix[:, units]), columns, notes, why,
+                     n_resamples=n_resamples, seed=seed, level=level)
+    stds = ok.filter(pl.col("item_id").is_in(pairable.implode())).group_by("item_id").agg(
+        pl.col("score").std(ddof=0))["score"]
+    if stds.len() == 0:
+        notes.append("mean_item_std is undefined: no item has 2+ ok samples")
+    entropy = ok.filter((pl.col("score_method") == "logprobs") & pl.col("score_entropy").is_not_null())
+    if entropy.height == 0:
+        notes.append("mean_entropy is undefined: no ok judgment was scored from logprobs")
+    return {"alpha": alpha, "n_units": int(pairable.len()), "n_coders": int(matrix.shape[0]),
+            "mean_item_std": float(stds.mean()) if stds.len() else None,
+            "mean_entropy": float(entropy["score_entropy"].mean()) if entropy.height else None,
+            "n_logprob_judgments": entropy.height, "notes": notes}
+
+
+def reference_agreement(scores: ArrayLike, reference: ArrayLike, labels: Sequence[int] = LABELS, *,
+                        n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Agreement of item scores with an ordinal reference (e.g. MATH level), paired by position."""
+    x, ref = _pairs(scores, reference)
+    notes: list[str] = []
+    options = {"n_resamples": n_resamples, "seed": seed, "level": level}
+    why = correlation_problem(x, ref, "scores", "reference")
+    result: dict[str, Any] = {
+        "n": len(x),
+        "spearman": headline("spearman", spearman, (x, ref), notes, why, **options),
+        "kendall": headline("kendall", kendall, (x, ref), notes, why, **options),
+        "qwk": None, "labels": list(labels), "confusion_matrix": None, "notes": notes}
+    rounded = round_score(x)
+    outside = sorted(set(ref[~np.isin(ref, labels)].tolist()) | set(rounded[~np.isin(rounded, labels)].tolist()))
+    if outside:
+        notes.append(f"qwk and confusion_matrix need one label set: values {outside[:10]} are outside {list(labels)}")
+        return result
+    ref = ref.astype(np.int64)
+    result["confusion_matrix"] = confusion_matrix(ref, rounded, labels=list(labels)).tolist() if len(x) else None
+    if not len(x):
+        notes.append("confusion_matrix is undefined: no pairs")
+    kappa_why = f"{len(x)} pairs, need {MIN_PAIRS}" if len(x) < MIN_PAIRS else None
+    result["qwk"] = headline("qwk", lambda a, b: quadratic_kappa(a, b, labels), (rounded, ref), notes, kappa_why,
+                             **options)
+    return result
+
+
+def pass_rate_agreement(scores: ArrayLike, pass_rate: ArrayLike, unsolved_at: float = 0.0, *,
+                        n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Spearman of score vs pass rate (expect < 0) and AUROC of the score for pass rate ≤ unsolved_at."""
+    x, rate = _pairs(scores, pass_rate)
+    if ((rate < 0) | (rate > 1)).any():
+        raise ValueError("pass rates must lie in [0, 1]")
+    notes: list[str] = []
+    options = {"n_resamples": n_resamples, "seed": seed, "level": level}
+    unsolved = rate <= unsolved_at
+    n_unsolved = int(unsolved.sum())
+    auroc_why = None
+    if n_unsolved in (0, len(x)):
+        auroc_why = f"one class only ({n_unsolved} of {len(x)} items unsolved at pass rate <= {unsolved_at})"
+    return {"n": len(x), "n_unsolved": n_unsolved, "unsolved_at": unsolved_at,
+            "spearman": headline("spearman", spearman, (x, rate), notes,
+                                 correlation_problem(x, rate, "scores", "pass rates"), **options),
+            "auroc": headline("auroc", lambda s, r: roc_auc_score(r <= unsolved_at, s), (x, rate), notes,
+                              auroc_why, **options),
+            "notes": notes}
