@@ -21,6 +21,7 @@ from rich.table import Table
 
 from curate.config import SECTIONS, ScoreConfig, read_job_file
 from curate.errors import ConfigError, DereasonError, FailureThresholdError
+from curate.store import write_atomic
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Difficulty-aware curation of reasoning data.")
 out = Console()
@@ -216,6 +217,7 @@ def stats(
 
             write_report(report, render_report(analysis.stats, analysis.items, analysis.reliability,
                                                title=f"dereason · {run_dir}"))
+            write_atomic(report.with_suffix(".json"), json.dumps(analysis.stats, indent=2, sort_keys=True, default=str))
         if as_json:
             print(json.dumps(analysis.stats, sort_keys=True, default=str))
         else:
@@ -244,6 +246,7 @@ def compare(
             write_report(report, render_report(stats, pl.DataFrame({"item_id": [], "score": []},
                                                                    schema={"item_id": pl.String, "score": pl.Float64}),
                                                comparison=result, title=f"dereason · {run_a} vs {run_b}"))
+            write_atomic(report.with_suffix(".json"), json.dumps(result, indent=2, sort_keys=True, default=str))
         if as_json:
             print(json.dumps(result, sort_keys=True, default=str))
             return

@@ -90,3 +90,14 @@ def test_stats_cli_json(tmp_path):
     result = CliRunner().invoke(app, ["stats", str(run), "--reference", "level", "--resamples", "50", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["reference"]["field"] == "level"
+
+
+def test_report_writes_html_and_json(tmp_path):
+    run = make_run(tmp_path, "run")
+    report = tmp_path / "out" / "report.html"
+    report.parent.mkdir()
+    result = CliRunner().invoke(app, ["stats", str(run), "--reference", "level", "--resamples", "50",
+                                      "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert report.read_text().count("data:image/png;base64,") >= 2
+    assert json.loads(report.with_suffix(".json").read_text())["reference"]["field"] == "level"
