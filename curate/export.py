@@ -1,0 +1,313 @@
+"""Export a split directory for trainers and the Hugging Face Hub.
+
+Input, SPLIT_DIR: manifest.json; sft.parquet, rl.parquet, unscored.parquet; optionally
+arms/<arm>/{sft,rl}.parquet (ablation arms, exported as splits `<arm>_sft`, `<arm>_rl`) and
+stages/stage_<i>.parquet (an RL curriculum, exported as `stage_<i>`, in order of i).
+
+Formats of `export_split(split_dir, fmt, out_dir)` (files are written to a temporary name and renamed,
+except the hf Arrow shards, which `datasets.save_to_disk` writes itself):
+    hf       a `datasets.DatasetDict` written with `save_to_disk(out_dir)` (open it with
+             `datasets.load_from_disk`): splits sft, rl, unscored and the extra splits, all with the same
+             columns (their union; a column a split lacks is null there), so the dict is one Hub config.
+             Beside it: README.md, the dataset card (YAML front matter, see `dataset_card`), and
+             score_histogram.png, which the card links relatively. `push_to_hub` uploads all three.
+    parquet  <split>.parquet per split, the columns of hf.
+    jsonl    <split>.jsonl per split, one JSON object a line, the columns of hf.
+    trl      sft.parquet: `messages` = [system?, user: question, assistant: <response_field>], item_id,
+             score (conversational language modelling, for SFTTrainer). grpo.parquet: `prompt` =
+             [system?, user: question], reference (the ground truth; TRL passes extra columns to reward
+             functions), item_id, score (conversational prompt-only, for GRPOTrainer). Arms give
+             <arm>_sft.parquet / <arm>_grpo.parquet; stages give stage_<i>.parquet in the GRPO form.
+             An SFT split without the response field raises ConfigError.
+    verl     rl.parquet, sft.parquet (and <arm>_rl, <arm>_sft, stage_<i>) with verl's RL dataset
+             columns: data_source, prompt (list of {role, content}), ability, reward_model {style: "rule",
+             ground_truth: reference}, extra_info {item_id, difficulty: score, index: row in the file}.
+             SFT-side files also hold `messages` (verl's multi-turn SFT key) when the response field exists.
+trl and verl leave the unscored split out (nothing to train on). Strings and lists are stored as Arrow
+string / list (not large_string / large_list), what most readers expect. Nothing is pickled.
+The Hub token is read from the environment by `push_to_hub` and handed to the client; it is never written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from curate.errors import ConfigError, DataError
+from curate.store import write_atomic
+
+FORMATS = ("hf", "parquet", "jsonl", "trl", "verl")
+BASE_SPLITS = ("sft", "rl", "unscored")
+CARD = "README.md"
+HISTOGRAM = "score_histogram.png"
+_ARM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
+_STAGE = re.compile(r"stage_(\d+)")
+
+
+def read_split_dir(split_dir: str | Path) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
+    """The manifest and every split as a Polars frame: base splits, then arms, then stages."""
+    split_dir = Path(split_dir)
+    if not (split_dir / "manifest.json").is_file():
+        raise DataError(f"{split_dir} is not a split directory (no manifest.json)")
+    manifest = json.loads((split_dir / "manifest.json").read_text(encoding="utf-8"))
+    splits: dict[str, pl.DataFrame] = {}
+    for name in BASE_SPLITS:
+        path = split_dir / f"{name}.parquet"
+        if name == "unscored" and manifest.get("unscored_written") is False:
+            continue  # the split step was told to drop unscored items
+        if not path.is_file():
+            raise DataError(f"{split_dir} is not a complete split directory: {path.name} is missing")
+        splits[name] = pl.read_parquet(path)
+        expected = (manifest.get("counts") or {}).get(name)
+        if expected is not None and expected != splits[name].height:
+            raise DataError(f"{path} holds {splits[name].height} rows, its manifest counts {expected}")
+    for arm in sorted(p for p in (split_dir / "arms").glob("*") if p.is_dir()):
+        if not _ARM.fullmatch(arm.name):
+            raise DataError(f"{arm}: an arm name must be letters, digits and underscores")
+        for side in ("sft", "rl"):
+            if (arm / f"{side}.parquet").is_file():
+                splits[f"{arm.name}_{side}"] = pl.read_parquet(arm / f"{side}.parquet")
+    stages = list((split_dir / "stages").glob("*.parquet"))
+    if bad := sorted(p.name for p in stages if not _STAGE.fullmatch(p.stem)):
+        raise DataError(f"{split_dir / 'stages'}: files must be named stage_<i>.parquet, not {bad}")
+    for path in sorted(stages, key=lambda p: int(p.stem[6:])):
+        splits[path.stem] = pl.read_parquet(path)
+    return manifest, splits
+
+
+def _side(name: str) -> str:
+    return "sft" if name == "sft" or name.endswith("_sft") else "unscored" if name == "unscored" else "rl"
+
+
+def _small(dtype: pa.DataType) -> pa.DataType:
+    """The Arrow type with large/view strings and lists replaced by the plain ones, recursively."""
+    if pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
+        return pa.string()
+    if pa.types.is_large_list(dtype) or pa.types.is_list(dtype) or pa.types.is_list_view(dtype):
+        return pa.list_(_small(dtype.value_type))
+    if pa.types.is_struct(dtype):
+        return pa.struct([pa.field(f.name, _small(f.type)) for f in dtype])
+    return dtype
+
+
+def _arrow(frame: pl.DataFrame) -> pa.Table:
+    table = frame.to_arrow()
+    return table.cast(pa.schema([pa.field(f.name, _small(f.type)) for f in table.schema]))
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    buffer = pa.BufferOutputStream()
+    pq.write_table(_arrow(frame), buffer)
+    write_atomic(path, buffer.getvalue().to_pybytes())
+
+
+def _harmonized(splits: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """Every split with the union of all splits' columns (first-seen order; absent → null)."""
+    schema = pl.concat([f.head(0) for f in splits.values()], how="diagonal_relaxed").schema
+    return {name: frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
+                                for c, t in schema.items()]) for name, frame in splits.items()}
+
+
+def _with(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    return frame if column in frame.columns else frame.with_columns(pl.lit(None, pl.String).alias(column))
+
+
+def _messages(turns: list[tuple[str, pl.Expr]]) -> pl.Expr:
+    return pl.concat_list([pl.struct(pl.lit(role, pl.String).alias("role"), content.cast(pl.String).alias("content"))
+                           for role, content in turns])
+
+
+def _prompt(system_prompt: str | None) -> list[tuple[str, pl.Expr]]:
+    return [("system", pl.lit(system_prompt, pl.String))] * (system_prompt is not None) + [("user", pl.col("question"))]
+
+
+def _conversation(system_prompt: str | None, response_field: str) -> pl.Expr:
+    return _messages([*_prompt(system_prompt), ("assistant", pl.col(response_field))]).alias("messages")
+
+
+def _check_response(name: str, frame: pl.DataFrame, field: str) -> None:
+    if frame.height and field not in frame.columns:
+        raise ConfigError(f"the {name} split has no {field!r} column: SFT needs a target response per item (e.g. "
+                          "generated by a teacher model); add that column, or name another with response_field")
+    if frame.height and (missing := frame[field].null_count()):
+        raise ConfigError(f"{missing} of {frame.height} items of the {name} split have no {field!r} (response_field)"
+                          "; SFT needs a target response for every item")
+
+
+def _trl(splits: dict[str, pl.DataFrame], response_field: str, system_prompt: str | None) -> dict[str, pl.DataFrame]:
+    out = {}
+    for name, frame in splits.items():
+        frame = _with(_with(frame, "reference"), "score")
+        if _side(name) == "sft":
+            _check_response(name, frame, response_field)
+            frame = _with(frame, response_field)
+            out[name] = frame.select(
+                "item_id", _conversation(system_prompt, response_field), pl.col("score").cast(pl.Float64))
+        elif _side(name) == "rl":
+            out["grpo" if name == "rl" else re.sub(r"_rl$", "_grpo", name)] = frame.select(
+                _messages(_prompt(system_prompt)).alias("prompt"), pl.col("reference").cast(pl.String), "item_id",
+                pl.col("score").cast(pl.Float64))
+    return out
+
+
+def _verl(splits: dict[str, pl.DataFrame], response_field: str, system_prompt: str | None, data_source: str,
+          ability: str) -> dict[str, pl.DataFrame]:
+    out = {}
+    for name, frame in ((n, f) for n, f in splits.items() if _side(n) != "unscored"):
+        frame = _with(_with(frame, "reference"), "score")
+        columns = [pl.lit(data_source, pl.String).alias("data_source"),
+                   _messages(_prompt(system_prompt)).alias("prompt"),
+                   pl.lit(ability, pl.String).alias("ability"),
+                   pl.struct(pl.lit("rule", pl.String).alias("style"),
+                             pl.col("reference").cast(pl.String).alias("ground_truth")).alias("reward_model"),
+                   pl.struct(pl.col("item_id").cast(pl.String), pl.col("score").cast(pl.Float64).alias("difficulty"),
+                             pl.int_range(pl.len(), dtype=pl.Int64).alias("index")).alias("extra_info")]
+        if _side(name) == "sft" and response_field in frame.columns:
+            _check_response(name, frame, response_field)
+            columns.append(_conversation(system_prompt, response_field))
+        out[name] = frame.select(columns)
+    return out
+
+
+def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_field: str = "response",
+                 system_prompt: str | None = None, data_source: str = "dereason", ability: str = "math") -> Path:
+    """Write the split directory in format `fmt` (one of FORMATS, see the module docstring) to out_dir."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    out = Path(out_dir)
+    if out.resolve() == Path(split_dir).resolve():
+        raise ConfigError("out_dir must differ from split_dir: exporting would overwrite the split's own files")
+    manifest, splits = read_split_dir(split_dir)
+    if fmt == "trl":  # converted before anything is written, so a missing response leaves no partial export
+        tables = _trl(splits, response_field, system_prompt)
+    elif fmt == "verl":
+        tables = _verl(splits, response_field, system_prompt, data_source, ability)
+    else:
+        tables = _harmonized(splits)
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "hf":
+        import datasets
+
+        # An empty split needs num_shards=1: by default it is saved as 0 shards, which load_from_disk rejects.
+        datasets.DatasetDict({name: datasets.Dataset(_arrow(frame)) for name, frame in tables.items()}).save_to_disk(
+            str(out), num_shards={name: 1 for name, frame in tables.items() if frame.height == 0})
+        write_atomic(out / HISTOGRAM, histogram_png(splits, manifest.get("tau"), manifest.get("score") or "item"))
+        write_atomic(out / CARD, dataset_card(manifest, {n: f.height for n, f in tables.items()}, HISTOGRAM))
+    elif fmt == "jsonl":
+        for name, frame in tables.items():
+            write_atomic(out / f"{name}.jsonl", frame.write_ndjson())
+    else:
+        for name, frame in tables.items():
+            _write_parquet(frame, out / f"{name}.parquet")
+    return out
+
+
+def histogram_png(splits: dict[str, pl.DataFrame], tau: float | dict | None, score: str) -> bytes:
+    """A PNG of the sft and rl item scores, stacked per split, with a single τ as a dashed line."""
+    scored = {n: splits[n]["score"].drop_nulls().cast(pl.Float64).to_numpy() for n in ("sft", "rl")
+              if n in splits and "score" in splits[n].columns}
+    scored = {n: v for n, v in scored.items() if v.size}
+    fig = Figure(figsize=(6.0, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    if not scored:
+        ax.text(0.5, 0.5, "no scored items", ha="center", va="center", transform=ax.transAxes)
+    else:
+        values = np.concatenate(list(scored.values()))
+        low, high = float(values.min()), float(values.max())
+        integer = np.allclose(values, np.round(values)) and high - low <= 40
+        bins = np.arange(low - 0.5, high + 1.5) if integer else np.linspace(low, high + (high == low), 21)
+        colours = {"sft": "#4878a8", "rl": "#c0392b"}
+        ax.hist(list(scored.values()), bins=bins, stacked=True, label=[f"{n} ({len(v)})" for n, v in scored.items()],
+                color=[colours[n] for n in scored], edgecolor="white")
+        if isinstance(tau, int | float):
+            ax.axvline(float(tau), ls="--", color="black", label=f"τ = {tau:g}")
+        ax.legend(fontsize=8, frameon=False)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel=f"{score} score", ylabel="items", title="item scores per split")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _rows(header: tuple[str, str], pairs: list[tuple[Any, Any]]) -> list[str]:
+    """A two-column Markdown table; pairs whose value is None are left out."""
+    body = [f"| {_cell(k)} | {_cell(v)} |" for k, v in pairs if v is not None]
+    return [f"| {header[0]} | {header[1]} |", "|---|---|", *body, ""]
+
+
+def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png_name: str = HISTOGRAM) -> str:
+    """The dataset card: YAML front matter (license, task, tags, configs in push_to_hub's layout), then
+    the split rule, counts, judge identity and sampling, calibration, the score histogram and provenance."""
+    front = {"license": manifest.get("license") or "unknown", "task_categories": ["text-generation"],
+             "tags": ["dereason", "difficulty", "reasoning"],
+             "configs": [{"config_name": "default",
+                          "data_files": [{"split": name, "path": f"data/{name}-*"} for name in counts]}]}
+    run, tau, score = manifest.get("run") or {}, manifest.get("tau"), manifest.get("score") or "item"
+    per_domain = isinstance(tau, dict)
+    detail = {"method": manifest.get("tau_method") or "not recorded", **(manifest.get("tau_detail") or {})}
+    lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
+             "# Difficulty-split reasoning data (dereason)", "",
+             f"An LLM judge rated each problem's reasoning intensity from 1 to 5. Items whose {score} score is at "
+             f"most **{'τ of its domain' if per_domain else f'τ = {tau}'}** form the `sft` split (easier: "
+             "supervised fine-tuning), items above τ the `rl` split (harder: reinforcement learning); items the "
+             f"judge could not score {'are in `unscored`' if 'unscored' in counts else 'are left out'}.", "",
+             "How τ was chosen:", "",
+             *_rows(("field", "value"), list(detail.items())),
+             *(_rows(("domain", "τ"), list(tau.items())) if per_domain else []), "## Splits", "",
+             *_rows(("split", "rows"), list(counts.items()))]
+    if arms := manifest.get("arms"):
+        lines += [f"Ablation arms (splits `<arm>_sft`, `<arm>_rl`): {', '.join(map(str, arms))}.", ""]
+    if stages := manifest.get("stages"):  # a count, or {stage: rows}
+        lines += [f"RL curriculum: {len(stages) if isinstance(stages, dict) else stages} stages, stage_1 easiest.", ""]
+    sampling = [(f"sampling.{k}", v) for k, v in (run.get("sampling") or {}).items()]
+    lines += ["## Judge", "", *_rows(("field", "value"), [("model", run.get("model")),
+                                                         ("template", run.get("template")), *sampling])]
+    calibration = manifest.get("calibration")
+    lines += ["## Calibration", ""] + (_rows(("field", "value"), list(calibration.items())) if calibration else
+                                       ["No calibration was applied: τ is on the judge's own scale.", ""])
+    lines += ["## Score histogram", "", f"![score histogram]({histogram_png_name})", "",
+              f"{score} item scores of the sft and rl splits, stacked" + ("." if per_domain else "; dashed line: τ."),
+              "",
+              "## How it was made", "",
+              *_rows(("field", "value"), [("dereason version", manifest.get("dereason_version")),
+                                          ("input fingerprint", run.get("input_fingerprint")),
+                                          ("seed", manifest.get("seed")), ("hygiene", manifest.get("hygiene"))]),
+              "Load it with `datasets.load_dataset(<repo id>)` from the Hub, or `datasets.load_from_disk(<dir>)` "
+              "from the exported directory.", ""]
+    return "\n".join(lines)
+
+
+def push_to_hub(out_dir: str | Path, repo_id: str, private: bool = True, token_env: str = "HF_TOKEN") -> str:
+    """Upload an `hf` export: the DatasetDict (as parquet, by `datasets`), then the histogram and the card.
+    The token is read from the environment variable `token_env` (unset: huggingface_hub's own login)."""
+    import datasets
+    from huggingface_hub import HfApi
+
+    out = Path(out_dir)
+    if not (out / "dataset_dict.json").is_file():
+        raise ConfigError(f"{out} is not an hf export (no dataset_dict.json); run export_split(..., 'hf', ...) first")
+    token = os.environ.get(token_env)
+    datasets.load_from_disk(str(out)).push_to_hub(repo_id, private=private, token=token)
+    api = HfApi(token=token)
+    for name in (HISTOGRAM, CARD):  # the image first, so the card never links a missing file
+        if (out / name).is_file():
+            api.upload_file(path_or_fileobj=str(out / name), path_in_repo=name, repo_id=repo_id, repo_type="dataset",
+                            token=token, commit_message=f"dereason: upload {name}")
+    return f"https://huggingface.co/datasets/{repo_id}"

@@ -1,0 +1,295 @@
+import json
+
+import datasets
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from matplotlib.image import imread
+
+from curate.errors import ConfigError, DataError
+from curate.export import FORMATS, dataset_card, export_split, push_to_hub
+
+MANIFEST = {
+    "tau": 2.5, "tau_method": "fixed", "score": "mean", "counts": {"sft": 3, "rl": 2, "unscored": 1},
+    "run": {"template": "intensity-v1@abc123", "model": "judge-model-7b", "sampling": {"n": 3, "temperature": 0.7},
+            "input_fingerprint": "sha256:feedbeef"},
+    "calibration": {"target": "pass_rate", "n_fit": 40, "spearman": 0.61}, "seed": 17,
+    "dereason_version": "0.1.0", "arms": ["random"], "stages": 2,
+}
+SCHEMA = {"item_id": pl.String, "question": pl.String, "reference": pl.String, "domain": pl.String,
+          "score": pl.Float64, "side": pl.String}
+SFT = [("a", "What is 1+1?", "2", "arith", 1.0, "sft", "1+1 = 2", 1),
+       ("b", "What is 2*3?", "6", "arith", 2.0, "sft", "2*3 = 6", 1),
+       ("c", "Solve x+1=3.", "2", None, 2.5, "sft", "x = 3-1 = 2", 2)]
+RL = [("d", "Prove there are infinitely many primes.", None, "number theory", 4.0, "rl", 5),
+      ("e", "Find all n with n^2 | 2^n + 1.", "1, 3", "number theory", 5.0, "rl", 5)]
+UNSCORED = [("f", "What is 7-4?", "3", "arith", None, "unscored", 1)]
+SPLITS = ["sft", "rl", "unscored", "random_sft", "random_rl", "stage_1", "stage_2"]
+ROWS = {"sft": 3, "rl": 2, "unscored": 1, "random_sft": 2, "random_rl": 3, "stage_1": 1, "stage_2": 1}
+VERL_COLUMNS = ["data_source", "prompt", "ability", "reward_model", "extra_info"]
+
+
+def frame(rows, response: bool) -> pl.DataFrame:
+    extra = {"response": pl.String, "level": pl.Int64} if response else {"level": pl.Int64}
+    return pl.DataFrame(rows, schema={**SCHEMA, **extra}, orient="row")
+
+
+def build_split_dir(root, with_response: bool = True):
+    """A split directory as the split step writes it: base splits, one ablation arm, two RL stages."""
+    root.mkdir()
+    (root / "manifest.json").write_text(json.dumps(MANIFEST))
+    sft = frame(SFT, True) if with_response else frame([r[:6] + r[7:] for r in SFT], False)
+    sft.write_parquet(root / "sft.parquet")
+    frame(RL, False).write_parquet(root / "rl.parquet")
+    frame(UNSCORED, False).write_parquet(root / "unscored.parquet")
+    (root / "arms" / "random").mkdir(parents=True)
+    sft.filter(pl.col("item_id").is_in(["a", "c"])).write_parquet(root / "arms" / "random" / "sft.parquet")
+    pl.concat([sft.filter(pl.col("item_id") == "b").drop("response", strict=False), frame(RL, False)]).write_parquet(
+        root / "arms" / "random" / "rl.parquet")
+    (root / "stages").mkdir()
+    frame(RL[:1], False).write_parquet(root / "stages" / "stage_1.parquet")
+    frame(RL[1:], False).write_parquet(root / "stages" / "stage_2.parquet")
+    return root
+
+
+@pytest.fixture
+def split_dir(tmp_path):
+    return build_split_dir(tmp_path / "split")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from curate.testing import build_tokenizer
+
+    return build_tokenizer([q for rows in (SFT, RL, UNSCORED) for r in rows for q in r[1:3] if q] * 5, vocab_size=300)
+
+
+def front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---", 2)[1])
+
+
+def test_hf_export_loads_with_card_and_histogram(split_dir, tmp_path):
+    out = export_split(split_dir, "hf", tmp_path / "hf")
+    loaded = datasets.load_from_disk(str(out))
+    assert list(loaded) == SPLITS
+    assert {name: loaded[name].num_rows for name in loaded} == ROWS
+    columns = loaded["sft"].column_names
+    assert columns[:6] == list(SCHEMA) and {"response", "level"} <= set(columns)
+    assert all(loaded[name].column_names == columns for name in loaded)  # one config: same columns everywhere
+    assert loaded["rl"]["response"] == [None, None] and loaded["unscored"]["score"] == [None]
+    assert loaded["sft"]["reference"] == ["2", "6", "2"] and loaded["rl"]["reference"] == [None, "1, 3"]
+    assert loaded["sft"].features["question"] == datasets.Value("string")  # not large_string
+
+    card = (out / "README.md").read_text(encoding="utf-8")
+    meta = front_matter(card)
+    assert meta["license"] == "unknown" and meta["task_categories"] == ["text-generation"]
+    assert meta["tags"] == ["dereason", "difficulty", "reasoning"]
+    assert [f["split"] for f in meta["configs"][0]["data_files"]] == SPLITS
+    assert "τ = 2.5" in card and "fixed" in card and "mean score" in card
+    for name, rows in ROWS.items():
+        assert f"| {name} | {rows} |" in card
+    for text in ("judge-model-7b", "intensity-v1@abc123", "sampling.temperature", "0.7", "pass_rate", "0.61",
+                 "sha256:feedbeef", "| seed | 17 |", "0.1.0", "![score histogram](score_histogram.png)"):
+        assert text in card
+    image = imread(out / "score_histogram.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+@pytest.mark.parametrize("fmt,loader", [("parquet", "parquet"), ("jsonl", "json")])
+def test_parquet_and_jsonl_load_with_datasets(split_dir, tmp_path, fmt, loader):
+    out = export_split(split_dir, fmt, tmp_path / fmt)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.{fmt}" for name in SPLITS)
+    loaded = datasets.load_dataset(loader, data_files={name: str(out / f"{name}.{fmt}") for name in SPLITS})
+    assert {name: loaded[name].num_rows for name in loaded} == ROWS
+    for name in SPLITS:
+        assert loaded[name].column_names[:6] == list(SCHEMA)
+        assert {"response", "level"} <= set(loaded[name].column_names)
+    assert loaded["sft"]["item_id"] == ["a", "b", "c"] and loaded["sft"]["score"] == [1.0, 2.0, 2.5]
+    assert loaded["sft"]["response"][2] == "x = 3-1 = 2" and loaded["unscored"]["score"] == [None]
+    assert loaded["stage_1"]["item_id"] == ["d"] and loaded["stage_2"]["item_id"] == ["e"]
+
+
+@pytest.mark.parametrize("system_prompt", [None, "Think step by step."])
+def test_trl_export_is_conversational_for_trl(split_dir, tmp_path, tokenizer, system_prompt):
+    from trl.data_utils import is_conversational, maybe_apply_chat_template
+
+    out = export_split(split_dir, "trl", tmp_path / "trl", system_prompt=system_prompt)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["sft.parquet", "grpo.parquet", "random_sft.parquet", "random_grpo.parquet", "stage_1.parquet",
+         "stage_2.parquet"])
+    sft = datasets.load_dataset("parquet", data_files=str(out / "sft.parquet"), split="train")
+    grpo = datasets.load_dataset("parquet", data_files=str(out / "grpo.parquet"), split="train")
+    assert sft.column_names == ["item_id", "messages", "score"] and sft.num_rows == 3
+    assert grpo.column_names == ["prompt", "reference", "item_id", "score"] and grpo.num_rows == 2
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    assert sft[0]["messages"] == [*system, {"role": "user", "content": "What is 1+1?"},
+                                  {"role": "assistant", "content": "1+1 = 2"}]
+    assert grpo["reference"] == [None, "1, 3"] and grpo["item_id"] == ["d", "e"] and grpo["score"] == [4.0, 5.0]
+    for example in sft:
+        assert is_conversational(example)
+        text = maybe_apply_chat_template(example, tokenizer)["text"]
+        assert f"<|im_start|>user\n{example['messages'][-2]['content']}<|im_end|>" in text
+        assert text.endswith(f"<|im_start|>assistant\n{example['messages'][-1]['content']}<|im_end|>\n")
+        assert (f"<|im_start|>system\n{system_prompt}<|im_end|>" in text) == bool(system_prompt)
+    for example in grpo:
+        assert example["prompt"] == [*system, {"role": "user", "content": example["prompt"][-1]["content"]}]
+        assert is_conversational(example)
+        prompt = maybe_apply_chat_template(example, tokenizer)["prompt"]
+        assert prompt.endswith(f"{example['prompt'][-1]['content']}<|im_end|>\n<|im_start|>assistant\n")
+    stage = datasets.load_dataset("parquet", data_files=str(out / "stage_2.parquet"), split="train")
+    assert stage.column_names == grpo.column_names and stage["item_id"] == ["e"]
+
+
+def test_trl_export_needs_a_response_column(tmp_path):
+    split_dir = build_split_dir(tmp_path / "split", with_response=False)
+    with pytest.raises(ConfigError, match=r"sft split has no 'response' column.*teacher"):
+        export_split(split_dir, "trl", tmp_path / "trl")
+    assert not (tmp_path / "trl").exists()  # nothing half-written
+    with pytest.raises(ConfigError, match=r"'answer'"):
+        export_split(build_split_dir(tmp_path / "split2"), "trl", tmp_path / "trl", response_field="answer")
+    complete = build_split_dir(tmp_path / "split3")
+    sft = pl.read_parquet(complete / "sft.parquet")
+    sft.with_columns(response=pl.when(pl.col("item_id") == "b").then(None).otherwise("response")).write_parquet(
+        complete / "sft.parquet")
+    with pytest.raises(ConfigError, match=r"1 of 3 items of the sft split have no 'response'"):
+        export_split(complete, "trl", tmp_path / "trl")
+    pl.read_parquet(split_dir / "sft.parquet")  # the input is untouched
+
+
+def test_verl_export_has_verl_columns(split_dir, tmp_path):
+    out = export_split(split_dir, "verl", tmp_path / "verl", system_prompt="Be brief.", data_source="math/dereason")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["sft.parquet", "rl.parquet", "random_sft.parquet", "random_rl.parquet", "stage_1.parquet", "stage_2.parquet"])
+    message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    expected = pa.schema([("data_source", pa.string()), ("prompt", message), ("ability", pa.string()),
+                          ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+                          ("extra_info", pa.struct([("item_id", pa.string()), ("difficulty", pa.float64()),
+                                                    ("index", pa.int64())]))])
+    schema = pq.read_schema(out / "rl.parquet")
+    assert schema.names == VERL_COLUMNS and schema.equals(expected)
+    rows = pq.read_table(out / "rl.parquet").to_pylist()
+    assert [r["reward_model"] for r in rows] == [{"style": "rule", "ground_truth": ref} for _, _, ref, *_ in RL]
+    assert [r["extra_info"] for r in rows] == [{"item_id": "d", "difficulty": 4.0, "index": 0},
+                                               {"item_id": "e", "difficulty": 5.0, "index": 1}]
+    assert rows[1]["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": RL[1][1]}]
+    assert {r["data_source"] for r in rows} == {"math/dereason"} and {r["ability"] for r in rows} == {"math"}
+    sft = pq.read_table(out / "sft.parquet")
+    assert sft.schema.names == [*VERL_COLUMNS, "messages"] and sft.schema.field("messages").type == message
+    assert sft.column("reward_model").to_pylist()[1] == {"style": "rule", "ground_truth": "6"}
+    assert sft.column("messages").to_pylist()[0][-1] == {"role": "assistant", "content": "1+1 = 2"}
+    assert pq.read_schema(out / "stage_1.parquet").equals(expected)
+    loaded = datasets.load_dataset("parquet", data_files=str(out / "rl.parquet"), split="train")
+    assert loaded.num_rows == 2 and loaded[0]["reward_model"]["style"] == "rule"
+
+
+def test_push_to_hub_uploads_with_token_from_env(split_dir, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    out = export_split(split_dir, "hf", tmp_path / "hf")
+    secret = "hf_test_secret_do_not_write_0123456789"
+    monkeypatch.setenv("DEREASON_TEST_TOKEN", secret)
+    pushed, uploaded = [], []
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub",
+                        lambda self, repo_id, **kw: pushed.append((list(self), {n: self[n].num_rows for n in self},
+                                                                   repo_id, kw)))
+    monkeypatch.setattr(HfApi, "upload_file", lambda self, **kw: uploaded.append(kw))
+    url = push_to_hub(out, "someone/dereason-split", token_env="DEREASON_TEST_TOKEN")
+    assert url == "https://huggingface.co/datasets/someone/dereason-split"
+    [(splits, rows, repo_id, kwargs)] = pushed
+    assert splits == SPLITS and rows == ROWS and repo_id == "someone/dereason-split"
+    assert kwargs == {"private": True, "token": secret}
+    assert [u["path_in_repo"] for u in uploaded] == ["score_histogram.png", "README.md"]
+    for upload in uploaded:
+        assert upload["repo_id"] == "someone/dereason-split" and upload["repo_type"] == "dataset"
+        assert upload["token"] == secret and upload["path_or_fileobj"] == str(out / upload["path_in_repo"])
+    for path in (p for p in tmp_path.rglob("*") if p.is_file()):  # the token reached no file
+        assert secret.encode() not in path.read_bytes(), path
+    push_to_hub(out, "someone/public", private=False, token_env="DEREASON_UNSET_TOKEN")
+    assert pushed[-1][3] == {"private": False, "token": None}
+    with pytest.raises(ConfigError, match="not an hf export"):
+        push_to_hub(tmp_path, "someone/x")
+
+
+def test_bad_inputs_are_named(split_dir, tmp_path):
+    with pytest.raises(ConfigError, match="choose from hf, parquet, jsonl, trl, verl"):
+        export_split(split_dir, "csv", tmp_path / "out")
+    assert set(FORMATS) == {"hf", "parquet", "jsonl", "trl", "verl"}
+    with pytest.raises(DataError, match="not a split directory"):
+        export_split(tmp_path, "parquet", tmp_path / "out")
+    with pytest.raises(ConfigError, match="must differ"):
+        export_split(split_dir, "parquet", split_dir)
+    manifest = json.loads((split_dir / "manifest.json").read_text())
+    manifest["counts"]["rl"] = 7
+    (split_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="rl.parquet holds 2 rows, its manifest counts 7"):
+        export_split(split_dir, "parquet", tmp_path / "out")
+
+
+def test_empty_arm_and_missing_calibration(tmp_path, tokenizer):
+    split_dir = build_split_dir(tmp_path / "split")
+    (split_dir / "arms" / "rl_all").mkdir()
+    frame([], False).write_parquet(split_dir / "arms" / "rl_all" / "sft.parquet")  # empty, and no response column
+    pl.concat([frame(RL, False), frame(UNSCORED, False)]).write_parquet(split_dir / "arms" / "rl_all" / "rl.parquet")
+    trl = export_split(split_dir, "trl", tmp_path / "trl")
+    assert pl.read_parquet(trl / "rl_all_sft.parquet").height == 0
+    verl = export_split(split_dir, "verl", tmp_path / "verl")
+    assert pq.read_schema(verl / "rl_all_sft.parquet").names == VERL_COLUMNS
+    assert pq.read_table(verl / "rl_all_rl.parquet").column("extra_info").to_pylist()[2]["difficulty"] is None
+    hf = datasets.load_from_disk(str(export_split(split_dir, "hf", tmp_path / "hf")))
+    assert list(hf)[5:7] == ["rl_all_sft", "rl_all_rl"] and hf["rl_all_sft"].num_rows == 0
+    card = dataset_card({**MANIFEST, "calibration": None, "license": "cc-by-4.0"}, {"sft": 3}, "h.png")
+    assert front_matter(card)["license"] == "cc-by-4.0" and "No calibration" in card
+    assert "![score histogram](h.png)" in card
+
+
+def test_trl_trainers_accept_the_export(split_dir, tmp_path, random_model):
+    """One SFT and one GRPO step on a random tiny Qwen2: TRL's own preprocessing takes the files as written,
+    and the GRPO reward function receives the `reference` and `item_id` columns."""
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+
+    out = export_split(split_dir, "trl", tmp_path / "trl", system_prompt="Be brief.")
+    tokenizer = AutoTokenizer.from_pretrained(random_model)
+    common = {"max_steps": 1, "per_device_train_batch_size": 2, "report_to": [], "use_cpu": True,
+              "save_strategy": "no", "disable_tqdm": True}
+    sft = datasets.load_dataset("parquet", data_files=str(out / "sft.parquet"), split="train")
+    trainer = SFTTrainer(model=str(random_model), processing_class=tokenizer, train_dataset=sft,
+                         args=SFTConfig(output_dir=str(tmp_path / "sft-run"), **common))
+    assert trainer.train().global_step == 1
+    seen = []
+
+    def reward(completions, reference, item_id, **kwargs):
+        seen.extend(zip(item_id, reference))
+        return [0.0] * len(completions)
+
+    grpo = datasets.load_dataset("parquet", data_files=str(out / "grpo.parquet"), split="train")
+    trainer = GRPOTrainer(model=str(random_model), processing_class=tokenizer, reward_funcs=reward, train_dataset=grpo,
+                          args=GRPOConfig(output_dir=str(tmp_path / "grpo-run"), num_generations=2,
+                                          max_completion_length=4, seed=0, **common))
+    assert trainer.train().global_step == 1
+    assert seen and set(seen) <= {("d", None), ("e", "1, 3")}
+
+
+def test_per_domain_tau_without_unscored(tmp_path):
+    """The split writer's other manifest shapes: τ per domain, arms and stages as row counts, unscored dropped."""
+    split_dir = build_split_dir(tmp_path / "split")
+    (split_dir / "unscored.parquet").unlink()
+    manifest = {**MANIFEST, "tau": {"arith": 2.0, "number theory": 4.5}, "tau_method": "per_domain_quantile",
+                "tau_detail": {"rule": "quantile", "value": 0.5}, "unscored_written": False,
+                "arms": {"random": {"sft": 2, "rl": 3}}, "stages": {"1": 1, "2": 1},
+                "hygiene": {"deduplicated": True, "removed": 4}}
+    (split_dir / "manifest.json").write_text(json.dumps(manifest))
+    out = export_split(split_dir, "hf", tmp_path / "hf")
+    assert list(datasets.load_from_disk(str(out))) == [s for s in SPLITS if s != "unscored"]
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert front_matter(card)["tags"] == ["dereason", "difficulty", "reasoning"]
+    for text in ("τ of its domain", "| number theory | 4.5 |", "| arith | 2.0 |", "per_domain_quantile",
+                 "| rule | quantile |", "are left out", "2 stages", "Ablation arms", '"removed": 4'):
+        assert text in card, text
+    assert "| unscored |" not in card and "dashed line" not in card
+    assert imread(out / "score_histogram.png").ndim == 3
+    verl = export_split(split_dir, "verl", tmp_path / "verl")
+    assert pq.read_table(verl / "rl.parquet").num_rows == 2

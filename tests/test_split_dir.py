@@ -1,0 +1,113 @@
+"""`curate split`: a scored run → sft/rl/unscored with a manifest, arms, stages and hygiene."""
+
+import hashlib
+import json
+
+import polars as pl
+from conftest import write_jsonl
+from fakes import ScriptedBackend
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.config import ScoreConfig
+from curate.engine import score
+from curate.split_dir import make_split
+
+BENCHMARK_PROBLEM = ("A train leaves the station at noon traveling at sixty miles per hour toward a city "
+                     "that lies one hundred and twenty miles away; when does it arrive there")
+ROWS = [{"id": f"q{i:02d}", "question": f"Problem {i}: compute the value of {i} squared plus {i}.",
+         "answer": str(i * i + i), "level": i % 5 + 1, "domain": "algebra" if i % 3 else "geometry"}
+        for i in range(40)]
+ROWS += [{"id": "dup", "question": "problem 0:  compute the value of 0 squared plus 0 .", "answer": "0", "level": 1,
+          "domain": "algebra"},
+         {"id": "leak", "question": "Rephrased: " + BENCHMARK_PROBLEM + "?", "answer": "2 pm", "level": 2,
+          "domain": "algebra"},
+         {"id": "broken", "question": "A problem the judge fails on.", "answer": "x", "level": 3, "domain": "algebra"}]
+
+
+def answer(item_id: str, idx: int):
+    if item_id == "broken":
+        return RuntimeError("HTTP 500")
+    level = next(r["level"] for r in ROWS if r["id"] == item_id)
+    return (f"<score>{level}</score>", "stop")
+
+
+def make_run(tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", ROWS)
+    score(ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "template": "difficulty/intensity",
+                                 "max_failure_fraction": 1.0}), backend=ScriptedBackend(answer))
+    benchmark = write_jsonl(tmp_path / "bench.jsonl", [{"question": BENCHMARK_PROBLEM}, {"question": "short"}])
+    return tmp_path / "run", benchmark
+
+
+def digest(directory):
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_split_writes_sides_manifest_and_hygiene_report(tmp_path):
+    run, benchmark = make_run(tmp_path)
+    manifest = make_split(run, tmp_path / "split", tau=3, benchmarks=(str(benchmark),))
+    sft, rl, unscored = (pl.read_parquet(tmp_path / "split" / f"{s}.parquet") for s in ("sft", "rl", "unscored"))
+    assert set(sft["item_id"]).isdisjoint(rl["item_id"])
+    assert (sft["score"] <= 3).all() and (rl["score"] > 3).all()
+    assert unscored["item_id"].to_list() == ["broken"] and unscored["score"].null_count() == 1
+    removed = {row["item_id"]: row["reason"] for row in map(json.loads, (tmp_path / "split" / "removed.jsonl")
+                                                             .read_text().splitlines())}
+    assert set(removed) == {"dup", "leak"}
+    assert "duplicate of q00" in removed["dup"] and "13-gram overlap" in removed["leak"]
+    assert manifest["counts"] == {"sft": sft.height, "rl": rl.height, "unscored": 1}
+    assert sft.height + rl.height + 1 + len(removed) == len(ROWS)
+    assert manifest["tau"] == 3 and manifest["tau_method"] == "fixed" and manifest["run"]["template"].startswith(
+        "difficulty/intensity@")
+    assert "level" in sft.columns  # input fields are carried through
+
+
+def test_random_arm_has_the_split_sizes_and_same_seed_gives_same_bytes(tmp_path):
+    run, _ = make_run(tmp_path)
+    first = make_split(run, tmp_path / "a", tau=3, seed=7)
+    make_split(run, tmp_path / "b", tau=3, seed=7)
+    make_split(run, tmp_path / "c", tau=3, seed=8)
+    assert first["arms"]["random"] == {"sft": first["counts"]["sft"], "rl": first["counts"]["rl"]}
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert digest(tmp_path / "a")["arms/random/sft.parquet"] != digest(tmp_path / "c")["arms/random/sft.parquet"]
+    reversed_sft = pl.read_parquet(tmp_path / "a" / "arms" / "reversed" / "sft.parquet")
+    assert (reversed_sft["score"] > 3).all()
+
+
+def test_cli_quantile_budget_and_stages(tmp_path):
+    run, _ = make_run(tmp_path)
+    runner = CliRunner()
+    budget = json.loads(runner.invoke(app, ["split", str(run), "--out", str(tmp_path / "s1"), "--rl-budget", "10",
+                                            "--json"]).stdout)
+    assert budget["tau_method"].startswith("budget") and budget["counts"]["rl"] <= 10
+    staged = runner.invoke(app, ["split", str(run), "--out", str(tmp_path / "s2"), "--stages", "2", "--json"])
+    assert staged.exit_code == 0, staged.output
+    stages = [pl.read_parquet(tmp_path / "s2" / "stages" / f"stage_{i}.parquet") for i in (1, 2)]
+    assert abs(stages[0].height - stages[1].height) <= 1
+    assert stages[0]["score"].max() <= stages[1]["score"].min()
+    both = runner.invoke(app, ["split", str(run), "--out", str(tmp_path / "s3"), "--rl-budget", "5", "--quantile", "0.2"])
+    assert both.exit_code == 1 and "one way" in both.stderr
+
+
+def test_cli_export_hf_and_verl_load_in_their_consumers(tmp_path):
+    import datasets
+    import pyarrow.parquet as pq
+
+    run, _ = make_run(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(app, ["split", str(run), "--out", str(tmp_path / "split")]).exit_code == 0
+    hf = runner.invoke(app, ["export", str(tmp_path / "split"), "--format", "hf", "--out", str(tmp_path / "hf")])
+    assert hf.exit_code == 0, hf.output
+    loaded = datasets.load_from_disk(str(tmp_path / "hf"))
+    manifest = json.loads((tmp_path / "split" / "manifest.json").read_text())
+    assert loaded["sft"].num_rows == manifest["counts"]["sft"] and loaded["rl"].num_rows == manifest["counts"]["rl"]
+    assert "score_histogram.png" in (tmp_path / "hf" / "README.md").read_text()
+    verl = runner.invoke(app, ["export", str(tmp_path / "split"), "--format", "verl", "--out", str(tmp_path / "verl")])
+    assert verl.exit_code == 0, verl.output
+    table = pq.read_table(tmp_path / "verl" / "rl.parquet")
+    assert {"data_source", "prompt", "ability", "reward_model", "extra_info"} <= set(table.column_names)
+    assert table.num_rows == manifest["counts"]["rl"]
+    wrong = runner.invoke(app, ["export", str(tmp_path / "split"), "--format", "verl", "--out", str(tmp_path / "v2"),
+                                "--push-to-hub", "org/name"])
+    assert wrong.exit_code == 1 and "--push-to-hub needs --format hf" in wrong.stderr
