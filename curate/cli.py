@@ -52,7 +52,7 @@ def _print_summary(result: dict[str, Any], run_dir: Path) -> None:
         table.add_row(f"  {status}", str(count))
     total = max(sum(result["score_histogram"].values()), 1)
     for level, count in result["score_histogram"].items():
-        table.add_row(f"score {level}", f"{count:>6}  {'█' * round(40 * count / total)}")
+        table.add_row(f"judgments scored {level}", f"{count:>6}  {'█' * round(40 * count / total)}")
     mean = result["mean_item_score"]
     table.add_row("mean item score", "n/a" if mean is None else f"{mean:.3f}")
     table.add_row("tokens", f"{result['prompt_tokens']} prompt, {result['completion_tokens']} completion")
