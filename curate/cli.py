@@ -143,15 +143,9 @@ def reparse(
         _report(run_reparse(run_dir, parser), run_dir, as_json)
 
 
-def _interval(headline: dict[str, Any] | None) -> str:
-    if not headline or headline.get("value") is None:
-        return "n/a"
-    low, high = headline.get("low"), headline.get("high")
-    ci = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else " (no interval)"
-    return f"{headline['value']:.3f}{ci}"
-
-
 def _print_stats(stats: dict[str, Any]) -> None:
+    from curate.stats import format_interval  # scipy and scikit-learn: only for the commands that need them
+
     run = stats["run"]
     table = Table(title=f"Run {run['run_dir']} — item score: {stats['score']}", show_header=False)
     table.add_row("judge", f"{run['model']} · {run['template']} · {run['samples']} sample(s)")
@@ -162,20 +156,20 @@ def _print_stats(stats: dict[str, Any]) -> None:
     failures = stats["failures"]
     table.add_row("failures", ", ".join(f"{k} {v}" for k, v in failures.get("counts", {}).items()) or "n/a")
     consistency = stats["self_consistency"]
-    table.add_row("self-consistency α (ordinal)", _interval(consistency.get("alpha")))
+    table.add_row("self-consistency α (ordinal)", format_interval(consistency.get("alpha"), digits=3))
     if consistency.get("mean_item_std") is not None:
         table.add_row("mean per-item std", f"{consistency['mean_item_std']:.3f}")
     if consistency.get("mean_entropy") is not None:
         table.add_row("mean logprob entropy", f"{consistency['mean_entropy']:.3f}")
     if stats["reference"]:
         ref = stats["reference"]
-        table.add_row(f"vs {ref['field']}: Spearman", _interval(ref.get("spearman")))
-        table.add_row(f"vs {ref['field']}: Kendall τ-b", _interval(ref.get("kendall")))
-        table.add_row(f"vs {ref['field']}: quadratic κ", _interval(ref.get("qwk")))
+        table.add_row(f"vs {ref['field']}: Spearman", format_interval(ref.get("spearman"), digits=3))
+        table.add_row(f"vs {ref['field']}: Kendall τ-b", format_interval(ref.get("kendall"), digits=3))
+        table.add_row(f"vs {ref['field']}: quadratic κ", format_interval(ref.get("qwk"), digits=3))
     if stats["pass_rate"]:
         rate = stats["pass_rate"]
-        table.add_row(f"vs {rate['field']}: Spearman", _interval(rate.get("spearman")))
-        table.add_row(f"AUROC for not solved ({rate.get('n_unsolved')} of {rate.get('n')})", _interval(rate.get("auroc")))
+        table.add_row(f"vs {rate['field']}: Spearman", format_interval(rate.get("spearman"), digits=3))
+        table.add_row(f"AUROC for not solved ({rate.get('n_unsolved')} of {rate.get('n')})", format_interval(rate.get("auroc"), digits=3))
     if stats["calibration"]:
         cal = stats["calibration"]
         table.add_row("calibration", f"isotonic onto {cal['target']} from {cal['n_fit']} items → {cal['path']}")
@@ -237,6 +231,7 @@ def compare(
     """How two runs over the same items differ: agreement, shift matrix, SFT/RL churn per τ."""
     with _errors():
         from curate.analysis import analyze_comparison
+        from curate.stats import format_interval
 
         result = analyze_comparison(run_a, run_b, score=score_column)
         if report is not None:
@@ -258,7 +253,7 @@ def compare(
             table.add_row(str(label), *(str(v) for v in row))
         out.print(table)
         shift = result.get("mean_shift")
-        out.print(f"α (ordinal) {_interval(result.get('alpha'))} · quadratic κ {_interval(result.get('qwk'))} · "
+        out.print(f"α (ordinal) {format_interval(result.get('alpha'), digits=3)} · quadratic κ {format_interval(result.get('qwk'), digits=3)} · "
                   f"mean shift (B − A) {'n/a' if shift is None else f'{shift:+.3f}'}")
         churn = Table("τ", "SFT→RL", "RL→SFT", "changed", "fraction", title="items changing side (SFT: score ≤ τ)")
         for row in result["churn"]:

@@ -30,7 +30,6 @@ The Hub token is read from the environment by `push_to_hub` and handed to the cl
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -46,6 +45,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from curate.errors import ConfigError, DataError
+from curate.report import png_bytes
 from curate.store import write_atomic
 
 FORMATS = ("hf", "parquet", "jsonl", "trl", "verl")
@@ -236,9 +236,7 @@ def histogram_png(splits: dict[str, pl.DataFrame], tau: float | dict | None, sco
         ax.legend(fontsize=8, frameon=False)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel=f"{score} score", ylabel="items", title="item scores per split")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def _cell(value: Any) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from curate.stats import LABELS, SCORE_MAX, SCORE_MIN, round_score
+from curate.stats import LABELS, SCORE_MAX, SCORE_MIN, format_interval, round_score
 from curate.store import write_atomic
 
 MAX_DOMAINS = 15
@@ -48,16 +48,6 @@ STATISTICS = {"spearman": "Spearman ρ", "kendall": "Kendall τ-b", "qwk": "quad
 esc = html.escape
 
 
-def format_interval(stat: dict[str, Any] | None, digits: int = 2) -> str:
-    """`0.52 [0.45, 0.58]`, `0.52 (no interval)`, or `undefined`."""
-    if not stat or stat.get("value") is None:
-        return "undefined"
-    text = f"{stat['value']:.{digits}f}"
-    if stat.get("low") is None or stat.get("high") is None:
-        return text + " (no interval)"
-    return f"{text} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
-
-
 def _num(value: Any, digits: int = 2) -> str:
     return "undefined" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
@@ -69,10 +59,15 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _png(fig: Figure) -> str:
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG, with no software stamp, so the same figure gives the same bytes."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def _png(fig: Figure) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(fig)).decode("ascii")
 
 
 def _figure(number: int, heading: str, fig: Figure | str, caption: str) -> str:

@@ -194,6 +194,16 @@ def headline(name: str, statistic: Callable[..., float], data: tuple[np.ndarray,
     return {"value": value, "low": low, "high": high}
 
 
+def format_interval(stat: dict[str, Any] | None, digits: int = 2) -> str:
+    """`0.52 [0.45, 0.58]`, `0.52 (no interval)`, or `undefined`."""
+    if not stat or stat.get("value") is None:
+        return "undefined"
+    text = f"{stat['value']:.{digits}f}"
+    if stat.get("low") is None or stat.get("high") is None:
+        return text + " (no interval)"
+    return f"{text} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
+
+
 def _pairs(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     x, y = as_float(x), as_float(y)
     if len(x) != len(y):

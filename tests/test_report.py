@@ -12,7 +12,8 @@ import curate.store
 from curate.aggregate import per_item
 from curate.calibrate import fit_isotonic, reliability_table
 from curate.compare import compare_runs
-from curate.report import MAX_DOMAINS, format_interval, render_report, write_report
+from curate.report import MAX_DOMAINS, render_report, write_report
+from curate.stats import format_interval
 from curate.stats import (failure_rates, item_scores, pass_rate_agreement, reference_agreement, score_distribution,
                           self_consistency)
 
