@@ -28,6 +28,8 @@ CONVENTIONAL = {"id": "id", "reference": "answer", "choices": "choices", "domain
 MAX_ROWS_LISTED = 10
 FILE_SUFFIXES = (".jsonl", ".ndjson", ".parquet", ".csv", ".json")
 JSON_TYPE_NAMES = {int: "number", float: "number", bool: "boolean", list: "array", dict: "object"}
+# Canonical multiple-choice options: labelled, in input order, whatever shape the input gave them in.
+CHOICE = pl.Struct({"label": pl.String, "text": pl.String})
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,16 @@ def load_items(config: DataConfig) -> LoadedItems:
         log.warning("%s: quarantined %d bad row(s): %s", where, quarantined.height, summary)
     kept = items.filter(~pl.col("__row").is_in(problems["__row"].implode()))
     return LoadedItems(items=kept.drop("__row"), quarantined=quarantined, source=where)
+
+
+def format_choices(choices: list[dict[str, str]] | None) -> str:
+    """Options as the judge, the exports and the verifiers show them: one `LABEL. text` line each."""
+    return "\n".join(f"{choice['label']}. {choice['text']}" for choice in choices or ())
+
+
+def question_with_choices(question: str, choices: list[dict[str, str]] | None) -> str:
+    """The question followed by its options, for prompts that carry no template (exports)."""
+    return f"{question}\n\n{format_choices(choices)}" if choices else question
 
 
 def fingerprint(items: pl.DataFrame) -> str:

@@ -105,3 +105,55 @@ def served_judge():
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def invoke(*args):
+    """Run `curate ARGS` in this process; stdout and stderr come back apart."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, expected: str) -> None:
+    """A user's mistake ends as exit status 1 and one line on stderr holding `expected`: no traceback."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        f"uncaught {type(result.exception).__name__}: {result.exception}"
+    assert result.exit_code == 1, f"exit {result.exit_code}\n{result.output}"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    error_lines = [line for line in lines if line.startswith("error:")]
+    assert len(error_lines) == 1, f"expected one error line, got:\n{result.stderr}"
+    assert "Traceback" not in result.output and "Traceback" not in result.stderr
+    assert expected in " ".join(error_lines[0].split()), f"{expected!r} not in {error_lines[0]!r}"
+
+
+def _mount(*args: str) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A folder on a 256 KiB tmpfs: writing more fails with ENOSPC, as on a full disk."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    if not _mount("-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)):
+        pytest.skip("this machine does not let the tests mount a tmpfs")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+@pytest.fixture
+def make_readonly(tmp_path):
+    """Call with a folder to remount it read-only (a bind mount): writes then fail with EROFS, even as root."""
+    mounted: list[Path] = []
+
+    def readonly(folder: Path) -> Path:
+        if not (_mount("--bind", str(folder), str(folder)) and _mount("-o", "remount,bind,ro", str(folder))):
+            pytest.skip("this machine does not let the tests remount a folder read-only")
+        mounted.append(folder)
+        return folder
+
+    yield readonly
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

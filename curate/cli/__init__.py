@@ -1,0 +1,27 @@
+"""`curate` command line: it prints (progress bars, tables); the library only logs.
+
+One module per group of commands; this one only names them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from curate.cli import score, split, stats, templates
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Difficulty-aware curation of reasoning data.")
+app.command()(score.score)
+app.command()(score.reparse)
+app.command()(stats.stats)
+app.command()(stats.compare)
+app.command()(split.split)
+app.command(name="export")(split.export_command)
+app.command()(templates.templates)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

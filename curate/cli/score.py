@@ -1,0 +1,162 @@
+"""`curate score` and `curate reparse`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from curate.cli.common import EXIT_FAILURES, HELP, err, errors, option, out, print_error, setup_logging
+from curate.config import ScoreConfig, read_job_file
+from curate.errors import ConfigError, FailureThresholdError
+
+
+def _default_out(settings: dict[str, Any]) -> str:
+    def slug(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(text)).stem if "/" in str(text) else str(text)).strip("-")
+
+    template = settings.get("template", ScoreConfig.__dataclass_fields__["template"].default)
+    model = settings.get("model", ScoreConfig.__dataclass_fields__["model"].default)
+    return str(Path("runs") / f"{slug(settings['source'])}__{slug(template)}__{slug(model)}")
+
+
+def _print_summary(result: dict[str, Any], run_dir: Path) -> None:
+    table = Table(title=f"Run {run_dir}", show_header=False)
+    table.add_row("items", f"{result['items']} ({result['items_scored']} scored, {result['items_unscored']} unscored)")
+    table.add_row("judgments", f"{result['judgments']} ({result.get('requested', 0)} requested now)")
+    for status, count in result["status_counts"].items():
+        table.add_row(f"  {status}", str(count))
+    total = max(sum(result["score_histogram"].values()), 1)
+    for level, count in result["score_histogram"].items():
+        table.add_row(f"judgments scored {level}", f"{count:>6}  {'█' * round(40 * count / total)}")
+    mean = result["mean_item_score"]
+    table.add_row("mean item score", "n/a" if mean is None else f"{mean:.3f}")
+    table.add_row("tokens", f"{result['prompt_tokens']} prompt, {result['completion_tokens']} completion")
+    out.print(table)
+
+
+def score(
+    data: Annotated[str | None, typer.Argument(help=HELP["source"], show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML job file; its keys mirror these flags.")] = None,
+    template: Annotated[str | None, option("template", "--template")] = None,
+    template_dir: Annotated[str | None, option("template_dir", "--template-dir")] = None,
+    model: Annotated[str | None, option("model", "--model")] = None,
+    backend: Annotated[str | None, option("backend", "--backend")] = None,
+    samples: Annotated[int | None, option("samples", "--samples")] = None,
+    temperature: Annotated[float | None, option("temperature", "--temperature")] = None,
+    top_p: Annotated[float | None, option("top_p", "--top-p")] = None,
+    max_tokens: Annotated[int | None, option("max_tokens", "--max-tokens")] = None,
+    seed: Annotated[int | None, option("seed", "--seed")] = None,
+    top_logprobs: Annotated[int | None, option("top_logprobs", "--top-logprobs")] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help=HELP["out"] + " Default: runs/DATA__TEMPLATE__MODEL.",
+                                                show_default=False)] = None,
+    engine_arg: Annotated[list[str] | None, typer.Option(
+        "--engine-arg", help="KEY=VALUE for vllm.LLM (repeatable), e.g. --engine-arg tensor_parallel_size=2.",
+        show_default=False)] = None,
+    batch_size: Annotated[int | None, option("batch_size", "--batch-size")] = None,
+    chunk_size: Annotated[int | None, option("chunk_size", "--chunk-size")] = None,
+    device: Annotated[str | None, option("device", "--device")] = None,
+    dtype: Annotated[str | None, option("dtype", "--dtype")] = None,
+    trust_remote_code: Annotated[bool | None, option("trust_remote_code", "--trust-remote-code")] = None,
+    retry_failed: Annotated[bool | None, option("retry_failed", "--retry-failed")] = None,
+    max_failure_fraction: Annotated[float | None, option("max_failure_fraction", "--max-failure-fraction")] = None,
+    split: Annotated[str | None, option("split", "--split")] = None,
+    question_field: Annotated[str | None, option("question_field", "--question-field")] = None,
+    id_field: Annotated[str | None, option("id_field", "--id-field")] = None,
+    reference_field: Annotated[str | None, option("reference_field", "--reference-field")] = None,
+    choices_field: Annotated[str | None, option("choices_field", "--choices-field")] = None,
+    domain_field: Annotated[str | None, option("domain_field", "--domain-field")] = None,
+    on_bad_rows: Annotated[str | None, option("on_bad_rows", "--on-bad-rows")] = None,
+    limit: Annotated[int | None, option("limit", "--limit")] = None,
+    base_url: Annotated[str | None, option("base_url", "--base-url")] = None,
+    api_key_env: Annotated[str | None, option("api_key_env", "--api-key-env")] = None,
+    endpoint: Annotated[str | None, option("endpoint", "--endpoint")] = None,
+    tokenizer: Annotated[str | None, option("tokenizer", "--tokenizer")] = None,
+    max_in_flight: Annotated[int | None, option("max_in_flight", "--max-in-flight")] = None,
+    requests_per_minute: Annotated[int | None, option("requests_per_minute", "--requests-per-minute")] = None,
+    tokens_per_minute: Annotated[int | None, option("tokens_per_minute", "--tokens-per-minute")] = None,
+    request_timeout: Annotated[float | None, option("request_timeout", "--request-timeout")] = None,
+    max_retries: Annotated[int | None, option("max_retries", "--max-retries")] = None,
+    use_n: Annotated[bool | None, option("use_n", "--use-n")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the engine does.")] = False,
+) -> None:
+    """Judge the reasoning intensity (1-5) of every problem in DATA; rerun to resume."""
+    setup_logging(verbose)
+    flags = {k: v for k, v in locals().items() if v is not None and k in ScoreConfig.flat_keys()}
+    flags.update({"source": data} if data is not None else {})
+    flags.update({"out": out_dir} if out_dir is not None else {})
+    with errors():
+        if engine_arg:
+            flags["engine_args"] = _key_values(engine_arg)
+        settings = {**(read_job_file(config) if config else {}), **flags}
+        if "source" in settings and "out" not in settings:
+            settings["out"] = _default_out(settings)
+        job = ScoreConfig.from_flat(settings)
+        from curate.engine import score as run_score
+
+        try:
+            with _progress_bar(disabled=as_json) as on_progress:
+                result = run_score(job, progress=on_progress)
+        except FailureThresholdError as exc:
+            _report(exc.summary, job.out_path, as_json)
+            print_error(str(exc))
+            raise typer.Exit(EXIT_FAILURES) from None
+        _report(result.summary, result.run_dir, as_json)
+
+
+def reparse(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory to parse again.")],
+    parser: Annotated[str | None, typer.Option(help="Parser to use instead of the template's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Parse the stored raw outputs again (after a parser fix); never calls a model."""
+    with errors():
+        from curate.engine import reparse as run_reparse
+
+        _report(run_reparse(run_dir, parser), run_dir, as_json)
+
+
+def _key_values(pairs: list[str]) -> dict[str, Any]:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--engine-arg takes KEY=VALUE, got {pair!r}")
+        parsed[key] = yaml.safe_load(value)
+    return parsed
+
+
+def _report(result: dict[str, Any], run_dir: Path, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"run_dir": str(run_dir), **result}, sort_keys=True))
+    else:
+        _print_summary(result, run_dir)
+
+
+class _progress_bar:
+    def __init__(self, disabled: bool):
+        self.bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                            TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(), TextColumn("ETA"),
+                            TimeRemainingColumn(), console=err, disable=disabled)
+        self.task = None
+
+    def __enter__(self):  # noqa: ANN204
+        self.bar.start()
+        return self.update
+
+    def update(self, progress: Any) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task("score", total=progress.total, failed=0, rate="")
+        self.bar.update(self.task, completed=progress.done, failed=progress.failed)
+        speed = self.bar.tasks[0].speed
+        self.bar.update(self.task, rate=f"{speed:.1f} judgments/s" if speed else "")
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
