@@ -7,9 +7,10 @@ back, which is what the run manifest records.
 
 from __future__ import annotations
 
+import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -167,6 +168,8 @@ class ScoreConfig:
         sections: dict[str, dict[str, Any]] = {name: {} for name in (*SECTIONS, "score")}
         for key, value in values.items():
             sections[keys[key]][key] = value
+        for key, value in values.items():
+            _check_type(key, value, _FIELD_TYPES[key])
         _check("source" in sections["data"], "no input data given (DATA argument or `source:` in the job file)")
         _check("out" in sections["score"], "no run directory given (--out or `out:` in the job file)")
         try:
@@ -183,6 +186,39 @@ class ScoreConfig:
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "sampling": SamplingConfig, "endpoint": EndpointConfig}
+# Flat key → type; section classes last, as in `flat_keys` (EndpointConfig.endpoint is the flat `endpoint`).
+_FIELD_TYPES = {name: hint for cls in (ScoreConfig, *SECTIONS.values()) for name, hint in get_type_hints(cls).items()
+                if cls is not ScoreConfig or name not in SECTIONS}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a mapping",
+               type(None): "empty (null)"}
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_accepts(arm, value) for arm in get_args(hint))
+    if origin is Literal:
+        return value in get_args(hint)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or hint)
+
+
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arm) for arm in get_args(hint))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in get_args(hint))
+    return _TYPE_NAMES.get(origin or hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_type(key: str, value: Any, hint: Any) -> None:
+    """Name the setting whose value has the wrong type (a job file says `samples: three`)."""
+    _check(_accepts(hint, value), f"setting {key!r} must be {_describe(hint)}, got {value!r} "
+                                  f"({type(value).__name__})")
 
 
 def read_job_file(path: str | Path) -> dict[str, Any]:

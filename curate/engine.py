@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # A slow trickle of answers is still committed this often, so a crash loses little.
 COMMIT_INTERVAL_SECONDS = 2.0
+LOCAL_BACKENDS = ("transformers", "vllm")  # the ones whose numerics depend on --dtype
+DEFAULT_MAX_FAILURE_FRACTION = ScoreConfig.__dataclass_fields__["max_failure_fraction"].default
 RETRIED_STATUSES = (Status.ERROR, Status.TRUNCATED)
 
 
@@ -69,15 +71,24 @@ def to_judgment(completion: Completion, parser: Parser, template_identity: str) 
 
 
 def run_identity(config: ScoreConfig, items: pl.DataFrame, template: JudgeTemplate) -> dict[str, Any]:
-    """What a stored judgment depends on. max_tokens is left out on purpose: raising it to retry
-    truncated judgments must not make the run a different one."""
+    """What a stored judgment depends on, including the settings only its backend reads. max_tokens is
+    left out on purpose: raising it to retry truncated judgments must not make the run a different one."""
     sampling = config.sampling
-    return {
+    identity = {
         "input_fingerprint": fingerprint(items), "n_items": items.height, "template": template.identity,
         "parser": template.parser.name, "model": config.model, "model_fingerprint": model_fingerprint(config.model),
         "backend": config.backend, "samples": sampling.samples, "temperature": sampling.temperature,
         "top_p": sampling.top_p, "seed": sampling.seed, "top_logprobs": sampling.top_logprobs,
     }
+    if config.backend in LOCAL_BACKENDS:
+        identity["dtype"] = config.dtype
+    if config.backend == "vllm":
+        identity["engine_args"] = dict(sorted(config.engine_args.items()))
+    if config.backend == "openai":
+        endpoint = config.endpoint
+        identity.update(endpoint=endpoint.endpoint, use_n=endpoint.use_n, tokenizer=endpoint.tokenizer,
+                        tokenizer_fingerprint=model_fingerprint(endpoint.tokenizer) if endpoint.tokenizer else "")
+    return identity
 
 
 def _pending_rows(pending: pl.DataFrame, items: pl.DataFrame) -> Iterator[dict[str, Any]]:
@@ -115,8 +126,8 @@ def score(config: ScoreConfig, progress: Callable[[Progress], None] | None = Non
                       "config": config.to_flat()}
     run_dir = config.out_path
     with RunStore.open(run_dir, identity, manifest_extra) as store:
-        if not (run_dir / "items.parquet").exists():
-            write_parquet_atomic(items, run_dir / "items.parquet")
+        # Rewritten every time: fields outside the identity (extras added to the input later) reach stats.
+        write_parquet_atomic(items, run_dir / "items.parquet")
         if loaded.quarantined.height:
             write_atomic(run_dir / "quarantine.jsonl", "".join(
                 json.dumps(r) + "\n" for r in loaded.quarantined.iter_rows(named=True)))
@@ -138,8 +149,7 @@ def score(config: ScoreConfig, progress: Callable[[Progress], None] | None = Non
             finally:
                 if own_backend:
                     active.close()
-        result_summary, items_frame = write_aggregates(run_dir)
-    result_summary["requested"] = pending.height
+        result_summary, items_frame = write_aggregates(run_dir, requested=pending.height)
     _check_failures(result_summary, config.max_failure_fraction)
     return RunResult(run_dir=run_dir, requested=pending.height, summary=result_summary, per_item=items_frame)
 
@@ -180,10 +190,11 @@ def _request_missing(store: RunStore, backend: Backend, config: ScoreConfig, tem
         commit()
 
 
-def write_aggregates(run_dir: Path) -> tuple[dict[str, Any], pl.DataFrame]:
+def write_aggregates(run_dir: Path, requested: int) -> tuple[dict[str, Any], pl.DataFrame]:
+    """per_item.parquet and summary.json; `requested`: judgments this invocation asked a backend for."""
     judgments = read_judgments(run_dir, columns=AGGREGATED_COLUMNS)
     items_frame = per_item(judgments)
-    result = summary(judgments, items_frame)
+    result = {**summary(judgments, items_frame), "requested": requested}
     write_parquet_atomic(items_frame, run_dir / "per_item.parquet")
     write_atomic(run_dir / "summary.json", json.dumps(result, indent=2, sort_keys=True))
     return result, items_frame
@@ -201,7 +212,10 @@ def _check_failures(result: dict[str, Any], max_fraction: float) -> None:
 def reparse(run_dir: str | Path, parser_name: str | None = None) -> dict[str, Any]:
     """Parse stored raw outputs again (after a parser fix, or with another parser); no model call.
 
-    Errors stay errors (there is no text to parse). Returns the new summary.
+    Errors stay errors (there is no text to parse). With another parser, the manifest's identity names
+    it from then on (resuming `score` with the template's own parser is then refused, naming both).
+    Returns the new summary; raises FailureThresholdError, after writing it, when more judgments failed
+    than the run allows.
     """
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
@@ -217,6 +231,10 @@ def reparse(run_dir: str | Path, parser_name: str | None = None) -> dict[str, An
         updates.append(to_judgment(completion, parser, row["template"]))
     with RunStore.open(run_dir, manifest["identity"], {}) as store:
         store.update_parsed(updates)
+        if parser.name != manifest["identity"]["parser"]:
+            store.update_identity({"parser": parser.name})
         append_jsonl(run_dir / "invocations.jsonl", {"started_at": time.time(), "dereason_version": __version__,
                                                      "reparse": {"parser": parser_label(parser), "rows": len(updates)}})
-        return write_aggregates(run_dir)[0]
+        result = write_aggregates(run_dir, requested=0)[0]
+    _check_failures(result, (manifest.get("config") or {}).get("max_failure_fraction", DEFAULT_MAX_FAILURE_FRACTION))
+    return result

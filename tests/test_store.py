@@ -45,9 +45,59 @@ def test_second_process_is_locked_out(tmp_path):
 
 
 def test_other_identity_is_refused_naming_the_difference(tmp_path):
-    RunStore.open(tmp_path, IDENTITY, {}).close()
+    with RunStore.open(tmp_path, IDENTITY, {}) as store:
+        store.append([judgment("a", 0)])
     with pytest.raises(RunDirError, match=r"template: stored 't@1', now 't@2'"):
         RunStore.open(tmp_path, {**IDENTITY, "template": "t@2"}, {})
+
+
+def test_a_run_without_judgments_takes_the_new_identity(tmp_path):
+    """A setup error (bad model path) after the manifest was written must not lock the folder to those settings."""
+    RunStore.open(tmp_path, {**IDENTITY, "model": "./no/such/model"}, {}).close()
+    RunStore.open(tmp_path, IDENTITY, {}).close()
+    assert read_manifest(tmp_path)["identity"] == IDENTITY
+
+
+def test_retired_judgments_keep_the_identity(tmp_path):
+    with RunStore.open(tmp_path, IDENTITY, {}) as store:
+        store.append([judgment("a", 0, "error", None)])
+        store.retire(["error"])
+    with pytest.raises(RunDirError, match="different run"):
+        RunStore.open(tmp_path, {**IDENTITY, "model": "other"}, {})
+
+
+def test_identity_keys_added_later_default_for_older_runs(tmp_path):
+    with RunStore.open(tmp_path, IDENTITY, {}) as store:
+        store.append([judgment("a", 0)])
+    RunStore.open(tmp_path, {**IDENTITY, "dtype": "auto", "use_n": False}, {}).close()
+    with pytest.raises(RunDirError, match=r"dtype: stored 'auto', now 'bfloat16'"):
+        RunStore.open(tmp_path, {**IDENTITY, "dtype": "bfloat16"}, {})
+
+
+def test_out_pointing_at_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunDirError, match="is a file, not a run directory"):
+        RunStore.open(tmp_path / "file", IDENTITY, {})
+
+
+def test_a_full_disk_is_an_os_error_naming_the_database_and_keeps_what_was_committed(small_fs):
+    run_dir = small_fs / "run"
+    with RunStore.open(run_dir, IDENTITY, {}) as store:
+        store.append([judgment("a", 0)])
+        big = [judgment(f"b{i}", 0)._replace(raw_text="x" * 4000) for i in range(200)]
+        with pytest.raises(OSError, match="No space left on device") as raised:
+            store.append(big)
+    assert raised.value.filename.endswith("judgments.sqlite")
+    assert read_judgments(run_dir)["item_id"].to_list() == ["a"]
+
+
+def test_a_finished_run_reads_on_a_read_only_filesystem(tmp_path, make_readonly):
+    run_dir = tmp_path / "ro" / "run"
+    with RunStore.open(run_dir, IDENTITY, {}) as store:
+        store.append([judgment("a", 0), judgment("b", 0)])
+    make_readonly(tmp_path / "ro")
+    assert read_judgments(run_dir)["item_id"].to_list() == ["a", "b"]
+    assert not list(run_dir.glob("*-shm"))
 
 
 def test_retire_moves_failures_aside_keeping_them(tmp_path):

@@ -101,13 +101,8 @@ def score(
         job = ScoreConfig.from_flat(settings)
         from curate.engine import score as run_score
 
-        try:
-            with _progress_bar(disabled=as_json) as on_progress:
-                result = run_score(job, progress=on_progress)
-        except FailureThresholdError as exc:
-            _report(exc.summary, job.out_path, as_json)
-            print_error(str(exc))
-            raise typer.Exit(EXIT_FAILURES) from None
+        with _failures_reported(job.out_path, as_json), _progress_bar(disabled=as_json) as on_progress:
+            result = run_score(job, progress=on_progress)
         _report(result.summary, result.run_dir, as_json)
 
 
@@ -120,7 +115,25 @@ def reparse(
     with errors():
         from curate.engine import reparse as run_reparse
 
-        _report(run_reparse(run_dir, parser), run_dir, as_json)
+        with _failures_reported(run_dir, as_json):
+            _report(run_reparse(run_dir, parser), run_dir, as_json)
+
+
+class _failures_reported:
+    """Too many failed judgments: the summary is still printed, then one error line and exit status 3."""
+
+    def __init__(self, run_dir: Path, as_json: bool):
+        self.run_dir, self.as_json = run_dir, as_json
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, FailureThresholdError):
+            _report(exc.summary, self.run_dir, self.as_json)
+            print_error(str(exc))
+            raise typer.Exit(EXIT_FAILURES) from None
+        return False
 
 
 def _key_values(pairs: list[str]) -> dict[str, Any]:
