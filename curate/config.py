@@ -38,8 +38,11 @@ class DataConfig:
                                  default=None)
     reference_field: str | None = _help("Input field holding the reference answer ('answer' if present).",
                                         default=None)
-    choices_field: str | None = _help("Input field holding a list of answer choices ('choices' if present).",
-                                      default=None)
+    choices_field: str | None = _help(
+        "Input field holding the answer options ('choices' if present): a list of strings or of {label, text} "
+        "objects (also key/letter/aoVal/id and content/value/option, each optionally wrapped in a one-element list "
+        "as in TAL), a {label: text} object, or comma-separated columns, one per option (A,B,C,D or "
+        "opa,opb,opc,opd).", default=None)
     domain_field: str | None = _help("Input field holding the domain or subject ('domain' if present).",
                                      default=None)
     on_bad_rows: Literal["error", "quarantine"] = _help(

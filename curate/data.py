@@ -2,34 +2,36 @@
 
 Columns of the items frame: `id`, `question`, `reference`, `choices`, `domain` (the last three may
 be null) and, when the input has other fields, `extra`: a struct carrying them through untouched.
-Row numbers in messages are 1-based positions in the input (for JSONL: the line number).
+Row numbers in messages are 1-based positions in the input (see `curate.readers`). An input without
+a single usable item is refused, saying why.
+
+`choices` is `List(CHOICE)` (see `curate.choices` for the shapes it is read from);
+`--choices-field A,B,C,D` instead names one column per option: labelled by the column names when
+every name is a single character, else A, B, C, … in the order given; empty cells are no option.
+A row whose choices cannot be read is a bad row, with the reason.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import string
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
+from curate.choices import CHOICE, canonical_choices, format_choices, question_with_choices  # noqa: F401
 from curate.config import DataConfig
 from curate.errors import DataError
+from curate.readers import BUNDLED_PREFIX, ROW, read_table, resolve_source  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-BUNDLED_PREFIX = "bundled:"
-BUNDLED_DIR = Path(__file__).parent / "bundled"
 CANONICAL = ("id", "question", "reference", "choices", "domain")
 # Conventional input names for the optional fields, used only when the column exists.
 CONVENTIONAL = {"id": "id", "reference": "answer", "choices": "choices", "domain": "domain"}
 MAX_ROWS_LISTED = 10
-FILE_SUFFIXES = (".jsonl", ".ndjson", ".parquet", ".csv", ".json")
-JSON_TYPE_NAMES = {int: "number", float: "number", bool: "boolean", list: "array", dict: "object"}
-# Canonical multiple-choice options: labelled, in input order, whatever shape the input gave them in.
-CHOICE = pl.Struct({"label": pl.String, "text": pl.String})
+HASHED = "__hashed_id"  # internal column: never shown to the user
 
 
 @dataclass(frozen=True)
@@ -39,122 +41,32 @@ class LoadedItems:
     source: str
 
 
-def bundled_datasets() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.jsonl"))}
-
-
-def resolve_source(source: str) -> Path | str:
-    """A local path, a bundled sample (`bundled:NAME`), or else a Hub dataset id."""
-    if source.startswith(BUNDLED_PREFIX):
-        name = source.removeprefix(BUNDLED_PREFIX)
-        available = bundled_datasets()
-        if name not in available:
-            raise DataError(f"no bundled dataset {name!r}; bundled: {sorted(available)}")
-        return available[name]
-    path = Path(source)
-    if path.exists():
-        return path
-    if source.count("/") == 1 and not source.startswith((".", "/")) and path.suffix not in FILE_SUFFIXES:
-        return source
-    raise DataError(f"input {source!r} does not exist (nor is it a Hub dataset id like 'org/name')")
-
-
-def _read_jsonl(path: Path, question_field: str) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
-    """Parse line by line so that a value's JSON type survives (Polars would turn 5 into "5")."""
-    records, broken = [], []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                broken.append((line_number, f"invalid JSON: {exc.msg}", line.rstrip("\n")))
-                continue
-            if not isinstance(record, dict):
-                broken.append((line_number, "line is not a JSON object", line.rstrip("\n")))
-                continue
-            question = record.get(question_field)
-            if question is not None and not isinstance(question, str):
-                kind = JSON_TYPE_NAMES.get(type(question), type(question).__name__)
-                broken.append((line_number, f"{question_field!r} is a JSON {kind}, not a string", line.rstrip("\n")))
-                continue
-            record["__row"] = line_number
-            records.append(record)
-    if not records:
-        return pl.DataFrame(schema={"__row": pl.Int64, question_field: pl.String}), broken
-    _text_for_mixed_types(records, path)
-    return pl.from_dicts(records, infer_schema_length=None), broken
-
-
-def _text_for_mixed_types(records: list[dict], path: Path) -> None:
-    """A field whose JSON type varies by row becomes text (strings as they are, others as JSON), so
-    no value is widened by its neighbours (42 next to 3.5 stays "42", not "42.0")."""
-    types: dict[str, set[type]] = {}
-    for record in records:
-        for key, value in record.items():
-            if value is not None:
-                types.setdefault(key, set()).add(type(value))
-    mixed = [key for key, seen in types.items() if len(seen) > 1]
-    if not mixed:
-        return
-    log.warning("%s: field(s) %s mix JSON types across rows; they are carried as text", path, mixed)
-    for record in records:
-        for key in mixed:
-            value = record.get(key)
-            if value is not None and not isinstance(value, str):
-                record[key] = json.dumps(value, ensure_ascii=False)
-
-
-def read_table(source: Path | str, split: str, question_field: str) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
-    """Read any supported input into a frame with a 1-based `__row` column, plus unusable rows."""
-    if isinstance(source, str):  # Hub id, through `datasets` (it honours HF_HUB_OFFLINE and caches)
-        import datasets
-
-        frame = pl.from_arrow(datasets.load_dataset(source, split=split).data.table)
-    elif source.is_dir():
-        import datasets
-
-        loaded = datasets.load_from_disk(str(source))
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise DataError(f"{source}: no split {split!r}; splits are {list(loaded)}")
-            loaded = loaded[split]
-        frame = pl.from_arrow(loaded.data.table)
-    elif source.suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(source, question_field)
-    elif source.suffix == ".parquet":
-        frame = pl.read_parquet(source)
-    elif source.suffix == ".csv":
-        frame = pl.read_csv(source, infer_schema=False)  # keep every cell as written
-    else:
-        raise DataError(f"{source}: unsupported input type {source.suffix!r}; use .jsonl, .parquet, .csv, "
-                        "a datasets save_to_disk directory, or a Hub dataset id")
-    return frame.with_row_index("__row", offset=1).with_columns(pl.col("__row").cast(pl.Int64)), []
-
-
-def _mapping(config: DataConfig, columns: list[str], where: str) -> dict[str, str | None]:
-    """Canonical name → input column. Explicit names must exist; conventional ones may be absent."""
+def _mapping(config: DataConfig, columns: list[str], where: str) -> dict[str, str | tuple[str, ...] | None]:
+    """Canonical name → input column (choices: or several, one per option). Explicit names must
+    exist; conventional ones may be absent."""
     explicit = {"id": config.id_field, "question": config.question_field, "reference": config.reference_field,
                 "choices": config.choices_field, "domain": config.domain_field}
-    mapping: dict[str, str | None] = {}
+    mapping: dict[str, str | tuple[str, ...] | None] = {}
     for canonical, name in explicit.items():
-        if name is not None:
-            if name not in columns:
-                option = f"--{canonical}-field"
-                raise DataError(f"{where}: no column {name!r} for {canonical} (columns: {columns}); set {option}")
-            mapping[canonical] = name
-        else:
+        if name is None:
             conventional = CONVENTIONAL.get(canonical)
             mapping[canonical] = conventional if conventional in columns else None
+            continue
+        names = tuple(part.strip() for part in name.split(",")) if canonical == "choices" else (name,)
+        for part in names:
+            if part not in columns:
+                raise DataError(f"{where}: no column {part!r} for {canonical} (columns: {columns}); "
+                                f"set --{canonical}-field")
+        mapping[canonical] = names if len(names) > 1 else name
     return mapping
 
 
-def content_id(question: str, reference: str | None, choices: list[str] | None = None) -> str:
-    """Stable id from content; choices count only when present, so ids of plain items never change."""
+def content_id(question: str, reference: str | None, choices: list[dict[str, str]] | None = None) -> str:
+    """Stable id from content; choices (label and text) count only when present, so ids of plain
+    items never change."""
     text = f"{question}\x1f{reference or ''}"
     if choices:
-        text += "\x1f" + "\x1e".join(choices)
+        text += "\x1f" + "\x1e".join(f"{choice['label']}\x1d{choice['text']}" for choice in choices)
     return f"h-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -164,7 +76,42 @@ def _row_list(rows: pl.Series) -> str:
     return f"{shown}{more}"
 
 
-def _canonical_frame(frame: pl.DataFrame, mapping: dict[str, str | None], where: str) -> pl.DataFrame:
+def _choices(frame: pl.DataFrame, source: str | tuple[str, ...] | None, where: str) -> tuple[pl.Series, pl.DataFrame]:
+    """The canonical choices column, and (row, reason) for each row whose choices cannot be read."""
+    unreadable: list[tuple[int, str]] = []
+    if source is None:
+        choices = pl.Series("choices", [None] * frame.height, dtype=pl.List(CHOICE))
+    elif isinstance(source, tuple):
+        choices = frame.select(_choices_from_columns(source, frame.schema, where)).to_series()
+    else:
+        values = []
+        for row, value in zip(frame[ROW].to_list(), frame[source].to_list(), strict=True):
+            try:
+                values.append(canonical_choices(value))
+            except ValueError as exc:
+                values.append(None)
+                unreadable.append((row, f"unreadable choices in {source!r}: {exc}"))
+        choices = pl.Series("choices", values, dtype=pl.List(CHOICE))
+    return choices, pl.DataFrame(unreadable, schema={ROW: pl.Int64, "reason": pl.String}, orient="row")
+
+
+def _choices_from_columns(names: tuple[str, ...], schema: pl.Schema, where: str) -> pl.Expr:
+    letters = all(len(name) == 1 for name in names)
+    if not letters and len(names) > len(string.ascii_uppercase):
+        raise DataError(f"{where}: --choices-field names {len(names)} columns; at most "
+                        f"{len(string.ascii_uppercase)} options get letters")
+    options = []
+    for label, name in zip(names if letters else string.ascii_uppercase, names, strict=False):
+        if schema[name].is_nested():
+            raise DataError(f"{where}: column {name!r} (an option of --choices-field) holds {schema[name]}, not text")
+        options.append(pl.struct(pl.lit(label, pl.String).alias("label"),
+                                 pl.col(name).cast(pl.String).str.strip_chars().alias("text")))
+    present = pl.concat_list(options).list.eval(pl.element().filter(pl.element().struct.field("text") != ""))
+    return pl.when(present.list.len() > 0).then(present).alias("choices")
+
+
+def _canonical_frame(frame: pl.DataFrame, mapping: dict[str, str | tuple[str, ...] | None],
+                     where: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     question = mapping["question"]
     if frame.schema[question] not in (pl.String, pl.Null) and frame.height:
         raise DataError(f"{where}: field {question!r} must hold strings, but the column is "
@@ -172,83 +119,80 @@ def _canonical_frame(frame: pl.DataFrame, mapping: dict[str, str | None], where:
 
     def text(canonical: str) -> pl.Expr:
         name = mapping[canonical]
-        return pl.lit(None, pl.String) if name is None else pl.col(name).cast(pl.String)
+        if name is None:
+            return pl.lit(None, pl.String).alias(canonical)
+        if frame.schema[name].is_nested():
+            raise DataError(f"{where}: field {name!r} ({canonical}) holds {frame.schema[name]} values, not text; "
+                            f"map a text field with --{canonical}-field")
+        return pl.col(name).cast(pl.String).alias(canonical)
 
-    choices = mapping["choices"]
-    if choices is None:
-        choices_expr = pl.lit(None, pl.List(pl.String))
-    elif isinstance(frame.schema[choices], pl.List):
-        choices_expr = pl.col(choices).list.eval(pl.element().cast(pl.String))
-    else:
-        raise DataError(f"{where}: field {choices!r} (choices) must be a list of strings, got {frame.schema[choices]}")
-    used = {name for name in mapping.values() if name is not None}
-    extra_names = [c for c in frame.columns if c not in used and c != "__row"]
+    choices, unreadable = _choices(frame, mapping["choices"], where)
+    used = {name for value in mapping.values() if value is not None
+            for name in (value if isinstance(value, tuple) else (value,))}
+    extra_names = [c for c in frame.columns if c not in used and c != ROW]
     # Parquet cannot hold a struct without fields, so `extra` exists only when there are extras.
     extra = [pl.struct(extra_names).alias("extra")] if extra_names else []
-    return frame.select(
-        "__row",
-        text("id").alias("id"),
-        text("question").alias("question"),
-        text("reference").alias("reference"),
-        choices_expr.alias("choices"),
-        text("domain").alias("domain"),
-        *extra,
-    )
+    items = frame.select(ROW, text("id"), text("question"), text("reference"), text("domain"), *extra)
+    return items.insert_column(4, choices), unreadable
 
 
-def _problems(items: pl.DataFrame, question_field: str) -> pl.DataFrame:
+def _problems(items: pl.DataFrame, question_field: str, unreadable: pl.DataFrame) -> pl.DataFrame:
     """One row per bad input row: (row, reason). Duplicates keep their first occurrence."""
     bad_question = items.filter(pl.col("question").is_null() | (pl.col("question").str.strip_chars() == ""))
-    reasons = [bad_question.select("__row", reason=pl.lit(f"missing or empty {question_field!r}"))]
-    duplicated = items.filter(pl.col("id").is_duplicated() & ~pl.col("__row").is_in(bad_question["__row"].implode()))
+    bad = pl.concat([bad_question.select(ROW, reason=pl.lit(f"missing or empty {question_field!r}")),
+                     unreadable]).unique(ROW, keep="first", maintain_order=True)
+    reasons = [bad]
+    duplicated = items.filter(pl.col("id").is_duplicated() & ~pl.col(ROW).is_in(bad[ROW].implode()))
     if duplicated.height:
-        first = duplicated.group_by("id").agg(pl.col("__row").min().alias("first_row"))
-        later = duplicated.join(first, on="id").filter(pl.col("__row") != pl.col("first_row"))
-        reasons.append(later.select("__row", reason=pl.format("duplicate id {} (first at row {})", "id", "first_row")))
-    return pl.concat(reasons).sort("__row")
+        first = duplicated.group_by("id").agg(pl.col(ROW).min().alias("first_row"))
+        later = duplicated.join(first, on="id").filter(pl.col(ROW) != pl.col("first_row"))
+        reasons.append(later.select(ROW, reason=pl.when(HASHED).then(
+            pl.format("duplicate content (same question, reference and choices as row {})", "first_row")
+        ).otherwise(pl.format("duplicate id {} (first at row {})", "id", "first_row"))))
+    return pl.concat(reasons).sort(ROW)
+
+
+def _summary(quarantined: pl.DataFrame) -> str:
+    grouped = quarantined.with_columns(pl.col("reason").str.replace(r"^duplicate id .*", "duplicate id").str.replace(
+        r"^duplicate content .*", "duplicate content (same question, reference and choices as an earlier row)"))
+    return "; ".join(f"{reason} at rows {_row_list(group['row'])}"
+                     for (reason,), group in grouped.group_by("reason", maintain_order=True))
 
 
 def load_items(config: DataConfig) -> LoadedItems:
-    """Read, map, validate. Bad rows raise `DataError` unless `config.on_bad_rows == "quarantine"`."""
+    """Read, map, validate. Bad rows raise `DataError` unless `config.on_bad_rows == "quarantine"`;
+    so does an input left without a single item."""
     source = resolve_source(config.source)
     where = str(source)
-    frame, broken = read_table(source, config.split, config.question_field)
-    mapping = _mapping(config, [c for c in frame.columns if c != "__row"], where)
-    items = _canonical_frame(frame, mapping, where)
-    missing_id = pl.col("id").is_null() | (pl.col("id").str.strip_chars() == "")
-    if items.select(missing_id.any()).item():
+    choices_field = config.choices_field or CONVENTIONAL["choices"]
+    frame, broken = read_table(source, config.split, config.question_field,
+                               None if "," in choices_field else choices_field)
+    if frame.height == 0 and not broken:
+        raise DataError(f"no items in {where}: it holds no rows; give an input with one problem per row")
+    mapping = _mapping(config, [c for c in frame.columns if c != ROW], where)
+    items, unreadable = _canonical_frame(frame, mapping, where)
+    items = items.with_columns((pl.col("id").is_null() | (pl.col("id").str.strip_chars() == "")).alias(HASHED))
+    if items[HASHED].any():
         hashed = pl.struct("question", "reference", "choices").map_elements(
             lambda r: content_id(r["question"] or "", r["reference"], r["choices"]), return_dtype=pl.String)
-        items = items.with_columns(pl.when(missing_id).then(hashed).otherwise(pl.col("id")).alias("id"))
+        items = items.with_columns(pl.when(HASHED).then(hashed).otherwise(pl.col("id")).alias("id"))
 
-    problems = _problems(items, config.question_field)
-    as_read = frame.select("__row", pl.struct(pl.exclude("__row")).struct.json_encode().alias("record"))
+    problems = _problems(items, config.question_field, unreadable)
+    as_read = frame.select(ROW, pl.struct(pl.exclude(ROW)).struct.json_encode().alias("record"))
     quarantined = pl.concat([
         pl.DataFrame(broken, schema={"row": pl.Int64, "reason": pl.String, "record": pl.String}, orient="row"),
-        problems.join(as_read, on="__row").select(pl.col("__row").alias("row"), "reason", "record"),
+        problems.join(as_read, on=ROW).select(pl.col(ROW).alias("row"), "reason", "record"),
     ]).sort("row")
+    if quarantined.height and config.on_bad_rows != "quarantine":
+        raise DataError(f"{where}: {quarantined.height} bad row(s): {_summary(quarantined)}. Fix the input, map the "
+                        "right fields, or pass --on-bad-rows quarantine to set them aside with their reasons.")
+    kept = items.filter(~pl.col(ROW).is_in(problems[ROW].implode()))
+    if kept.height == 0:
+        raise DataError(f"no items in {where}: all {quarantined.height} row(s) are bad: {_summary(quarantined)}. "
+                        "Fix the input or map the right fields.")
     if quarantined.height:
-        summary = "; ".join(
-            f"{reason} at rows {_row_list(group['row'])}"
-            for (reason,), group in quarantined.with_columns(
-                pl.col("reason").str.replace(r"^duplicate id .*", "duplicate id")
-            ).group_by("reason", maintain_order=True))
-        if config.on_bad_rows != "quarantine":
-            raise DataError(f"{where}: {quarantined.height} bad row(s): {summary}. Fix the input, map the right "
-                            "fields, or pass --on-bad-rows quarantine to set them aside with their reasons.")
-        log.warning("%s: quarantined %d bad row(s): %s", where, quarantined.height, summary)
-    kept = items.filter(~pl.col("__row").is_in(problems["__row"].implode()))
-    return LoadedItems(items=kept.drop("__row"), quarantined=quarantined, source=where)
-
-
-def format_choices(choices: list[dict[str, str]] | None) -> str:
-    """Options as the judge, the exports and the verifiers show them: one `LABEL. text` line each."""
-    return "\n".join(f"{choice['label']}. {choice['text']}" for choice in choices or ())
-
-
-def question_with_choices(question: str, choices: list[dict[str, str]] | None) -> str:
-    """The question followed by its options, for prompts that carry no template (exports)."""
-    return f"{question}\n\n{format_choices(choices)}" if choices else question
+        log.warning("%s: quarantined %d bad row(s): %s", where, quarantined.height, _summary(quarantined))
+    return LoadedItems(items=kept.drop(ROW, HASHED), quarantined=quarantined, source=where)
 
 
 def fingerprint(items: pl.DataFrame) -> str:
@@ -257,7 +201,8 @@ def fingerprint(items: pl.DataFrame) -> str:
     for name in CANONICAL:
         column = items[name]
         if name == "choices":
-            column = column.list.join("\x1f")
+            option = pl.element().struct.field("label") + "\x1d" + pl.element().struct.field("text")
+            column = column.list.eval(option).list.join("\x1f")
         digest.update(name.encode())
         digest.update("\x1e".join("\x00" if v is None else v for v in column.to_list()).encode())
     return digest.hexdigest()

@@ -12,6 +12,8 @@ A template is a `.jinja` file whose first thing is a Jinja comment holding YAML 
 
 Variables: `id`, `question`, `reference`, `choices`, `domain`, and `extra` (every other input
 field). Any other name is an error (StrictUndefined), reported with the template's name and line.
+`choices` is null or a list of `{label, text}` options; the filter `format_choices` renders them as
+`LABEL. text` lines, exactly as the exports show them (`{{ choices | format_choices }}`).
 Each block is rendered on its own, so macros and `{% set %}` belong inside the block that uses them,
 and `{% extends %}` is not supported.
 Identity: the template's name plus a hash of its exact bytes, recorded with every judgment.
@@ -27,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import yaml
 from jinja2.runtime import new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from curate.choices import format_choices
 from curate.errors import TemplateError
 from curate.parse import PARSERS, Parser
 
@@ -46,7 +50,14 @@ def bundled_prompts_dir() -> Path:
     return installed if installed.is_dir() else package.parent / "prompts"
 
 
+def _check_template_dir(template_dir: str | Path | None) -> None:
+    if template_dir and not Path(template_dir).is_dir():
+        raise TemplateError(f"template folder {str(template_dir)!r} does not exist or is not a folder "
+                            "(--template-dir)")
+
+
 def available_templates(template_dir: str | Path | None = None) -> list[str]:
+    _check_template_dir(template_dir)
     roots = [Path(template_dir)] if template_dir else []
     roots.append(bundled_prompts_dir())
     return sorted({str(p.relative_to(root).with_suffix("")) for root in roots for p in root.rglob(f"*{SUFFIX}")})
@@ -59,12 +70,16 @@ class JudgeTemplate:
     parser: Parser
     description: str
     _template: jinja2.Template
+    included: tuple[tuple[str, str], ...] = ()  # (name, source) of every template it includes or imports
     content_hash: str = field(init=False)
     identity: str = field(init=False)
     _globals: dict[str, Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        content_hash = hashlib.sha256(self.source.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(self.source.encode())
+        for name, source in self.included:  # a judgment depends on what the template pulls in as well
+            digest.update(f"\x1e{name}\x1f{source}".encode())
+        content_hash = digest.hexdigest()[:16]
         object.__setattr__(self, "content_hash", content_hash)
         object.__setattr__(self, "identity", f"{self.name}@{content_hash}")
         # Flattened once and passed as the context's own variables: Jinja then neither layers a
@@ -105,12 +120,14 @@ def _template_line(exc: BaseException, template: jinja2.Template) -> int | str:
 
 
 def _environment(search_path: list[Path]) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    environment = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
     )
+    environment.filters["format_choices"] = format_choices
+    return environment
 
 
 def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTemplate:
@@ -119,6 +136,7 @@ def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTem
     if name.endswith(SUFFIX) and as_path.is_file():
         search_path, file_name, display = [as_path.parent.resolve()], as_path.name, str(as_path)
     else:
+        _check_template_dir(template_dir)
         search_path = ([Path(template_dir)] if template_dir else []) + [bundled_prompts_dir()]
         file_name, display = f"{name}{SUFFIX}", name
     env = _environment(search_path)
@@ -128,6 +146,9 @@ def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTem
         raise TemplateError(f"no template {name!r}; available: {available_templates(template_dir)}") from None
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template {display!r}, line {exc.lineno}: {exc.message}") from exc
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f"template {display!r} is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at "
+                            f"offset {exc.start}); save it as UTF-8") from None
     source = Path(template.filename).read_text(encoding="utf-8")
     metadata = _metadata(source, display)
     parser_name = metadata.get("parser")
@@ -140,7 +161,27 @@ def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTem
     if "user" not in template.blocks:
         raise TemplateError(f"template {display!r} has no {{% block user %}}; a judge template needs one")
     return JudgeTemplate(name=display, source=source, parser=PARSERS[parser_name],
-                         description=str(metadata.get("description", "")), _template=template)
+                         description=str(metadata.get("description", "")), _template=template,
+                         included=_included(env, source, display))
+
+
+def _included(env: jinja2.Environment, source: str, display: str) -> tuple[tuple[str, str], ...]:
+    """Every template `source` includes, imports or extends, transitively, with its source."""
+    found: dict[str, str] = {}
+    pending = [source]
+    while pending:
+        for name in jinja2.meta.find_referenced_templates(env.parse(pending.pop())):
+            if name is None:
+                raise TemplateError(f"template {display!r} includes a template chosen while rendering; include it "
+                                    "by its literal name, so that the run's identity covers it")
+            if name in found:
+                continue
+            try:
+                found[name] = env.loader.get_source(env, name)[0]
+            except jinja2.TemplateNotFound:
+                raise TemplateError(f"template {display!r} includes {name!r}, which does not exist") from None
+            pending.append(found[name])
+    return tuple(sorted(found.items()))
 
 
 def _metadata(source: str, display: str) -> dict[str, Any]:

@@ -11,16 +11,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import curate.data as data_module
+import curate.readers as readers_module
 from curate.config import DataConfig
-from curate.data import (
-    BUNDLED_DIR,
-    LoadedItems,
-    content_id,
-    fingerprint,
-    load_items,
-    resolve_source,
-)
+from curate.choices import CHOICE
+from curate.data import LoadedItems, content_id, fingerprint, load_items
+from curate.readers import BUNDLED_DIR, resolve_source
 from curate.errors import ConfigError, DataError, DereasonError
 
 CANONICAL_COLUMNS = ["id", "question", "reference", "choices", "domain"]
@@ -52,6 +47,11 @@ def bad_rows_error(path: Path | str, **kwargs) -> str:
     with pytest.raises(DataError) as info:
         load(path, **kwargs)
     return str(info.value)
+
+
+def options(*texts: str) -> list[dict[str, str]]:
+    """Canonical choices labelled A, B, C, … in order."""
+    return [{"label": chr(ord("A") + i), "text": text} for i, text in enumerate(texts)]
 
 
 def rows_for(message: str, reason: str) -> str:
@@ -174,12 +174,12 @@ def test_every_format_gives_same_content_ids_and_fingerprint(tmp_path, writer):
 
 
 @pytest.mark.parametrize("writer", [_jsonl, _parquet, _dataset_dir], ids=["jsonl", "parquet", "dataset"])
-def test_choices_become_list_of_strings(tmp_path, writer):
+def test_choices_list_of_strings_get_letters(tmp_path, writer):
     rows = [{"question": "Pick the prime.", "choices": ["4", "7", "9"]},
             {"question": "Pick the even.", "choices": ["3", "8"]}]
     items = load(writer(tmp_path, rows)).items
-    assert items.schema["choices"] == pl.List(pl.String)
-    assert items["choices"].to_list() == [["4", "7", "9"], ["3", "8"]]
+    assert items.schema["choices"] == pl.List(CHOICE)
+    assert items["choices"].to_list() == [options("4", "7", "9"), options("3", "8")]
 
 
 def test_dataset_dict_split_is_selected(tmp_path):
@@ -211,13 +211,10 @@ def test_csv_keeps_cells_as_written(tmp_path):
     assert items["extra"].to_list() == [{"score": "3"}, {"score": None}]
 
 
-def test_csv_with_header_only_gives_no_items(tmp_path):
+def test_csv_with_header_only_is_refused(tmp_path):
     path = tmp_path / "in.csv"
     path.write_text("question,answer\n", encoding="utf-8")
-    loaded = load(path)
-    assert loaded.items.height == 0
-    assert loaded.items.columns == CANONICAL_COLUMNS  # no other fields, so no `extra`
-    assert loaded.quarantined.height == 0
+    assert bad_rows_error(path).startswith(f"no items in {path}: it holds no rows")
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,7 +270,7 @@ def test_existing_local_path_with_one_slash_is_read_locally(tmp_path, monkeypatc
     assert load("data/x.jsonl").items.to_dicts() == EXPECTED
 
 
-@pytest.mark.parametrize("suffix", [".txt", ".json", ".tsv", ""])
+@pytest.mark.parametrize("suffix", [".txt", ".tsv", ""])
 def test_unsupported_file_type(tmp_path, suffix):
     path = tmp_path / f"input{suffix}"
     path.write_text('{"question": "q"}\n', encoding="utf-8")
@@ -284,7 +281,7 @@ def test_unsupported_file_type(tmp_path, suffix):
 
 def test_unknown_bundled_name(monkeypatch, tmp_path):
     write_jsonl(tmp_path / "demo.jsonl", ROWS)
-    monkeypatch.setattr(data_module, "BUNDLED_DIR", tmp_path)
+    monkeypatch.setattr(readers_module, "BUNDLED_DIR", tmp_path)
     with pytest.raises(DataError) as info:
         load("bundled:no-such-sample")
     assert "'no-such-sample'" in str(info.value)
@@ -298,8 +295,8 @@ def test_unknown_bundled_name_with_real_dir():
 
 def test_bundled_sample_loads_from_bundled_dir(monkeypatch, tmp_path):
     path = write_jsonl(tmp_path / "demo.jsonl", ROWS)
-    monkeypatch.setattr(data_module, "BUNDLED_DIR", tmp_path)
-    assert data_module.bundled_datasets() == {"demo": path}
+    monkeypatch.setattr(readers_module, "BUNDLED_DIR", tmp_path)
+    assert readers_module.bundled_datasets() == {"demo": path}
     loaded = load("bundled:demo")
     assert loaded.items.to_dicts() == EXPECTED
     assert loaded.source == str(path)
@@ -327,7 +324,7 @@ def test_explicit_field_mapping(tmp_path):
     items = load(_jsonl(tmp_path, rows), id_field="uid", question_field="problem", reference_field="solution",
                  choices_field="options", domain_field="subject").items
     assert items.to_dicts() == [{
-        "id": "u1", "question": "Integrate x.", "reference": "x^2/2", "choices": ["a", "b"],
+        "id": "u1", "question": "Integrate x.", "reference": "x^2/2", "choices": options("a", "b"),
         "domain": "calculus",
         "extra": {"answer": "not the reference", "id": "not the id", "domain": "not the domain",
                   "choices": ["not", "these"]},
@@ -338,7 +335,7 @@ def test_conventional_fields_are_used_when_present(tmp_path):
     rows = [{"id": "c1", "question": "Q", "answer": "A", "choices": ["x", "y"], "domain": "D"}]
     items = load(_jsonl(tmp_path, rows)).items
     row = items.row(0, named=True)
-    assert (row["id"], row["reference"], row["choices"], row["domain"]) == ("c1", "A", ["x", "y"], "D")
+    assert (row["id"], row["reference"], row["choices"], row["domain"]) == ("c1", "A", options("x", "y"), "D")
     assert items.columns == CANONICAL_COLUMNS  # nothing left over, so no `extra` column
 
 
@@ -410,6 +407,231 @@ def test_choices_not_a_list(tmp_path):
     message = bad_rows_error(_jsonl(tmp_path, [{"question": "Q", "choices": "A or B"}]))
     assert "'choices'" in message
     assert "list" in message
+
+
+# --------------------------------------------------------------------------------------------
+# Choices: every common shape → labelled options
+# --------------------------------------------------------------------------------------------
+
+ARC_CHOICES = [{"text": " dry palms ", "label": "A"}, {"text": "wet palms", "label": "B"}]
+TAL_CHOICES = [[{"aoVal": "A", "content": "$$0$$ "}], [{"aoVal": "B", "content": "odd\u3000 "}]]
+
+CHOICE_SHAPES = [
+    pytest.param(["x", " y "], options("x", "y"), id="strings"),
+    pytest.param([4, 7.5, True], options("4", "7.5", "true"), id="numbers"),
+    pytest.param(ARC_CHOICES, options("dry palms", "wet palms"), id="arc"),
+    pytest.param([{"text": "x", "label": "1"}, {"text": "y", "label": "2"}],
+                 [{"label": "1", "text": "x"}, {"label": "2", "text": "y"}], id="arc-digit-labels"),
+    pytest.param(TAL_CHOICES, options("$$0$$", "odd"), id="tal"),
+    pytest.param([{"key": "A", "value": "x"}, {"letter": "B", "option": "y"}, {"id": "C", "content": "z"},
+                  {"Label": "D", "Text": "w"}], options("x", "y", "z", "w"), id="key-spellings"),
+    pytest.param([{"text": "x"}, {"content": "y"}], options("x", "y"), id="objects-without-labels"),
+    pytest.param({"A": "x", "C": "y", "B": "z"}, [{"label": "A", "text": "x"}, {"label": "C", "text": "y"},
+                                                  {"label": "B", "text": "z"}], id="label-to-text-object"),
+    pytest.param({"text": ["x", "y"], "label": ["A", "B"]}, options("x", "y"), id="parallel-lists"),
+    pytest.param({"text": ["x", "y"]}, options("x", "y"), id="parallel-text-only"),
+    pytest.param('[{"label": "A", "text": "x"}]', options("x"), id="json-text"),
+    pytest.param([], [], id="empty-list"),
+    pytest.param(None, None, id="null"),
+]
+
+
+@pytest.mark.parametrize("value, expected", CHOICE_SHAPES)
+def test_choice_shapes_become_labelled_options(tmp_path, value, expected):
+    items = load(_jsonl(tmp_path, [{"question": "Q", "choices": value}, {"question": "plain"}])).items
+    assert items.schema["choices"] == pl.List(CHOICE)
+    assert items["choices"].to_list() == [expected, None]
+
+
+@pytest.mark.parametrize("value", [ARC_CHOICES, TAL_CHOICES, {"text": ["x", "y"], "label": ["A", "B"]}],
+                         ids=["arc", "tal", "parallel-lists"])
+@pytest.mark.parametrize("writer", [_parquet, _dataset_dir], ids=["parquet", "dataset"])
+def test_choice_shapes_from_typed_columns(tmp_path, writer, value):
+    from_json = load(_jsonl(tmp_path, [{"question": "Q", "choices": value}])).items
+    items = load(writer(tmp_path, [{"question": "Q", "choices": value}])).items
+    assert items["choices"].to_list() == from_json["choices"].to_list()
+    assert items["id"].to_list() == from_json["id"].to_list()
+
+
+def test_tal_choices_field_and_real_shaped_rows_keep_their_types(tmp_path, caplog):
+    rows = [{"problem": "P1", "answer_option_list": TAL_CHOICES, "answer_value": "A", "tags": ["a"]},
+            {"problem": "P2", "answer_option_list": TAL_CHOICES[:1], "answer_value": "B", "tags": []}]
+    items = load(_jsonl(tmp_path, rows), question_field="problem", choices_field="answer_option_list",
+                 reference_field="answer_value").items
+    assert items["choices"].to_list() == [options("$$0$$", "odd"), options("$$0$$")]
+    assert items["extra"].to_list() == [{"tags": ["a"]}, {"tags": []}]
+    assert "mix JSON types" not in caplog.text
+
+
+def test_choices_from_csv_cells_holding_json(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text('question,choices\nQ1,"[""x"", ""y""]"\nQ2,"{""A"": ""z""}"\nQ3,\n', encoding="utf-8")
+    assert load(path).items["choices"].to_list() == [options("x", "y"), options("z"), None]
+
+
+@pytest.mark.parametrize("header, field, labels", [
+    ("opa,opb,opc", "opa,opb,opc", "ABC"),
+    ("A,B,C", "A, B, C", "ABC"),
+    ("1,2,3", "1,2,3", "123"),
+    ("A,B,C", "C,A,B", "CAB"),
+])
+def test_choices_from_one_column_per_option(tmp_path, header, field, labels):
+    path = tmp_path / "in.csv"
+    path.write_text(f"question,{header},answer\nQ1, x ,y,z,A\nQ2,u,,w,B\nQ3,,,,C\n", encoding="utf-8")
+    items = load(path, choices_field=field).items
+    columns = [name.strip() for name in field.split(",")]
+    cells = {"Q1": dict(zip(header.split(","), ["x", "y", "z"])), "Q2": dict(zip(header.split(","), ["u", "", "w"]))}
+    expected = [[{"label": label, "text": cells[q][name]} for label, name in zip(labels, columns) if cells[q][name]]
+                for q in ("Q1", "Q2")]
+    assert items["choices"].to_list() == [*expected, None]  # no option in any column: no choices
+    assert items.columns == CANONICAL_COLUMNS  # the option columns are used, not extra
+
+
+def test_choices_from_numeric_option_columns(tmp_path):
+    items = load(_parquet(tmp_path, [{"question": "Q", "opa": 4, "opb": 7}]), choices_field="opa,opb").items
+    assert items["choices"].to_list() == [options("4", "7")]
+
+
+UNREADABLE_CHOICES = [
+    pytest.param("A or B", "text that is not a list of options", id="text"),
+    pytest.param(5, "a number, not a list of options", id="number"),
+    pytest.param([{"label": "A"}], "option 1 has no text", id="no-text"),
+    pytest.param(["x", "  "], "option 2 has no text", id="blank-text"),
+    pytest.param(["x", None], "option 2 has no text", id="null-option"),
+    pytest.param([["x", "y"]], "option 1 is not a label and a text", id="nested-list"),
+    pytest.param([{"label": "A", "text": "x"}, {"label": "A", "text": "y"}], "label 'A' names two options",
+                 id="repeated-label"),
+    pytest.param({"label": "A", "text": "x"}, "one option, not a list of options", id="one-option"),
+    pytest.param({"label": ["A"], "text": ["x", "y"]}, "'label' and 'text' are not lists of the same length",
+                 id="parallel-lengths"),
+    pytest.param([str(i) for i in range(27)], "more than 26 options without labels", id="27-unlabelled"),
+    pytest.param([{"label": " ", "text": "x"}], "option 1 has an empty label", id="blank-label"),
+]
+
+
+@pytest.mark.parametrize("value, reason", UNREADABLE_CHOICES)
+def test_unreadable_choices_are_bad_rows(tmp_path, value, reason):
+    path = _jsonl(tmp_path, [{"id": "g", "question": "Q"}, {"id": "b", "question": "Q", "choices": value}])
+    assert rows_for(bad_rows_error(path), re.escape(f"unreadable choices in 'choices': {reason}")) == "2"
+    loaded = quarantine(path)
+    assert loaded.items["id"].to_list() == ["g"]
+    assert loaded.quarantined["reason"].to_list() == [f"unreadable choices in 'choices': {reason}"]
+
+
+def test_unreadable_choices_in_parquet_are_bad_rows(tmp_path):
+    path = _parquet(tmp_path, [{"question": "Q1", "choices": ["x"]}, {"question": "Q2", "choices": ["x", ""]}])
+    loaded = quarantine(path)
+    assert loaded.items["question"].to_list() == ["Q1"]
+    assert loaded.quarantined.select("row", "reason").rows() == [
+        (2, "unreadable choices in 'choices': option 2 has no text")]
+    assert json.loads(loaded.quarantined["record"][0]) == {"question": "Q2", "choices": ["x", ""]}
+
+
+def test_content_id_hashes_labels_and_texts_of_choices():
+    assert content_id("What is 2+2?", "4") == "h-56dd4514f52bbe28"  # as at 8cddf10: plain ids never change
+    assert content_id("Q", None, None) == content_id("Q", None, []) == "h-64129bb2d8542819"
+    ab = content_id("Q", "A", options("x", "y"))
+    assert ab != content_id("Q", "A")
+    assert ab != content_id("Q", "A", [{"label": "B", "text": "x"}, {"label": "A", "text": "y"}])
+    assert ab != content_id("Q", "A", options("x", "z"))
+    assert ab == content_id("Q", "A", options("x", "y"))
+
+
+def test_same_texts_under_other_labels_are_different_items(tmp_path):
+    rows = [{"question": "Q", "choices": {"A": "x", "B": "y"}}, {"question": "Q", "choices": {"B": "x", "A": "y"}}]
+    loaded = load(_jsonl(tmp_path, rows))
+    assert loaded.items["id"].n_unique() == 2
+
+
+def test_fingerprint_follows_choices_in_files(tmp_path):
+    rows = [{"id": "a", "question": "Q", "choices": ["x", "y"]}]
+    relabelled = [{"id": "a", "question": "Q", "choices": [{"label": "1", "text": "x"}, {"label": "2", "text": "y"}]}]
+    same = [{"id": "a", "question": "Q", "choices": [{"label": "A", "text": " x"}, {"label": "B", "text": "y "}]}]
+    a = fingerprint(load(write_jsonl(tmp_path / "a.jsonl", rows)).items)
+    assert a != fingerprint(load(write_jsonl(tmp_path / "b.jsonl", relabelled)).items)
+    assert a == fingerprint(load(write_jsonl(tmp_path / "c.jsonl", same)).items)
+
+
+# --------------------------------------------------------------------------------------------
+# Encodings, JSON arrays, CSV structure, shapes Polars cannot reconcile
+# --------------------------------------------------------------------------------------------
+
+def test_jsonl_with_bom_reads_row_one(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"question": "Q1"}\n{"question": "Q2"}\n')
+    assert load(path).items["question"].to_list() == ["Q1", "Q2"]
+
+
+def test_csv_with_bom_reads_its_header(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"\xef\xbb\xbfquestion,answer\r\nQ1,1\r\n")
+    items = load(path).items
+    assert items.select("question", "reference").rows() == [("Q1", "1")]
+
+
+def test_csv_quoted_cells_with_commas_and_line_breaks(tmp_path):
+    path = tmp_path / "in.csv"
+    long_proof = "step " * 40_000  # longer than the csv module's default field limit
+    path.write_text(f'question,answer\n"Add 1, 2\nand 3","6"\n"Say ""hi""",hi\n{long_proof},x\n', encoding="utf-8")
+    assert load(path).items["question"].to_list() == ["Add 1, 2\nand 3", 'Say "hi"', long_proof]
+
+
+def test_ragged_csv_rows_are_quarantined_with_their_line(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text('question,answer\n"two\nlines",1\nq2\nq3,3\n', encoding="utf-8")
+    loaded = quarantine(path)
+    assert loaded.items["question"].to_list() == ["two\nlines", "q3"]
+    assert loaded.quarantined.rows() == [(2, "1 fields where the header has 2 (line 4)", '["q2"]')]
+
+
+def test_invalid_utf8_line_in_jsonl_is_a_bad_row(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"question": "ok"}\n{"question": "caf\xe9"}\n')
+    loaded = quarantine(path)
+    assert loaded.items["question"].to_list() == ["ok"]
+    assert loaded.quarantined.rows() == [(2, "invalid UTF-8", '{"question": "caf\ufffd"}')]
+
+
+@pytest.mark.parametrize("field", ["question", "answer", "note"])
+def test_lone_surrogate_is_a_bad_row(tmp_path, field):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"question": "ok"}\n' + json.dumps({"question": "Q", field: "x\ud800"}) + "\n",
+                    encoding="utf-8")
+    loaded = quarantine(path)
+    assert loaded.items["question"].to_list() == ["ok"]
+    assert loaded.quarantined.select("row", "reason").rows() == [(2, "invalid Unicode (lone surrogate)")]
+    assert load(write_jsonl(tmp_path / "pair.jsonl", [{"question": "\ud83d\ude00"}])).items.height == 1  # a pair is fine
+
+
+def test_json_array_file(tmp_path):
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps([{"question": "Q1", "answer": 1}, "junk", {"question": "Q3"}], indent=2))
+    loaded = quarantine(path)
+    assert loaded.items.select("question", "reference").rows() == [("Q1", "1"), ("Q3", None)]
+    assert loaded.quarantined.select("row", "reason").rows() == [(2, "element is not a JSON object")]
+
+
+def test_json_file_holding_json_lines(tmp_path):
+    path = write_jsonl(tmp_path / "in.json", ROWS)
+    assert load(path).items.to_dicts() == EXPECTED
+
+
+def test_nested_values_of_different_shapes_are_carried_as_text(tmp_path, caplog):
+    rows = [{"question": "Q1", "meta": [[{"a": 1}]]}, {"question": "Q2", "meta": [{"a": 1}]}]
+    items = load(_jsonl(tmp_path, rows)).items
+    assert items["extra"].to_list() == [{"meta": '[[{"a": 1}]]'}, {"meta": '[{"a": 1}]'}]
+    assert "['meta'] mix JSON types" in caplog.text
+
+
+def test_hub_dataset_with_unknown_split(monkeypatch):
+    import datasets
+
+    def unknown_split(name, split=None, **kwargs):
+        raise ValueError(f'Unknown split "{split}". Should be one of [\'train\'].')
+
+    monkeypatch.setattr(datasets, "load_dataset", unknown_split)
+    with pytest.raises(DataError, match=r"Hub dataset 'org/set': Unknown split \"dev\""):
+        load("org/set", split="dev")
 
 
 def test_question_column_not_strings_in_parquet(tmp_path):
@@ -628,7 +850,10 @@ def test_duplicate_hashed_ids(tmp_path):
     loaded = quarantine(path)
     assert loaded.items["reference"].to_list() == ["A", "B"]
     assert loaded.quarantined["row"].to_list() == [2]
-    assert loaded.quarantined["reason"][0] == f"duplicate id {content_id('Q', 'A')} (first at row 1)"
+    assert loaded.quarantined["reason"][0] == "duplicate content (same question, reference and choices as row 1)"
+    message = bad_rows_error(path)
+    assert "duplicate content (same question, reference and choices as an earlier row) at rows 2" in message
+    assert "duplicate id" not in message
 
 
 def test_int_and_string_ids_that_collide_are_duplicates(tmp_path):
@@ -679,21 +904,19 @@ def test_data_error_is_a_dereason_error(tmp_path):
         load(write_jsonl(tmp_path / "in.jsonl", [{"question": ""}]))
 
 
-def test_all_lines_unusable_are_named_and_quarantined(tmp_path):
+def test_all_lines_unusable_are_named_and_nothing_is_left(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", ["{bad", {"question": 7}])
-    with pytest.raises(DataError) as info:
-        load(path)
-    assert rows_for(str(info.value), "invalid JSON") == "1", str(info.value)
-    loaded = quarantine(path)  # today: raises DataError instead
-    assert loaded.items.height == 0
-    assert loaded.quarantined["row"].to_list() == [1, 2]
+    assert rows_for(bad_rows_error(path), "invalid JSON") == "1"
+    message = bad_rows_error(path, on_bad_rows="quarantine")
+    assert message.startswith(f"no items in {path}: all 2 row(s) are bad: invalid JSON")
+    assert rows_for(message, "'question' is a JSON number") == "2"
 
 
-def test_all_questions_null_are_quarantined(tmp_path):
+def test_all_questions_null_leave_no_items(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "question": None}, {"id": "b", "question": None}])
-    loaded = quarantine(path)
-    assert loaded.items.height == 0
-    assert loaded.quarantined["row"].to_list() == [1, 2]
+    message = bad_rows_error(path, on_bad_rows="quarantine")
+    assert rows_for(message, "missing or empty 'question'") == "1, 2"
+    assert "no items in" in message
 
 
 # --------------------------------------------------------------------------------------------
@@ -737,12 +960,22 @@ def test_fingerprint_changes_with_canonical_field(fp_items, column, value):
     assert fingerprint(changed) != before
 
 
-@pytest.mark.parametrize("choices", [["x"], ["x", "y", "w"], ["y", "x"], None, []])
+@pytest.mark.parametrize("choices", [
+    options("x"), options("x", "y", "w"), options("y", "x"), None, [],
+    [{"label": "B", "text": "x"}, {"label": "A", "text": "y"}],  # same texts, other labels
+    [{"label": "A", "text": "xB. y"}],  # the same `LABEL. text` characters, split otherwise
+])
 def test_fingerprint_changes_with_choices(fp_items, choices):
     before = fingerprint(fp_items)
-    new = pl.Series("choices", [choices, ["z"]], dtype=pl.List(pl.String))
+    new = pl.Series("choices", [choices, options("z")], dtype=pl.List(CHOICE))
     changed = fp_items.with_columns(new)
     assert fingerprint(changed) != before
+
+
+def test_fingerprint_tells_no_choices_from_empty_choices(fp_items):
+    none = fp_items.with_columns(pl.Series("choices", [None, None], dtype=pl.List(CHOICE)))
+    empty = fp_items.with_columns(pl.Series("choices", [[], []], dtype=pl.List(CHOICE)))
+    assert fingerprint(none) != fingerprint(empty)
 
 
 def test_fingerprint_changes_when_a_row_is_dropped_or_reordered(fp_items):

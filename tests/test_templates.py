@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
 
 import jinja2
 import pytest
+from conftest import assert_one_line_error, invoke
 from jinja2.exceptions import SecurityError
 
+from curate.config import DataConfig
+from curate.choices import format_choices
+from curate.data import load_items
 from curate.errors import DereasonError, TemplateError
 from curate.parse import PARSERS
 from curate.templates import (
@@ -22,6 +27,7 @@ from curate.templates import (
 
 BUNDLED = ["difficulty/intensity", "difficulty/intensity_score_only"]
 HEADER = "{#-\nparser: score_only\ndescription: a test template\n-#}\n"  # lines 1-4
+CHOICES = [{"label": "A", "text": "3"}, {"label": "B", "text": "4"}]
 ITEM = {"id": "item-7", "question": "What is 17 * 23?", "reference": "391", "choices": None,
         "domain": "arithmetic", "extra": {}}
 
@@ -141,13 +147,16 @@ def test_render_gives_system_then_user_with_question(name):
 
 
 @pytest.mark.parametrize("name", BUNDLED)
-def test_render_letters_choices_in_order(name):
-    item = {"id": "x", "question": "Which is prime?", "choices": ["4", "6", "7", "9", "10"]}
+@pytest.mark.parametrize("labels", ["ABCDE", "12345"])
+def test_render_shows_labelled_choices_in_order(name, labels):
+    texts = ["4", "6", "7", "9", "10"]
+    item = {"id": "x", "question": "Which is prime?",
+            "choices": [{"label": label, "text": text} for label, text in zip(labels, texts)]}
     user = load_template(name).render(item)[1]["content"]
     lines = user.splitlines()
-    lettered = [line for line in lines if re.match(r"^[A-Z]\. ", line)]
-    assert lettered == ["A. 4", "B. 6", "C. 7", "D. 9", "E. 10"]
-    assert lines.index("A. 4") > lines.index("Which is prime?")
+    labelled = [line for line in lines if re.match(r"^[A-Z0-9]\. ", line)]
+    assert labelled == [f"{label}. {text}" for label, text in zip(labels, texts)]
+    assert lines.index(labelled[0]) > lines.index("Which is prime?")
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -168,8 +177,39 @@ def test_intensity_shows_domain_only_when_present():
 
 def test_score_only_user_message_exact():
     user = load_template("difficulty/intensity_score_only").render(
-        {"id": "x", "question": "What is 2+2?", "choices": ["3", "4"]})[1]["content"]
+        {"id": "x", "question": "What is 2+2?", "choices": CHOICES})[1]["content"]
     assert user == "What is 2+2?\n\nA. 3\nB. 4"
+
+
+def test_intensity_user_message_exact():
+    user = load_template("difficulty/intensity").render(
+        {"id": "x", "question": "What is 2+2?", "choices": CHOICES, "domain": "arithmetic"})[1]["content"]
+    assert user == ("Domain: arithmetic\nProblem:\nWhat is 2+2?\n\nChoices:\nA. 3\nB. 4\n\n"
+                    "Rate the reasoning intensity of this problem.")
+
+
+# sha256 of json.dumps([template.render(item) for item in bundled:math-sample]) with the templates of
+# 8cddf10, which the bundled judge was trained on: items without choices must render byte-identically.
+RENDERED_AT_8CDDF10 = {
+    "difficulty/intensity": "bb02b979dd000dfae3868663eda64d31a34964329dfc98bd6c32e2d3de2307ac",
+    "difficulty/intensity_score_only": "cf6fdbcc3b2bdfc3360b57f939d173568d164307d2d83f436cc426ecadfa2110",
+}
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_items_without_choices_render_as_the_bundled_judge_was_trained(name):
+    items = load_items(DataConfig(source="bundled:math-sample")).items
+    assert items["choices"].null_count() == items.height
+    template = load_template(name)
+    rendered = [template.render(item) for item in items.iter_rows(named=True)]
+    assert hashlib.sha256(json.dumps(rendered).encode()).hexdigest() == RENDERED_AT_8CDDF10[name]
+
+
+def test_format_choices_filter_in_own_templates(tmp_path):
+    write(tmp_path, "mc", HEADER + "{% block user %}{{ question }}\n{{ choices | format_choices }}{% endblock %}\n")
+    rendered = load_template("mc", template_dir=tmp_path).render({"id": "a", "question": "Q", "choices": CHOICES})
+    assert rendered == [{"role": "user", "content": "Q\nA. 3\nB. 4"}]
+    assert format_choices(CHOICES) == "A. 3\nB. 4"
 
 
 def test_intensity_system_asks_for_tagged_score():
@@ -446,8 +486,72 @@ def test_missing_jinja_path_is_template_error(tmp_path):
         load_template(str(tmp_path / "absent.jinja"))
 
 
+def test_missing_template_dir_is_template_error(tmp_path):
+    for missing in (tmp_path / "absent", write(tmp_path, "file", HEADER)):
+        with pytest.raises(TemplateError, match="does not exist or is not a folder"):
+            available_templates(missing)
+        with pytest.raises(TemplateError, match="does not exist or is not a folder"):
+            load_template("nope", template_dir=missing)
+
+
+def test_template_that_is_not_utf8_is_template_error(tmp_path):
+    (tmp_path / "latin.jinja").write_bytes(HEADER.encode() + b"{% block user %}caf\xe9 {{ question }}{% endblock %}\n")
+    with pytest.raises(TemplateError, match=r"template 'latin' is not valid UTF-8 \(byte 0xe9"):
+        load_template("latin", template_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# `curate templates`
+# --------------------------------------------------------------------------------------------
+
+def test_templates_command_lists_good_ones_and_names_each_bad_one(tmp_path):
+    write(tmp_path / "team", "good", HEADER + "{% block user %}{{ question }}{% endblock %}\n")
+    write(tmp_path, "broken", HEADER + "{% block user %}\n{% if %}\n{% endblock %}\n")
+    write(tmp_path, "no_parser", "{#-\ndescription: x\n-#}\n{% block user %}{{ question }}{% endblock %}\n")
+    result = invoke("templates", "--template-dir", tmp_path)
+    assert result.exit_code == 1, result.output
+    for name in ["team/good", *BUNDLED]:
+        assert name in result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, result.stderr
+    assert "template 'broken', line 6:" in errors[0]
+    assert "template 'no_parser' declares parser None" in errors[1]
+    assert "Traceback" not in result.output
+
+
+def test_templates_command_with_one_bad_template_is_one_error_line(tmp_path):
+    write(tmp_path, "broken", HEADER + "{% block user %}\n{% if %}\n{% endblock %}\n")
+    result = invoke("templates", "--template-dir", tmp_path)
+    assert_one_line_error(result, "template 'broken', line 6:")
+    assert "difficulty/intensity_score_only" in result.stdout
+
+
 def test_extends_is_refused_at_load_time(tmp_path):
     (tmp_path / "child.jinja").write_text('{#-\nparser: score_only\n-#}\n{% extends "difficulty/intensity.jinja" %}\n'
                                           "{% block user %}{{ question }}{% endblock %}\n")
     with pytest.raises(TemplateError, match="extends"):
         load_template("child", template_dir=tmp_path)
+
+
+def test_identity_covers_included_templates(tmp_path):
+    """Defect 19: an {% include %}d template could change under a resumed run without changing its identity."""
+    (tmp_path / "judge.jinja").write_text('{#- \nparser: score_only\n-#}\n{% block user %}{% include "part.jinja" %}'
+                                          "{{ question }}{% endblock %}")
+    (tmp_path / "part.jinja").write_text("Rate this: ")
+    before = load_template("judge", tmp_path)
+    (tmp_path / "part.jinja").write_text("Rate this problem: ")
+    after = load_template("judge", tmp_path)
+    assert before.identity != after.identity
+    assert after.render({"id": "a", "question": "1+1?"})[0]["content"] == "Rate this problem: 1+1?"
+
+
+def test_identity_of_a_template_without_includes_is_the_hash_of_its_bytes():
+    template = load_template("difficulty/intensity")
+    assert template.content_hash == hashlib.sha256(template.source.encode()).hexdigest()[:16]
+
+
+def test_an_include_chosen_while_rendering_is_refused(tmp_path):
+    (tmp_path / "judge.jinja").write_text('{#- \nparser: score_only\n-#}\n{% block user %}{% include domain ~ ".jinja" %}'
+                                          "{{ question }}{% endblock %}")
+    with pytest.raises(TemplateError, match="chosen while rendering"):
+        load_template("judge", tmp_path)
