@@ -4,11 +4,13 @@
 `stats` dict, the per-item frame, a reliability table, a run comparison) and returns one HTML page
 that needs nothing else: figures are PNGs drawn with matplotlib's `Figure` (Agg canvas, no pyplot
 global state) embedded as base64 data URIs, styling is inline CSS, and the stats dict itself is
-embedded as JSON in `<script type="application/json" id="stats">` for machines to read back.
+embedded as JSON in `<script type="application/json" id="stats">` for machines to read back (with
+the comparison under "comparison" when there is one). A comparison's page names both runs.
 No network reference (script, font, stylesheet) appears in the page.
 
 Figures, each skipped with a "not available: why" line when its data is missing:
-    1 score histogram      rounded scores 1..5, plus a finer histogram when scores are not integers
+    1 score histogram      integer scores 1..5 as they are; other scores rounded half up beside a
+                           continuous histogram (alone when scores leave 1..5)
     2 scores by domain     box plots, the largest MAX_DOMAINS domains (needs ≥ 2 domains)
     3 reference confusion  rows = reference label, columns = rounded score, counts in cells
     4 score vs pass rate   items (jittered) and the mean pass rate per rounded score
@@ -30,7 +32,7 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from curate.stats import LABELS, SCORE_MAX, SCORE_MIN, format_interval, round_score
+from curate.stats import LABELS, SCORE_MAX, SCORE_MIN, all_notes, format_interval, round_score
 from curate.store import write_atomic
 
 MAX_DOMAINS = 15
@@ -98,6 +100,8 @@ def _heatmap(matrix: list[list[int]], labels: list[Any], ylabel: str, xlabel: st
 
 
 def histogram_figure(items: pl.DataFrame, score: str) -> tuple[Figure | str, str]:
+    """Bars of the scores when they are integers 1..5; of the rounded scores beside a continuous
+    histogram when they are not; the continuous histogram alone when they leave 1..5."""
     data = _scores(items)
     if data is None or data.height == 0:
         return "no item scores", ""
@@ -110,11 +114,16 @@ def histogram_figure(items: pl.DataFrame, score: str) -> tuple[Figure | str, str
     if in_range:
         ax, rounded = axes.pop(0), round_score(values)
         ax.bar_label(ax.bar(LABELS, [int((rounded == k).sum()) for k in LABELS], color="#4878a8"), fontsize=8)
-        ax.set(xticks=LABELS, xlabel="rounded score (half up)", ylabel="items", title="rounded")
+        ax.set(xticks=LABELS, ylabel="items")
+        if fine:
+            ax.set(xlabel=f"{score} score rounded half up", title="rounded")
+            caption += f"left: rounded half up to {SCORE_MIN}..{SCORE_MAX}; right: continuous, 32 bins"
+        else:
+            ax.set(xlabel=f"{score} score")
+            caption += "every score is an integer, counted as it is (no rounding)"
         ax.margins(y=0.12)
-        caption += "left: rounded to 1..5; right: continuous, 32 bins" if fine else "all integers (not rounded)"
     else:
-        caption += f"scores leave {SCORE_MIN}..{SCORE_MAX}, so no rounded bars"
+        caption += f"scores leave {SCORE_MIN}..{SCORE_MAX}, so no rounded bars; continuous, 32 bins"
     if fine:
         low, high = (SCORE_MIN, SCORE_MAX) if in_range else (float(values.min()), float(values.max()))
         axes[0].hist(values, bins=np.linspace(low, high + (high == low), 33), color="#6a9fcf", edgecolor="white")
@@ -242,12 +251,26 @@ def _row(part: dict[str, Any], *keys: str) -> list[Any]:
     return [part.get(k) for k in keys]
 
 
-def _summary(stats: dict[str, Any], items: pl.DataFrame) -> list[str]:
-    absent = [k for k in SECTIONS if stats.get(k) is None]
-    out = [f'<p class="na">absent from these stats: {esc(", ".join(absent))}</p>'] if absent else []
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, list | dict) else value
+
+
+def _runs(stats: dict[str, Any], comparison: dict[str, Any] | None) -> list[str]:
+    """The identity of the run, or of both runs compared."""
+    if comparison and comparison.get("run_a") and comparison.get("run_b"):
+        a, b = comparison["run_a"], comparison["run_b"]
+        return ["<h2>Runs compared</h2>", _table(["field", "run A", "run B"], [
+            [k, _cell(a.get(k)), _cell(b.get(k))] for k in dict.fromkeys([*a, *b])])]
     if stats.get("run"):
-        out += ["<h2>Run</h2>", _table(["field", "value"], [[k, json.dumps(v) if isinstance(v, list | dict) else v]
-                                                           for k, v in stats["run"].items()])]
+        return ["<h2>Run</h2>", _table(["field", "value"], [[k, _cell(v)] for k, v in stats["run"].items()])]
+    return []
+
+
+def _summary(stats: dict[str, Any], items: pl.DataFrame, comparison: dict[str, Any] | None) -> list[str]:
+    runs = _runs(stats, comparison)
+    absent = [k for k in SECTIONS if stats.get(k) is None and not (k == "run" and runs)]
+    out = [f'<p class="na">absent from these stats: {esc(", ".join(absent))}</p>'] if absent else []
+    out += runs
     out.append(f"<p>Item score used: <b>{esc(str(stats.get('score') or 'undefined'))}</b></p>")
     if dist := stats.get("distribution"):
         out.append(_table(["scored items", "mean", "std"], [_row(dist, "n", "mean", "std")]))
@@ -258,8 +281,9 @@ def _summary(stats: dict[str, Any], items: pl.DataFrame) -> list[str]:
             f"<p>{fail.get('n_failed')} of {fail.get('n_judgments')} judgments failed; "
             f"{fail.get('n_items_without_ok')} of {fail.get('n_items')} items have no ok judgment.</p>"]
     if consistency := stats.get("self_consistency"):
-        out += ["<h2>Self-consistency</h2>", _table(["units", "coders", "mean item std", "mean logprob entropy"], [
-            _row(consistency, "n_units", "n_coders", "mean_item_std", "mean_entropy")])]
+        out += ["<h2>Self-consistency</h2>", _table(
+            ["units", "units with identical samples", "coders", "mean item std", "mean logprob entropy"],
+            [_row(consistency, "n_units", "n_identical_units", "n_coders", "mean_item_std", "mean_entropy")])]
     if calibration := stats.get("calibration"):
         values = items["calibrated"].drop_nulls() if "calibrated" in items.columns else pl.Series([], dtype=pl.Float64)
         spread = f"{values.min():.3g} .. {values.max():.3g} (mean {values.mean():.3g})" if values.len() else None
@@ -273,7 +297,7 @@ def render_report(stats: dict, items: pl.DataFrame, reliability: pl.DataFrame | 
     """One self-contained HTML page (images embedded as base64 PNG data URIs) + the stats as JSON
     inside a <script type="application/json" id="stats"> block."""
     score = stats.get("score") or "item"
-    body = [f"<h1>{esc(title)}</h1>", *_summary(stats, items), "<h2>Headline numbers (95% intervals)</h2>"]
+    body = [f"<h1>{esc(title)}</h1>", *_summary(stats, items, comparison), "<h2>Headline numbers (95% intervals)</h2>"]
     headline = _headline_rows(stats, comparison)
     body.append(_table(["compared with", "statistic", "value [95% interval]", "n"], headline) if headline else
                 '<p class="na">not available: no reference, pass rate, self-consistency or comparison</p>')
@@ -287,12 +311,12 @@ def render_report(stats: dict, items: pl.DataFrame, reliability: pl.DataFrame | 
             _row(comparison, "n_common", "n_only_a", "n_only_b", "mean_shift")]), "<h3>SFT/RL churn per τ</h3>",
             _table(["τ", "SFT → RL", "RL → SFT", "changed", "fraction"], [
                 _row(c, "tau", "sft_to_rl", "rl_to_sft", "changed", "fraction") for c in comparison.get("churn", [])])]
-    parts = [("", stats), *((f"{k}: ", stats.get(k)) for k in SECTIONS[2:]), ("comparison: ", comparison)]
-    notes = [prefix + str(n) for prefix, part in parts if isinstance(part, dict) for n in part.get("notes") or []]
+    notes = all_notes(stats) + [f"comparison: {note}" for note in all_notes(comparison or {})]
     if notes:
-        body += ["<h2>Notes</h2><ul>", *(f"<li>{esc(n)}</li>" for n in notes), "</ul>"]
+        body += ["<h2>Notes</h2><ul>", *(f"<li>{esc(str(n))}</li>" for n in notes), "</ul>"]
+    embedded = stats if comparison is None else {**stats, "comparison": comparison}
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + f"\n{_json_block(stats)}\n</body></html>\n")
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + f"\n{_json_block(embedded)}\n</body></html>\n")
 
 
 def write_report(path: str | Path, html: str) -> None:

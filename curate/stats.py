@@ -11,6 +11,12 @@ Definitions
                      coders; only items with ≥ 2 ok samples can be paired, so only they are units
                      (α uses the values within a unit, not coder identity). Mean per-item std is the
                      population std of an item's ok scores, averaged over those same items.
+    identical        an item's ok samples are identical when they share one raw output, or when all
+                     were scored from logprobs with one distribution and one score (an argmax
+                     cannot differ between samples). When every unit's samples are identical,
+                     nothing was sampled (a backend that ignores temperature, greedy decoding, or
+                     scores read from one distribution): α and the mean std are undefined, since
+                     agreement was not measured; when some are, a note gives their fraction.
     agreement        Spearman ρ, Kendall τ-b, quadratic-weighted Cohen's κ (scipy, scikit-learn) over
                      pairs where both values are present; κ and the confusion matrix (rows =
                      reference label, columns = rounded score) need reference and rounded score
@@ -19,6 +25,8 @@ Definitions
                      items (`scipy.stats.bootstrap`, paired, seeded). No interval below
                      MIN_BOOTSTRAP items, nor when the statistic is undefined on any resample
                      (e.g. a resample with one class only): dropping those would bias it.
+
+Every part's `notes` say why a statistic is undefined or what limits it; `all_notes` gathers them.
 
 Failures are data: an undefined statistic (too few items, constant input, one class) is None and
 `notes` says why; no function substitutes 0 or NaN.
@@ -36,8 +44,11 @@ import polars as pl
 from scipy import stats as sps
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, roc_auc_score
 
+from curate.aggregate import AGGREGATED_COLUMNS
 from curate.parse import SCORE_MAX, SCORE_MIN, Status
 
+# What the statistics of a run read from its judgments (raw text and distributions: identical samples).
+JUDGMENT_COLUMNS = (*AGGREGATED_COLUMNS, "raw_text", "score_probs", "score_mass")
 SCORE_COLUMNS = {"mean": "score_mean", "median": "score_median", "expected": "expected_mean"}
 LABELS = tuple(range(SCORE_MIN, SCORE_MAX + 1))
 MIN_PAIRS = 3  # below this a correlation or κ says nothing
@@ -62,9 +73,18 @@ def as_float(values: ArrayLike) -> np.ndarray:
 
 
 def item_scores(per_item: pl.DataFrame, score: str = "mean") -> pl.DataFrame:
-    """item_id and `score` (Float64) of the scored items, by the chosen item score."""
+    """item_id and `score` (Float64) of the scored items, by the chosen item score.
+
+    ValueError for an unknown score, and for "expected" when no item has a logprob judgment (the
+    message says how to get them and which scores the run has)."""
     if score not in SCORE_COLUMNS:
         raise ValueError(f"unknown score {score!r}; choose one of {sorted(SCORE_COLUMNS)}")
+    if score == "expected" and not (per_item["n_logprobs"] > 0).any():
+        scored = (per_item["item_status"] == "scored").any()
+        raise ValueError(f"--score expected needs logprob judgments and none of the run's {per_item.height} items "
+                         "has one; score with --top-logprobs 20 --max-tokens 1 on a score-only template "
+                         "(difficulty/intensity_score_only) to get them, or use a score this run has: "
+                         + ("mean, median" if scored else "none (no item is scored)"))
     keep = pl.col("n_logprobs") > 0 if score == "expected" else pl.col("item_status") == "scored"
     return (per_item.filter(keep & pl.col(SCORE_COLUMNS[score]).is_not_null())
             .select("item_id", pl.col(SCORE_COLUMNS[score]).cast(pl.Float64).alias("score")).sort("item_id"))
@@ -237,9 +257,37 @@ def ordinal_alpha(reliability: np.ndarray) -> float:
     return krippendorff.alpha(reliability_data=reliability, level_of_measurement="ordinal", value_domain=LABELS)
 
 
-def self_consistency(judgments: pl.DataFrame, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
-                     level: float = 0.95) -> dict[str, Any]:
-    """α (ordinal) of ok scores across samples, mean per-item std, mean logprob entropy."""
+def identical_samples(judgments: pl.DataFrame) -> pl.DataFrame:
+    """item_id, `identical` and `one_output` for each item with 2+ ok samples (see "identical" above)."""
+    ok = judgments.filter(pl.col("status") == Status.OK)
+    from_one_distribution = ((pl.col("score_method") == "logprobs").all() & pl.col("score_probs").is_not_null().all()
+                             & (pl.col("score_probs").n_unique() == 1) & (pl.col("score").n_unique() == 1))
+    return (ok.group_by("item_id").agg(pl.len().alias("n"), (pl.col("raw_text").n_unique() == 1).alias("one_output"),
+                                       from_one_distribution.alias("one_distribution"))
+            .filter(pl.col("n") >= 2)
+            .select("item_id", (pl.col("one_output") | pl.col("one_distribution")).alias("identical"), "one_output")
+            .sort("item_id"))
+
+
+def _identical_why(identical: pl.DataFrame, temperature: float | None, notes: list[str]) -> str | None:
+    """Why agreement was not measured (every unit's samples identical), or None; a note when some are."""
+    n, same = identical.height, int(identical["identical"].sum())
+    if n and same == n:
+        cause = ("the run decodes greedily (temperature 0)" if temperature == 0 else
+                 "the backend may ignore temperature or sampling" if identical["one_output"].all() else
+                 "each item's scores are the argmax of one logprob distribution, which sampling does not change")
+        return f"all {n} items' samples are identical: {cause}; agreement was not measured"
+    if same:
+        notes.append(f"{same} of the {n} items with 2+ ok samples ({same / n:.0%}) have identical samples (one raw "
+                     "output, or logprob scores from one distribution): α counts them as agreement")
+    return None
+
+
+def self_consistency(judgments: pl.DataFrame, *, temperature: float | None = None, n_resamples: int = N_RESAMPLES,
+                     seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """α (ordinal) of ok scores across samples, mean per-item std, mean logprob entropy.
+
+    `judgments` needs JUDGMENT_COLUMNS; `temperature` (the run's, when known) explains identical samples."""
     notes: list[str] = []
     ok = judgments.filter(pl.col("status") == Status.OK)
     counts = ok.group_by("item_id").len()
@@ -247,11 +295,15 @@ def self_consistency(judgments: pl.DataFrame, *, n_resamples: int = N_RESAMPLES,
     wide = ok.filter(pl.col("item_id").is_in(pairable.implode())).pivot(
         on="sample_idx", index="item_id", values="score").sort("item_id")
     matrix = wide.drop("item_id").cast(pl.Float64).to_numpy().T  # coders × units
+    identical = identical_samples(judgments)
+    not_measured = _identical_why(identical, temperature, notes) if pairable.len() >= 2 else None
     why = None
     if counts.height and counts["len"].max() < 2:
         why = "one ok sample per item (α compares samples of an item)"
     elif pairable.len() < 2:
         why = f"{pairable.len()} item(s) with 2+ ok samples, need 2"
+    elif not_measured:
+        why = not_measured
     elif np.unique(matrix[np.isfinite(matrix)]).size < 2:
         why = "every ok score is the same value (no variation)"
     columns = (np.arange(matrix.shape[1]),)
@@ -259,15 +311,34 @@ def self_consistency(judgments: pl.DataFrame, *, n_resamples: int = N_RESAMPLES,
                      n_resamples=n_resamples, seed=seed, level=level)
     stds = ok.filter(pl.col("item_id").is_in(pairable.implode())).group_by("item_id").agg(
         pl.col("score").std(ddof=0))["score"]
-    if stds.len() == 0:
-        notes.append("mean_item_std is undefined: no item has 2+ ok samples")
-    entropy = ok.filter((pl.col("score_method") == "logprobs") & pl.col("score_entropy").is_not_null())
-    if entropy.height == 0:
+    std_why = "no item has 2+ ok samples" if stds.len() == 0 else \
+        "every item's samples are identical (see alpha)" if not_measured else None
+    if std_why:
+        notes.append(f"mean_item_std is undefined: {std_why}")
+    by_logprobs = ok.filter(pl.col("score_method") == "logprobs")
+    entropy = by_logprobs["score_entropy"].drop_nulls()
+    if entropy.len() == 0:
         notes.append("mean_entropy is undefined: no ok judgment was scored from logprobs")
     return {"alpha": alpha, "n_units": int(pairable.len()), "n_coders": int(matrix.shape[0]),
-            "mean_item_std": float(stds.mean()) if stds.len() else None,
-            "mean_entropy": float(entropy["score_entropy"].mean()) if entropy.height else None,
-            "n_logprob_judgments": entropy.height, "notes": notes}
+            "n_identical_units": int(identical["identical"].sum()),
+            "mean_item_std": None if std_why else float(stds.mean()),
+            "mean_entropy": float(entropy.mean()) if entropy.len() else None,
+            "n_logprob_judgments": entropy.len(), "score_mass": _score_mass(by_logprobs["score_mass"]),
+            "notes": notes}
+
+
+def _score_mass(mass: pl.Series) -> dict[str, Any] | None:
+    """The probability logprob judgments put on score tokens at all (low: the expected score means little)."""
+    mass = mass.drop_nulls()
+    if mass.len() == 0:
+        return None
+    return {"n": mass.len(), "mean": float(mass.mean()), "min": float(mass.min()), "q05": float(mass.quantile(0.05))}
+
+
+def all_notes(parts: dict[str, Any]) -> list[str]:
+    """Every note of a stats (or comparison) dict: its own, then each part's, prefixed with the part's name."""
+    return list(parts.get("notes") or []) + [f"{name}: {note}" for name, part in parts.items()
+                                              if isinstance(part, dict) for note in part.get("notes") or []]
 
 
 def reference_agreement(scores: ArrayLike, reference: ArrayLike, labels: Sequence[int] = LABELS, *,
@@ -301,8 +372,9 @@ def pass_rate_agreement(scores: ArrayLike, pass_rate: ArrayLike, unsolved_at: fl
                         n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
     """Spearman of score vs pass rate (expect < 0) and AUROC of the score for pass rate ≤ unsolved_at."""
     x, rate = _pairs(scores, pass_rate)
-    if ((rate < 0) | (rate > 1)).any():
-        raise ValueError("pass rates must lie in [0, 1]")
+    outside = rate[(rate < 0) | (rate > 1)]
+    if len(outside):
+        raise ValueError(f"pass rates must lie in [0, 1]; {len(outside)} of {len(rate)} do not (e.g. {outside[0]:g})")
     notes: list[str] = []
     options = {"n_resamples": n_resamples, "seed": seed, "level": level}
     unsolved = rate <= unsolved_at

@@ -1,6 +1,7 @@
 """`curate stats` and `curate compare` over real run directories made by the engine."""
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -12,6 +13,7 @@ from curate.analysis import CALIBRATED_FILE, analyze_comparison, analyze_run, lo
 from curate.cli import app
 from curate.config import ScoreConfig
 from curate.engine import score
+from curate.stats import all_notes
 
 ROWS = [{"id": f"q{i:03d}", "question": f"Problem {i}", "level": i % 5 + 1, "pass_rate": 1 - (i % 5) / 4,
          "domain": "algebra" if i % 2 else "geometry"} for i in range(60)]
@@ -26,11 +28,11 @@ def judge_by_level(noise: int):
     return answer
 
 
-def make_run(tmp_path, name, template="difficulty/intensity", noise=4, samples=3):
-    data = write_jsonl(tmp_path / "data.jsonl", ROWS)
+def make_run(tmp_path, name, template="difficulty/intensity", noise=4, samples=3, rows=ROWS, judge=None):
+    data = write_jsonl(tmp_path / f"{name}.jsonl", rows)
     config = ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / name), "template": template,
                                     "samples": samples, "temperature": 1.0})
-    score(config, backend=ScriptedBackend(judge_by_level(noise)))
+    score(config, backend=ScriptedBackend(judge or judge_by_level(noise)))
     return tmp_path / name
 
 
@@ -75,13 +77,15 @@ def test_compare_two_templates_prints_shift_matrix_and_churn(tmp_path):
                       .replace("Write a brief rationale", "Think it through, then write a brief rationale"))
     run_a = make_run(tmp_path, "a", template="difficulty/intensity", noise=4)
     run_b = make_run(tmp_path, "b", template=str(edited), noise=2)
-    result = analyze_comparison(run_a, run_b)
+    result = analyze_comparison(run_a, run_b, n_resamples=50)
+    assert result["alpha"]["low"] <= result["alpha"]["value"] <= result["alpha"]["high"]
     assert result["n_common"] == 60 and sum(map(sum, result["shift_matrix"])) == 60
     assert [row["tau"] for row in result["churn"]] == [1, 2, 3, 4]
-    cli = CliRunner().invoke(app, ["compare", str(run_a), str(run_b)], env={"COLUMNS": "120"})
+    cli = CliRunner().invoke(app, ["compare", str(run_a), str(run_b), "--resamples", "50"], env={"COLUMNS": "120"})
     assert cli.exit_code == 0, cli.output
     assert "items changing side" in cli.stdout and "A \\ B" in cli.stdout
-    as_json = json.loads(CliRunner().invoke(app, ["compare", str(run_a), str(run_b), "--json"]).stdout)
+    as_json = json.loads(CliRunner().invoke(app, ["compare", str(run_a), str(run_b), "--resamples", "0",
+                                                  "--json"]).stdout)
     assert as_json["shift_matrix"] == result["shift_matrix"]
 
 
@@ -92,12 +96,67 @@ def test_stats_cli_json(tmp_path):
     assert json.loads(result.stdout)["reference"]["field"] == "level"
 
 
-def test_report_writes_html_and_json(tmp_path):
+def test_report_writes_html_and_json_creating_its_folder(tmp_path):
     run = make_run(tmp_path, "run")
-    report = tmp_path / "out" / "report.html"
-    report.parent.mkdir()
+    report = tmp_path / "out" / "new" / "report.html"
     result = CliRunner().invoke(app, ["stats", str(run), "--reference", "level", "--resamples", "50",
                                       "--report", str(report)])
     assert result.exit_code == 0, result.output
     assert report.read_text().count("data:image/png;base64,") >= 2
     assert json.loads(report.with_suffix(".json").read_text())["reference"]["field"] == "level"
+
+
+def test_samples_that_repeat_one_output_leave_agreement_unmeasured(tmp_path):
+    """A server that ignores temperature answers every sample of an item alike: α 1.000 would be a fiction."""
+    ignores_temperature = make_run(tmp_path, "run", judge=lambda item_id, idx: judge_by_level(4)(item_id, 0))
+    result = CliRunner().invoke(app, ["stats", str(ignores_temperature), "--resamples", "0"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert re.search(r"self-consistency α \(ordinal\)\s*│\s*undefined", result.stdout)
+    assert "mean per-item std" not in result.stdout
+    note = ("note: self_consistency: alpha is undefined: all 60 items' samples are identical: the backend may ignore "
+            "temperature or sampling; agreement was not measured")
+    assert note in " ".join(result.stderr.split())
+    partly = CliRunner().invoke(app, ["stats", str(make_run(tmp_path, "sampled")), "--json", "--resamples", "0"])
+    consistency = json.loads(partly.stdout)["self_consistency"]
+    assert consistency["alpha"]["value"] > 0.8 and consistency["n_identical_units"] == 24  # q%4 == 1, or level 5
+    assert any(n.startswith("24 of the 60 items with 2+ ok samples (40%) have identical samples")
+               for n in consistency["notes"])
+
+
+def test_stats_prints_the_notes_of_every_part(tmp_path):
+    run = make_run(tmp_path, "run", samples=1)
+    result = CliRunner().invoke(app, ["stats", str(run), "--reference", "level", "--pass-rate", "pass_rate",
+                                      "--calibrate", "level", "--resamples", "0"])
+    assert result.exit_code == 0, result.output
+    printed = [line.removeprefix("note: ") for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert sorted(printed) == sorted(all_notes(json.loads(CliRunner().invoke(app, [
+        "stats", str(run), "--reference", "level", "--pass-rate", "pass_rate", "--calibrate", "level",
+        "--resamples", "0", "--json"]).stdout)))
+    assert "reference: spearman: no 95% interval: not computed (n_resamples=0)" in printed
+    assert "pass_rate: spearman: no 95% interval: not computed (n_resamples=0)" in printed
+
+
+def test_compare_refuses_other_items_unless_asked_and_says_so(tmp_path):
+    run = make_run(tmp_path, "run")
+    other = make_run(tmp_path, "other", rows=[{**row, "question": f"Unrelated {i}"} for i, row in enumerate(ROWS)])
+    refused = CliRunner().invoke(app, ["compare", str(run), str(other)])
+    assert refused.exit_code == 1 and "60 of the 60 ids both runs hold name different items" in refused.stderr
+    report = tmp_path / "reports" / "compare.html"
+    allowed = CliRunner().invoke(app, ["compare", str(run), str(other), "--allow-different-items", "--resamples", "0",
+                                       "--report", str(report)], env={"COLUMNS": "200"})
+    assert allowed.exit_code == 0, allowed.output
+    assert "scored only in A: 0 · scored only in B: 0" in allowed.stdout
+    assert "compared by id anyway (--allow-different-items)" in " ".join(allowed.stderr.split())
+    page = report.read_text()
+    assert "Runs compared" in page and f">{run}<" in page and f">{other}<" in page
+    assert json.loads(report.with_suffix(".json").read_text())["run_b"]["run_dir"] == str(other)
+
+
+def test_compare_counts_items_scored_in_one_run_only(tmp_path):
+    run = make_run(tmp_path, "run")
+    subset = make_run(tmp_path, "subset", rows=ROWS[:50],
+                      judge=lambda item_id, idx: ("no score", "stop") if item_id == "q000" else
+                      judge_by_level(2)(item_id, idx))
+    result = analyze_comparison(run, subset, n_resamples=0)
+    assert (result["n_common"], result["n_only_a"], result["n_only_b"]) == (49, 11, 0)
+    assert (result["run_a"]["n_scored"], result["run_b"]["n_scored"]) == (60, 49)

@@ -3,7 +3,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curate.compare import compare_runs
+from curate.compare import compare_runs, item_differences
+from curate.data import CHOICE
 
 SCHEMA = {"item_id": pl.String, "score_mean": pl.Float64, "score_median": pl.Float64, "expected_mean": pl.Float64,
           "n_logprobs": pl.Int64, "item_status": pl.String}
@@ -95,3 +96,20 @@ def test_expected_score_compares_logprob_items_only():
                                                n_logprobs=pl.Series([1, 0]))
     result = compare_runs(a, a, score="expected", n_resamples=0)
     assert result["n_common"] == 1 and result["score"] == "expected"
+
+
+def items(rows) -> pl.DataFrame:
+    """An items frame: (id, question, reference, choices)."""
+    return pl.DataFrame(rows, schema={"id": pl.String, "question": pl.String, "reference": pl.String,
+                                      "choices": pl.List(CHOICE)}, orient="row")
+
+
+def test_item_differences_compare_question_reference_and_choices_of_shared_ids():
+    options = [{"label": "A", "text": "dry palms"}, {"label": "B", "text": "wet palms"}]
+    a = items([("0", "Which?", "A", options), ("1", "What is 2+2?", "4", None), ("2", "Solve x", "1", None),
+               ("3", "Only in A", None, None)])
+    b = items([("0", "Which?", "A", options[::-1]), ("1", "What is 2+2?", "4", None), ("2", "Solve x", "2", None),
+               ("4", "Only in B", None, None)])
+    assert item_differences(a, b).select("id", "same").rows() == [("0", False), ("1", True), ("2", False)]
+    assert item_differences(a, b.with_columns(question=pl.lit("Other")))["question_b"].to_list() == ["Other"] * 3
+    assert item_differences(a, a)["same"].all()

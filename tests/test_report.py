@@ -12,13 +12,13 @@ import curate.store
 from curate.aggregate import per_item
 from curate.calibrate import fit_isotonic, reliability_table
 from curate.compare import compare_runs
-from curate.report import MAX_DOMAINS, render_report, write_report
+from curate.report import MAX_DOMAINS, histogram_figure, render_report, write_report
 from curate.stats import format_interval
 from curate.stats import (failure_rates, item_scores, pass_rate_agreement, reference_agreement, score_distribution,
                           self_consistency)
 
 JUDGMENT_COLUMNS = ["item_id", "sample_idx", "status", "score", "score_method", "expected_score", "score_entropy",
-                    "prompt_tokens", "completion_tokens"]
+                    "prompt_tokens", "completion_tokens", "raw_text", "score_probs", "score_mass"]
 N_RESAMPLES = 30
 
 
@@ -55,9 +55,11 @@ def judgments(n_items: int, seed: int, shift: float = 0.0) -> tuple[pl.DataFrame
             failed = rng.random() < 0.08
             score = int(np.clip(np.rint(level[i] + shift + rng.normal(0, 0.7)), 1, 5))
             rows.append((f"i{i:03d}", s, "error" if failed else "ok", None if failed else score,
-                         "" if failed else "decoded", None, None, 10, 2))
+                         "" if failed else "decoded", None, None, 10, 2, f"sample {s}: <score>{score}</score>", None,
+                         None))
     return pl.DataFrame(rows, schema=JUDGMENT_COLUMNS, orient="row",
-                        schema_overrides={"expected_score": pl.Float64, "score_entropy": pl.Float64}), level
+                        schema_overrides={"expected_score": pl.Float64, "score_entropy": pl.Float64,
+                                          "score_probs": pl.String, "score_mass": pl.Float64}), level
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,7 @@ def test_full_report_has_six_valid_figures_the_stats_and_no_network_reference(fu
     for uri in parsed.images:
         check_png(uri)
     assert "not available" not in page
-    assert json.loads(parsed.json) == stats
+    assert json.loads(parsed.json) == {**stats, "comparison": comparison}
     assert "http://" not in page and "https://" not in page
     for heading in ("Figure 1. Item score histogram", "Figure 2. Item scores by domain",
                     "Figure 3. Confusion matrix", "Figure 4. Score vs pass rate", "Figure 5. Reliability diagram",
@@ -140,6 +142,32 @@ def test_compare_only_report_and_undefined_statistics(full):
     assert "<h1>A &lt;vs&gt; B</h1>" in page
     assert "undefined" in page and "spearman is undefined: 2 pairs" in page
     assert "not available: no item scores" in page
+
+
+def test_histogram_axis_and_caption_say_the_same_about_rounding():
+    integers = pl.DataFrame({"item_id": list("abcdef"), "score": [1.0, 2.0, 2.0, 3.0, 5.0, 5.0]})
+    fig, caption = histogram_figure(integers, "median")
+    assert [ax.get_xlabel() for ax in fig.axes] == ["median score"]
+    assert caption == "6 items, median score; every score is an integer, counted as it is (no rounding)."
+    means = integers.with_columns(score=pl.Series([1.0, 2.5, 2.4, 3.0, 4.6, 5.0]))
+    fig, caption = histogram_figure(means, "mean")
+    assert [(ax.get_title(), ax.get_xlabel()) for ax in fig.axes] == [("rounded", "mean score rounded half up"),
+                                                                       ("continuous", "mean score")]
+    assert "left: rounded half up to 1..5; right: continuous, 32 bins" in caption
+
+
+def test_compare_report_names_both_runs_and_embeds_the_comparison(full):
+    _, _, _, comparison = full
+    runs = {"run_a": {"run_dir": "runs/a", "model": "judge-1", "n_scored": 60},
+            "run_b": {"run_dir": "runs/b", "model": "judge-2", "n_scored": 58}}
+    compared = {**comparison, **runs, "notes": ["3 of the 60 ids both runs hold name different items"]}
+    page = render_report({"score": "mean"}, pl.DataFrame(schema={"item_id": pl.String, "score": pl.Float64}),
+                         comparison=compared)
+    assert "<h2>Runs compared</h2>" in page and "<h2>Run</h2>" not in page
+    for cell in ("run A", "run B", "runs/a", "runs/b", "judge-1", "judge-2", "58"):
+        assert f">{cell}</" in page
+    assert "comparison: 3 of the 60 ids" in page
+    assert json.loads(Page(page).json)["comparison"]["run_b"]["run_dir"] == "runs/b"
 
 
 def test_integer_and_out_of_range_scores_still_render():

@@ -5,20 +5,22 @@ import polars as pl
 import pytest
 
 from curate.aggregate import per_item
-from curate.stats import (SCORE_COLUMNS, bootstrap_interval, failure_rates, item_field, item_scores,
-                          pass_rate_agreement, reference_agreement, round_score, score_distribution, self_consistency,
-                          spearman)
+from curate.stats import (SCORE_COLUMNS, all_notes, bootstrap_interval, failure_rates, identical_samples, item_field,
+                          item_scores, pass_rate_agreement, reference_agreement, round_score, score_distribution,
+                          self_consistency, spearman)
 
 JUDGMENT_COLUMNS = ["item_id", "sample_idx", "status", "score", "score_method", "expected_score", "score_entropy",
-                    "prompt_tokens", "completion_tokens"]
+                    "prompt_tokens", "completion_tokens", "raw_text", "score_probs", "score_mass"]
 PER_ITEM_SCHEMA = {"item_id": pl.String, "score_mean": pl.Float64, "score_median": pl.Float64,
                    "expected_mean": pl.Float64, "n_logprobs": pl.Int64, "item_status": pl.String}
 
 
 def judgments(rows) -> pl.DataFrame:
-    """rows of (item_id, sample_idx, status, score[, method, expected, entropy])."""
-    full = [(*r, *(("decoded" if r[2] == "ok" else "", None, None)[len(r) - 4:]), 10, 1) for r in rows]
-    return pl.DataFrame(full, schema=JUDGMENT_COLUMNS, orient="row")
+    """rows of (item_id, sample_idx, status, score[, method, expected, entropy]); every sample wrote its own text."""
+    full = [(*r, *(("decoded" if r[2] == "ok" else "", None, None)[len(r) - 4:]), 10, 1, f"sample {r[1]}: {r[3]}",
+             None, None) for r in rows]
+    return pl.DataFrame(full, schema=JUDGMENT_COLUMNS, orient="row",
+                        schema_overrides={"score_probs": pl.String, "score_mass": pl.Float64})
 
 
 def per_item_frame(rows) -> pl.DataFrame:
@@ -52,6 +54,15 @@ def test_item_scores_picks_the_column_and_scored_items():
     with pytest.raises(ValueError, match="expected.*mean.*median"):
         item_scores(frame, "max")
     assert set(SCORE_COLUMNS) == {"mean", "median", "expected"}
+
+
+def test_expected_score_without_logprob_judgments_says_how_to_get_them():
+    frame = per_item_frame([("a", 2.5, 2.0, None, 0, "scored"), ("b", None, None, None, 0, "unscored")])
+    with pytest.raises(ValueError, match="needs logprob judgments and none of the run's 2 items") as caught:
+        item_scores(frame, "expected")
+    assert "--top-logprobs 20 --max-tokens 1" in str(caught.value) and str(caught.value).endswith("mean, median")
+    with pytest.raises(ValueError, match="none .no item is scored"):
+        item_scores(frame.filter(pl.col("item_id") == "b"), "expected")
 
 
 def test_item_scores_accepts_aggregate_per_item():
@@ -158,6 +169,60 @@ def test_alpha_undefined_for_constant_scores_and_single_item():
     assert single["alpha"] is None and any("1 item(s) with 2+" in note for note in single["notes"])
 
 
+VARIED = [[1, 2, 3, 4, 5, 2], [1, 2, 3, 4, 5, 2], [1, 3, 3, 4, 4, 2]]  # samples × items; α well defined
+
+
+def test_identical_raw_outputs_leave_agreement_unmeasured():
+    # a server that ignores temperature: every item's samples repeat one output
+    frame = judgments_from_matrix([VARIED[0]] * 3).with_columns(raw_text=pl.format("<score>{}</score>", "score"))
+    result = self_consistency(frame, n_resamples=50)
+    assert result["alpha"] is None and result["mean_item_std"] is None
+    assert result["n_identical_units"] == result["n_units"] == 6
+    assert ("alpha is undefined: all 6 items' samples are identical: the backend may ignore temperature or sampling; "
+            "agreement was not measured") in result["notes"]
+    assert "mean_item_std is undefined: every item's samples are identical (see alpha)" in result["notes"]
+    greedy = self_consistency(frame, temperature=0.0, n_resamples=0)
+    assert any("the run decodes greedily (temperature 0)" in n for n in greedy["notes"])
+
+
+def test_argmax_of_one_distribution_is_not_agreement():
+    # logprob scoring that took every sample's score from the same first-token distribution
+    rows = [(f"u{unit}", idx, "ok", score, "logprobs", score + 0.1, 0.5)
+            for unit, score in enumerate([1, 3, 5, 2]) for idx in range(3)]
+    frame = judgments(rows).with_columns(
+        score_probs=pl.format("[p of item {}]", "item_id"), score_mass=pl.lit(0.9),
+        raw_text=pl.format("{} sampled", "sample_idx"))  # the sampled tokens differed, the scores could not
+    assert identical_samples(frame)["identical"].all() and not identical_samples(frame)["one_output"].any()
+    result = self_consistency(frame, n_resamples=0)
+    assert result["alpha"] is None and result["mean_item_std"] is None
+    assert ("alpha is undefined: all 4 items' samples are identical: each item's scores are the argmax of one logprob "
+            "distribution, which sampling does not change; agreement was not measured") in result["notes"]
+    decoded = frame.with_columns(score_method=pl.lit("decoded"))  # each sample's own answer: measured
+    assert self_consistency(decoded, n_resamples=0)["alpha"]["value"] == pytest.approx(1.0)
+
+
+def test_some_identical_items_are_counted_in_a_note():
+    frame = judgments_from_matrix(VARIED).with_columns(
+        raw_text=pl.when(pl.col("item_id").is_in(["u00", "u03"])).then(pl.lit("same")).otherwise("raw_text"))
+    result = self_consistency(frame, n_resamples=0)
+    assert result["alpha"]["value"] > 0.5 and result["n_identical_units"] == 2
+    assert "2 of the 6 items with 2+ ok samples (33%) have identical samples" in " ".join(result["notes"])
+
+
+def test_score_mass_summarises_logprob_judgments():
+    frame = judgments([("a", 0, "ok", 2, "logprobs", 2.1, 0.2), ("a", 1, "ok", 3, "logprobs", 2.9, 0.6),
+                       ("b", 0, "ok", 4)]).with_columns(score_mass=pl.Series([0.9, 0.5, None]))
+    mass = self_consistency(frame, n_resamples=0)["score_mass"]
+    assert (mass["n"], mass["mean"], mass["min"]) == (2, pytest.approx(0.7), 0.5)
+    assert self_consistency(judgments([("a", 0, "ok", 2)]))["score_mass"] is None
+
+
+def test_all_notes_names_the_part_of_each_note():
+    stats = {"notes": ["top"], "reference": {"notes": ["spearman is undefined: x"]}, "run": {"model": "m"},
+             "pass_rate": {"notes": ["spearman is undefined: y"]}, "calibration": None}
+    assert all_notes(stats) == ["top", "reference: spearman is undefined: x", "pass_rate: spearman is undefined: y"]
+
+
 def test_entropy_averages_logprob_judgments_only():
     frame = judgments([("a", 0, "ok", 2, "logprobs", 2.1, 0.2), ("a", 1, "ok", 3, "logprobs", 2.9, 0.6),
                        ("a", 2, "ok", 3, "decoded", None, None), ("a", 3, "unparseable", None, "", None, 9.0)])
@@ -234,7 +299,7 @@ def test_auroc_with_one_class_is_none():
     result = pass_rate_agreement([1, 2, 3, 4], [0.2, 0.5, 0.7, 0.9], n_resamples=0)
     assert result["auroc"] is None and result["n_unsolved"] == 0
     assert any("one class only" in note for note in result["notes"])
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"\[0, 1\]; 1 of 2 do not \(e.g. 1.5\)"):
         pass_rate_agreement([1, 2], [0.5, 1.5])
 
 

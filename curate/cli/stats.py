@@ -12,11 +12,40 @@ from rich.markup import escape
 from rich.table import Table
 
 from curate.cli.common import err, errors, out
+from curate.errors import ConfigError
 from curate.store import write_atomic
 
 
+def _check_report_path(report: Path | None) -> None:
+    """Refuse, before any work, a --report that cannot become an HTML file with its .json beside it."""
+    if report is None:
+        return
+    if report.is_dir():
+        raise ConfigError(f"--report {report} is a folder; name the HTML file to write, e.g. {report / 'report.html'}")
+    if report.suffix == ".json":
+        raise ConfigError(f"--report {report}: name the HTML file (e.g. report.html); its statistics are written "
+                          "beside it as .json")
+    blocking = next((parent for parent in report.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"--report {report}: {blocking} is a file, not a folder; write the report elsewhere")
+
+
+def _write_report(report: Path, page: str, data: dict[str, Any]) -> None:
+    """The page and its statistics as JSON beside it, creating the folder when it does not exist."""
+    from curate.report import write_report
+
+    report.parent.mkdir(parents=True, exist_ok=True)
+    write_report(report, page)
+    write_atomic(report.with_suffix(".json"), json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        err.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+
+
 def _print_stats(stats: dict[str, Any]) -> None:
-    from curate.stats import format_interval  # scipy and scikit-learn: only for the commands that need them
+    from curate.stats import all_notes, format_interval  # scipy and scikit-learn: only for the commands that need them
 
     run = stats["run"]
     table = Table(title=f"Run {run['run_dir']} — item score: {stats['score']}", show_header=False)
@@ -33,6 +62,9 @@ def _print_stats(stats: dict[str, Any]) -> None:
         table.add_row("mean per-item std", f"{consistency['mean_item_std']:.3f}")
     if consistency.get("mean_entropy") is not None:
         table.add_row("mean logprob entropy", f"{consistency['mean_entropy']:.3f}")
+    if mass := consistency.get("score_mass"):
+        table.add_row("probability on score tokens", f"mean {mass['mean']:.3f}, 5% quantile {mass['q05']:.3f}, "
+                                                     f"min {mass['min']:.3f}")
     if stats["reference"]:
         ref = stats["reference"]
         table.add_row(f"vs {ref['field']}: Spearman", format_interval(ref.get("spearman"), digits=3))
@@ -41,7 +73,8 @@ def _print_stats(stats: dict[str, Any]) -> None:
     if stats["pass_rate"]:
         rate = stats["pass_rate"]
         table.add_row(f"vs {rate['field']}: Spearman", format_interval(rate.get("spearman"), digits=3))
-        table.add_row(f"AUROC for not solved ({rate.get('n_unsolved')} of {rate.get('n')})", format_interval(rate.get("auroc"), digits=3))
+        table.add_row(f"AUROC for not solved ({rate.get('n_unsolved')} of {rate.get('n')})",
+                      format_interval(rate.get("auroc"), digits=3))
     if stats["calibration"]:
         cal = stats["calibration"]
         table.add_row("calibration", f"isotonic onto {cal['target']} from {cal['n_fit']} items → {cal['path']}")
@@ -53,15 +86,13 @@ def _print_stats(stats: dict[str, Any]) -> None:
         for label, row in zip(labels, ref["confusion_matrix"], strict=False):
             matrix.add_row(label, *(str(v) for v in row))
         out.print(matrix)
-    notes = [n for part in ("distribution", "failures", "self_consistency", "reference", "pass_rate")
-             for n in ((stats.get(part) or {}).get("notes") or [])] + stats["notes"]
-    for note in notes:
-        err.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    _print_notes(all_notes(stats))
 
 
 def stats(
     run_dir: Annotated[Path, typer.Argument(help="Run directory made by `curate score`.")],
-    reference: Annotated[str | None, typer.Option(help="Input field with a reference difficulty label (e.g. level).")] = None,
+    reference: Annotated[str | None, typer.Option(
+        help="Input field with a numeric reference difficulty label (e.g. level, 1..5).")] = None,
     pass_rate: Annotated[str | None, typer.Option(help="Input field with a measured pass rate (0..1).")] = None,
     score_column: Annotated[str, typer.Option("--score", help="Item score: mean, median or expected.")] = "mean",
     calibrate: Annotated[str | None, typer.Option(
@@ -75,14 +106,14 @@ def stats(
     with errors():
         from curate.analysis import analyze_run
 
+        _check_report_path(report)
         analysis = analyze_run(run_dir, score=score_column, reference=reference, pass_rate=pass_rate,
                                calibrate=calibrate, unsolved_at=unsolved_at, n_resamples=resamples)
         if report is not None:
-            from curate.report import render_report, write_report
+            from curate.report import render_report
 
-            write_report(report, render_report(analysis.stats, analysis.items, analysis.reliability,
-                                               title=f"dereason · {run_dir}"))
-            write_atomic(report.with_suffix(".json"), json.dumps(analysis.stats, indent=2, sort_keys=True, default=str))
+            _write_report(report, render_report(analysis.stats, analysis.items, analysis.reliability,
+                                                title=f"dereason · {run_dir}"), analysis.stats)
         if as_json:
             print(json.dumps(analysis.stats, sort_keys=True, default=str))
         else:
@@ -95,38 +126,47 @@ def compare(
     run_a: Annotated[Path, typer.Argument(help="First run directory.")],
     run_b: Annotated[Path, typer.Argument(help="Second run directory (same items, another template/judge/sampling).")],
     score_column: Annotated[str, typer.Option("--score", help="Item score: mean, median or expected.")] = "mean",
+    allow_different_items: Annotated[bool, typer.Option(
+        help="Compare by id even where the two runs' items differ in question, reference or choices.")] = False,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")] = 1000,
     report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:
     """How two runs over the same items differ: agreement, shift matrix, SFT/RL churn per τ."""
     with errors():
         from curate.analysis import analyze_comparison
-        from curate.stats import format_interval
+        from curate.stats import all_notes, format_interval
 
-        result = analyze_comparison(run_a, run_b, score=score_column)
+        _check_report_path(report)
+        result = analyze_comparison(run_a, run_b, score=score_column, allow_different_items=allow_different_items,
+                                    n_resamples=resamples)
         if report is not None:
-            from curate.report import render_report, write_report
+            from curate.report import render_report
 
-            stats = {"run": result["run_a"], "score": score_column, "notes": result.get("notes", [])}
-            write_report(report, render_report(stats, pl.DataFrame({"item_id": [], "score": []},
-                                                                   schema={"item_id": pl.String, "score": pl.Float64}),
-                                               comparison=result, title=f"dereason · {run_a} vs {run_b}"))
-            write_atomic(report.with_suffix(".json"), json.dumps(result, indent=2, sort_keys=True, default=str))
+            empty = pl.DataFrame(schema={"item_id": pl.String, "score": pl.Float64})
+            _write_report(report, render_report({"score": score_column}, empty, comparison=result,
+                                                title=f"dereason · {run_a} vs {run_b}"), result)
         if as_json:
             print(json.dumps(result, sort_keys=True, default=str))
             return
-        table = Table(title=f"{run_a} (rows) vs {run_b} (columns), {result['n_common']} common items", show_header=True)
+        table = Table(title=f"{run_a} (rows) vs {run_b} (columns), {result['n_common']} items scored in both",
+                      show_header=True)
         table.add_column("A \\ B")
         for label in range(1, 6):
             table.add_column(str(label))
         for label, row in enumerate(result["shift_matrix"], start=1):
             table.add_row(str(label), *(str(v) for v in row))
         out.print(table)
+        out.print(f"scored only in A: {result['n_only_a']} · scored only in B: {result['n_only_b']}")
         shift = result.get("mean_shift")
-        out.print(f"α (ordinal) {format_interval(result.get('alpha'), digits=3)} · quadratic κ {format_interval(result.get('qwk'), digits=3)} · "
+        out.print(f"α (ordinal) {format_interval(result.get('alpha'), digits=3)} · "
+                  f"quadratic κ {format_interval(result.get('qwk'), digits=3)} · "
                   f"mean shift (B − A) {'n/a' if shift is None else f'{shift:+.3f}'}")
         churn = Table("τ", "SFT→RL", "RL→SFT", "changed", "fraction", title="items changing side (SFT: score ≤ τ)")
         for row in result["churn"]:
             churn.add_row(str(row["tau"]), str(row["sft_to_rl"]), str(row["rl_to_sft"]), str(row["changed"]),
                           f"{row['fraction']:.1%}" if row["fraction"] is not None else "n/a")
         out.print(churn)
+        if report is not None:
+            out.print(f"report: {report}")
+        _print_notes(all_notes(result))
