@@ -26,10 +26,11 @@ import polars as pl
 from curate.aggregate import AGGREGATED_COLUMNS, per_item
 from curate.calibrate import Calibration, fit_isotonic, reliability_table
 from curate.compare import compare_runs, item_differences
+from curate.consistency import self_consistency
 from curate.errors import ConfigError, RunDirError
 from curate.stats import (
     JUDGMENT_COLUMNS, failure_rates, item_field, item_scores, pass_rate_agreement, reference_agreement,
-    score_distribution, self_consistency,
+    score_distribution,
 )
 from curate.store import DATABASE, MANIFEST, read_judgments, read_manifest, write_parquet_atomic
 

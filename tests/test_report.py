@@ -14,8 +14,8 @@ from curate.calibrate import fit_isotonic, reliability_table
 from curate.compare import compare_runs
 from curate.report import MAX_DOMAINS, histogram_figure, render_report, write_report
 from curate.stats import format_interval
-from curate.stats import (failure_rates, item_scores, pass_rate_agreement, reference_agreement, score_distribution,
-                          self_consistency)
+from curate.consistency import self_consistency
+from curate.stats import failure_rates, item_scores, pass_rate_agreement, reference_agreement, score_distribution
 
 JUDGMENT_COLUMNS = ["item_id", "sample_idx", "status", "score", "score_method", "expected_score", "score_entropy",
                     "prompt_tokens", "completion_tokens", "raw_text", "score_probs", "score_mass"]
