@@ -16,6 +16,12 @@ probabilities of the tokens "1".."5" (spacing variants summed) are renormalised 
 its argmax is the score, and its expected value Σ p(k)·k and entropy are kept with the mass the model
 put on score tokens at all. Below MIN_SCORE_MASS the distribution says little, so the decoded text
 is parsed instead. `method` records which way each score was obtained: "logprobs" or "decoded".
+
+That argmax is the greedy answer. A run that samples (temperature > 0) wants each sample's own
+answer instead, or every sample of an item would get the same score: there the score is the token
+the sample drew, read from its decoded text ("decoded"), and the distribution still gives the
+expected score, entropy and mass. A score-only answer is its first token, so a drawn score digit
+counts even when max_tokens (typically 1) cut the answer off right after it.
 """
 
 from __future__ import annotations
@@ -141,12 +147,16 @@ PARSERS: dict[str, Parser] = {p.name: p for p in (TaggedScoreParser(), ScoreOnly
 
 
 def parse_completion(parser: Parser, text: str, finish_reason: str, error: str = "",
-                     top_logprobs: Sequence[tuple[str, float]] = ()) -> Parsed:
+                     top_logprobs: Sequence[tuple[str, float]] = (), *, sampled: bool = False) -> Parsed:
     """Status of one completion. `finish_reason` is 'stop' or 'length' (OpenAI's vocabulary);
-    `top_logprobs` are the (token, logprob) alternatives at the first answer token, if any."""
+    `top_logprobs` are the (token, logprob) alternatives at the first answer token, if any;
+    `sampled`: the completion was sampled (temperature > 0), so its score is what it drew."""
     if error:
         return Parsed(Status.ERROR, None, error)
     distribution = score_distribution(top_logprobs) if parser.reads_logprobs and top_logprobs else None
+    if sampled and distribution is not None:
+        drawn = _parse_drawn(parser, text, finish_reason)
+        return drawn._replace(method="decoded" if drawn.status == Status.OK else "", distribution=distribution)
     if distribution is not None and distribution.mass >= MIN_SCORE_MASS:
         return Parsed(Status.OK, distribution.argmax, method="logprobs", distribution=distribution)
     decoded = _parse_decoded(parser, text, finish_reason)
@@ -157,6 +167,13 @@ def parse_completion(parser: Parser, text: str, finish_reason: str, error: str =
         detail = f"{decoded.detail}; score tokens held {mass:.0%} of the first token's probability"
         return Parsed(decoded.status, None, detail, distribution=distribution)
     return decoded
+
+
+def _parse_drawn(parser: Parser, text: str, finish_reason: str) -> Parsed:
+    """A sampled answer scored from logprobs: a complete score, even if max_tokens cut it off there."""
+    answer = _answer_part(text)
+    drawn = parser.parse_answer(answer) if answer is not None else None
+    return drawn if drawn is not None and drawn.status == Status.OK else _parse_decoded(parser, text, finish_reason)
 
 
 def _parse_decoded(parser: Parser, text: str, finish_reason: str) -> Parsed:

@@ -5,10 +5,14 @@ parameter Qwen2 with random weights and a ChatML template; nothing is downloaded
 
 The endpoint, `FakeOpenAIServer`, has no model behind it.
 It answers `/v1/chat/completions` after a fixed latency with a deterministic score per prompt, and
-injects faults on request: 429 with Retry-After, 500, a hang past the client's timeout, a dropped
-connection (each on a request's first attempt only, so retries succeed), and truncated or
-unparseable answers (always, for the chosen prompts); `fail_attempts` makes transport faults
-persist for more attempts. It logs every request's arrival and answer
+injects faults on request (each fault hits a chosen fraction of prompts):
+- on a prompt's first attempt only, so retries succeed (`fail_attempts` makes them persist for
+  more attempts): 429 with Retry-After, 500, a hang past the client's timeout, a dropped connection,
+  a 200 with no choices, a 200 whose JSON is an array, a 500 whose body is not UTF-8;
+- always: truncated or unparseable answers, a choice without a message, a null content, no or an
+  unknown finish_reason, no usage, logprobs of the wrong shape, and a 400 saying the prompt is
+  longer than the model's context (vLLM's words).
+It logs every request's arrival and answer
 time, and counts attempts per prompt, so tests can assert exact counts and benchmarks can time the
 server side. Run it in-process (`FakeOpenAIServer(...).start()`) or as its own process:
 
@@ -72,7 +76,13 @@ def build_random_qwen2(directory: Path, corpus: list[str], seed: int = 0) -> Pat
     return directory
 
 
-FAULTS = ("rate_limit", "server_error", "hang", "drop", "truncate", "unparseable")
+TRANSIENT_FAULTS = ("rate_limit", "server_error", "hang", "drop", "empty_choices", "not_an_object",
+                    "undecodable_error")
+FAULTS = (*TRANSIENT_FAULTS, "truncate", "unparseable", "no_message", "null_content", "no_finish_reason",
+          "content_filter", "no_usage", "bad_logprobs", "context_exceeded")
+CONTEXT_EXCEEDED = ("This model's maximum context length is 2048 tokens. However, you requested 9606 tokens "
+                    "(9094 in the messages, 512 in the completion). Please reduce the length of the messages "
+                    "or completion.")
 
 
 @dataclass
@@ -142,6 +152,15 @@ class FakeOpenAIServer:
         if failing and self.hits("drop", key):
             request.transport.close()  # the client sees the connection drop with no answer
             raise asyncio.CancelledError
+        if failing and self.hits("empty_choices", key):
+            return web.json_response({"id": key, "object": "chat.completion", "choices": []})
+        if failing and self.hits("not_an_object", key):
+            return web.json_response([])
+        if failing and self.hits("undecodable_error", key):
+            return web.Response(status=500, body=b"upstream \xff\xfe failed", content_type="text/plain")
+        if self.hits("context_exceeded", key):
+            return web.json_response({"object": "error", "message": CONTEXT_EXCEEDED, "type": "BadRequestError",
+                                      "param": None, "code": 400}, status=400)
         score = self.score_for(key)
         text = f"Needs {score} steps. <score>{score}</score>" if self.answer_format == "tagged" else str(score)
         finish = "stop"
@@ -149,12 +168,23 @@ class FakeOpenAIServer:
             text, finish = "Needs several steps and then", "length"
         elif self.hits("unparseable", key):
             text = "I would rather not say."
+        if self.hits("no_finish_reason", key):
+            finish = None
+        elif self.hits("content_filter", key):
+            finish = "content_filter"
         n = body.get("n", 1) if self.honour_n else 1
         chat = "messages" in body
+        content = None if self.hits("null_content", key) else text
         choices = [{"index": i, "finish_reason": finish,
-                    **({"message": {"role": "assistant", "content": text}} if chat else {"text": text})}
+                    **({"message": {"role": "assistant", "content": content}} if chat else {"text": content})}
                    for i in range(n)]
-        if body.get("logprobs") and self.answer_format == "digit":
+        if self.hits("no_message", key):
+            for choice in choices:
+                choice.pop("message", None)
+        if body.get("logprobs") and self.hits("bad_logprobs", key):
+            for choice in choices:  # the alternatives lack their logprobs
+                choice["logprobs"] = {"content": [{"token": text, "top_logprobs": [{"token": text}]}]}
+        elif body.get("logprobs") and self.answer_format == "digit":
             # the answer's digit at 0.7, its neighbour at 0.2, a non-score token at 0.1
             alternatives = [(str(score), 0.7), (str(score % 5 + 1), 0.2), ("The", 0.1)]
             if chat:
@@ -164,10 +194,12 @@ class FakeOpenAIServer:
                 logprobs = {"tokens": [str(score)], "top_logprobs": [{t: math.log(p) for t, p in alternatives}]}
             for choice in choices:
                 choice["logprobs"] = logprobs
+        answer = {"id": key, "object": "chat.completion", "model": body.get("model"), "choices": choices,
+                  "usage": {"prompt_tokens": 10, "completion_tokens": 5 * n, "total_tokens": 10 + 5 * n}}
+        if self.hits("no_usage", key):
+            del answer["usage"]
         self.log.append((arrival, time.monotonic()))
-        return web.json_response({"id": key, "object": "chat.completion", "model": body.get("model"),
-                                  "choices": choices,
-                                  "usage": {"prompt_tokens": 10, "completion_tokens": 5 * n, "total_tokens": 10 + 5 * n}})
+        return web.json_response(answer)
 
     def app(self) -> web.Application:
         application = web.Application()

@@ -6,6 +6,9 @@ import pytest
 from conftest import write_jsonl
 
 import curate
+from curate.backends.openai_answer import (
+    MalformedAnswer, RetryableError, completions, read_answer, retry_after_seconds, server_message,
+)
 from curate.config import ScoreConfig
 from curate.engine import score
 from curate.errors import BackendError
@@ -125,3 +128,144 @@ def test_completions_endpoint_renders_the_prompt_with_the_tokenizer(tmp_path, ra
     assert all(p.startswith("<|im_start|>system\n") and p.endswith("<|im_start|>assistant\n") for p in prompts)
     messages = curate.engine.load_template("difficulty/intensity_score_only").render({"id": "q0", "question": "Problem 0?"})
     assert tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) in prompts
+
+
+# --- answers a server should not send, through the real HTTP path --------------------------------
+
+def one_sample(tmp_path, server, **overrides) -> ScoreConfig:
+    return config(tmp_path, server, samples=1, temperature=0.0, limit=4, max_retries=2, **overrides)
+
+
+@pytest.mark.parametrize("fault, detail", [
+    ("empty_choices", "a 200 answer with no choices"),
+    ("not_an_object", "a 200 answer that is a JSON array, not an object"),
+    ("undecodable_error", "HTTP 500: upstream \ufffd\ufffd failed"),
+])
+def test_a_malformed_answer_is_retried_and_then_an_error_row(tmp_path, fault, detail):
+    (tmp_path / "persistent").mkdir(), (tmp_path / "transient").mkdir()
+    with FakeOpenAIServer(faults={fault: 1.0}, fail_attempts=100) as server:
+        result = score(one_sample(tmp_path / "persistent", server))
+    assert list(server.attempts.values()) == [3] * 4  # bounded by --max-retries 2, never a loop
+    assert result.summary["status_counts"]["error"] == 4
+    judgments = curate.load_judgments(tmp_path / "persistent" / "run")
+    assert judgments["detail"].to_list() == [f"gave up after 3 attempt(s): {detail}"] * 4
+    with FakeOpenAIServer(faults={fault: 1.0}) as server:  # only the first attempt fails
+        result = score(one_sample(tmp_path / "transient", server))
+    assert list(server.attempts.values()) == [2] * 4 and result.summary["status_counts"]["ok"] == 4
+
+
+@pytest.mark.parametrize("fault, status, detail", [
+    ("no_message", "error", "malformed answer: the choice has no message object"),
+    ("null_content", "unparseable", "no <score>…</score> tag in the answer"),
+    ("no_finish_reason", "error", "the answer has no finish_reason, so a complete answer cannot be told from one "
+                                  "cut at max_tokens"),
+    ("content_filter", "error", "the server ended the answer with finish_reason 'content_filter'"),
+    ("no_usage", "ok", ""),
+    ("context_exceeded", "error", "HTTP 400: This model's maximum context length is 2048 tokens. However, you "
+                                  "requested 9606 tokens (9094 in the messages, 512 in the completion). Please "
+                                  "reduce the length of the messages or completion."),
+])
+def test_an_odd_answer_ends_as_an_explicit_row_without_retries(tmp_path, fault, status, detail):
+    with FakeOpenAIServer(faults={fault: 1.0}) as server:
+        score(one_sample(tmp_path, server))
+    assert list(server.attempts.values()) == [1] * 4  # the same server would answer the same way again
+    judgments = curate.load_judgments(tmp_path / "run")
+    assert judgments["status"].to_list() == [status] * 4 and judgments["detail"].to_list() == [detail] * 4
+    assert judgments["completion_tokens"].to_list() == [0 if fault in ("no_usage", "context_exceeded") else 5] * 4
+
+
+def test_logprobs_of_the_wrong_shape_end_as_error_rows(tmp_path):
+    with FakeOpenAIServer(faults={"bad_logprobs": 1.0}, answer_format="digit") as server:
+        score(one_sample(tmp_path, server, template="difficulty/intensity_score_only", top_logprobs=5, max_tokens=1))
+    judgments = curate.load_judgments(tmp_path / "run")
+    assert judgments["status"].to_list() == ["error"] * 4
+    assert judgments["detail"].str.starts_with("malformed answer: logprobs.content holds [").all()
+
+
+# --- reading an answer's body, shape by shape ---------------------------------------------------
+
+@pytest.mark.parametrize("body, message", [
+    (b"[]", "a 200 answer that is a JSON array, not an object"),
+    (b'"x"', "a 200 answer that is a JSON string, not an object"),
+    (b"null", "a 200 answer that is a JSON null, not an object"),
+    (b'{"choices": []}', "a 200 answer with no choices"),
+    (b'{"choices": null}', "a 200 answer with no choices"),
+    (b'{"error": {"message": "model\\n overloaded"}}', "a 200 answer with no choices: model overloaded"),
+    (b'{"choi', "a 200 answer that is not JSON (6 bytes)"),
+    (b"\xff\xfe{", "a 200 answer that is not JSON (3 bytes)"),
+])
+def test_an_unusable_answer_is_retryable_and_says_what_it_is(body, message):
+    with pytest.raises(MalformedAnswer) as raised:
+        read_answer(body)
+    assert str(raised.value) == message and isinstance(raised.value, RetryableError)
+
+
+def choice(**fields) -> dict:
+    return {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "<score>3</score>"},
+            **fields}
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (choice(), ("<score>3</score>", "stop", "")),
+    (choice(finish_reason="eos_token"), ("<score>3</score>", "stop", "")),  # TGI's word for stop
+    (choice(message={"role": "assistant", "content": None}, finish_reason="length"), ("", "length", "")),
+    (choice(message={"content": ["<score>", "3"]}), ("", "", "malformed answer: message.content is a JSON array, "
+                                                            "not a string")),
+    (choice(message="<score>3</score>"), ("", "", "malformed answer: the choice has no message object")),
+    ("<score>3</score>", ("", "", "malformed answer: the choice is a JSON string, not an object")),
+    (choice(finish_reason="tool_calls"), ("<score>3</score>", "", "the server ended the answer with "
+                                                                  "finish_reason 'tool_calls'")),
+    (choice(logprobs={"content": None}), ("<score>3</score>", "stop", "")),
+    (choice(logprobs=[]), ("", "", "malformed answer: logprobs is a JSON array, not an object")),
+    (choice(logprobs={"content": [{"token": "3"}]}), ("<score>3</score>", "stop", "")),
+    (choice(logprobs={"content": "3"}), ("", "", "malformed answer: logprobs.content is a JSON string, not an "
+                                                 "array")),
+    (choice(logprobs={"content": [{"top_logprobs": [{"token": "3", "logprob": None}]}]}),
+     ("", "", 'malformed answer: logprobs.content holds ["3", null], not a token and its logprob')),
+])
+def test_each_chat_choice_is_a_completion_or_an_explicit_error(raw, expected):
+    (completion,) = completions({"choices": [raw]}, "q1", (0,), chat=True)
+    assert (completion.text, completion.finish_reason, completion.error) == expected
+
+
+def test_choices_come_in_index_order_with_usage_shared_and_missing_counts_zero():
+    answer = {"choices": [choice(index=1, message={"content": "b"}), choice(index=0, message={"content": "a"}),
+                          choice(index="2", message={"content": "c"})],
+              "usage": {"prompt_tokens": 12, "completion_tokens": 9}}
+    texts = [(c.sample_idx, c.text, c.prompt_tokens, c.completion_tokens)
+             for c in completions(answer, "q1", (4, 5, 6), chat=True)]
+    assert texts == [(4, "a", 12, 3), (5, "c", 12, 3), (6, "b", 12, 3)]  # a choice without an int index sorts as 0
+    for usage in (None, [], {"prompt_tokens": None, "completion_tokens": "5"}, {"prompt_tokens": True}):
+        (only,) = completions({"choices": [choice()], "usage": usage}, "q1", (0,), chat=True)
+        assert (only.prompt_tokens, only.completion_tokens, only.error) == (0, 0, "")
+
+
+@pytest.mark.parametrize("logprobs, expected", [
+    ({"tokens": ["3"], "top_logprobs": [{"3": -0.1, " 4": -2.5}]}, (("3", -0.1), (" 4", -2.5))),
+    ({"tokens": ["3"], "top_logprobs": [None]}, ()),
+    ({"top_logprobs": None}, ()),
+    (None, ()),
+])
+def test_completions_endpoint_logprobs(logprobs, expected):
+    (completion,) = completions({"choices": [{"text": "3", "finish_reason": "length", "logprobs": logprobs}]},
+                                "q1", (0,), chat=False)
+    assert (completion.text, completion.top_logprobs, completion.error) == ("3", expected, "")
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"error": {"message": "prompt is too long", "code": 400}}', "prompt is too long"),
+    (b'{"object": "error", "message": "max context\\n2048"}', "max context 2048"),
+    (b'{"detail": "Not Found"}', "Not Found"),
+    (b"<html>\n<b>Bad gateway</b></html>", "<html> <b>Bad gateway</b></html>"),
+    (b"\xff upstream", "\ufffd upstream"),
+    (b"x" * 2000, "x" * 500),
+])
+def test_an_error_body_becomes_one_line_of_the_servers_words(body, message):
+    assert server_message(body) == message
+
+
+@pytest.mark.parametrize("value, seconds", [
+    ("2", 2.0), ("-3", 0.0), (None, None), ("", None), ("soon", None), ("inf", None), ("nan", None),
+])
+def test_retry_after_that_cannot_be_read_is_ignored(value, seconds):
+    assert retry_after_seconds(value) == seconds

@@ -1,9 +1,16 @@
 """The local backend on a random tiny Qwen2: batching, order and resumption never change a judgment."""
 
-import pytest
+import itertools
 
+import pytest
+from conftest import write_jsonl
+
+import curate
 from curate.backends import Request, create_backend
 from curate.config import DataConfig, SamplingConfig, ScoreConfig
+from curate.engine import score
+from curate.parse import PARSERS, Status, parse_completion
+from curate.templates import load_template
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +111,89 @@ def test_reusing_the_shared_prefix_changes_nothing(random_model):
     for key, completion in reused.items():
         assert [lp for _, lp in completion.top_logprobs] == pytest.approx(
             [lp for _, lp in plain[key].top_logprobs], abs=1e-4)
+
+
+def test_a_failure_midway_through_a_batch_answers_each_sample_once(tmp_path, random_model, monkeypatch):
+    from curate.backends.transformers import TransformersBackend
+
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"q{i}", "question": f"Problem {i}?"} for i in range(3)])
+    config = ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "model": str(random_model),
+                                    "batch_size": 4, "max_tokens": 3, "max_failure_fraction": 1.0})
+    backend = TransformersBackend(config)
+    decode, calls = backend.tokenizer.decode, itertools.count(1)
+
+    def decode_failing_on_the_third_row(ids, **kwargs):
+        if next(calls) == 3:
+            raise ValueError("cannot decode token 4095")
+        return decode(ids, **kwargs)
+
+    monkeypatch.setattr(backend.tokenizer, "decode", decode_failing_on_the_third_row)
+    result = score(config, backend=backend)
+    judgments = curate.load_judgments(tmp_path / "run")
+    assert judgments.height == result.summary["judgments"] == 3 and judgments["item_id"].is_unique().all()
+    errors = judgments.filter(judgments["status"] == "error")
+    assert errors["detail"].to_list() == ["ValueError: cannot decode token 4095"]
+
+
+@pytest.fixture(scope="module")
+def judge():
+    """The bundled judge: 2,048 positions, one token per " x"."""
+    from curate.backends.transformers import TransformersBackend
+
+    created = TransformersBackend(ScoreConfig(data=DataConfig(source="unused"), out="unused",
+                                              model="bundled:tiny-judge", batch_size=8))
+    yield created
+    created.close()
+
+
+def test_prompts_never_run_past_the_models_context(judge):
+    def asking(item_id, fillers):
+        return Request(item_id, (0,), ({"role": "user", "content": "Rate:" + " x" * fillers},))
+
+    requests = [asking("short", 10), asking("fills", 2100), asking("nearly", 0), asking("at_the_edge", 0)]
+    base = len(judge.prompt_ids(requests[2].messages))
+    requests[2], requests[3] = asking("nearly", 2048 - base - 3), asking("at_the_edge", 2048 - base - 1)
+    assert len(judge.prompt_ids(requests[3].messages)) == 2047
+    positions = []
+
+    def record_positions(_module, _args, kwargs):
+        if "position_ids" in kwargs:
+            positions.append(int(kwargs["position_ids"].max()))
+
+    hook = judge.model.register_forward_pre_hook(record_positions, with_kwargs=True)
+    try:
+        results = {c.item_id: c for c in judge.generate(requests, SamplingConfig(max_tokens=50))}
+    finally:
+        hook.remove()
+    fills = judge.prompt_ids(requests[1].messages)
+    assert results["fills"].error == (f"prompt has {len(fills)} tokens; the model's context is 2048 positions "
+                                      "(max_position_embeddings); shorten the question or use a model with a longer "
+                                      "context")
+    assert (results["fills"].text, results["fills"].prompt_tokens) == ("", len(fills))
+    assert max(positions) < 2048  # the long prompt never reached the model
+    assert results["short"].error == results["nearly"].error == results["at_the_edge"].error == ""
+    assert results["nearly"].completion_tokens <= 3  # what is left of the context, not max_tokens
+    edge = results["at_the_edge"]
+    assert (edge.completion_tokens, edge.finish_reason) in ((1, "length"), (1, "stop"))
+
+
+def test_sampled_logprob_scores_are_what_each_sample_drew(judge, sample_rows):
+
+    template = load_template("difficulty/intensity_score_only")
+    requests = [Request(row["id"], tuple(range(5)), tuple(template.render(row))) for row in sample_rows[:12]]
+    sampling = SamplingConfig(samples=5, temperature=1.0, max_tokens=1, top_logprobs=20, seed=3)
+    scores: dict[str, list[int]] = {row["id"]: [] for row in sample_rows[:12]}
+    spread = set()
+    for completion in judge.generate(requests, sampling):
+        parsed = parse_completion(PARSERS["score_only"], completion.text, completion.finish_reason,
+                                  completion.error, completion.top_logprobs, sampled=True)
+        drawn = completion.text.strip()
+        if len(drawn) == 1 and drawn in "12345":
+            assert (parsed.status, parsed.score, parsed.method) == (Status.OK, int(drawn), "decoded")
+            scores[completion.item_id].append(parsed.score)
+        else:  # a draw outside the score tokens, cut off by max_tokens
+            assert (parsed.status, parsed.score) == (Status.TRUNCATED, None)
+        if max(parsed.distribution.probs) < 0.8:
+            spread.add(completion.item_id)
+    assert sum(map(len, scores.values())) >= 50
+    assert spread and any(len(set(scores[item_id])) > 1 for item_id in spread)

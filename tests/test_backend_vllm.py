@@ -4,7 +4,9 @@ build, so it cannot run here). The stand-in module below mirrors the documented 
 sampling_params: list[SamplingParams], use_tqdm)` → `list[RequestOutput]` in input order, where
 `RequestOutput.prompt_token_ids` and `.outputs: list[CompletionOutput(index, text, token_ids,
 finish_reason, logprobs)]`, `logprobs` being per generated position `{token_id: Logprob(logprob, rank,
-decoded_token)}`; `SamplingParams(n, temperature, top_p, max_tokens, seed, logprobs)` as keywords."""
+decoded_token)}`; `SamplingParams(n, temperature, top_p, max_tokens, seed, logprobs)` as keywords;
+`LLM.get_tokenizer()` → the model's Hugging Face tokenizer; `LLM.llm_engine.model_config.max_model_len`.
+Like vLLM, `LLM.chat` refuses the whole call when one prompt is longer than max_model_len."""
 
 import math
 import sys
@@ -56,6 +58,24 @@ class RequestOutput:
     outputs: list[CompletionOutput]
 
 
+class Tokenizer:
+    """The part of a Hugging Face tokenizer used here; one token per word of the rendered prompt."""
+
+    def apply_chat_template(self, conversation, add_generation_prompt=False, tokenize=True, **_):
+        assert tokenize is False
+        text = " ".join(f"<{m['role']}> {m['content']}" for m in conversation)
+        return text + (" <assistant>" if add_generation_prompt else "")
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [1] * len(text.split())}
+
+
+def prompt_ids(conversation) -> list[int]:
+    tokenizer = Tokenizer()
+    text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text)["input_ids"]
+
+
 @dataclass
 class LLM:
     model: str
@@ -65,11 +85,21 @@ class LLM:
 
     def __init__(self, model: str, *, trust_remote_code: bool = False, **engine_args):
         self.model, self.trust_remote_code, self.engine_args, self.calls = model, trust_remote_code, engine_args, []
+        model_config = types.SimpleNamespace(max_model_len=engine_args.get("max_model_len", 4096))
+        self.llm_engine = types.SimpleNamespace(model_config=model_config)
+
+    def get_tokenizer(self):
+        return Tokenizer()
 
     def chat(self, messages, sampling_params=None, use_tqdm=True, **_):
         assert isinstance(messages, list) and all(isinstance(m, list) for m in messages)
         assert all(isinstance(m, dict) and {"role", "content"} <= m.keys() for conv in messages for m in conv)
         assert isinstance(sampling_params, list) and len(sampling_params) == len(messages)
+        limit = self.llm_engine.model_config.max_model_len
+        for conversation in messages:
+            if len(prompt_ids(conversation)) > limit:
+                raise ValueError(f"The decoder prompt (length {len(prompt_ids(conversation))}) is longer than the "
+                                 f"maximum model length of {limit}.")
         self.calls.append((messages, sampling_params, use_tqdm))
         outputs = []
         for conversation, params in zip(messages, sampling_params, strict=True):
@@ -82,7 +112,7 @@ class LLM:
                 logprobs = [{14: Logprob(math.log(0.6), 1, "4"), 15: Logprob(math.log(0.3), 2, " 5"),
                              99: Logprob(math.log(0.1), 3, "The")}]
                 text, reason = "4", "length"
-            outputs.append(RequestOutput(prompt_token_ids=[1] * len(conversation[-1]["content"]),
+            outputs.append(RequestOutput(prompt_token_ids=prompt_ids(conversation),
                                          outputs=[CompletionOutput(0, text, [1, 2, 3], reason, logprobs)]))
         return outputs
 
@@ -158,3 +188,23 @@ def test_without_vllm_the_error_is_one_clear_line(tmp_path, monkeypatch):
                                       "--out", str(tmp_path / "cli")])
     assert result.exit_code == 1
     assert result.stderr.strip() == f"error: {INSTALL_HINT}"
+
+
+def test_a_prompt_longer_than_max_model_len_is_its_own_error_row(tmp_path, fake_vllm):
+    rows = [{"id": f"q{i}", "question": f"Problem {i}"} for i in range(30)]
+    rows[7]["question"] = "word " * 5000
+    data = write_jsonl(tmp_path / "long.jsonl", rows)
+    cfg = config(tmp_path, source=str(data), engine_args={"max_model_len": 4096})
+    backend = create_backend(cfg)
+    result = score(cfg, backend=backend)
+    (messages, _, _), = backend.llm.calls
+    assert len(messages) == 58  # every other sample went in the one chunk
+    judgments = curate.load_judgments(tmp_path / "run")
+    long = judgments.filter(judgments["item_id"] == "q7")
+    tokens = len(prompt_ids(messages[0])) - len("Problem 0".split()) + 5000
+    detail = (f"prompt has {tokens} tokens; the model's context is 4096 positions (max_model_len); "
+              "shorten the question or use a model with a longer context")
+    assert long["detail"].to_list() == [detail] * 2
+    assert long["status"].to_list() == ["error"] * 2 and long["prompt_tokens"].to_list() == [tokens] * 2
+    assert result.summary["judgments"] == 60
+    assert not judgments.filter(judgments["item_id"] != "q7")["detail"].str.contains("context").any()

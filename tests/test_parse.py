@@ -380,3 +380,43 @@ def test_too_little_mass_on_scores_falls_back_to_the_decoded_text():
 def test_tagged_parser_ignores_logprobs():
     parsed = parse_completion(TAGGED, "Two steps. <score>2</score>", "stop", top_logprobs=(("5", 0.0),))
     assert (parsed.score, parsed.method, parsed.distribution) == (2, "decoded", None)
+
+
+# --------------------------------------------------------------------------------------------
+# sampled runs: each sample's score is the answer it drew, the distribution only describes it
+# --------------------------------------------------------------------------------------------
+
+SPREAD = (("3", math.log(0.5)), ("4", math.log(0.3)), ("x", math.log(0.2)))
+
+
+@pytest.mark.parametrize("text, finish_reason, expected", [
+    ("4", "stop", (Status.OK, 4, "decoded")),
+    ("4", "length", (Status.OK, 4, "decoded")),  # --max-tokens 1 cuts every answer right after its digit
+    (" 2\n", "stop", (Status.OK, 2, "decoded")),
+    ("<think>maybe 3</think>5", "stop", (Status.OK, 5, "decoded")),
+    ("x", "stop", (Status.UNPARSEABLE, None, "")),
+    ("x", "length", (Status.TRUNCATED, None, "")),
+    ("", "length", (Status.TRUNCATED, None, "")),
+    ("<think>3", "length", (Status.TRUNCATED, None, "")),
+])
+def test_a_sampled_judgment_scores_what_it_drew(text, finish_reason, expected):
+    parsed = parse_completion(SCORE_ONLY, text, finish_reason, top_logprobs=SPREAD, sampled=True)
+    assert (parsed.status, parsed.score, parsed.method) == expected
+    assert_invariant(parsed)
+    assert parsed.distribution.expected == pytest.approx((3 * 0.5 + 4 * 0.3) / 0.8)  # kept all the same
+    assert parsed.distribution.mass == pytest.approx(0.8)
+
+
+def test_greedy_judgments_keep_the_argmax():
+    assert parse_completion(SCORE_ONLY, "4", "stop", top_logprobs=SPREAD).method == "logprobs"
+    assert parse_completion(SCORE_ONLY, "4", "stop", top_logprobs=SPREAD).score == 3
+    assert parse_completion(SCORE_ONLY, "4", "stop", top_logprobs=SPREAD, sampled=False).score == 3
+
+
+def test_sampling_changes_nothing_without_logprobs_or_for_errors():
+    assert parse_completion(SCORE_ONLY, "4", "length", sampled=True).status is Status.TRUNCATED
+    assert parse_completion(SCORE_ONLY, "4", "stop", sampled=True) == DECODED(4)
+    tagged = parse_completion(TAGGED, "<score>2</score>", "stop", top_logprobs=SPREAD, sampled=True)
+    assert tagged == DECODED(2)
+    failed = parse_completion(SCORE_ONLY, "", "", "HTTP 500", top_logprobs=SPREAD, sampled=True)
+    assert failed == Parsed(Status.ERROR, None, "HTTP 500")

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import kill_when_stored
 
@@ -21,7 +22,7 @@ def served_config(tmp_path, base_url, model, name="served", **overrides) -> Scor
 def test_served_judge_agrees_with_the_in_process_one(tmp_path, served_judge):
     base_url, model = served_judge
     served = score(served_config(tmp_path, base_url, model))
-    local = score(ScoreConfig.from_flat({"source": "bundled:math-sample", "limit": LIMIT, "out": str(tmp_path / "local")}))
+    score(ScoreConfig.from_flat({"source": "bundled:math-sample", "limit": LIMIT, "out": str(tmp_path / "local")}))
     assert served.summary["status_counts"]["ok"] >= LIMIT - 3
     a, b = curate.load_judgments(tmp_path / "served"), curate.load_judgments(tmp_path / "local")
     agree = (a["score"] == b["score"]).sum()
@@ -31,7 +32,7 @@ def test_served_judge_agrees_with_the_in_process_one(tmp_path, served_judge):
 def test_sigkill_mid_run_through_the_server_loses_and_duplicates_nothing(tmp_path, served_judge):
     base_url, model = served_judge
     run_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "curate.cli", "score", "bundled:math-sample", "--limit", str(LIMIT),
+    command = [str(Path(sys.executable).parent / "curate"), "score", "bundled:math-sample", "--limit", str(LIMIT),
                "--backend", "openai", "--base-url", base_url, "--model", model, "--max-in-flight", "4",
                "--chunk-size", "4", "--out", str(run_dir), "--json"]
     after_kill = kill_when_stored(command, run_dir, 12)

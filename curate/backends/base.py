@@ -10,12 +10,13 @@ receives; a backend never sees the store.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from curate.config import BUNDLED_JUDGE, SamplingConfig
+from curate.errors import BackendError
 
 T = TypeVar("T")
 FINGERPRINT_CONTENT_BYTES = 64 * 2**20
@@ -73,10 +74,46 @@ def resolve_model(model: str) -> str:
     return str(BUNDLED_MODELS[model]) if model in BUNDLED_MODELS else model
 
 
+def local_model(model: str) -> str:
+    """What a local backend loads: the bundled judge's directory, the user's path, or a Hub id. A name
+    that can only be a path (./x, ../x, /x, ~/x, a/b/c) must exist: transformers would take it for a
+    malformed Hub id ("Repo id must be in the form …")."""
+    resolved = resolve_model(model)
+    path = Path(resolved).expanduser()
+    if path.exists():
+        return str(path)
+    if resolved.startswith((".", "/", "~")) or resolved.count("/") > 1:
+        raise BackendError(f"model path {model} does not exist; give a model directory or a Hub id "
+                           "such as Qwen/Qwen3-4B-Instruct-2507")
+    return resolved
+
+
+def load_error(what: str, name: str, path: str, exc: Exception) -> str:
+    """One line for a model or tokenizer transformers could not load from `path` (resolved from `name`)."""
+    from huggingface_hub import is_offline_mode
+
+    if not Path(path).exists() and is_offline_mode():
+        return (f"{what} {name!r} is not in the local Hugging Face cache and the Hub is offline (HF_HUB_OFFLINE=1); "
+                f"download it first (hf download {name}) or give a local model directory")
+    return f"cannot load {what} {name!r} with transformers: {' '.join(str(exc).split())}"
+
+
+def prompt_token_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """The chat prompt a model is given, as token ids: the template renders the special tokens itself."""
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def context_exceeded(prompt_tokens: int, context: int, setting: str) -> str:
+    """The error detail of a prompt that leaves the model no position to answer in."""
+    return (f"prompt has {prompt_tokens} tokens; the model's context is {context} positions ({setting}); "
+            "shorten the question or use a model with a longer context")
+
+
 def model_fingerprint(model: str) -> str:
     """For a local model directory: small files by content, large ones by name and size (a 70B
     checkpoint is not read just to name it). Empty for a Hub id, whose revision the hub resolves."""
-    path = Path(resolve_model(model))
+    path = Path(resolve_model(model)).expanduser()
     if not path.is_dir():
         return ""
     digest = hashlib.sha256()

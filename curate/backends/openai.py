@@ -8,21 +8,21 @@ An asyncio loop runs in a background thread. It pulls requests from the engine l
 most `max_in_flight` open (and under optional request/token rate limits), retries 429/5xx, timeouts
 and dropped connections with exponential backoff and jitter (a 429's Retry-After is honoured), and
 hands each completion to the engine through a queue as soon as it lands. After the last retry a
-sample becomes an explicit error completion. Authentication and unknown-model answers (401, 403,
-404) stop the run instead: every request would fail the same way.
+sample becomes an explicit error completion, and so does a request the server refuses for itself (a
+400 such as a prompt longer than the model's context), with the server's own message. Authentication
+and unknown-model answers (401, 403, 404) stop the run instead: every request would fail the same way.
+How an answer's body is read, malformed ones included, is `curate.backends.openai_answer`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import os
 import queue
 import random
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +31,10 @@ import aiohttp
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from curate.backends.base import Completion, Request, resolve_model, sample_seed
+from curate.backends.base import Completion, Request, load_error, local_model, sample_seed
+from curate.backends.openai_answer import (
+    RequestFailed, RetryableError, completions, read_answer, retry_after_seconds, server_message,
+)
 from curate.config import SamplingConfig, ScoreConfig
 from curate.errors import BackendError
 
@@ -43,32 +46,11 @@ CHARS_PER_TOKEN = 4  # prompt-size estimate for the client-side token budget onl
 _DONE = object()
 
 
-class RetryableError(Exception):
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class RequestFailed(Exception):
-    """A request the server refused for itself (e.g. 400, prompt too long): no retry, an error row."""
-
-
 @dataclass(frozen=True)
 class _Job:
     item_id: str
     sample_indices: tuple[int, ...]
     body: dict[str, Any]
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: a number, or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
 def _paced(per_minute: int, window_seconds: float) -> AsyncLimiter:
@@ -94,8 +76,11 @@ class OpenAIBackend:
         if settings.endpoint == "completions":
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.tokenizer),
-                                                           trust_remote_code=config.trust_remote_code)
+            path = local_model(settings.tokenizer)
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+            except (OSError, ValueError) as exc:
+                raise BackendError(load_error("tokenizer", settings.tokenizer, path, exc)) from exc
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task | None = None
 
@@ -122,22 +107,6 @@ class OpenAIBackend:
         if self.settings.use_n:
             return [_Job(request.item_id, request.sample_indices, self._body(request, sampling, request.sample_indices))]
         return [_Job(request.item_id, (idx,), self._body(request, sampling, (idx,))) for idx in request.sample_indices]
-
-    def _text(self, choice: dict[str, Any]) -> str:
-        if self.tokenizer is None:
-            return (choice.get("message") or {}).get("content") or ""
-        return choice.get("text") or ""
-
-    def _top_logprobs(self, choice: dict[str, Any]) -> tuple[tuple[str, float], ...]:
-        """First token's alternatives: chat `logprobs.content[0].top_logprobs`, or completions'
-        `logprobs.top_logprobs[0]`. Servers that ignore logprobs (transformers serve) send none."""
-        logprobs = choice.get("logprobs") or {}
-        if self.tokenizer is None:
-            content = logprobs.get("content") or []
-            first = (content[0].get("top_logprobs") or []) if content else []
-            return tuple((entry["token"], entry["logprob"]) for entry in first)
-        first_position = (logprobs.get("top_logprobs") or [{}])[0] or {}
-        return tuple(first_position.items())
 
     # --- the sync face the engine sees -------------------------------------------------------
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
@@ -204,19 +173,17 @@ class OpenAIBackend:
 
     async def _job(self, session: Any, job: _Job, sampling: SamplingConfig, rpm: Any, tpm: Any, emit: Any) -> None:
         try:
-            data = await self._post_with_retries(session, job.body, rpm, tpm)
+            answer = await self._post_with_retries(session, job.body, rpm, tpm)
         except (RetryableError, RequestFailed) as exc:
             for idx in job.sample_indices:
                 emit(Completion(job.item_id, idx, "", "", 0, 0, error=str(exc)))
             return
-        choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))[:len(job.sample_indices)]
-        usage = data.get("usage") or {}
-        completion_tokens = usage.get("completion_tokens", 0) // max(len(choices), 1)
-        for idx, choice in zip(job.sample_indices, choices, strict=False):
-            emit(Completion(job.item_id, idx, self._text(choice), choice.get("finish_reason") or "",
-                            usage.get("prompt_tokens", 0), completion_tokens, top_logprobs=self._top_logprobs(choice)))
-        # A server that ignores `n` answers once: the other samples go as their own seeded requests.
-        for idx in job.sample_indices[len(choices):]:
+        answered = completions(answer, job.item_id, job.sample_indices, chat=self.tokenizer is None)
+        for completion in answered:
+            emit(completion)
+        # A server that ignores `n` answers once: the other samples go as their own seeded requests
+        # (each answer holds at least one choice, so a request for one sample never comes back here).
+        for idx in job.sample_indices[len(answered):]:
             single = {k: v for k, v in job.body.items() if k != "n"}
             single["seed"] = sample_seed(sampling.seed, job.item_id, idx)
             await self._job(session, _Job(job.item_id, (idx,), single), sampling, rpm, tpm, emit)
@@ -261,13 +228,8 @@ class OpenAIBackend:
             async with session.post(self.url, data=json.dumps(body),
                                     headers={"Content-Type": "application/json"}) as response:
                 if response.status == 200:
-                    payload = await response.read()
-                    try:
-                        return json.loads(payload)
-                    except ValueError as exc:  # a body cut short: the answer never fully arrived
-                        raise RetryableError(f"invalid JSON in a 200 answer ({len(payload)} bytes)") from exc
-                text = (await response.text())[:300]
-                message = f"HTTP {response.status}: {text}"
+                    return read_answer(await response.read())
+                message = f"HTTP {response.status}: {server_message(await response.read())}"
                 if response.status in RETRYABLE_STATUS:
                     raise RetryableError(message, retry_after_seconds(response.headers.get("Retry-After")))
                 if response.status in FATAL_STATUS:

@@ -10,6 +10,10 @@ little. Every prompt of a template starts with the same tokens (chat preamble an
 shared prefix is run once, its KV cache kept and copied across each batch, and only the rest of
 each prompt is run per row (left-padded between prefix and suffix, with explicit position ids, so
 every row sees exactly the positions it would alone).
+
+The model's context (`max_position_embeddings`) bounds every row: a prompt that fills it ends as an
+error row without reaching the model, and a row whose prompt plus max_tokens would overrun it may
+generate only up to the end of the context, ending 'length' (stored as truncated) if it gets there.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
-from curate.backends.base import Completion, Request, resolve_model, sample_seed
+from curate.backends.base import (
+    Completion, Request, context_exceeded, load_error, local_model, prompt_token_ids, sample_seed,
+)
 from curate.config import SamplingConfig, ScoreConfig
 from curate.errors import BackendError
 
@@ -32,11 +38,20 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BackendError(f"unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError("CUDA is not available on this machine; use --device cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise BackendError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           "numbered from cuda:0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise BackendError("MPS is not available on this machine; use --device cpu or auto")
+    return device
 
 
 def _dtype(name: str, device: torch.device) -> torch.dtype:
@@ -71,7 +86,7 @@ class TransformersBackend:
         self.sort_by_length, self.reuse_prefix = sort_by_length, reuse_prefix
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (token ids, their KV cache)
         self.model_id = config.model
-        path = resolve_model(config.model)
+        path = local_model(config.model)
         self.device = _device(config.device)
         self.batch_size = config.batch_size
         try:
@@ -79,8 +94,10 @@ class TransformersBackend:
             self.model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=_dtype(config.dtype, self.device), trust_remote_code=config.trust_remote_code)
         except (OSError, ValueError) as exc:
-            raise BackendError(f"cannot load model {config.model!r} with transformers: {exc}") from exc
+            raise BackendError(load_error("model", config.model, path, exc)) from exc
         self.model.to(self.device).eval()
+        context = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        self.context: int | None = context if isinstance(context, int) else None
         if self.tokenizer.chat_template is None:
             raise BackendError(f"model {config.model!r} has no chat template; use a chat/instruct model")
         eos = self.model.generation_config.eos_token_id
@@ -90,21 +107,32 @@ class TransformersBackend:
         log.info("transformers backend: %s on %s (%s)", config.model, self.device, self.model.dtype)
 
     def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return prompt_token_ids(self.tokenizer, messages)
 
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
         for window in self._windows(requests):
+            fitting = []
+            for item_id, idx, ids in window:
+                if self.context is None or len(ids) < self.context:
+                    fitting.append((item_id, idx, ids))
+                else:
+                    yield Completion(item_id, idx, "", "", len(ids), 0,
+                                     error=context_exceeded(len(ids), self.context, "max_position_embeddings"))
             if self.sort_by_length:
-                window.sort(key=lambda row: len(row[2]))
-            for start in range(0, len(window), self.batch_size):
-                batch = window[start:start + self.batch_size]
+                fitting.sort(key=lambda row: len(row[2]))
+            for start in range(0, len(fitting), self.batch_size):
+                batch = fitting[start:start + self.batch_size]
+                answered: set[tuple[str, int]] = set()
                 try:
-                    yield from self._decode(batch, sampling)
+                    for completion in self._decode(batch, sampling):
+                        answered.add((completion.item_id, completion.sample_idx))
+                        yield completion
                 except (RuntimeError, ValueError) as exc:  # e.g. out of memory: stored as errors, retryable
-                    log.warning("batch of %d failed: %s", len(batch), exc)
+                    log.warning("batch of %d failed after %d answer(s): %s", len(batch), len(answered), exc)
                     for item_id, idx, ids in batch:
-                        yield Completion(item_id, idx, "", "", len(ids), 0, error=f"{type(exc).__name__}: {exc}")
+                        if (item_id, idx) not in answered:  # each sample is answered exactly once
+                            yield Completion(item_id, idx, "", "", len(ids), 0,
+                                             error=f"{type(exc).__name__}: {exc}")
 
     def _windows(self, requests: Iterable[Request]) -> Iterator[list[tuple[str, int, list[int]]]]:
         """Rows (item_id, sample_idx, prompt ids), WINDOW_ROWS at a time: enough to sort by length."""
@@ -157,29 +185,36 @@ class TransformersBackend:
         output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                             past_key_values=past, use_cache=True)
         alternatives = self._top_logprobs(output.logits[:, -1, :], sampling.top_logprobs)
+        # Generation stops at max_tokens or where the model's context ends, whichever comes first.
+        limits = [sampling.max_tokens if self.context is None else min(sampling.max_tokens, self.context - len(ids))
+                  for _, _, ids in batch]
         generated: list[list[int]] = [[] for _ in batch]
-        finished = [False] * len(batch)
+        stopped = [False] * len(batch)  # ended by a stop token
+        finished = [False] * len(batch)  # stopped, or at its limit
         stop_ids = torch.tensor(sorted(self.stop_ids), device=self.device)
-        for step in range(sampling.max_tokens):
+        while True:
             tokens = _next_tokens(output.logits[:, -1, :], sampling, generators)
-            stopped = torch.isin(tokens, stop_ids).tolist()
+            is_stop = torch.isin(tokens, stop_ids).tolist()
             for row, token in enumerate(tokens.tolist()):
                 if not finished[row]:
                     generated[row].append(token)
-                    finished[row] = stopped[row]
-            if all(finished) or step == sampling.max_tokens - 1:
+                    stopped[row] = is_stop[row]
+                    finished[row] = stopped[row] or len(generated[row]) == limits[row]
+            if all(finished):
                 break
             tokens = tokens.masked_fill(torch.tensor(finished, device=self.device), self.pad_id)
             mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=self.device)], dim=1)
             positions = positions[:, -1:] + 1
+            if self.context is not None:  # finished rows idle on with padding: keep even them inside the context
+                positions = positions.clamp(max=self.context - 1)
             output = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
                                 past_key_values=output.past_key_values, use_cache=True)
         for row, (item_id, idx, ids) in enumerate(batch):
             tokens = generated[row]
-            text_tokens = tokens[:-1] if finished[row] else tokens
+            text_tokens = tokens[:-1] if stopped[row] else tokens
             yield Completion(item_id=item_id, sample_idx=idx,
                              text=self.tokenizer.decode(text_tokens, skip_special_tokens=True),
-                             finish_reason="stop" if finished[row] else "length",
+                             finish_reason="stop" if stopped[row] else "length",
                              prompt_tokens=len(ids), completion_tokens=len(tokens), top_logprobs=alternatives[row])
 
     def _top_logprobs(self, logits: torch.Tensor, k: int) -> list[tuple[tuple[str, float], ...]]:

@@ -4,10 +4,14 @@ Every (item, sample) is its own request with n=1 and its own seed (`sample_seed`
 an item share the prompt's KV cache through prefix caching, and each judgment stays reproducible
 whatever the chunking or a resumption. A chunk is handed to `LLM.chat` at once and yielded when it
 completes, so the engine commits it before the next one starts: a crash loses at most one chunk.
+vLLM refuses a whole batch if one prompt is longer than the engine's `max_model_len`, so each prompt
+is measured first and one that leaves no room to answer becomes an error row instead. A prompt that
+fits may still run into the end of the context while answering: vLLM then stops it with 'length'.
 
 vLLM has no CPU wheel on PyPI, so this adapter is imported only when chosen and is covered by a
-contract test against vLLM's documented API (`LLM.chat`, `SamplingParams`, `RequestOutput`,
-`CompletionOutput`); see the README for what was and was not run on a GPU.
+contract test against vLLM's documented API (`LLM.chat`, `LLM.get_tokenizer`,
+`LLM.llm_engine.model_config.max_model_len`, `SamplingParams`, `RequestOutput`, `CompletionOutput`);
+see the README for what was and was not run on a GPU.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from curate.backends.base import Completion, Request, chunked, resolve_model, sample_seed
+from curate.backends.base import (
+    Completion, Request, chunked, context_exceeded, local_model, prompt_token_ids, sample_seed,
+)
 from curate.config import SamplingConfig, ScoreConfig
 from curate.errors import BackendError
 
@@ -39,8 +45,10 @@ class VLLMBackend:
         self.model_id = config.model
         engine_args: dict[str, Any] = {"enable_prefix_caching": True, "dtype": config.dtype,
                                        "seed": config.sampling.seed, **config.engine_args}
-        self.llm = vllm.LLM(model=resolve_model(config.model), trust_remote_code=config.trust_remote_code,
+        self.llm = vllm.LLM(model=local_model(config.model), trust_remote_code=config.trust_remote_code,
                             **engine_args)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
         log.info("vLLM backend: %s with %s", config.model, engine_args)
 
     def _params(self, sampling: SamplingConfig, item_id: str, idx: int) -> Any:
@@ -49,12 +57,26 @@ class VLLMBackend:
                                      logprobs=sampling.top_logprobs or None)
 
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
-        samples = ((r, idx) for r in requests for idx in r.sample_indices)
-        for chunk in chunked(samples, CHUNK_REQUESTS):
+        too_long: list[Completion] = []
+
+        def fitting() -> Iterator[tuple[Request, int]]:
+            for request in requests:
+                prompt_tokens = len(prompt_token_ids(self.tokenizer, request.messages))
+                if prompt_tokens < self.max_model_len:
+                    yield from ((request, idx) for idx in request.sample_indices)
+                else:
+                    detail = context_exceeded(prompt_tokens, self.max_model_len, "max_model_len")
+                    too_long.extend(Completion(request.item_id, idx, "", "", prompt_tokens, 0, error=detail)
+                                    for idx in request.sample_indices)
+
+        for chunk in chunked(fitting(), CHUNK_REQUESTS):
+            yield from too_long
+            too_long.clear()
             outputs = self.llm.chat([list(r.messages) for r, _ in chunk],
                                     [self._params(sampling, r.item_id, idx) for r, idx in chunk], use_tqdm=False)
             for (request, idx), output in zip(chunk, outputs, strict=True):
                 yield _completion(request.item_id, idx, output)
+        yield from too_long
 
     def close(self) -> None:
         del self.llm
