@@ -3,7 +3,8 @@
 Per item, statistics are over its `ok` judgments only; an item with none is `unscored`, with null
 statistics (never a default number). `score_mode` breaks ties toward the lower score, and
 `score_std` is the population std over the item's ok samples (0 for a single sample).
-`expected_mean` and `entropy_mean` average the logprob-scored judgments (`n_logprobs` of them).
+`expected_mean` and `entropy_mean` average the judgments with a score distribution (`with_distribution`,
+`n_logprobs` of them).
 """
 
 from __future__ import annotations
@@ -12,17 +13,23 @@ from typing import Any
 
 import polars as pl
 
-from curate.parse import FAILED, SCORE_MAX, SCORE_MIN, Status
+from curate.parse import FAILED, MIN_SCORE_MASS, SCORE_MAX, SCORE_MIN, Status
 
 
 AGGREGATED_COLUMNS = ("item_id", "sample_idx", "status", "score", "score_method", "expected_score", "score_entropy",
-                      "prompt_tokens", "completion_tokens")
+                      "score_mass", "prompt_tokens", "completion_tokens")
+
+
+def with_distribution() -> pl.Expr:
+    """Ok judgments whose score tokens held enough of the first token's probability for the distribution
+    (expected score, entropy) to mean something: greedy logprob scores, and sampled ones (scored by the digit
+    each sample drew, method "decoded")."""
+    return (pl.col("status") == Status.OK) & (pl.col("score_mass") >= MIN_SCORE_MASS)
 
 
 def per_item(judgments: pl.DataFrame) -> pl.DataFrame:
     ok_score = pl.col("score").filter(pl.col("status") == Status.OK)
-    by_logprobs = (pl.col("status") == Status.OK) & (pl.col("score_method") == "logprobs")
-    ok_expected = pl.col("expected_score").filter(by_logprobs)
+    ok_expected = pl.col("expected_score").filter(with_distribution())
     counts = [(pl.col("status") == status).sum().alias(f"n_{status}") for status in Status]
     return (
         judgments.group_by("item_id")
@@ -37,7 +44,7 @@ def per_item(judgments: pl.DataFrame) -> pl.DataFrame:
             ok_score.max().alias("score_max"),
             ok_expected.len().alias("n_logprobs"),
             ok_expected.mean().alias("expected_mean"),
-            pl.col("score_entropy").filter(by_logprobs).mean().alias("entropy_mean"),
+            pl.col("score_entropy").filter(with_distribution()).mean().alias("entropy_mean"),
         )
         .with_columns(
             pl.sum_horizontal([pl.col(f"n_{s}") for s in FAILED]).alias("n_failed"),

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from curate.aggregate import with_distribution
 from curate.parse import Status
 from curate.stats import N_RESAMPLES, headline, ordinal_alpha
 
@@ -82,15 +83,14 @@ def self_consistency(judgments: pl.DataFrame, *, temperature: float | None = Non
         "every item's samples are identical (see alpha)" if not_measured else None
     if std_why:
         notes.append(f"mean_item_std is undefined: {std_why}")
-    by_logprobs = ok.filter(pl.col("score_method") == "logprobs")
-    entropy = by_logprobs["score_entropy"].drop_nulls()
+    entropy = judgments.filter(with_distribution())["score_entropy"].drop_nulls()
     if entropy.len() == 0:
         notes.append("mean_entropy is undefined: no ok judgment was scored from logprobs")
     return {"alpha": alpha, "n_units": int(pairable.len()), "n_coders": int(matrix.shape[0]),
             "n_identical_units": int(identical["identical"].sum()),
             "mean_item_std": None if std_why else float(stds.mean()),
             "mean_entropy": float(entropy.mean()) if entropy.len() else None,
-            "n_logprob_judgments": entropy.len(), "score_mass": _score_mass(by_logprobs["score_mass"]),
+            "n_logprob_judgments": entropy.len(), "score_mass": _score_mass(judgments["score_mass"]),
             "notes": notes}
 
 

@@ -57,9 +57,10 @@ def parser_label(parser: Parser) -> str:
     return f"{parser.name}@{parser.version}"
 
 
-def to_judgment(completion: Completion, parser: Parser, template_identity: str) -> Judgment:
+def to_judgment(completion: Completion, parser: Parser, template_identity: str, *, sampled: bool) -> Judgment:
+    """`sampled`: the run draws samples (temperature > 0), so a score is what the sample drew, not an argmax."""
     parsed = parse_completion(parser, completion.text, completion.finish_reason, completion.error,
-                              completion.top_logprobs)
+                              completion.top_logprobs, sampled=sampled)
     distribution = parsed.distribution
     logprob_fields = (None, None, None, None) if distribution is None else (
         distribution.expected, distribution.entropy, distribution.mass,
@@ -167,6 +168,7 @@ def _request_missing(store: RunStore, backend: Backend, config: ScoreConfig, tem
             yield request
 
     done = failed = 0
+    sampled = config.sampling.temperature > 0
     buffer: list[Judgment] = []
     last_commit = time.monotonic()
 
@@ -182,10 +184,10 @@ def _request_missing(store: RunStore, backend: Backend, config: ScoreConfig, tem
 
     for completion in backend.generate(requests(), config.sampling):
         outstanding.pop((completion.item_id, completion.sample_idx), None)
-        buffer.append(to_judgment(completion, template.parser, template.identity))
+        buffer.append(to_judgment(completion, template.parser, template.identity, sampled=sampled))
         if len(buffer) >= config.chunk_size or time.monotonic() - last_commit >= COMMIT_INTERVAL_SECONDS:
             commit()
-    buffer.extend(to_judgment(c, template.parser, template.identity) for c in _unanswered(outstanding))
+    buffer.extend(to_judgment(c, template.parser, template.identity, sampled=sampled) for c in _unanswered(outstanding))
     if buffer:
         commit()
 
@@ -223,12 +225,13 @@ def reparse(run_dir: str | Path, parser_name: str | None = None) -> dict[str, An
     parser = PARSERS.get(name)
     if parser is None:
         raise ConfigError(f"unknown parser {name!r}; choose one of {sorted(PARSERS)}")
+    sampled = manifest["identity"]["temperature"] > 0
     updates = []
     for row in read_judgments(run_dir).filter(pl.col("status") != Status.ERROR).iter_rows(named=True):
         completion = Completion(row["item_id"], row["sample_idx"], row["raw_text"], row["finish_reason"],
                                 row["prompt_tokens"], row["completion_tokens"],
                                 top_logprobs=tuple(map(tuple, json.loads(row["top_logprobs"] or "[]"))))
-        updates.append(to_judgment(completion, parser, row["template"]))
+        updates.append(to_judgment(completion, parser, row["template"], sampled=sampled))
     with RunStore.open(run_dir, manifest["identity"], {}) as store:
         store.update_parsed(updates)
         if parser.name != manifest["identity"]["parser"]:

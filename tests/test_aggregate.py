@@ -4,14 +4,14 @@ import pytest
 from curate.aggregate import per_item, summary
 
 COLUMNS = ["item_id", "sample_idx", "status", "score", "prompt_tokens", "completion_tokens", "score_method",
-           "expected_score", "score_entropy"]
+           "expected_score", "score_entropy", "score_mass"]
 ROWS = [
-    ("a", 0, "ok", 2, 10, 1, "logprobs", 2.2, 0.5), ("a", 1, "ok", 4, 10, 1, "logprobs", 3.8, 0.3),
-    ("a", 2, "ok", 4, 10, 1, "decoded", None, None),
-    ("b", 0, "ok", 5, 12, 1, "decoded", None, None), ("b", 1, "unparseable", None, 12, 3, "", None, None),
-    ("b", 2, "ok", 1, 12, 1, "decoded", None, None),
-    ("c", 0, "truncated", None, 8, 9, "", None, None), ("c", 1, "error", None, 8, 0, "", None, None),
-    ("c", 2, "unparseable", None, 8, 2, "", 1.4, 1.2),  # logprobs with too little mass: not a score
+    ("a", 0, "ok", 2, 10, 1, "logprobs", 2.2, 0.5, 0.9), ("a", 1, "ok", 4, 10, 1, "logprobs", 3.8, 0.3, 0.8),
+    ("a", 2, "ok", 4, 10, 1, "decoded", None, None, None),
+    ("b", 0, "ok", 5, 12, 1, "decoded", None, None, None), ("b", 1, "unparseable", None, 12, 3, "", None, None, None),
+    ("b", 2, "ok", 1, 12, 1, "decoded", None, None, None),
+    ("c", 0, "truncated", None, 8, 9, "", None, None, None), ("c", 1, "error", None, 8, 0, "", None, None, None),
+    ("c", 2, "unparseable", None, 8, 2, "", 1.4, 1.2, 0.2),  # logprobs with too little mass: not a score
 ]
 
 
@@ -41,7 +41,7 @@ def test_per_item_statistics_use_ok_judgments_only(judgments):
 
 
 def test_single_sample_has_zero_spread():
-    assert per_item(frame([("a", 0, "ok", 3, 1, 1, "decoded", None, None)]))["score_std"].to_list() == [0.0]
+    assert per_item(frame([("a", 0, "ok", 3, 1, 1, "decoded", None, None, None)]))["score_std"].to_list() == [0.0]
 
 
 def test_summary_counts_add_up(judgments):
@@ -54,3 +54,11 @@ def test_summary_counts_add_up(judgments):
     assert (result["items"], result["items_scored"], result["items_unscored"]) == (3, 2, 1)
     assert result["mean_item_score"] == pytest.approx((10 / 3 + 3.0) / 2)
     assert (result["prompt_tokens"], result["completion_tokens"]) == (90, 19)
+
+
+def test_sampled_judgments_keep_their_distribution_in_the_item_statistics():
+    """A sampled logprob judgment is scored by the digit it drew (method "decoded"), yet its distribution still
+    counts toward the expected score: `with_distribution` selects by the mass on score tokens, not by method."""
+    rows = [("s", 0, "ok", 2, 10, 1, "decoded", 2.6, 0.9, 0.95), ("s", 1, "ok", 3, 10, 1, "decoded", 2.8, 0.8, 0.9)]
+    item = per_item(frame(rows)).row(0, named=True)
+    assert (item["n_logprobs"], item["expected_mean"], item["score_mean"]) == (2, pytest.approx(2.7), 2.5)

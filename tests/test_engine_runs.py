@@ -10,6 +10,7 @@ from fakes import ScriptedBackend
 from curate.config import ScoreConfig
 from curate.engine import reparse, run_identity, score
 from curate.errors import FailureThresholdError, RunDirError
+from curate.store import read_judgments as load_judgments
 from curate.store import read_manifest
 
 ROWS = [{"id": f"q{i}", "question": f"Problem {i}: what is {i} + {i}?", "answer": str(2 * i)} for i in range(6)]
@@ -94,3 +95,22 @@ def test_a_tokenizer_is_identified_by_its_files(tmp_path):
     config = job(tmp_path, backend="openai", endpoint="completions", tokenizer="bundled:tiny-judge")
     identity = run_identity(config, load_items(config.data).items, load_template(config.template))
     assert identity["tokenizer"] == "bundled:tiny-judge" and len(identity["tokenizer_fingerprint"]) == 16
+
+
+def test_sampled_logprob_scoring_scores_what_each_sample_drew(tmp_path):
+    """Defect 12: with --samples > 1 every sample got the argmax of one distribution, so α = 1 meant nothing."""
+    args = ["bundled:math-sample", "--limit", 20, "--samples", 4, "--temperature", 1.0, "--top-logprobs", 20,
+            "--max-tokens", 1, "--out", tmp_path / "run"]
+    assert invoke("score", *args, "--json").exit_code in (0, 3)
+    frame = load_judgments(tmp_path / "run").filter(pl.col("status") == "ok")
+    per_item = frame.group_by("item_id").agg(pl.col("score").n_unique().alias("distinct"))
+    assert per_item["distinct"].max() > 1  # samples disagree somewhere, as draws from a spread distribution do
+    assert (frame["score"].cast(pl.String) == frame["raw_text"].str.strip_chars()).all()
+    assert frame["expected_score"].null_count() == 0  # the distribution is still kept
+    items = pl.read_parquet(tmp_path / "run" / "per_item.parquet")
+    assert items["expected_mean"].null_count() == 0 and (items["n_logprobs"] > 0).all()
+    before = load_judgments(tmp_path / "run").select("item_id", "sample_idx", "status", "score")
+    reparse(tmp_path / "run")
+    assert load_judgments(tmp_path / "run").select("item_id", "sample_idx", "status", "score").equals(before)
+    stats = invoke("stats", tmp_path / "run", "--resamples", 0, "--json")
+    assert json.loads(stats.stdout)["self_consistency"]["alpha"]["value"] < 1.0

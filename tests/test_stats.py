@@ -16,9 +16,10 @@ PER_ITEM_SCHEMA = {"item_id": pl.String, "score_mean": pl.Float64, "score_median
 
 
 def judgments(rows) -> pl.DataFrame:
-    """rows of (item_id, sample_idx, status, score[, method, expected, entropy]); every sample wrote its own text."""
-    full = [(*r, *(("decoded" if r[2] == "ok" else "", None, None)[len(r) - 4:]), 10, 1, f"sample {r[1]}: {r[3]}",
-             None, None) for r in rows]
+    """rows of (item_id, sample_idx, status, score[, method, expected, entropy]); every sample wrote its own text,
+    and a logprob-scored one had most of its first token's probability on score tokens."""
+    padded = [(*r, *(("decoded" if r[2] == "ok" else "", None, None)[len(r) - 4:])) for r in rows]
+    full = [(*r, 10, 1, f"sample {r[1]}: {r[3]}", None, 0.9 if r[4] == "logprobs" else None) for r in padded]
     return pl.DataFrame(full, schema=JUDGMENT_COLUMNS, orient="row",
                         schema_overrides={"score_probs": pl.String, "score_mass": pl.Float64})
 
