@@ -4,8 +4,9 @@ Input, SPLIT_DIR: manifest.json; sft.parquet, rl.parquet, unscored.parquet; opti
 arms/<arm>/{sft,rl}.parquet (ablation arms, exported as splits `<arm>_sft`, `<arm>_rl`) and
 stages/stage_<i>.parquet (an RL curriculum, exported as `stage_<i>`, in order of i).
 
-Formats of `export_split(split_dir, fmt, out_dir)` (files are written to a temporary name and renamed,
-except the hf Arrow shards, which `datasets.save_to_disk` writes itself):
+Formats of `export_split(split_dir, fmt, out_dir)`. The export directory appears whole or not at all: it
+is written into a hidden sibling and renamed into place (`curate.split_dir.atomic_directory`); an existing
+non-empty out_dir is replaced only with `overwrite=True`, and never the split directory or a run directory.
     hf       a `datasets.DatasetDict` written with `save_to_disk(out_dir)` (open it with
              `datasets.load_from_disk`): splits sft, rl, unscored and the extra splits, all with the same
              columns (their union; a column a split lacks is null there), so the dict is one Hub config.
@@ -13,24 +14,30 @@ except the hf Arrow shards, which `datasets.save_to_disk` writes itself):
              score_histogram.png, which the card links relatively. `push_to_hub` uploads all three.
     parquet  <split>.parquet per split, the columns of hf.
     jsonl    <split>.jsonl per split, one JSON object a line, the columns of hf.
-    trl      sft.parquet: `messages` = [system?, user: question, assistant: <response_field>], item_id,
+    trl      sft.parquet: `messages` = [system?, user: prompt, assistant: <response_field>], item_id,
              score (conversational language modelling, for SFTTrainer). grpo.parquet: `prompt` =
-             [system?, user: question], reference (the ground truth; TRL passes extra columns to reward
+             [system?, user: prompt], reference (the ground truth; TRL passes extra columns to reward
              functions), item_id, score (conversational prompt-only, for GRPOTrainer). Arms give
              <arm>_sft.parquet / <arm>_grpo.parquet; stages give stage_<i>.parquet in the GRPO form.
              An SFT split without the response field raises ConfigError.
     verl     rl.parquet, sft.parquet (and <arm>_rl, <arm>_sft, stage_<i>) with verl's RL dataset
              columns: data_source, prompt (list of {role, content}), ability, reward_model {style: "rule",
              ground_truth: reference}, extra_info {item_id, difficulty: score, index: row in the file}.
-             SFT-side files also hold `messages` (verl's multi-turn SFT key) when the response field exists.
-trl and verl leave the unscored split out (nothing to train on). Strings and lists are stored as Arrow
-string / list (not large_string / large_list), what most readers expect. Nothing is pickled.
+             `ability` is the `ability` argument, else the item's domain, else "multiple_choice" for an item
+             with choices, else "unspecified". SFT-side files also hold `messages` (verl's multi-turn SFT key)
+             when the response field exists.
+The user prompt of trl and verl is `curate.data.question_with_choices`: the question, then one
+`LABEL. text` line per option when the item has choices (`choices`: a list of {label, text}); hf, parquet
+and jsonl keep `choices` as that list. trl and verl leave the unscored split out (nothing to train on).
+Strings and lists are stored as Arrow string / list (not large_string / large_list), what most readers
+expect. Nothing is pickled.
 The Hub token is read from the environment by `push_to_hub` and handed to the client; it is never written.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -44,10 +51,13 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from curate.errors import ConfigError, DataError
+from curate.data import CHOICE, question_with_choices
+from curate.errors import ConfigError, DataError, DereasonError
 from curate.report import png_bytes
+from curate.split_dir import atomic_directory, check_output_dir, is_run_dir
 from curate.store import write_atomic
 
+log = logging.getLogger(__name__)
 FORMATS = ("hf", "parquet", "jsonl", "trl", "verl")
 BASE_SPLITS = ("sft", "rl", "unscored")
 CARD = "README.md"
@@ -59,6 +69,9 @@ _STAGE = re.compile(r"stage_(\d+)")
 def read_split_dir(split_dir: str | Path) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
     """The manifest and every split as a Polars frame: base splits, then arms, then stages."""
     split_dir = Path(split_dir)
+    if is_run_dir(split_dir):
+        raise DataError(f"{split_dir} is a run directory, not a split directory: split it first with "
+                        f"`curate split {split_dir} --out SPLIT_DIR`")
     if not (split_dir / "manifest.json").is_file():
         raise DataError(f"{split_dir} is not a split directory (no manifest.json)")
     manifest = json.loads((split_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -124,13 +137,30 @@ def _with(frame: pl.DataFrame, column: str) -> pl.DataFrame:
     return frame if column in frame.columns else frame.with_columns(pl.lit(None, pl.String).alias(column))
 
 
+def _with_prompt_fields(name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """The columns prompts are built from, with `choices` as labelled options (a split without any has nulls)."""
+    frame = _with(_with(_with(frame, "reference"), "score"), "domain")
+    dtype = frame.schema.get("choices")
+    if dtype == pl.List(CHOICE):
+        return frame
+    if isinstance(dtype, pl.List) and (frame["choices"].list.len() > 0).any():
+        raise DataError(f"the {name} split's `choices` are {dtype}, not labelled options (a list of {{label, text}}); "
+                        "split a run scored by this version of dereason")
+    return frame.with_columns(pl.lit(None, pl.List(CHOICE)).alias("choices"))
+
+
+def _user_prompt() -> pl.Expr:
+    return pl.struct("question", "choices").map_elements(
+        lambda item: question_with_choices(item["question"], item["choices"]), return_dtype=pl.String)
+
+
 def _messages(turns: list[tuple[str, pl.Expr]]) -> pl.Expr:
     return pl.concat_list([pl.struct(pl.lit(role, pl.String).alias("role"), content.cast(pl.String).alias("content"))
                            for role, content in turns])
 
 
 def _prompt(system_prompt: str | None) -> list[tuple[str, pl.Expr]]:
-    return [("system", pl.lit(system_prompt, pl.String))] * (system_prompt is not None) + [("user", pl.col("question"))]
+    return [("system", pl.lit(system_prompt, pl.String))] * (system_prompt is not None) + [("user", _user_prompt())]
 
 
 def _conversation(system_prompt: str | None, response_field: str) -> pl.Expr:
@@ -149,7 +179,7 @@ def _check_response(name: str, frame: pl.DataFrame, field: str) -> None:
 def _trl(splits: dict[str, pl.DataFrame], response_field: str, system_prompt: str | None) -> dict[str, pl.DataFrame]:
     out = {}
     for name, frame in splits.items():
-        frame = _with(_with(frame, "reference"), "score")
+        frame = _with_prompt_fields(name, frame)
         if _side(name) == "sft":
             _check_response(name, frame, response_field)
             frame = _with(frame, response_field)
@@ -162,14 +192,25 @@ def _trl(splits: dict[str, pl.DataFrame], response_field: str, system_prompt: st
     return out
 
 
+def _ability(ability: str | None) -> pl.Expr:
+    if ability is not None:
+        return pl.lit(ability, pl.String)
+    return pl.coalesce(pl.col("domain").cast(pl.String),
+                       pl.when(pl.col("choices").list.len() > 0).then(pl.lit("multiple_choice", pl.String)),
+                       pl.lit("unspecified", pl.String))
+
+
 def _verl(splits: dict[str, pl.DataFrame], response_field: str, system_prompt: str | None, data_source: str,
-          ability: str) -> dict[str, pl.DataFrame]:
+          ability: str | None) -> dict[str, pl.DataFrame]:
     out = {}
     for name, frame in ((n, f) for n, f in splits.items() if _side(n) != "unscored"):
-        frame = _with(_with(frame, "reference"), "score")
+        frame = _with_prompt_fields(name, frame)
+        if name == "rl" and (missing := frame["reference"].null_count()):
+            log.warning("%d of %d items of the rl split have no reference, so verl's rule reward has no ground truth "
+                        "for them; map one with `curate score --reference-field`", missing, frame.height)
         columns = [pl.lit(data_source, pl.String).alias("data_source"),
                    _messages(_prompt(system_prompt)).alias("prompt"),
-                   pl.lit(ability, pl.String).alias("ability"),
+                   _ability(ability).alias("ability"),
                    pl.struct(pl.lit("rule", pl.String).alias("style"),
                              pl.col("reference").cast(pl.String).alias("ground_truth")).alias("reward_model"),
                    pl.struct(pl.col("item_id").cast(pl.String), pl.col("score").cast(pl.Float64).alias("difficulty"),
@@ -182,35 +223,36 @@ def _verl(splits: dict[str, pl.DataFrame], response_field: str, system_prompt: s
 
 
 def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_field: str = "response",
-                 system_prompt: str | None = None, data_source: str = "dereason", ability: str = "math") -> Path:
-    """Write the split directory in format `fmt` (one of FORMATS, see the module docstring) to out_dir."""
+                 system_prompt: str | None = None, data_source: str = "dereason", ability: str | None = None,
+                 overwrite: bool = False) -> Path:
+    """Write the split directory in format `fmt` (one of FORMATS, see the module docstring) to out_dir, whole."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
-    out = Path(out_dir)
-    if out.resolve() == Path(split_dir).resolve():
-        raise ConfigError("out_dir must differ from split_dir: exporting would overwrite the split's own files")
     manifest, splits = read_split_dir(split_dir)
-    if fmt == "trl":  # converted before anything is written, so a missing response leaves no partial export
+    inputs = [("split directory", Path(split_dir))]
+    out = check_output_dir(out_dir, overwrite, inputs)
+    if fmt == "trl":  # converted before anything is written, so a bad split leaves no export
         tables = _trl(splits, response_field, system_prompt)
     elif fmt == "verl":
         tables = _verl(splits, response_field, system_prompt, data_source, ability)
     else:
         tables = _harmonized(splits)
-    out.mkdir(parents=True, exist_ok=True)
-    if fmt == "hf":
-        import datasets
+    with atomic_directory(out, overwrite, inputs) as staging:
+        if fmt == "hf":
+            import datasets
 
-        # An empty split needs num_shards=1: by default it is saved as 0 shards, which load_from_disk rejects.
-        datasets.DatasetDict({name: datasets.Dataset(_arrow(frame)) for name, frame in tables.items()}).save_to_disk(
-            str(out), num_shards={name: 1 for name, frame in tables.items() if frame.height == 0})
-        write_atomic(out / HISTOGRAM, histogram_png(splits, manifest.get("tau"), manifest.get("score") or "item"))
-        write_atomic(out / CARD, dataset_card(manifest, {n: f.height for n, f in tables.items()}, HISTOGRAM))
-    elif fmt == "jsonl":
-        for name, frame in tables.items():
-            write_atomic(out / f"{name}.jsonl", frame.write_ndjson())
-    else:
-        for name, frame in tables.items():
-            _write_parquet(frame, out / f"{name}.parquet")
+            # An empty split needs num_shards=1: by default it is saved as 0 shards, which load_from_disk rejects.
+            dataset = datasets.DatasetDict({name: datasets.Dataset(_arrow(frame)) for name, frame in tables.items()})
+            dataset.save_to_disk(str(staging), num_shards={name: 1 for name, f in tables.items() if not f.height})
+            histogram = histogram_png(splits, manifest.get("tau"), manifest.get("score") or "item")
+            write_atomic(staging / HISTOGRAM, histogram)
+            write_atomic(staging / CARD, dataset_card(manifest, {n: f.height for n, f in tables.items()}, HISTOGRAM))
+        elif fmt == "jsonl":
+            for name, frame in tables.items():
+                write_atomic(staging / f"{name}.jsonl", frame.write_ndjson())
+        else:
+            for name, frame in tables.items():
+                _write_parquet(frame, staging / f"{name}.parquet")
     return out
 
 
@@ -266,6 +308,7 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png
              f"most **{'τ of its domain' if per_domain else f'τ = {tau}'}** form the `sft` split (easier: "
              "supervised fine-tuning), items above τ the `rl` split (harder: reinforcement learning); items the "
              f"judge could not score {'are in `unscored`' if 'unscored' in counts else 'are left out'}.", "",
+             *([f"The {score} score is the {manifest['score_meaning']}.", ""] if manifest.get("score_meaning") else []),
              "How τ was chosen:", "",
              *_rows(("field", "value"), list(detail.items())),
              *(_rows(("domain", "τ"), list(tau.items())) if per_domain else []), "## Splits", "",
@@ -292,20 +335,38 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png
     return "\n".join(lines)
 
 
+def check_push(fmt: str) -> None:
+    """Refuse a Hub upload that cannot happen (call it before exporting, so that nothing is written)."""
+    from huggingface_hub import constants
+
+    if fmt != "hf":
+        raise ConfigError(f"--push-to-hub needs --format hf, not {fmt}")
+    if constants.HF_HUB_OFFLINE:
+        raise ConfigError("--push-to-hub cannot upload while HF_HUB_OFFLINE is set: unset it, or export without "
+                          "--push-to-hub")
+
+
 def push_to_hub(out_dir: str | Path, repo_id: str, private: bool = True, token_env: str = "HF_TOKEN") -> str:
     """Upload an `hf` export: the DatasetDict (as parquet, by `datasets`), then the histogram and the card.
     The token is read from the environment variable `token_env` (unset: huggingface_hub's own login)."""
     import datasets
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HTTPError
 
+    check_push("hf")
     out = Path(out_dir)
     if not (out / "dataset_dict.json").is_file():
         raise ConfigError(f"{out} is not an hf export (no dataset_dict.json); run export_split(..., 'hf', ...) first")
     token = os.environ.get(token_env)
-    datasets.load_from_disk(str(out)).push_to_hub(repo_id, private=private, token=token)
-    api = HfApi(token=token)
-    for name in (HISTOGRAM, CARD):  # the image first, so the card never links a missing file
-        if (out / name).is_file():
-            api.upload_file(path_or_fileobj=str(out / name), path_in_repo=name, repo_id=repo_id, repo_type="dataset",
-                            token=token, commit_message=f"dereason: upload {name}")
+    try:
+        datasets.load_from_disk(str(out)).push_to_hub(repo_id, private=private, token=token)
+        api = HfApi(token=token)
+        for name in (HISTOGRAM, CARD):  # the image first, so the card never links a missing file
+            if (out / name).is_file():
+                api.upload_file(path_or_fileobj=str(out / name), path_in_repo=name, repo_id=repo_id,
+                                repo_type="dataset", token=token, commit_message=f"dereason: upload {name}")
+    except HTTPError as exc:  # the Hub refused or could not be reached (huggingface_hub's errors derive from it)
+        raise DereasonError(f"pushing {out} to the Hub repo {repo_id} failed ({type(exc).__name__}: {exc}); the export "
+                            "on disk is complete: once the Hub is reachable and the token valid, export again with "
+                            "--overwrite --push-to-hub") from None
     return f"https://huggingface.co/datasets/{repo_id}"

@@ -1,7 +1,8 @@
 r"""Scored items → an SFT/RL split by reasoning intensity, ablation arms, an RL curriculum, and hygiene.
 
 Pure Polars/NumPy functions, no I/O. Input: one row per item with `item_id`, `question`, `score`
-(Float64; null = no valid judgment) and optionally `domain`, `pass_rate`; other columns pass through.
+(Float64, higher = harder; null = no valid judgment) and optionally `domain`; other columns pass through
+(a curriculum may rank by any numeric one).
 Failures are data: an unscored item gets side "unscored", a removed item comes back with a `reason`.
 
 Definitions
@@ -12,13 +13,18 @@ Definitions
                 with #(score > v) ≤ n_rl. `quantile_tau(q)`: the same with n_rl = ⌊q·n_scored⌋. So RL is the
                 items with score > τ, at most the budget: all ties at τ go to SFT (none is broken at random,
                 and the lowest observed score is never RL); detail["n_rl"] and ["rl_fraction"] give what
-                was reached. `per_domain_tau` applies either rule within each domain.
+                was reached. `per_domain_tau` applies either rule within each domain: a quantile q in each
+                domain; a budget N shared across the domains in proportion to their scored items, by largest
+                remainders (domain d gets ⌊N·n_d/n⌋, and the units left over go to the largest remainders
+                N·n_d mod n, ties by domain name), so RL holds at most N items in all.
     arms        random: scored items ordered by sha256(f"{seed}\x1f{item_id}"); the first |RL| of the τ split
                 go to RL, the rest to SFT (same sizes). reversed: sft ↔ rl, so the sizes swap. all_sft /
                 all_rl: every scored item to one side. Unscored items stay unscored; row order is kept.
-    stages      RL items ranked easy → hard (score ascending, or pass_rate descending), ties by
-                sha256(f"curriculum\x1f{item_id}"); rank r (0-based) of n gets stage ⌊r·k/n⌋ + 1: stage sizes
-                differ by at most 1, no item is harder than one in a later stage (a tie may straddle stages).
+    stages      RL items ranked easy → hard by a numeric column `by`: ascending when a high value is harder
+                (harder_when="high", e.g. the score), descending when a low value is (harder_when="low", e.g. a
+                pass rate); ties by sha256(f"curriculum\x1f{item_id}"); rank r (0-based) of n gets stage
+                ⌊r·k/n⌋ + 1: stage sizes differ by at most 1, no item is harder than one in a later stage (a tie
+                may straddle stages).
     normalised  `normalize_question`, in order: lowercase; `\,` `\:` `\;` `\!` `\quad` `\qquad` `~` → a space
                 (a `\\` line break is kept); whitespace runs (as str.split sees them) → one space, ends
                 stripped; inside $…$ and $$…$$ (unescaped $) every space removed, except one between a control
@@ -46,7 +52,7 @@ import polars as pl
 
 SIDES = ("sft", "rl", "unscored")
 NONE_DOMAIN = "__none__"
-EASIER_FIRST = {"score": False, "pass_rate": True}  # curriculum `by` → is higher easier (sort descending)?
+HARDER_WHEN = ("high", "low")  # curriculum: is a high or a low value of `by` the harder one?
 
 
 @dataclass(frozen=True)
@@ -130,15 +136,29 @@ def budget_tau(items: pl.DataFrame, n_rl: int) -> TauChoice:
     return _overall(items, "budget", n_rl)
 
 
+def budget_shares(sizes: dict[str, int], budget: int) -> dict[str, int]:
+    """`budget` split across groups in proportion to their sizes, by largest remainders (module docstring)."""
+    total = sum(sizes.values())
+    shares = {name: budget * size // total for name, size in sizes.items()}
+    by_remainder = sorted(sizes, key=lambda name: (-(budget * sizes[name] % total), name))
+    for name in by_remainder[:budget - sum(shares.values())]:
+        shares[name] += 1
+    return shares
+
+
 def per_domain_tau(items: pl.DataFrame, rule: str, value: float, domain_column: str = "domain") -> TauChoice:
-    """A τ per domain of the scored items by `rule` ("quantile": value = q; "budget": value = n_rl per domain)."""
+    """A τ per domain of the scored items by `rule` ("quantile": q in each domain; "budget": at most `value`
+    RL items in all, shared across the domains by `budget_shares`)."""
     _rule(np.array([0.0]), rule, value)  # validates rule and value even when there are no groups
     score, domain = _scores(items), _domains(items, domain_column)
     scored = pl.DataFrame({"domain": domain, "score": score}).filter(pl.col("score").is_not_null())
     if not scored.height:
         raise ValueError("no scored items: τ is undefined")
     groups = scored.sort("domain").group_by("domain", maintain_order=True)
-    chosen = {name: _rule(group["score"].to_numpy(), rule, value) for (name,), group in groups}
+    scores_of = {name: group["score"].to_numpy() for (name,), group in groups}
+    values = (budget_shares({d: len(s) for d, s in scores_of.items()}, int(value)) if rule == "budget"
+              else dict.fromkeys(scores_of, value))
+    chosen = {name: _rule(scores, rule, values[name]) for name, scores in scores_of.items()}
     n_null = int(items[domain_column].is_null().sum())
     return TauChoice(tau={d: tau for d, (tau, _) in chosen.items()}, method=f"per_domain_{rule}", detail={
         "rule": rule, "value": float(value) if rule == "quantile" else int(value), "domain_column": domain_column,
@@ -185,10 +205,12 @@ def all_arm(sided: pl.DataFrame, side: str) -> pl.DataFrame:
     return sided.with_columns(to_side.alias("side"), pl.lit(f"{side}_all").alias("arm"))
 
 
-def curriculum_stages(rl_items: pl.DataFrame, k: int, by: str = "score") -> pl.DataFrame:
+def curriculum_stages(rl_items: pl.DataFrame, k: int, by: str = "score", harder_when: str = "high") -> pl.DataFrame:
     """RL items plus `stage` 1..k, easy → hard in equal-count groups (module docstring); row order kept."""
-    if by not in EASIER_FIRST or by not in rl_items.columns:
-        raise ValueError(f"by must be one of {sorted(EASIER_FIRST)} and a column of the RL items, not {by!r}")
+    if by not in rl_items.columns or not rl_items[by].dtype.is_numeric():
+        raise ValueError(f"by must name a numeric column of the RL items, not {by!r}")
+    if harder_when not in HARDER_WHEN:
+        raise ValueError(f"harder_when must be one of {HARDER_WHEN}, not {harder_when!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, not {k!r}")
     if "side" in rl_items.columns and (rl_items["side"] != "rl").any():
@@ -197,7 +219,7 @@ def curriculum_stages(rl_items: pl.DataFrame, k: int, by: str = "score") -> pl.D
         raise ValueError(f"{missing} of {rl_items.height} RL item(s) lack {by!r}; stages need it for every item")
     key = _stable_keys(rl_items["item_id"], "curriculum")
     order = (rl_items.select(pl.col(by).cast(pl.Float64), key.alias("key")).with_row_index("row")
-             .sort([by, "key", "row"], descending=[EASIER_FIRST[by], False, False])["row"].to_numpy())
+             .sort([by, "key", "row"], descending=[harder_when == "low", False, False])["row"].to_numpy())
     stage = np.empty(rl_items.height, dtype=np.int64)
     stage[order] = np.arange(rl_items.height) * k // max(rl_items.height, 1) + 1
     return rl_items.with_columns(pl.Series("stage", stage, dtype=pl.Int64))

@@ -1,22 +1,38 @@
 """A scored run directory → a split directory (the I/O around the pure functions of curate.split).
 
     SPLIT_DIR/
-      manifest.json                  counts, τ and how it was chosen, the item score used, the run's
-                                     identity (template hash, model, sampling), input fingerprint,
-                                     library version, seed, and what hygiene removed
-      sft.parquet rl.parquet unscored.parquet
+      manifest.json                  counts, τ and how it was chosen, the item score used and what it
+                                     means, the run's identity (template hash, model, sampling), input
+                                     fingerprint, library version, seed, hygiene, and notes (warnings)
+      sft.parquet rl.parquet         the two sides
+      unscored.parquet               items without a score, with `unscored_reason`: not_judged (the run
+                                     is incomplete), judgments_failed, or no_<kind>_score
       removed.jsonl                  every item hygiene removed, with the reason
       arms/<arm>/{sft,rl}.parquet    ablation arms: random, reversed, sft_all, rl_all
       stages/stage_<i>.parquet       RL curriculum, easy → hard (when asked)
 
-Every file is written atomically, and nothing in it depends on the clock: the same run, settings
-and seed give byte-identical files.
+Inside a split the score always rises with difficulty. `calibrated` applies the run's saved isotonic map
+(calibration.json) to the current item scores of the kind it was fitted on; a map that falls with the
+score (onto a pass rate in 0..1) is turned into 1 − predicted pass rate. τ must lie on the score's scale
+(1..5 for judge scores, the map's range for calibrated ones).
+
+A split or export directory appears whole or not at all (`atomic_directory`): it is written into a
+hidden sibling and renamed into place. An existing non-empty --out is replaced only with `overwrite`;
+never a run directory, a folder the command reads from, or one holding either (or the current folder).
+Nothing depends on the clock: the same run, settings and seed give byte-identical files.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import asdict
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,150 +40,435 @@ import polars as pl
 
 from curate import __version__
 from curate.aggregate import AGGREGATED_COLUMNS, per_item
-from curate.analysis import CALIBRATED_FILE
-from curate.data import read_table, resolve_source
-from curate.errors import ConfigError
+from curate.analysis import CALIBRATED_FILE, CALIBRATION_FILE, load_calibration, read_run_identity
+from curate.data import BUNDLED_PREFIX, ROW, read_table, resolve_source
+from curate.errors import ConfigError, DataError
+from curate.parse import SCORE_MAX, SCORE_MIN
 from curate.split import (
-    all_arm, assign_sides, budget_tau, check_disjoint, curriculum_stages, decontaminate, deduplicate, fixed_tau,
-    per_domain_tau, quantile_tau, random_arm, reversed_arm,
+    HARDER_WHEN, TauChoice, all_arm, assign_sides, budget_tau, check_disjoint, curriculum_stages, decontaminate,
+    deduplicate, fixed_tau, per_domain_tau, quantile_tau, random_arm, reversed_arm,
 )
-from curate.stats import SCORE_COLUMNS
-from curate.store import read_judgments, read_manifest, write_atomic, write_parquet_atomic
+from curate.stats import SCORE_COLUMNS, item_scores
+from curate.store import DATABASE, MANIFEST, read_judgments, write_atomic
+
+log = logging.getLogger(__name__)
 
 ARMS = ("random", "reversed", "sft_all", "rl_all")
 SCORES = (*SCORE_COLUMNS, "calibrated")
+DEFAULT_TAU = 3.0
+BENCHMARK_FIELDS = ("question", "problem", "prompt")  # looked for when a benchmark file's field is not named
+RESERVED = ("item_id", "score", "side", "arm", "stage", "unscored_reason")  # an input field so named gets extra_
 
 
-def scored_items(run_dir: Path, score: str) -> pl.DataFrame:
-    """Every item of the run with its score (null when it has no valid judgment) and its fields."""
-    if score not in SCORES:
-        raise ConfigError(f"unknown score {score!r}; choose one of {list(SCORES)}")
+# --- output folders -------------------------------------------------------------------------------
+
+def is_run_dir(path: Path) -> bool:
+    manifest = path / MANIFEST
+    if (path / DATABASE).is_file():
+        return True
+    try:
+        return manifest.is_file() and "identity" in json.loads(manifest.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return False
+
+
+def check_output_dir(target: str | Path, overwrite: bool, inputs: Sequence[tuple[str, Path]] = ()) -> Path:
+    """`target` made absolute, if a split or export may go there (module docstring); else ConfigError.
+    `inputs`: (what, folder) that the command reads."""
+    target = Path(os.path.abspath(target))
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--out {target} is a file; choose a folder")
+    for what, folder in inputs:
+        folder = Path(os.path.abspath(folder))
+        relation = ("is" if folder == target else "is inside" if folder in target.parents
+                    else "holds" if target in folder.parents else None)
+        if relation:
+            raise ConfigError(f"--out {target} {relation} the {what} it reads ({folder}); choose a folder outside it")
+    if run := next((p for p in (target, *target.parents) if is_run_dir(p)), None):
+        raise ConfigError(f"--out {target} {'is' if run == target else 'is inside'} the run directory {run}: "
+                          "writing there would break the run; choose another folder")
+    if target == Path.cwd() or target in Path.cwd().parents:
+        raise ConfigError(f"--out {target} is or holds the current folder, which it would replace; choose another "
+                          "folder")
+    if not (target.is_dir() and any(target.iterdir())):
+        return target
+    if not overwrite:
+        raise ConfigError(f"--out {target} exists and is not empty; pass --overwrite to replace it (all its files "
+                          "are deleted), or choose another folder")
+    if held := next((p for p in target.iterdir() if p.is_dir() and is_run_dir(p)), None):
+        raise ConfigError(f"--out {target} holds the run directory {held}; even with --overwrite, choose another "
+                          "folder")
+    return target
+
+
+@contextmanager
+def atomic_directory(target: str | Path, overwrite: bool = False,
+                     inputs: Sequence[tuple[str, Path]] = ()) -> Iterator[Path]:
+    """Yield an empty hidden sibling of `target` to write into. When the block succeeds it becomes `target`
+    (an old target is renamed aside, the new one renamed in, the old one deleted: a crash leaves one of
+    them); when it fails it is deleted, with any parent folder made for it. Refusals: `check_output_dir`."""
+    target = check_output_dir(target, overwrite, inputs)
+    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]  # innermost first
+    stem = f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    staging, aside = target.with_name(f"{stem}.tmp"), target.with_name(f"{stem}.old")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        yield staging
+        replacing = target.is_dir() and any(target.iterdir())
+        if replacing:
+            os.rename(target, aside)
+        try:
+            os.rename(staging, target)  # onto nothing, or onto an empty folder
+        except BaseException:
+            if replacing:
+                os.rename(aside, target)
+            raise
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:
+            with suppress(OSError):
+                folder.rmdir()
+        if isinstance(exc, OSError) and (exc.filename is None or str(staging) in str(exc.filename)):
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc  # name the folder the user gave
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    if aside.exists():
+        log.warning("could not delete all of the replaced folder, now %s; delete it by hand", aside)
+
+
+def write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Polars' own parquet, written by Python: a full disk is then an OSError, not a Polars ComputeError."""
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+# --- item scores ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ItemScores:
+    items: pl.DataFrame  # every item with `score` (Float64, higher = harder; null = unscored) and its fields
+    unscored: pl.DataFrame  # item_id, unscored_reason of the unscored items
+    scale: tuple[float, float]  # the values the score can take
+    meaning: str
+    calibration: dict[str, Any] | None
+    notes: tuple[str, ...]
+
+
+def _items(run_dir: Path) -> pl.DataFrame:
     items = pl.read_parquet(run_dir / "items.parquet")
     if "extra" in items.columns:
         extra = items["extra"].struct.unnest()
-        clashing = set(extra.columns) & set(items.columns)
+        clashing = set(extra.columns) & {*items.columns, *RESERVED}
         items = items.drop("extra").hstack(extra.rename({c: f"extra_{c}" for c in clashing}))
-    items = items.rename({"id": "item_id"})
+    return items.rename({"id": "item_id"})
+
+
+def scored_items(run_dir: Path, score: str) -> ItemScores:
+    """Every item of the run with its score, why an item has none, and what the score means."""
+    if score not in SCORES:
+        raise ConfigError(f"unknown score {score!r}; choose one of {list(SCORES)}")
+    per = per_item(read_judgments(run_dir, columns=AGGREGATED_COLUMNS))
     if score == "calibrated":
-        path = run_dir / CALIBRATED_FILE
-        if not path.exists():
-            raise ConfigError(f"{run_dir} has no calibration: run `curate stats {run_dir} --calibrate FIELD` first")
-        scores = pl.read_parquet(path).select("item_id", pl.col("calibrated").alias("score"))
+        scores, scale, meaning, calibration, notes = _calibrated(run_dir, per)
+        kind = calibration["score"]
     else:
-        column = SCORE_COLUMNS[score]
-        scores = per_item(read_judgments(run_dir, columns=AGGREGATED_COLUMNS)).select(
-            "item_id", pl.col(column).cast(pl.Float64).alias("score"))
-    return items.join(scores, on="item_id", how="left", maintain_order="left")
+        kind, calibration, notes = score, None, []
+        scores, scale, meaning = item_scores(per, score), (SCORE_MIN, SCORE_MAX), f"{score} judge score"
+    items = _items(run_dir).join(scores, on="item_id", how="left", maintain_order="left")
+    unscored = (items.filter(pl.col("score").is_null()).select("item_id")
+                .join(per.select("item_id", "item_status"), on="item_id", how="left", maintain_order="left")
+                .select("item_id", pl.when(pl.col("item_status").is_null()).then(pl.lit("not_judged"))
+                        .when(pl.col("item_status") == "unscored").then(pl.lit("judgments_failed"))
+                        .otherwise(pl.lit(f"no_{kind}_score")).alias("unscored_reason")))
+    for reason, n in sorted(unscored["unscored_reason"].value_counts().rows()):
+        notes.append({
+            "not_judged": f"the run is incomplete: {n} of {items.height} items were never judged and are counted as "
+                          "unscored; finish it by running `curate score` again with the same settings, then split "
+                          "again",
+            "judgments_failed": f"{n} item(s) have only failed judgments and are unscored; `curate score` with the "
+                                "same settings and --retry-failed requests the errors and truncations again",
+        }.get(reason, f"{n} item(s) have judgments but no {kind} score and are unscored"))
+    return ItemScores(items=items, unscored=unscored, scale=(float(scale[0]), float(scale[1])), meaning=meaning,
+                      calibration=calibration, notes=tuple(notes))
 
 
-def _benchmark_texts(paths: list[str], field: str) -> tuple[list[str], list[str]]:
-    texts, sources = [], []
-    for path in paths:
-        frame, _ = read_table(resolve_source(path), "test", field)
-        if field not in frame.columns:
-            raise ConfigError(f"benchmark {path} has no field {field!r} (columns: {frame.columns}); "
-                              "set --benchmark-field")
-        values = frame[field].drop_nulls().cast(pl.String).to_list()
-        texts.extend(values)
-        sources.extend([Path(path).name] * len(values))
-    return texts, sources
+def _calibrated(run_dir: Path, per: pl.DataFrame) -> tuple[pl.DataFrame, tuple[float, float], str, dict, list[str]]:
+    """The saved calibration applied to the current scores of its kind, turned to rise with difficulty."""
+    refit = f"`curate stats {run_dir} --calibrate FIELD`"
+    if not (run_dir / CALIBRATION_FILE).is_file():
+        raise ConfigError(f"{run_dir} has no calibration: run {refit} first")
+    try:
+        calibration = load_calibration(run_dir)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{run_dir / CALIBRATION_FILE} cannot be used ({exc}); fit it again with {refit}") from None
+    raw = item_scores(per, calibration.score)
+    predicted, target = calibration.apply(raw["score"]), calibration.target
+    low, high = min(calibration.y_thresholds), max(calibration.y_thresholds)
+    if calibration.increasing:
+        difficulty, scale, meaning = predicted, (low, high), f"predicted {target}"
+    elif 0 <= low and high <= 1:  # a pass rate: easier as it rises
+        difficulty, scale, meaning = 1 - predicted, (1 - high, 1 - low), f"1 − predicted {target}"
+    else:
+        raise ConfigError(f"the calibration onto {target!r} falls as the score rises, but its values "
+                          f"({low:g}..{high:g}) are not a pass rate in 0..1, so the split cannot tell which side is "
+                          f"harder; calibrate onto a field that rises with difficulty ({refit})")
+    meaning += f" (isotonic map of the {calibration.score} judge score; higher = harder)"
+    summary = {"target": target, "score": calibration.score, "n_fit": calibration.n_fit,
+               "increasing": calibration.increasing, "difficulty": meaning, "n_scored_now": raw.height,
+               "n_scored_at_fit": None, "n_new_since_fit": None, "n_changed_since_fit": None}
+    notes = []
+    if (run_dir / CALIBRATED_FILE).is_file():
+        at_fit = pl.read_parquet(run_dir / CALIBRATED_FILE, columns=["item_id", "score"])
+        joined = raw.join(at_fit, on="item_id", how="left", suffix="_at_fit")
+        new = joined["score_at_fit"].null_count()
+        changed = int(((joined["score"] - joined["score_at_fit"]).abs() > 1e-9).sum())
+        summary.update(n_scored_at_fit=at_fit.height, n_new_since_fit=new, n_changed_since_fit=changed)
+        if new or changed:
+            notes.append(f"{new} item(s) were scored and {changed} changed their {calibration.score} score after the "
+                         f"calibration was fitted ({calibration.n_fit} items with {target!r}, {at_fit.height} scored "
+                         f"then); the saved map is applied to them but never saw them: refit with `curate stats "
+                         f"{run_dir} --score {calibration.score} --calibrate {target}` to include them")
+    else:
+        notes.append(f"{run_dir / CALIBRATED_FILE} is missing, so which items the calibration saw is unknown")
+    return raw.with_columns(pl.Series("score", difficulty)), scale, meaning, summary, notes
 
 
-def _choose_tau(items: pl.DataFrame, tau: float, quantile: float | None, rl_budget: int | None,
-                per_domain: bool) -> Any:
-    if quantile is not None and rl_budget is not None:
-        raise ConfigError("choose τ one way: --quantile or --rl-budget, not both")
-    if per_domain:
-        if quantile is None and rl_budget is None:
-            raise ConfigError("--per-domain needs --quantile or --rl-budget (a fixed τ is the same in every domain)")
-        return per_domain_tau(items, "quantile" if quantile is not None else "budget",
-                              quantile if quantile is not None else rl_budget)
-    if quantile is not None:
-        return quantile_tau(items, quantile)
-    if rl_budget is not None:
-        return budget_tau(items, rl_budget)
-    return fixed_tau(tau)
+# --- settings ---------------------------------------------------------------------------------------
+
+def _tau_rule(scores: ItemScores, tau: float | None, quantile: float | None, rl_budget: int | None,
+              per_domain: bool) -> tuple[str, float]:
+    """How τ is chosen ("fixed", "quantile" or "budget") and the value, once the options are checked."""
+    given = [flag for flag, value in (("--tau", tau), ("--quantile", quantile), ("--rl-budget", rl_budget))
+             if value is not None]
+    if len(given) > 1:
+        raise ConfigError(f"choose τ one way, not with {' and '.join(given)}: --tau fixes it, --quantile or "
+                          "--rl-budget chooses it from the scores")
+    if quantile is not None and not 0 <= quantile <= 1:
+        raise ConfigError(f"--quantile is the fraction of scored items for RL and must lie in [0, 1], not {quantile:g}")
+    if rl_budget is not None and rl_budget < 0:
+        raise ConfigError(f"--rl-budget must be at least 0, not {rl_budget}")
+    if per_domain and quantile is None and rl_budget is None:
+        raise ConfigError("--per-domain needs --quantile or --rl-budget (a fixed τ is the same in every domain)")
+    if quantile is None and rl_budget is None:
+        low, high = scores.scale
+        value = DEFAULT_TAU if tau is None else tau
+        if not low <= value <= high:
+            raise ConfigError(f"{'the default ' if tau is None else ''}τ = {value:g} is outside the scale of the "
+                              f"{scores.meaning}, {low:g}..{high:g}; pass a --tau in that range, --quantile or "
+                              "--rl-budget")
+        return "fixed", value
+    return ("quantile", quantile) if quantile is not None else ("budget", rl_budget)
 
 
-def make_split(run_dir: str | Path, out_dir: str | Path, tau: float = 3.0, score: str = "mean",
+def _choose_tau(items: pl.DataFrame, rule: str, value: float, per_domain: bool) -> TauChoice:
+    if rule == "fixed":
+        return fixed_tau(value)
+    try:
+        if per_domain:
+            return per_domain_tau(items, rule, value)
+        return quantile_tau(items, value) if rule == "quantile" else budget_tau(items, value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _rl_notes(choice: TauChoice, sided: pl.DataFrame, quantile: float | None, rl_budget: int | None,
+              per_domain: bool) -> list[str]:
+    """Refuse a --quantile or --rl-budget that leaves RL empty; notes for other empty sides."""
+    n_rl, n_scored = int((sided["side"] == "rl").sum()), int((sided["side"] != "unscored").sum())
+    notes = [f"the {side} side is empty" for side in ("sft", "rl") if n_scored and not (sided["side"] == side).any()]
+    if choice.method == "fixed":
+        return notes
+    option = (f"--quantile {quantile:g}" if quantile is not None else f"--rl-budget {rl_budget}") + \
+        " --per-domain" * per_domain
+    groups = choice.detail["domains"] if per_domain else {None: choice.detail}
+    taus = choice.tau if per_domain else {None: choice.tau}
+    ties = {group: f"{d['n_at_tau']} items tie at the top score {taus[group]:g}, where RL may take "
+                   f"{d.get('target_n_rl', d.get('budget'))}" for group, d in groups.items() if not d["n_rl"]}
+    if n_rl == 0 and (quantile or rl_budget):
+        lower = sided.filter(pl.col("score") < max(taus.values()))["score"].max()
+        fix = f"--tau {lower:g} to send them to RL" if lower is not None and not per_domain else "a fixed --tau"
+        why = "; ".join(f"{group}: {tie}" if group else tie for group, tie in list(ties.items())[:5])
+        raise ConfigError(f"{option} gives RL 0 of {n_scored} scored items: {why}, and ties at τ stay in SFT. Use a "
+                          f"larger value, a finer score (--score expected), or {fix}")
+    return notes + [f"{option}: domain {group!r} gets no RL items: {tie}" for group, tie in ties.items() if group]
+
+
+def _harder_when(stage_by: str, harder_when: str | None) -> str:
+    if stage_by == "score":
+        if harder_when not in (None, "high"):
+            raise ConfigError("--stage-by score needs no --harder-when: inside a split a higher score is harder")
+        return "high"
+    if harder_when not in HARDER_WHEN:
+        raise ConfigError(f"--stage-by {stage_by} needs --harder-when high or low: is a higher {stage_by} harder "
+                          "(like a level) or easier (like a pass rate)?")
+    return harder_when
+
+
+def _stage_values(items: pl.DataFrame, stage_by: str) -> pl.Series:
+    """`stage_by` of the items as numbers (numbers written as text, as a CSV input gives them, count)."""
+    if stage_by not in items.columns or (stage_by in RESERVED and stage_by != "score"):
+        fields = [c for c in items.columns if c not in RESERVED]
+        raise ConfigError(f"--stage-by {stage_by!r} is not a field of the run's items; fields: {fields}")
+    column = items[stage_by]
+    if column.dtype == pl.String:
+        numbers = column.str.strip_chars().cast(pl.Float64, strict=False)
+        if (bad := column.filter(numbers.is_null() & column.is_not_null())).len():
+            raise ConfigError(f"--stage-by {stage_by!r} must be numeric, but {bad.len()} item(s) hold text such as "
+                              f"{bad[0]!r}")
+        return numbers
+    if not column.dtype.is_numeric():
+        raise ConfigError(f"--stage-by {stage_by!r} must be numeric, not {column.dtype}")
+    return column
+
+
+def _benchmark_spec(argument: str) -> tuple[str, str | None]:
+    """FILE or FILE:FIELD: the field follows the last colon, unless the whole argument names a file."""
+    head, colon, field = argument.rpartition(":")
+    if colon and head and field and "/" not in field and f"{head}:" != BUNDLED_PREFIX and not Path(argument).exists():
+        return head, field
+    return argument, None
+
+
+def _lines(rows: Sequence[int]) -> str:
+    return ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+
+
+def _benchmark_texts(arguments: Sequence[str], benchmark_field: str | None) -> tuple[list[str], list[str], list[dict]]:
+    """Every benchmark question, its file's name, and per file: the field used and how many texts it gave."""
+    texts, sources, used = [], [], []
+    for argument in arguments:
+        path, field = _benchmark_spec(argument)
+        source = resolve_source(path)
+        wanted = field or benchmark_field
+        frame, broken = read_table(source, "test", wanted or BENCHMARK_FIELDS[0])
+        chosen = wanted or _detect_field(path, frame.columns)
+        if chosen != (wanted or BENCHMARK_FIELDS[0]):  # read again: JSONL lines are type-checked for this field
+            frame, broken = read_table(source, "test", chosen)
+        if broken:
+            grouped: dict[str, list[int]] = {}
+            for line, reason, _ in broken:
+                grouped.setdefault(reason, []).append(line)
+            raise DataError(f"benchmark {path}: {len(broken)} unusable line(s): " + "; ".join(
+                f"{reason} at line(s) {_lines(lines)}" for reason, lines in grouped.items())
+                + "; fix them (a skipped line could let a contaminated item through)")
+        if chosen not in frame.columns:
+            raise ConfigError(f"benchmark {path} has no field {chosen!r} (fields: "
+                              f"{[c for c in frame.columns if c != ROW]}); name it as {path}:FIELD")
+        if not frame.height:
+            raise DataError(f"benchmark {path} holds no rows, so it cannot decontaminate anything")
+        if frame[chosen].dtype not in (pl.String, pl.Null):
+            raise DataError(f"benchmark {path}: field {chosen!r} holds {frame[chosen].dtype}, not text; name the "
+                            f"question field as {path}:FIELD")
+        empty = frame.filter(pl.col(chosen).is_null() | (pl.col(chosen).cast(pl.String).str.strip_chars() == ""))
+        if empty.height:
+            raise DataError(f"benchmark {path}: {chosen!r} is missing or empty at row(s) "
+                            f"{_lines(empty[ROW].to_list())}; fix the file or name another field as {path}:FIELD")
+        values = frame[chosen].to_list()
+        texts += values
+        sources += [Path(path).name] * len(values)
+        used.append({"path": path, "field": chosen, "texts": len(values),
+                     "field_from": "FILE:FIELD" if field else "--benchmark-field" if benchmark_field else "detected"})
+    return texts, sources, used
+
+
+def _detect_field(path: str, columns: list[str]) -> str:
+    found = [name for name in BENCHMARK_FIELDS if name in columns]
+    if len(found) != 1:
+        raise ConfigError(f"benchmark {path}: {'several' if found else 'none'} of the fields {list(BENCHMARK_FIELDS)} "
+                          f"found (fields: {[c for c in columns if c != ROW]}); name its question field as "
+                          f"{path}:FIELD or with --benchmark-field")
+    return found[0]
+
+
+# --- the split ----------------------------------------------------------------------------------------
+
+def make_split(run_dir: str | Path, out_dir: str | Path, tau: float | None = None, score: str = "mean",
                quantile: float | None = None, rl_budget: int | None = None, per_domain: bool = False,
-               arms: tuple[str, ...] = ARMS, stages: int | None = None, stage_by: str = "score", seed: int = 0,
-               dedup: bool = True, benchmarks: tuple[str, ...] = (), benchmark_field: str = "question",
-               ngram: int = 13, drop_unscored: bool = False) -> dict[str, Any]:
-    """Write the split directory; returns its manifest."""
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    unknown_arms = sorted(set(arms) - set(ARMS))
-    if unknown_arms:
+               arms: tuple[str, ...] = ARMS, stages: int | None = None, stage_by: str = "score",
+               harder_when: str | None = None, seed: int = 0, dedup: bool = True, benchmarks: tuple[str, ...] = (),
+               benchmark_field: str | None = None, ngram: int = 13, drop_unscored: bool = False,
+               overwrite: bool = False) -> dict[str, Any]:
+    """Write the split directory whole (τ defaults to 3 when no rule is given); returns its manifest.
+    `benchmarks` are FILE or FILE:FIELD; a file without a field uses `benchmark_field`, else the one of
+    BENCHMARK_FIELDS it has."""
+    run_dir = Path(run_dir)
+    if unknown_arms := sorted(set(arms) - set(ARMS)):
         raise ConfigError(f"unknown arm(s) {unknown_arms}; choose from {list(ARMS)}")
-    items = scored_items(run_dir, score)
-    removed = []
+    for flag, value in (("--stages", stages), ("--ngram", ngram)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, not {value}")
+    if not stages and (stage_by != "score" or harder_when is not None):
+        raise ConfigError("--stage-by and --harder-when order the RL curriculum: they need --stages")
+    identity = read_run_identity(run_dir)
+    scores = scored_items(run_dir, score)
+    items, notes = scores.items, list(scores.notes)
+    rule, value = _tau_rule(scores, tau, quantile, rl_budget, per_domain)
+    if stages:
+        harder_when = _harder_when(stage_by, harder_when)
+        _stage_values(items, stage_by)
+    inputs = [("run directory", run_dir)]
+    check_output_dir(out_dir, overwrite, inputs)  # before the work, and again when writing
+    removed, used = [], []
     if dedup:
         items, duplicates = deduplicate(items)
         removed.append(duplicates)
     if benchmarks:
-        texts, sources = _benchmark_texts(list(benchmarks), benchmark_field)
-        items, contaminated = decontaminate(items, texts, n=ngram, source_names=sources)
+        texts, sources, used = _benchmark_texts(benchmarks, benchmark_field)
+        try:
+            items, contaminated = decontaminate(items, texts, n=ngram, source_names=sources)
+        except ValueError as exc:
+            raise DataError(f"benchmark texts: {exc}") from None
         removed.append(contaminated)
+    choice = _choose_tau(items, rule, value, per_domain)
+    sided = assign_sides(items, choice.tau)
     try:
-        choice = _choose_tau(items, tau, quantile, rl_budget, per_domain)
-        sided = assign_sides(items, choice.tau)
         check_disjoint(sided)
+        if stages:  # ranked by the numbers, written with the field as it was
+            rl = sided.filter(pl.col("side") == "rl")
+            staged = curriculum_stages(rl.with_columns(_stage_values(rl, stage_by)), stages, stage_by,
+                                       harder_when).with_columns(rl[stage_by])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    counts = {side: int((sided["side"] == side).sum()) for side in ("sft", "rl", "unscored")}
-    for side in ("sft", "rl", "unscored"):
-        if side == "unscored" and drop_unscored:
-            continue
-        write_parquet_atomic(sided.filter(pl.col("side") == side), out_dir / f"{side}.parquet")
+    notes += _rl_notes(choice, sided, quantile, rl_budget, per_domain)
     arm_frames = {"random": lambda: random_arm(sided, seed), "reversed": lambda: reversed_arm(sided),
                   "sft_all": lambda: all_arm(sided, "sft"), "rl_all": lambda: all_arm(sided, "rl")}
-    arm_counts = {}
+    files = {f"{side}.parquet": sided.filter(pl.col("side") == side) for side in ("sft", "rl")}
+    unscored = sided.filter(pl.col("side") == "unscored").join(scores.unscored, on="item_id", how="left",
+                                                               maintain_order="left")
+    if not drop_unscored:
+        files["unscored.parquet"] = unscored
     for arm in arms:
         frame = arm_frames[arm]()
-        (out_dir / "arms" / arm).mkdir(parents=True, exist_ok=True)
-        arm_counts[arm] = {}
-        for side in ("sft", "rl"):
-            part = frame.filter(pl.col("side") == side)
-            write_parquet_atomic(part, out_dir / "arms" / arm / f"{side}.parquet")
-            arm_counts[arm][side] = part.height
-    stage_counts = None
-    if stages:
-        try:
-            staged = curriculum_stages(sided.filter(pl.col("side") == "rl"), stages, by=stage_by)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        (out_dir / "stages").mkdir(exist_ok=True)
-        stage_counts = {}
-        for stage in range(1, stages + 1):
-            part = staged.filter(pl.col("stage") == stage)
-            write_parquet_atomic(part, out_dir / "stages" / f"stage_{stage}.parquet")
-            stage_counts[str(stage)] = part.height
+        files |= {f"arms/{arm}/{side}.parquet": frame.filter(pl.col("side") == side) for side in ("sft", "rl")}
+    for stage in range(1, (stages or 0) + 1):
+        files[f"stages/stage_{stage}.parquet"] = staged.filter(pl.col("stage") == stage)
     removed_frame = pl.concat(removed, how="diagonal_relaxed") if removed else pl.DataFrame()
-    write_atomic(out_dir / "removed.jsonl", "".join(
-        json.dumps(row, sort_keys=True, default=str) + "\n"
-        for row in removed_frame.select([c for c in ("item_id", "reason", "question") if c in removed_frame.columns])
-        .iter_rows(named=True)) if removed_frame.height else "")
-    run_manifest = read_manifest(run_dir)
-    identity = run_manifest["identity"]
     manifest = {
-        "dereason_version": __version__, "run_dir": str(run_dir), "score": score, "seed": seed,
-        "tau": choice.tau, "tau_method": choice.method, "tau_detail": choice.detail,
-        "counts": counts, "unscored_written": not drop_unscored, "arms": arm_counts, "stages": stage_counts,
-        "stage_by": stage_by if stages else None,
-        "hygiene": {"deduplicated": dedup, "benchmarks": list(benchmarks), "ngram": ngram,
-                    "removed": removed_frame.height},
+        "dereason_version": __version__, "run_dir": str(run_dir), "score": score, "score_meaning": scores.meaning,
+        "score_scale": list(scores.scale), "seed": seed, "tau": choice.tau, "tau_method": choice.method,
+        "tau_detail": choice.detail, "counts": {side: int((sided["side"] == side).sum()) for side in
+                                                ("sft", "rl", "unscored")},
+        "unscored_reasons": dict(sorted(unscored["unscored_reason"].value_counts().rows())),
+        "unscored_written": not drop_unscored,
+        "arms": {arm: {side: files[f"arms/{arm}/{side}.parquet"].height for side in ("sft", "rl")} for arm in arms},
+        "stages": {str(i): files[f"stages/stage_{i}.parquet"].height for i in range(1, stages + 1)} if stages else None,
+        "stage_by": stage_by if stages else None, "harder_when": harder_when if stages else None,
+        "hygiene": {"deduplicated": dedup, "benchmarks": used, "ngram": ngram, "removed": removed_frame.height},
         "run": {"template": identity["template"], "model": identity["model"], "backend": identity["backend"],
                 "sampling": {k: identity[k] for k in ("samples", "temperature", "top_p", "seed", "top_logprobs")},
                 "input_fingerprint": identity["input_fingerprint"]},
-        "calibration": _calibration_summary(run_dir) if score == "calibrated" else None,
+        "calibration": scores.calibration, "notes": notes,
     }
-    write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    with atomic_directory(out_dir, overwrite, inputs) as staging:
+        for name, frame in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            write_parquet(frame, staging / name)
+        write_atomic(staging / "removed.jsonl", "".join(
+            json.dumps(row, sort_keys=True, default=str) + "\n" for row in removed_frame.select(
+                [c for c in ("item_id", "reason", "question") if c in removed_frame.columns]).iter_rows(named=True)))
+        write_atomic(staging / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    for note in notes:
+        log.warning("%s", note)
     return manifest
-
-
-def _calibration_summary(run_dir: Path) -> dict[str, Any]:
-    from curate.analysis import load_calibration
-
-    calibration = load_calibration(run_dir)
-    return {k: v for k, v in asdict(calibration).items() if k not in ("x_thresholds", "y_thresholds")}

@@ -175,7 +175,8 @@ def test_verl_export_has_verl_columns(split_dir, tmp_path):
     assert [r["extra_info"] for r in rows] == [{"item_id": "d", "difficulty": 4.0, "index": 0},
                                                {"item_id": "e", "difficulty": 5.0, "index": 1}]
     assert rows[1]["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": RL[1][1]}]
-    assert {r["data_source"] for r in rows} == {"math/dereason"} and {r["ability"] for r in rows} == {"math"}
+    assert {r["data_source"] for r in rows} == {"math/dereason"}
+    assert [r["ability"] for r in rows] == ["number theory", "number theory"]  # the domain, by default
     sft = pq.read_table(out / "sft.parquet")
     assert sft.schema.names == [*VERL_COLUMNS, "messages"] and sft.schema.field("messages").type == message
     assert sft.column("reward_model").to_pylist()[1] == {"style": "rule", "ground_truth": "6"}
@@ -186,9 +187,12 @@ def test_verl_export_has_verl_columns(split_dir, tmp_path):
 
 
 def test_push_to_hub_uploads_with_token_from_env(split_dir, tmp_path, monkeypatch):
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants
 
     out = export_split(split_dir, "hf", tmp_path / "hf")
+    with pytest.raises(ConfigError, match="HF_HUB_OFFLINE"):  # the tests run offline
+        push_to_hub(out, "someone/dereason-split")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     secret = "hf_test_secret_do_not_write_0123456789"
     monkeypatch.setenv("DEREASON_TEST_TOKEN", secret)
     pushed, uploaded = [], []
@@ -219,7 +223,7 @@ def test_bad_inputs_are_named(split_dir, tmp_path):
     assert set(FORMATS) == {"hf", "parquet", "jsonl", "trl", "verl"}
     with pytest.raises(DataError, match="not a split directory"):
         export_split(tmp_path, "parquet", tmp_path / "out")
-    with pytest.raises(ConfigError, match="must differ"):
+    with pytest.raises(ConfigError, match="is the split directory it reads"):
         export_split(split_dir, "parquet", split_dir)
     manifest = json.loads((split_dir / "manifest.json").read_text())
     manifest["counts"]["rl"] = 7
@@ -293,3 +297,93 @@ def test_per_domain_tau_without_unscored(tmp_path):
     assert imread(out / "score_histogram.png").ndim == 3
     verl = export_split(split_dir, "verl", tmp_path / "verl")
     assert pq.read_table(verl / "rl.parquet").num_rows == 2
+
+
+CHOICES = [[{"label": "A", "text": "3"}, {"label": "B", "text": "4"}], None,
+           [{"label": "1", "text": "oxygen"}, {"label": "2", "text": "carbon"}, {"label": "3", "text": "neon"}]]
+
+
+def build_choice_split(root):
+    """A split whose items carry labelled options (curate.data.CHOICE), as the split step writes them."""
+    from curate.data import CHOICE
+
+    root.mkdir()
+    (root / "manifest.json").write_text(json.dumps({**MANIFEST, "counts": {"sft": 1, "rl": 2, "unscored": 0}}))
+    rows = {"item_id": ["m1", "m2", "m3"], "question": ["What is 1+2?", "Prove it.", "Which gas is noble?"],
+            "reference": ["A", None, "3"], "choices": CHOICES, "domain": [None, "logic", None],
+            "score": [2.0, 4.0, 5.0], "response": ["A", None, None]}
+    items = pl.DataFrame(rows, schema_overrides={"choices": pl.List(CHOICE), "domain": pl.String,
+                                                 "reference": pl.String})
+    items[:1].write_parquet(root / "sft.parquet")
+    items[1:].drop("response").write_parquet(root / "rl.parquet")
+    items.head(0).drop("response").write_parquet(root / "unscored.parquet")
+    return root
+
+
+PROMPTS = ["What is 1+2?\n\nA. 3\nB. 4", "Prove it.", "Which gas is noble?\n\n1. oxygen\n2. carbon\n3. neon"]
+
+
+def test_trl_and_verl_prompts_carry_the_labelled_choices(tmp_path):
+    """trl and verl dropped the options from the prompt, and verl's ability was always "math"."""
+    split_dir = build_choice_split(tmp_path / "split")
+    trl = export_split(split_dir, "trl", tmp_path / "trl")
+    sft, grpo = pl.read_parquet(trl / "sft.parquet"), pl.read_parquet(trl / "grpo.parquet")
+    assert sft["messages"][0].to_list() == [{"role": "user", "content": PROMPTS[0]},
+                                            {"role": "assistant", "content": "A"}]
+    assert [p[-1]["content"] for p in grpo["prompt"].to_list()] == PROMPTS[1:]
+    assert grpo["reference"].to_list() == [None, "3"]
+    verl = export_split(split_dir, "verl", tmp_path / "verl")
+    rows = pq.read_table(verl / "rl.parquet").to_pylist() + pq.read_table(verl / "sft.parquet").to_pylist()
+    assert [r["prompt"][-1]["content"] for r in rows] == PROMPTS[1:] + PROMPTS[:1]
+    assert [r["reward_model"]["ground_truth"] for r in rows] == [None, "3", "A"]  # the answer key label
+    assert [r["ability"] for r in rows] == ["logic", "multiple_choice", "multiple_choice"]
+    chosen = export_split(split_dir, "verl", tmp_path / "verl2", ability="science")
+    assert set(pq.read_table(chosen / "rl.parquet").column("ability").to_pylist()) == {"science"}
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "hf"])
+def test_plain_exports_keep_choices_as_labelled_options(tmp_path, fmt):
+    out = export_split(build_choice_split(tmp_path / "split"), fmt, tmp_path / fmt)
+    if fmt == "hf":
+        rl = datasets.load_from_disk(str(out))["rl"]["choices"]
+    else:
+        rl = datasets.load_dataset("json" if fmt == "jsonl" else fmt, data_files=str(out / f"rl.{fmt}"),
+                                   split="train")["choices"]
+    assert rl == CHOICES[1:]
+
+
+def test_unlabelled_choices_are_refused_but_empty_ones_pass(tmp_path):
+    split_dir = build_split_dir(tmp_path / "split")
+    sft = pl.read_parquet(split_dir / "sft.parquet")
+    sft.with_columns(pl.lit(None, pl.List(pl.String)).alias("choices")).write_parquet(split_dir / "sft.parquet")
+    assert pl.read_parquet(export_split(split_dir, "trl", tmp_path / "trl") / "sft.parquet").height == 3
+    sft.with_columns(pl.lit(["x", "y"], pl.List(pl.String)).alias("choices")).write_parquet(split_dir / "sft.parquet")
+    with pytest.raises(DataError, match=r"the sft split's `choices` are List\(String\), not labelled options"):
+        export_split(split_dir, "verl", tmp_path / "verl")
+    assert not (tmp_path / "verl").exists()
+
+
+def test_push_to_hub_is_refused_before_anything_is_written(split_dir, tmp_path):
+    """--push-to-hub with --format parquet, or while offline, failed only after writing the export."""
+    from conftest import assert_one_line_error, invoke
+
+    assert_one_line_error(invoke("export", split_dir, "--format", "parquet", "--out", tmp_path / "out",
+                                 "--push-to-hub", "org/name"), "--push-to-hub needs --format hf")
+    assert_one_line_error(invoke("export", split_dir, "--format", "hf", "--out", tmp_path / "out",
+                                 "--push-to-hub", "org/name"), "HF_HUB_OFFLINE")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_hub_is_one_line_and_keeps_the_export(split_dir, tmp_path, monkeypatch):
+    from conftest import assert_one_line_error, invoke
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HTTPError
+
+    def unreachable(self, repo_id, **kwargs):
+        raise HTTPError("[Errno -2] Name or service not known")  # what an unreachable Hub raises (ConnectError's base)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", unreachable)
+    assert_one_line_error(invoke("export", split_dir, "--format", "hf", "--out", tmp_path / "hf", "--push-to-hub",
+                                 "org/name"), "pushing")
+    assert datasets.load_from_disk(str(tmp_path / "hf"))["sft"].num_rows == 3

@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 
 from curate import split
-from curate.split import (SIDES, all_arm, assign_sides, budget_tau, check_disjoint, curriculum_stages, decontaminate,
-                          deduplicate, fixed_tau, normalize_question, per_domain_tau, quantile_tau, random_arm,
-                          reversed_arm)
+from curate.split import (SIDES, all_arm, assign_sides, budget_shares, budget_tau, check_disjoint, curriculum_stages,
+                          decontaminate, deduplicate, fixed_tau, normalize_question, per_domain_tau, quantile_tau,
+                          random_arm, reversed_arm)
 
 
 def frame(scores, domains=None, questions=None, **extra) -> pl.DataFrame:
@@ -100,9 +100,31 @@ def test_per_domain_quantile_gives_every_domain_rl():
     assert (d["n_null_domain"], d["null_domain_group"], choice.method) == (2, "__none__", "per_domain_quantile")
     sided = assign_sides(items, choice.tau)
     assert sided.filter(pl.col("side") == "rl")["item_id"].to_list() == ["i03", "i04", "i07"]
-    budget = per_domain_tau(items, "budget", 1)
-    assert budget.tau == {"__none__": 3.0, "code": 1.0, "math": 4.0}
+    budget = per_domain_tau(items, "budget", 1)  # one RL item in all: math (5 of 10 scored) has the largest share
+    assert budget.tau == {"__none__": 4.0, "code": 2.0, "math": 4.0}
     json.dumps(asdict(choice))
+
+
+@pytest.mark.parametrize(("sizes", "budget", "shares"), [
+    ({"math": 5, "code": 3, "__none__": 2}, 5, {"math": 2, "code": 2, "__none__": 1}),  # 2.5, 1.5, 1: tie → code
+    ({"math": 5, "code": 3, "__none__": 2}, 1, {"math": 1, "code": 0, "__none__": 0}),
+    ({"a": 1, "b": 1, "c": 1}, 2, {"a": 1, "b": 1, "c": 0}),
+    ({"a": 7, "b": 3}, 0, {"a": 0, "b": 0}),
+    ({"a": 7, "b": 3}, 20, {"a": 14, "b": 6}),
+])
+def test_budget_shares_are_proportional_by_largest_remainders(sizes, budget, shares):
+    assert budget_shares(sizes, budget) == shares and sum(shares.values()) == budget
+
+
+def test_per_domain_budget_is_a_total_not_a_budget_per_domain():
+    """--rl-budget N --per-domain gave each domain N (70 RL items for N = 10); N bounds the total."""
+    domains = [f"d{i}" for i in range(7) for _ in range(10)]
+    items = frame([float(i % 5 + 1) + (i % 7) / 10 for i in range(70)], domains=domains)
+    choice = per_domain_tau(items, "budget", 10)
+    n_rl = int((assign_sides(items, choice.tau)["side"] == "rl").sum())
+    assert 0 < n_rl <= 10 and sum(d["n_rl"] for d in choice.detail["domains"].values()) == n_rl
+    assert {d["budget"] for d in choice.detail["domains"].values()} <= {1, 2}
+    assert choice.detail["value"] == 10
 
 
 # --- arms ---------------------------------------------------------------------------------------
@@ -165,11 +187,17 @@ def test_stages_are_equal_sized_and_monotone():
     assert sorted(curriculum_stages(rl, 10)["stage"].to_list()) == [1, 2, 3, 5, 6, 8, 9]
 
 
-def test_stages_by_pass_rate_put_high_pass_rate_first_and_refuse_missing():
-    rl = frame([4, 4, 4, 4], pass_rate=[0.1, 0.9, 0.5, 0.0])
-    assert curriculum_stages(rl, 2, by="pass_rate")["stage"].to_list() == [2, 1, 1, 2]
+def test_stages_by_any_numeric_field_in_the_given_direction_and_refuse_missing():
+    rl = frame([4, 4, 4, 4], pass_rate=[0.1, 0.9, 0.5, 0.0], steps=[3, 9, 5, 1])
+    assert curriculum_stages(rl, 2, by="pass_rate", harder_when="low")["stage"].to_list() == [2, 1, 1, 2]
+    assert curriculum_stages(rl, 2, by="steps", harder_when="high")["stage"].to_list() == [1, 2, 2, 1]
     with pytest.raises(ValueError, match="1 of 4 RL item"):
-        curriculum_stages(rl.with_columns(pl.Series("pass_rate", [0.1, None, 0.5, 0.0])), 2, by="pass_rate")
+        curriculum_stages(rl.with_columns(pl.Series("pass_rate", [0.1, None, 0.5, 0.0])), 2, by="pass_rate",
+                          harder_when="low")
+    with pytest.raises(ValueError, match="harder_when"):
+        curriculum_stages(rl, 2, by="steps", harder_when="up")
+    with pytest.raises(ValueError, match="numeric column"):
+        curriculum_stages(rl, 2, by="question")
     with pytest.raises(ValueError, match="not on the RL side"):
         curriculum_stages(assign_sides(frame([1, 4]), 3), 2)
 

@@ -4,7 +4,7 @@ import hashlib
 import json
 
 import polars as pl
-from conftest import write_jsonl
+from conftest import assert_one_line_error, invoke, write_jsonl
 from fakes import ScriptedBackend
 from typer.testing import CliRunner
 
@@ -111,3 +111,130 @@ def test_cli_export_hf_and_verl_load_in_their_consumers(tmp_path):
     wrong = runner.invoke(app, ["export", str(tmp_path / "split"), "--format", "verl", "--out", str(tmp_path / "v2"),
                                 "--push-to-hub", "org/name"])
     assert wrong.exit_code == 1 and "--push-to-hub needs --format hf" in wrong.stderr
+
+
+def tree(folder):
+    """Every path under `folder` (hidden ones included) with its bytes: what a refused command must not change.
+    SQLite's shared-memory files, which any reader of a run may create, are left out."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))
+            if not p.name.endswith(("-shm", "-wal"))}
+
+
+def test_split_refuses_to_write_into_a_run_directory(tmp_path):
+    """`split RUN --out RUN` overwrote the run's manifest.json; `stats` and a resumed `score` then crashed."""
+    run, _ = make_run(tmp_path)
+    other = tmp_path / "other-run"
+    other.mkdir()
+    (other / "manifest.json").write_text((run / "manifest.json").read_text())
+    before = tree(tmp_path)
+    for out, message in ((run, "is the run directory it reads"), (run / "split", "is inside the run directory"),
+                         (tmp_path, "holds the run directory it reads"), (other, "is the run directory"),
+                         (other / "split", "is inside the run directory")):
+        for overwrite in ((), ("--overwrite",)):
+            assert_one_line_error(invoke("split", run, "--out", out, *overwrite), message)
+    assert tree(tmp_path) == before
+    assert invoke("stats", run, "--resamples", "0").exit_code == 0
+
+
+def test_export_refuses_its_split_directory_and_run_directories(tmp_path):
+    run, _ = make_run(tmp_path)
+    assert invoke("split", run, "--out", tmp_path / "split").exit_code == 0
+    before = tree(tmp_path)
+    for out, message in ((tmp_path / "split", "is the split directory it reads"),
+                         (tmp_path / "split" / "export", "is inside the split directory it reads"),
+                         (run, "is the run directory"), (run / "export", "is inside the run directory")):
+        assert_one_line_error(invoke("export", tmp_path / "split", "--format", "jsonl", "--out", out, "--overwrite"),
+                              message)
+    assert tree(tmp_path) == before
+
+
+def test_resplit_and_reexport_need_overwrite_and_leave_no_stale_files(tmp_path):
+    """Re-splitting into a folder kept its old stage_3..5, and export shipped them beside the new stages."""
+    run, _ = make_run(tmp_path)
+    split, export = tmp_path / "split", tmp_path / "export"
+    assert invoke("split", run, "--out", split, "--stages", "5").exit_code == 0
+    assert invoke("export", split, "--format", "jsonl", "--out", export).exit_code == 0
+    before = tree(tmp_path)
+    assert_one_line_error(invoke("split", run, "--out", split, "--stages", "2"), "pass --overwrite")
+    assert_one_line_error(invoke("export", split, "--format", "parquet", "--out", export), "pass --overwrite")
+    assert tree(tmp_path) == before
+
+    assert invoke("split", run, "--out", split, "--stages", "2", "--drop-unscored", "--overwrite").exit_code == 0
+    assert sorted(p.name for p in (split / "stages").iterdir()) == ["stage_1.parquet", "stage_2.parquet"]
+    assert not (split / "unscored.parquet").exists()
+    assert invoke("export", split, "--format", "jsonl", "--out", export, "--overwrite").exit_code == 0
+    exported = sorted(p.name for p in export.iterdir())
+    assert "stage_3.jsonl" not in exported and "unscored.jsonl" not in exported and "stage_2.jsonl" in exported
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging or old folder
+
+
+def test_an_empty_out_folder_is_used_without_overwrite(tmp_path):
+    run, _ = make_run(tmp_path)
+    (tmp_path / "split").mkdir()
+    assert invoke("split", run, "--out", tmp_path / "split").exit_code == 0
+    assert (tmp_path / "split" / "manifest.json").is_file()
+
+
+def test_a_failed_split_or_export_leaves_nothing_and_keeps_the_old_folder(tmp_path, monkeypatch):
+    """A split that failed half-way left sft/rl/unscored/arms without a manifest."""
+    import curate.export
+    import curate.split_dir
+
+    run, _ = make_run(tmp_path)
+    assert invoke("split", run, "--out", tmp_path / "old").exit_code == 0
+    assert invoke("export", tmp_path / "old", "--format", "parquet", "--out", tmp_path / "export").exit_code == 0
+    before = tree(tmp_path)
+    real = curate.split_dir.write_atomic
+
+    def failing(path, data):
+        if path.name in ("manifest.json", "rl.parquet"):
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(curate.split_dir, "write_atomic", failing)
+    monkeypatch.setattr(curate.export, "write_atomic", failing)
+    assert_one_line_error(invoke("split", run, "--out", tmp_path / "new" / "split"), "No space left on device")
+    assert_one_line_error(invoke("split", run, "--out", tmp_path / "old", "--tau", "2", "--overwrite"),
+                          f"cannot use {tmp_path / 'old'}: No space left on device")
+    assert_one_line_error(invoke("export", tmp_path / "old", "--format", "parquet", "--out", tmp_path / "export",
+                                 "--overwrite"), "No space left on device")
+    assert tree(tmp_path) == before  # nothing new (not even the parent folder "new"), the old folders intact
+
+
+def fill(folder, leave: int):
+    """Fill the small filesystem up to `leave` bytes."""
+    import os
+
+    stat = os.statvfs(folder)
+    (folder / "filler").write_bytes(b"\0" * max(stat.f_bavail * stat.f_frsize - leave, 0))
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, small_fs):
+    run, _ = make_run(tmp_path)
+    assert invoke("split", run, "--out", tmp_path / "split").exit_code == 0
+    fill(small_fs, 16 * 1024)
+    before = tree(small_fs)
+    assert_one_line_error(invoke("split", run, "--out", small_fs / "deep" / "split"), "No space left on device")
+    for fmt in ("parquet", "jsonl", "hf"):
+        assert_one_line_error(invoke("export", tmp_path / "split", "--format", fmt, "--out", small_fs / "export"),
+                              "No space left on device")
+    assert tree(small_fs) == before
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path):
+    run, _ = make_run(tmp_path)
+    assert invoke("split", run, "--out", tmp_path / "split").exit_code == 0
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(invoke("split", run, "--out", tmp_path / "file"), "is a file")
+    assert_one_line_error(invoke("export", tmp_path / "split", "--format", "hf", "--out", tmp_path / "file"),
+                          "is a file")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_a_read_only_parent_is_one_line(tmp_path, make_readonly):
+    run, _ = make_run(tmp_path)
+    (tmp_path / "locked").mkdir()
+    make_readonly(tmp_path / "locked")
+    assert_one_line_error(invoke("split", run, "--out", tmp_path / "locked" / "split"),
+                          f"cannot use {tmp_path / 'locked' / 'split'}: Read-only file system")
+    assert list((tmp_path / "locked").iterdir()) == []

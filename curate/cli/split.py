@@ -9,44 +9,57 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from curate.cli.common import errors, out
-from curate.errors import ConfigError
+from curate.cli.common import errors, out, setup_logging
 
 
 def split(
     run_dir: Annotated[Path, typer.Argument(help="Run directory made by `curate score`.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Split directory to write.")],
-    tau: Annotated[float, typer.Option(help="SFT: score ≤ τ; RL: score > τ.")] = 3.0,
+    out_dir: Annotated[Path, typer.Option("--out", help="Split directory to write (whole, or not at all).")],
+    tau: Annotated[float | None, typer.Option(
+        help="SFT: score ≤ τ; RL: score > τ. Default 3 when neither --quantile nor --rl-budget is given.",
+        show_default=False)] = None,
     score_column: Annotated[str, typer.Option("--score", help="Item score: mean, median, expected or calibrated.")] = "mean",
     quantile: Annotated[float | None, typer.Option(help="Choose τ so RL gets the hardest fraction q.")] = None,
     rl_budget: Annotated[int | None, typer.Option(help="Choose τ so RL gets at most N items.")] = None,
-    per_domain: Annotated[bool, typer.Option(help="Apply --quantile/--rl-budget within each domain.")] = False,
+    per_domain: Annotated[bool, typer.Option(
+        help="Apply --quantile within each domain; share --rl-budget across domains by size.")] = False,
     arms: Annotated[str, typer.Option(help="Ablation arms, comma-separated: random,reversed,sft_all,rl_all.")] = "random,reversed,sft_all,rl_all",
     stages: Annotated[int | None, typer.Option(help="Write a k-stage RL curriculum, easy to hard.")] = None,
-    stage_by: Annotated[str, typer.Option(help="Stage RL items by 'score' or by a field such as pass_rate.")] = "score",
+    stage_by: Annotated[str, typer.Option(help="Stage RL items by 'score' or by a numeric input field.")] = "score",
+    harder_when: Annotated[str | None, typer.Option(
+        help="With --stage-by FIELD: 'high' if a higher value is harder (a level), 'low' if easier (a pass rate).",
+        show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random arm (same seed, same bytes).")] = 0,
     dedup: Annotated[bool, typer.Option("--dedup/--no-dedup", help="Remove exact and normalised duplicates.")] = True,
-    decontaminate: Annotated[list[str] | None, typer.Option(help="Benchmark file to decontaminate against (repeatable).")] = None,
-    benchmark_field: Annotated[str, typer.Option(help="Question field of the benchmark files.")] = "question",
+    decontaminate: Annotated[list[str] | None, typer.Option(
+        help="Benchmark FILE or FILE:FIELD to decontaminate against (repeatable).")] = None,
+    benchmark_field: Annotated[str | None, typer.Option(
+        help="Question field of benchmark files given without :FIELD (default: the one of question, problem, "
+             "prompt they have).", show_default=False)] = None,
     ngram: Annotated[int, typer.Option(help="n of the word n-gram overlap that counts as contamination.")] = 13,
     drop_unscored: Annotated[bool, typer.Option(help="Do not write unscored.parquet (they are still counted).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty --out folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Split a scored run into SFT (score ≤ τ) and RL (score > τ), with ablation arms and hygiene."""
+    setup_logging()
     with errors():
         from curate.split_dir import make_split
 
         manifest = make_split(run_dir, out_dir, tau=tau, score=score_column, quantile=quantile, rl_budget=rl_budget,
                               per_domain=per_domain, arms=tuple(a for a in arms.split(",") if a), stages=stages,
-                              stage_by=stage_by, seed=seed, dedup=dedup, benchmarks=tuple(decontaminate or ()),
-                              benchmark_field=benchmark_field, ngram=ngram, drop_unscored=drop_unscored)
+                              stage_by=stage_by, harder_when=harder_when, seed=seed, dedup=dedup,
+                              benchmarks=tuple(decontaminate or ()), benchmark_field=benchmark_field, ngram=ngram,
+                              drop_unscored=drop_unscored, overwrite=overwrite)
         if as_json:
             print(json.dumps(manifest, sort_keys=True, default=str))
             return
-        table = Table(title=f"Split {out_dir}: τ = {manifest['tau']} ({manifest['tau_method']}, {manifest['score']} score)",
-                      show_header=False)
+        table = Table(title=f"Split {out_dir}: τ = {manifest['tau']} ({manifest['tau_method']}, "
+                            f"{manifest['score_meaning']})", show_header=False)
         for side, count in manifest["counts"].items():
-            table.add_row(side, str(count))
+            reasons = manifest["unscored_reasons"] if side == "unscored" and count else {}
+            table.add_row(side, f"{count}" + (f" ({', '.join(f'{n} {why}' for why, n in reasons.items())})"
+                                              if reasons else ""))
         for arm, counts in manifest["arms"].items():
             table.add_row(f"arm {arm}", f"sft {counts['sft']}, rl {counts['rl']}")
         if manifest["stages"]:
@@ -59,19 +72,25 @@ def export_command(
     split_dir: Annotated[Path, typer.Argument(help="Split directory made by `curate split`.")],
     fmt: Annotated[str, typer.Option("--format", help="hf, parquet, jsonl, trl or verl.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write the export.")],
-    response_field: Annotated[str, typer.Option(help="SFT target field for --format trl.")] = "response",
+    response_field: Annotated[str, typer.Option(help="SFT target field for --format trl and verl.")] = "response",
+    ability: Annotated[str | None, typer.Option(
+        help="verl `ability` of every row (default: the item's domain, else multiple_choice for items with "
+             "choices, else unspecified).", show_default=False)] = None,
     push_to_hub: Annotated[str | None, typer.Option(help="With --format hf: push to this Hub repo (token from $HF_TOKEN).")] = None,
     public: Annotated[bool, typer.Option(help="Make the pushed dataset public (private by default).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty --out folder.")] = False,
 ) -> None:
     """Export a split for the Hub, TRL, verl or plain files."""
+    setup_logging()
     with errors():
-        from curate.export import export_split
+        from curate.export import check_push, export_split
         from curate.export import push_to_hub as push
 
-        written = export_split(split_dir, fmt, out_dir, response_field=response_field)
+        if push_to_hub:
+            check_push(fmt)  # before anything is written
+        written = export_split(split_dir, fmt, out_dir, response_field=response_field, ability=ability,
+                               overwrite=overwrite)
         out.print(f"{fmt} export written to {written}")
         if push_to_hub:
-            if fmt != "hf":
-                raise ConfigError("--push-to-hub needs --format hf")
             push(written, push_to_hub, private=not public)
             out.print(f"pushed to {push_to_hub}")
