@@ -20,17 +20,16 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from curate.choices import CHOICE, canonical_choices, format_choices, question_with_choices  # noqa: F401
+from curate.choices import CHOICE, canonical_choices
 from curate.config import DataConfig
 from curate.errors import DataError
-from curate.readers import BUNDLED_PREFIX, ROW, read_table, resolve_source  # noqa: F401
+from curate.readers import ROW, listed, read_table, resolve_source
 
 log = logging.getLogger(__name__)
 
 CANONICAL = ("id", "question", "reference", "choices", "domain")
 # Conventional input names for the optional fields, used only when the column exists.
 CONVENTIONAL = {"id": "id", "reference": "answer", "choices": "choices", "domain": "domain"}
-MAX_ROWS_LISTED = 10
 HASHED = "__hashed_id"  # internal column: never shown to the user
 
 
@@ -68,12 +67,6 @@ def content_id(question: str, reference: str | None, choices: list[dict[str, str
     if choices:
         text += "\x1f" + "\x1e".join(f"{choice['label']}\x1d{choice['text']}" for choice in choices)
     return f"h-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
-
-
-def _row_list(rows: pl.Series) -> str:
-    shown = ", ".join(str(r) for r in rows.head(MAX_ROWS_LISTED).to_list())
-    more = f" and {rows.len() - MAX_ROWS_LISTED} more" if rows.len() > MAX_ROWS_LISTED else ""
-    return f"{shown}{more}"
 
 
 def _choices(frame: pl.DataFrame, source: str | tuple[str, ...] | None, where: str) -> tuple[pl.Series, pl.DataFrame]:
@@ -155,7 +148,7 @@ def _problems(items: pl.DataFrame, question_field: str, unreadable: pl.DataFrame
 def _summary(quarantined: pl.DataFrame) -> str:
     grouped = quarantined.with_columns(pl.col("reason").str.replace(r"^duplicate id .*", "duplicate id").str.replace(
         r"^duplicate content .*", "duplicate content (same question, reference and choices as an earlier row)"))
-    return "; ".join(f"{reason} at rows {_row_list(group['row'])}"
+    return "; ".join(f"{reason} at rows {listed(group['row'].to_list())}"
                      for (reason,), group in grouped.group_by("reason", maintain_order=True))
 
 

@@ -5,7 +5,7 @@ arms/<arm>/{sft,rl}.parquet (ablation arms, exported as splits `<arm>_sft`, `<ar
 stages/stage_<i>.parquet (an RL curriculum, exported as `stage_<i>`, in order of i).
 
 Formats of `export_split(split_dir, fmt, out_dir)`. The export directory appears whole or not at all: it
-is written into a hidden sibling and renamed into place (`curate.split_dir.atomic_directory`); an existing
+is written into a hidden sibling and renamed into place (`curate.outdir.atomic_directory`); an existing
 non-empty out_dir is replaced only with `overwrite=True`, and never the split directory or a run directory.
     hf       a `datasets.DatasetDict` written with `save_to_disk(out_dir)` (open it with
              `datasets.load_from_disk`): splits sft, rl, unscored and the extra splits, all with the same
@@ -51,10 +51,10 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from curate.data import CHOICE, question_with_choices
+from curate.choices import CHOICE, question_with_choices
 from curate.errors import ConfigError, DataError, DereasonError
 from curate.report import png_bytes
-from curate.split_dir import atomic_directory, check_output_dir, is_run_dir
+from curate.outdir import atomic_directory, check_output_dir, is_run_dir
 from curate.store import write_atomic
 
 log = logging.getLogger(__name__)

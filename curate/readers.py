@@ -31,6 +31,7 @@ FILE_SUFFIXES = (".jsonl", ".ndjson", ".parquet", ".csv", ".json")
 ACCEPTED_INPUTS = ("a .jsonl, .json, .parquet or .csv file, a datasets save_to_disk directory, "
                    "a Hub dataset id (org/name) or bundled:NAME")
 ROW = "__row"  # internal column: never shown to the user
+MAX_ROWS_LISTED = 10
 
 Broken = tuple[int, str, str]  # (row, reason, the row as written)
 
@@ -254,3 +255,9 @@ def read_table(source: Path | str, split: str, question_field: str,
     if ROW in frame.columns:
         raise DataError(f"{source}: the column name {ROW!r} is reserved for row numbers; rename it")
     return frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64)), []
+
+
+def listed(rows: list[int]) -> str:
+    """Row or line numbers for a message: the first MAX_ROWS_LISTED, then how many more."""
+    more = f" and {len(rows) - MAX_ROWS_LISTED} more" if len(rows) > MAX_ROWS_LISTED else ""
+    return ", ".join(map(str, rows[:MAX_ROWS_LISTED])) + more

@@ -16,22 +16,14 @@ Inside a split the score always rises with difficulty. `calibrated` applies the 
 score (onto a pass rate in 0..1) is turned into 1 − predicted pass rate. τ must lie on the score's scale
 (1..5 for judge scores, the map's range for calibrated ones).
 
-A split or export directory appears whole or not at all (`atomic_directory`): it is written into a
-hidden sibling and renamed into place. An existing non-empty --out is replaced only with `overwrite`;
-never a run directory, a folder the command reads from, or one holding either (or the current folder).
+The split directory appears whole or not at all (`curate.outdir.atomic_directory`).
 Nothing depends on the clock: the same run, settings and seed give byte-identical files.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import os
-import secrets
-import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +33,7 @@ import polars as pl
 from curate import __version__
 from curate.aggregate import AGGREGATED_COLUMNS, per_item
 from curate.analysis import CALIBRATED_FILE, CALIBRATION_FILE, load_calibration, read_run_identity
-from curate.data import BUNDLED_PREFIX, ROW, read_table, resolve_source
+from curate.benchmark_texts import benchmark_texts
 from curate.errors import ConfigError, DataError
 from curate.parse import SCORE_MAX, SCORE_MIN
 from curate.split import (
@@ -49,99 +41,15 @@ from curate.split import (
     deduplicate, fixed_tau, per_domain_tau, quantile_tau, random_arm, reversed_arm,
 )
 from curate.stats import SCORE_COLUMNS, item_scores
-from curate.store import DATABASE, MANIFEST, read_judgments, write_atomic
+from curate.outdir import atomic_directory, check_output_dir
+from curate.store import read_judgments, write_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
 ARMS = ("random", "reversed", "sft_all", "rl_all")
 SCORES = (*SCORE_COLUMNS, "calibrated")
 DEFAULT_TAU = 3.0
-BENCHMARK_FIELDS = ("question", "problem", "prompt")  # looked for when a benchmark file's field is not named
 RESERVED = ("item_id", "score", "side", "arm", "stage", "unscored_reason")  # an input field so named gets extra_
-
-
-# --- output folders -------------------------------------------------------------------------------
-
-def is_run_dir(path: Path) -> bool:
-    manifest = path / MANIFEST
-    if (path / DATABASE).is_file():
-        return True
-    try:
-        return manifest.is_file() and "identity" in json.loads(manifest.read_text(encoding="utf-8"))
-    except (ValueError, OSError):
-        return False
-
-
-def check_output_dir(target: str | Path, overwrite: bool, inputs: Sequence[tuple[str, Path]] = ()) -> Path:
-    """`target` made absolute, if a split or export may go there (module docstring); else ConfigError.
-    `inputs`: (what, folder) that the command reads."""
-    target = Path(os.path.abspath(target))
-    if target.exists() and not target.is_dir():
-        raise ConfigError(f"--out {target} is a file; choose a folder")
-    for what, folder in inputs:
-        folder = Path(os.path.abspath(folder))
-        relation = ("is" if folder == target else "is inside" if folder in target.parents
-                    else "holds" if target in folder.parents else None)
-        if relation:
-            raise ConfigError(f"--out {target} {relation} the {what} it reads ({folder}); choose a folder outside it")
-    if run := next((p for p in (target, *target.parents) if is_run_dir(p)), None):
-        raise ConfigError(f"--out {target} {'is' if run == target else 'is inside'} the run directory {run}: "
-                          "writing there would break the run; choose another folder")
-    if target == Path.cwd() or target in Path.cwd().parents:
-        raise ConfigError(f"--out {target} is or holds the current folder, which it would replace; choose another "
-                          "folder")
-    if not (target.is_dir() and any(target.iterdir())):
-        return target
-    if not overwrite:
-        raise ConfigError(f"--out {target} exists and is not empty; pass --overwrite to replace it (all its files "
-                          "are deleted), or choose another folder")
-    if held := next((p for p in target.iterdir() if p.is_dir() and is_run_dir(p)), None):
-        raise ConfigError(f"--out {target} holds the run directory {held}; even with --overwrite, choose another "
-                          "folder")
-    return target
-
-
-@contextmanager
-def atomic_directory(target: str | Path, overwrite: bool = False,
-                     inputs: Sequence[tuple[str, Path]] = ()) -> Iterator[Path]:
-    """Yield an empty hidden sibling of `target` to write into. When the block succeeds it becomes `target`
-    (an old target is renamed aside, the new one renamed in, the old one deleted: a crash leaves one of
-    them); when it fails it is deleted, with any parent folder made for it. Refusals: `check_output_dir`."""
-    target = check_output_dir(target, overwrite, inputs)
-    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]  # innermost first
-    stem = f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}"
-    staging, aside = target.with_name(f"{stem}.tmp"), target.with_name(f"{stem}.old")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging.mkdir()
-        yield staging
-        replacing = target.is_dir() and any(target.iterdir())
-        if replacing:
-            os.rename(target, aside)
-        try:
-            os.rename(staging, target)  # onto nothing, or onto an empty folder
-        except BaseException:
-            if replacing:
-                os.rename(aside, target)
-            raise
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in made:
-            with suppress(OSError):
-                folder.rmdir()
-        if isinstance(exc, OSError) and (exc.filename is None or str(staging) in str(exc.filename)):
-            raise OSError(exc.errno, exc.strerror, str(target)) from exc  # name the folder the user gave
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-    if aside.exists():
-        log.warning("could not delete all of the replaced folder, now %s; delete it by hand", aside)
-
-
-def write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    """Polars' own parquet, written by Python: a full disk is then an OSError, not a Polars ComputeError."""
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer)
-    write_atomic(path, buffer.getvalue())
 
 
 # --- item scores ----------------------------------------------------------------------------------
@@ -323,65 +231,6 @@ def _stage_values(items: pl.DataFrame, stage_by: str) -> pl.Series:
     return column
 
 
-def _benchmark_spec(argument: str) -> tuple[str, str | None]:
-    """FILE or FILE:FIELD: the field follows the last colon, unless the whole argument names a file."""
-    head, colon, field = argument.rpartition(":")
-    if colon and head and field and "/" not in field and f"{head}:" != BUNDLED_PREFIX and not Path(argument).exists():
-        return head, field
-    return argument, None
-
-
-def _lines(rows: Sequence[int]) -> str:
-    return ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
-
-
-def _benchmark_texts(arguments: Sequence[str], benchmark_field: str | None) -> tuple[list[str], list[str], list[dict]]:
-    """Every benchmark question, its file's name, and per file: the field used and how many texts it gave."""
-    texts, sources, used = [], [], []
-    for argument in arguments:
-        path, field = _benchmark_spec(argument)
-        source = resolve_source(path)
-        wanted = field or benchmark_field
-        frame, broken = read_table(source, "test", wanted or BENCHMARK_FIELDS[0])
-        chosen = wanted or _detect_field(path, frame.columns)
-        if chosen != (wanted or BENCHMARK_FIELDS[0]):  # read again: JSONL lines are type-checked for this field
-            frame, broken = read_table(source, "test", chosen)
-        if broken:
-            grouped: dict[str, list[int]] = {}
-            for line, reason, _ in broken:
-                grouped.setdefault(reason, []).append(line)
-            raise DataError(f"benchmark {path}: {len(broken)} unusable line(s): " + "; ".join(
-                f"{reason} at line(s) {_lines(lines)}" for reason, lines in grouped.items())
-                + "; fix them (a skipped line could let a contaminated item through)")
-        if chosen not in frame.columns:
-            raise ConfigError(f"benchmark {path} has no field {chosen!r} (fields: "
-                              f"{[c for c in frame.columns if c != ROW]}); name it as {path}:FIELD")
-        if not frame.height:
-            raise DataError(f"benchmark {path} holds no rows, so it cannot decontaminate anything")
-        if frame[chosen].dtype not in (pl.String, pl.Null):
-            raise DataError(f"benchmark {path}: field {chosen!r} holds {frame[chosen].dtype}, not text; name the "
-                            f"question field as {path}:FIELD")
-        empty = frame.filter(pl.col(chosen).is_null() | (pl.col(chosen).cast(pl.String).str.strip_chars() == ""))
-        if empty.height:
-            raise DataError(f"benchmark {path}: {chosen!r} is missing or empty at row(s) "
-                            f"{_lines(empty[ROW].to_list())}; fix the file or name another field as {path}:FIELD")
-        values = frame[chosen].to_list()
-        texts += values
-        sources += [Path(path).name] * len(values)
-        used.append({"path": path, "field": chosen, "texts": len(values),
-                     "field_from": "FILE:FIELD" if field else "--benchmark-field" if benchmark_field else "detected"})
-    return texts, sources, used
-
-
-def _detect_field(path: str, columns: list[str]) -> str:
-    found = [name for name in BENCHMARK_FIELDS if name in columns]
-    if len(found) != 1:
-        raise ConfigError(f"benchmark {path}: {'several' if found else 'none'} of the fields {list(BENCHMARK_FIELDS)} "
-                          f"found (fields: {[c for c in columns if c != ROW]}); name its question field as "
-                          f"{path}:FIELD or with --benchmark-field")
-    return found[0]
-
-
 # --- the split ----------------------------------------------------------------------------------------
 
 def make_split(run_dir: str | Path, out_dir: str | Path, tau: float | None = None, score: str = "mean",
@@ -392,7 +241,7 @@ def make_split(run_dir: str | Path, out_dir: str | Path, tau: float | None = Non
                overwrite: bool = False) -> dict[str, Any]:
     """Write the split directory whole (τ defaults to 3 when no rule is given); returns its manifest.
     `benchmarks` are FILE or FILE:FIELD; a file without a field uses `benchmark_field`, else the one of
-    BENCHMARK_FIELDS it has."""
+    `curate.benchmark_texts.BENCHMARK_FIELDS` it has."""
     run_dir = Path(run_dir)
     if unknown_arms := sorted(set(arms) - set(ARMS)):
         raise ConfigError(f"unknown arm(s) {unknown_arms}; choose from {list(ARMS)}")
@@ -415,7 +264,7 @@ def make_split(run_dir: str | Path, out_dir: str | Path, tau: float | None = Non
         items, duplicates = deduplicate(items)
         removed.append(duplicates)
     if benchmarks:
-        texts, sources, used = _benchmark_texts(benchmarks, benchmark_field)
+        texts, sources, used = benchmark_texts(benchmarks, benchmark_field)
         try:
             items, contaminated = decontaminate(items, texts, n=ngram, source_names=sources)
         except ValueError as exc:
@@ -464,7 +313,7 @@ def make_split(run_dir: str | Path, out_dir: str | Path, tau: float | None = Non
     with atomic_directory(out_dir, overwrite, inputs) as staging:
         for name, frame in files.items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            write_parquet(frame, staging / name)
+            write_parquet_atomic(frame, staging / name)
         write_atomic(staging / "removed.jsonl", "".join(
             json.dumps(row, sort_keys=True, default=str) + "\n" for row in removed_frame.select(
                 [c for c in ("item_id", "reason", "question") if c in removed_frame.columns]).iter_rows(named=True)))

@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from curate.compare import compare_runs, item_differences
-from curate.data import CHOICE
+from curate.choices import CHOICE
 
 SCHEMA = {"item_id": pl.String, "score_mean": pl.Float64, "score_median": pl.Float64, "expected_mean": pl.Float64,
           "n_logprobs": pl.Int64, "item_status": pl.String}

@@ -191,7 +191,14 @@ def test_a_failed_split_or_export_leaves_nothing_and_keeps_the_old_folder(tmp_pa
             raise OSError(28, "No space left on device")
         real(path, data)
 
+    def failing_parquet(frame, path):
+        if path.name == "rl.parquet":
+            raise OSError(28, "No space left on device")
+        real_parquet(frame, path)
+
+    real_parquet = curate.split_dir.write_parquet_atomic
     monkeypatch.setattr(curate.split_dir, "write_atomic", failing)
+    monkeypatch.setattr(curate.split_dir, "write_parquet_atomic", failing_parquet)
     monkeypatch.setattr(curate.export, "write_atomic", failing)
     assert_one_line_error(invoke("split", run, "--out", tmp_path / "new" / "split"), "No space left on device")
     assert_one_line_error(invoke("split", run, "--out", tmp_path / "old", "--tau", "2", "--overwrite"),
