@@ -73,6 +73,13 @@ def _items(run_dir: Path) -> pl.DataFrame:
     return items.rename({"id": "item_id"})
 
 
+def _item_scores(per: pl.DataFrame, score: str) -> pl.DataFrame:
+    try:
+        return item_scores(per, score)
+    except ValueError as exc:  # e.g. --score expected on a run without logprob judgments
+        raise ConfigError(str(exc)) from None
+
+
 def scored_items(run_dir: Path, score: str) -> ItemScores:
     """Every item of the run with its score, why an item has none, and what the score means."""
     if score not in SCORES:
@@ -83,7 +90,7 @@ def scored_items(run_dir: Path, score: str) -> ItemScores:
         kind = calibration["score"]
     else:
         kind, calibration, notes = score, None, []
-        scores, scale, meaning = item_scores(per, score), (SCORE_MIN, SCORE_MAX), f"{score} judge score"
+        scores, scale, meaning = _item_scores(per, score), (SCORE_MIN, SCORE_MAX), f"{score} judge score"
     items = _items(run_dir).join(scores, on="item_id", how="left", maintain_order="left")
     unscored = (items.filter(pl.col("score").is_null()).select("item_id")
                 .join(per.select("item_id", "item_status"), on="item_id", how="left", maintain_order="left")
@@ -111,7 +118,7 @@ def _calibrated(run_dir: Path, per: pl.DataFrame) -> tuple[pl.DataFrame, tuple[f
         calibration = load_calibration(run_dir)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{run_dir / CALIBRATION_FILE} cannot be used ({exc}); fit it again with {refit}") from None
-    raw = item_scores(per, calibration.score)
+    raw = _item_scores(per, calibration.score)
     predicted, target = calibration.apply(raw["score"]), calibration.target
     low, high = min(calibration.y_thresholds), max(calibration.y_thresholds)
     if calibration.increasing:

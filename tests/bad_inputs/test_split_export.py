@@ -66,6 +66,8 @@ SPLIT_CASES = [
     ("no n-gram", ["--ngram", "0"], "--ngram must be at least 1, not 0"),
     ("unknown arm", ["--arms", "random,bogus"], "unknown arm(s) ['bogus']"),
     ("unknown score", ["--score", "best"], "unknown score 'best'"),
+    ("expected score without logprobs", ["--score", "expected"],
+     "--score expected needs logprob judgments and none of the run's 20 items has one"),
     ("no calibration", ["--score", "calibrated"], "has no calibration: run `curate stats"),
     ("stage field without direction", ["--stages", "2", "--stage-by", "solve_rate"],
      "--stage-by solve_rate needs --harder-when high or low"),
