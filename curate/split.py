@@ -30,8 +30,10 @@ Definitions
                 stripped; inside $…$ and $$…$$ (unescaped $) every space removed, except one between a control
                 word and a letter (`\alpha b`); spaces after `{`, before `}` and before . , ; : ! ? removed.
                 Not merged: x^2 vs x^{2}, $x$ vs x, "a, b" vs "a,b" in text. Lowercasing merges X and x.
-    duplicates  items with the same normalised question; the first by input order is kept, each other is
-                "exact duplicate of <kept id>" (identical question) or "normalised duplicate of <kept id>".
+    duplicates  items with the same normalised question and, when they have options, the same set of normalised
+                option texts (the same stem over other options is another problem); the first by input order is
+                kept, each other is "exact duplicate of <kept id>" (identical question and options) or
+                "normalised duplicate of <kept id>".
     contamination  texts are normalised and split on spaces into tokens. An item is removed if n consecutive
                 tokens of it occur consecutively in a benchmark text. A text of fewer than n tokens is
                 compared whole (exact containment, at token boundaries): a short benchmark text inside the
@@ -259,28 +261,43 @@ def _normalised(items: pl.DataFrame) -> list[str]:
     return [normalize_question(q) for q in items["question"].to_list()]
 
 
+def _problem_keys(items: pl.DataFrame) -> list[str]:
+    """What makes two items the same problem: the normalised question and, for multiple choice, the set of
+    normalised option texts ("Which of these is a mammal?" over other options is another problem)."""
+    questions = _normalised(items)
+    if "choices" not in items.columns or not items["choices"].dtype.is_nested():
+        return questions
+    return [question + "\x1f" + "\x1e".join(sorted(normalize_question(_option_text(c)) for c in choices))
+            if choices else question for question, choices in zip(questions, items["choices"].to_list(), strict=True)]
+
+
+def _option_text(choice: dict[str, str] | str) -> str:
+    return choice["text"] if isinstance(choice, dict) else choice  # runs made before labelled options
+
+
 def deduplicate(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(kept, removed): removed rows carry `reason` naming the kept item they duplicate."""
-    frame = items.with_columns(pl.Series("_norm", _normalised(items), dtype=pl.String))
+    frame = items.with_columns(pl.Series("_norm", _problem_keys(items), dtype=pl.String),
+                               pl.struct([c for c in ("question", "choices") if c in items.columns]).alias("_exact"))
     frame = frame.with_columns(pl.col("item_id").first().over("_norm").alias("_kept_id"),
-                               pl.col("question").first().over("_norm").alias("_kept_q"),
+                               pl.col("_exact").first().over("_norm").alias("_kept_exact"),
                                pl.int_range(pl.len()).over("_norm").alias("_nth"))
-    reason = pl.format("{} duplicate of {}", pl.when(pl.col("question") == pl.col("_kept_q")).then(pl.lit("exact"))
+    reason = pl.format("{} duplicate of {}", pl.when(pl.col("_exact") == pl.col("_kept_exact")).then(pl.lit("exact"))
                        .otherwise(pl.lit("normalised")), pl.col("_kept_id").cast(pl.String))
     return (frame.filter(pl.col("_nth") == 0).select(items.columns),
             frame.filter(pl.col("_nth") > 0).select(*items.columns, reason.alias("reason")))
 
 
 def check_disjoint(sided: pl.DataFrame) -> None:
-    """Raise ValueError naming the item ids on both SFT and RL (by item_id or by normalised question)."""
+    """Raise ValueError naming the item ids on both SFT and RL (by item_id or by normalised problem)."""
     split = sided.filter(pl.col("side").is_in(["sft", "rl"]))
-    frame = split.select("item_id", "side", pl.Series("_norm", _normalised(split), dtype=pl.String))
+    frame = split.select("item_id", "side", pl.Series("_norm", _problem_keys(split), dtype=pl.String))
     problems = []
     for key in ("item_id", "_norm"):
         both = frame.group_by(key).agg(pl.col("side").n_unique().alias("n")).filter(pl.col("n") > 1)[key]
         ids = sorted(frame.filter(pl.col(key).is_in(both.implode()))["item_id"].cast(pl.String).unique().to_list())
         if ids:
-            what = "an item_id" if key == "item_id" else "a normalised question"
+            what = "an item_id" if key == "item_id" else "a normalised question (and options)"
             problems.append(f"{len(ids)} item(s) share {what} across SFT and RL: {ids[:50]}"
                             + (f" and {len(ids) - 50} more" if len(ids) > 50 else ""))
     if problems:

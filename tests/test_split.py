@@ -272,3 +272,23 @@ def test_decontaminate_verifies_hash_candidates(monkeypatch):
     monkeypatch.setattr(split, "_MULTIPLIER", np.uint64(0))
     assert [r.equals(e) for r, e in zip(decontaminate(items, [BENCH]), expected, strict=True)] == [True, True]
     assert expected[1]["item_id"].to_list() == ["i00"]
+
+
+def test_the_same_stem_over_other_options_is_another_problem():
+    """Found scoring ARC: "Which activity is an example of a good health habit?" asked over four other options
+    was removed as an exact duplicate; 32 of the 35 ARC items dedup removed had other options."""
+    def options(*texts):
+        return [{"label": chr(65 + i), "text": t} for i, t in enumerate(texts)]
+
+    habit = "Which activity is an example of a good health habit?"
+    items = pl.DataFrame({
+        "item_id": ["a", "b", "c", "d"],
+        "question": [habit, habit, habit, "What is 2 + 2?"],
+        "choices": [options("smoking", "wearing a hat in the Sun"), options("watching television", "exercising"),
+                    options("wearing a hat in the Sun", "smoking"), None],
+        "score": [2.0, 4.0, 3.0, 1.0],
+    }, schema_overrides={"choices": pl.List(pl.Struct({"label": pl.String, "text": pl.String}))})
+    kept, removed = deduplicate(items)
+    assert kept["item_id"].to_list() == ["a", "b", "d"]
+    assert removed.select("item_id", "reason").rows() == [("c", "normalised duplicate of a")]  # options reordered
+    check_disjoint(assign_sides(kept, 3.0))  # a (SFT) and b (RL) share a stem, not a problem
