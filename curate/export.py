@@ -10,7 +10,7 @@ non-empty out_dir is replaced only with `overwrite=True`, and never the split di
     hf       a `datasets.DatasetDict` written with `save_to_disk(out_dir)` (open it with
              `datasets.load_from_disk`): splits sft, rl, unscored and the extra splits, all with the same
              columns (their union; a column a split lacks is null there), so the dict is one Hub config.
-             Beside it: README.md, the dataset card (YAML front matter, see `dataset_card`), and
+             Beside it: README.md, the dataset card (YAML front matter, see `curate.card.dataset_card`), and
              score_histogram.png, which the card links relatively. `push_to_hub` uploads all three.
     parquet  <split>.parquet per split, the columns of hf.
     jsonl    <split>.jsonl per split, one JSON object a line, the columns of hf.
@@ -26,7 +26,7 @@ non-empty out_dir is replaced only with `overwrite=True`, and never the split di
              `ability` is the `ability` argument, else the item's domain, else "multiple_choice" for an item
              with choices, else "unspecified". SFT-side files also hold `messages` (verl's multi-turn SFT key)
              when the response field exists.
-The user prompt of trl and verl is `curate.data.question_with_choices`: the question, then one
+The user prompt of trl and verl is `curate.choices.question_with_choices`: the question, then one
 `LABEL. text` line per option when the item has choices (`choices`: a list of {label, text}); hf, parquet
 and jsonl keep `choices` as that list. trl and verl leave the unscored split out (nothing to train on).
 Strings and lists are stored as Arrow string / list (not large_string / large_list), what most readers
@@ -43,25 +43,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
+from curate.card import CARD, HISTOGRAM, dataset_card, histogram_png
 from curate.choices import CHOICE, question_with_choices
 from curate.errors import ConfigError, DataError, DereasonError
-from curate.report import png_bytes
 from curate.outdir import atomic_directory, check_output_dir, is_run_dir
 from curate.store import write_atomic
 
 log = logging.getLogger(__name__)
 FORMATS = ("hf", "parquet", "jsonl", "trl", "verl")
 BASE_SPLITS = ("sft", "rl", "unscored")
-CARD = "README.md"
-HISTOGRAM = "score_histogram.png"
 _ARM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
 _STAGE = re.compile(r"stage_(\d+)")
 
@@ -254,85 +248,6 @@ def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_
             for name, frame in tables.items():
                 _write_parquet(frame, staging / f"{name}.parquet")
     return out
-
-
-def histogram_png(splits: dict[str, pl.DataFrame], tau: float | dict | None, score: str) -> bytes:
-    """A PNG of the sft and rl item scores, stacked per split, with a single τ as a dashed line."""
-    scored = {n: splits[n]["score"].drop_nulls().cast(pl.Float64).to_numpy() for n in ("sft", "rl")
-              if n in splits and "score" in splits[n].columns}
-    scored = {n: v for n, v in scored.items() if v.size}
-    fig = Figure(figsize=(6.0, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    if not scored:
-        ax.text(0.5, 0.5, "no scored items", ha="center", va="center", transform=ax.transAxes)
-    else:
-        values = np.concatenate(list(scored.values()))
-        low, high = float(values.min()), float(values.max())
-        integer = np.allclose(values, np.round(values)) and high - low <= 40
-        bins = np.arange(low - 0.5, high + 1.5) if integer else np.linspace(low, high + (high == low), 21)
-        colours = {"sft": "#4878a8", "rl": "#c0392b"}
-        ax.hist(list(scored.values()), bins=bins, stacked=True, label=[f"{n} ({len(v)})" for n, v in scored.items()],
-                color=[colours[n] for n in scored], edgecolor="white")
-        if isinstance(tau, int | float):
-            ax.axvline(float(tau), ls="--", color="black", label=f"τ = {tau:g}")
-        ax.legend(fontsize=8, frameon=False)
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel=f"{score} score", ylabel="items", title="item scores per split")
-    return png_bytes(fig)
-
-
-def _cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _rows(header: tuple[str, str], pairs: list[tuple[Any, Any]]) -> list[str]:
-    """A two-column Markdown table; pairs whose value is None are left out."""
-    body = [f"| {_cell(k)} | {_cell(v)} |" for k, v in pairs if v is not None]
-    return [f"| {header[0]} | {header[1]} |", "|---|---|", *body, ""]
-
-
-def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png_name: str = HISTOGRAM) -> str:
-    """The dataset card: YAML front matter (license, task, tags, configs in push_to_hub's layout), then
-    the split rule, counts, judge identity and sampling, calibration, the score histogram and provenance."""
-    front = {"license": manifest.get("license") or "unknown", "task_categories": ["text-generation"],
-             "tags": ["dereason", "difficulty", "reasoning"],
-             "configs": [{"config_name": "default",
-                          "data_files": [{"split": name, "path": f"data/{name}-*"} for name in counts]}]}
-    run, tau, score = manifest.get("run") or {}, manifest.get("tau"), manifest.get("score") or "item"
-    per_domain = isinstance(tau, dict)
-    detail = {"method": manifest.get("tau_method") or "not recorded", **(manifest.get("tau_detail") or {})}
-    lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
-             "# Difficulty-split reasoning data (dereason)", "",
-             f"An LLM judge rated each problem's reasoning intensity from 1 to 5. Items whose {score} score is at "
-             f"most **{'τ of its domain' if per_domain else f'τ = {tau}'}** form the `sft` split (easier: "
-             "supervised fine-tuning), items above τ the `rl` split (harder: reinforcement learning); items the "
-             f"judge could not score {'are in `unscored`' if 'unscored' in counts else 'are left out'}.", "",
-             *([f"The {score} score is the {manifest['score_meaning']}.", ""] if manifest.get("score_meaning") else []),
-             "How τ was chosen:", "",
-             *_rows(("field", "value"), list(detail.items())),
-             *(_rows(("domain", "τ"), list(tau.items())) if per_domain else []), "## Splits", "",
-             *_rows(("split", "rows"), list(counts.items()))]
-    if arms := manifest.get("arms"):
-        lines += [f"Ablation arms (splits `<arm>_sft`, `<arm>_rl`): {', '.join(map(str, arms))}.", ""]
-    if stages := manifest.get("stages"):  # a count, or {stage: rows}
-        lines += [f"RL curriculum: {len(stages) if isinstance(stages, dict) else stages} stages, stage_1 easiest.", ""]
-    sampling = [(f"sampling.{k}", v) for k, v in (run.get("sampling") or {}).items()]
-    lines += ["## Judge", "", *_rows(("field", "value"), [("model", run.get("model")),
-                                                         ("template", run.get("template")), *sampling])]
-    calibration = manifest.get("calibration")
-    lines += ["## Calibration", ""] + (_rows(("field", "value"), list(calibration.items())) if calibration else
-                                       ["No calibration was applied: τ is on the judge's own scale.", ""])
-    lines += ["## Score histogram", "", f"![score histogram]({histogram_png_name})", "",
-              f"{score} item scores of the sft and rl splits, stacked" + ("." if per_domain else "; dashed line: τ."),
-              "",
-              "## How it was made", "",
-              *_rows(("field", "value"), [("dereason version", manifest.get("dereason_version")),
-                                          ("input fingerprint", run.get("input_fingerprint")),
-                                          ("seed", manifest.get("seed")), ("hygiene", manifest.get("hygiene"))]),
-              "Load it with `datasets.load_dataset(<repo id>)` from the Hub, or `datasets.load_from_disk(<dir>)` "
-              "from the exported directory.", ""]
-    return "\n".join(lines)
 
 
 def check_push(fmt: str) -> None:

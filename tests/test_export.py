@@ -9,7 +9,8 @@ import yaml
 from matplotlib.image import imread
 
 from curate.errors import ConfigError, DataError
-from curate.export import FORMATS, dataset_card, export_split, push_to_hub
+from curate.card import dataset_card
+from curate.export import FORMATS, export_split, push_to_hub
 
 MANIFEST = {
     "tau": 2.5, "tau_method": "fixed", "score": "mean", "counts": {"sft": 3, "rl": 2, "unscored": 1},
