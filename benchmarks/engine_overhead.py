@@ -1,7 +1,7 @@
 """(a) Engine overhead: judgments/s through render → parse → store → aggregate, with an in-process
 zero-latency backend, so the figure is the engine's own cost (target: >= 20,000 items/s).
 
-    python benchmarks/engine_overhead.py --items 100000 --runs 3
+    python benchmarks/engine_overhead.py --items 100000 --runs 3 [--chunk-size 1024]
 """
 
 from __future__ import annotations
@@ -16,12 +16,16 @@ from common import ZeroLatencyBackend, cpu_ticks, machine, median_of, now, steal
 import curate.engine
 from curate.config import ScoreConfig
 
+DEFAULT_CHUNK_SIZE = ScoreConfig.__dataclass_fields__["chunk_size"].default
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--template", default="difficulty/intensity")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+                        help=f"judgments per store transaction (default: curate's own, {DEFAULT_CHUNK_SIZE})")
     args = parser.parse_args()
     ticks = cpu_ticks()
     work = Path(tempfile.mkdtemp(prefix="dereason-bench-"))
@@ -44,7 +48,7 @@ def main() -> None:
     def measure(run: int) -> float:
         out = work / f"run{run}"
         config = ScoreConfig.from_flat({"source": str(data), "out": str(out), "template": args.template,
-                                        "chunk_size": 1024})
+                                        "chunk_size": args.chunk_size})
         start = now()
         result = curate.engine.score(config, backend=ZeroLatencyBackend())
         elapsed = now() - start
@@ -54,7 +58,7 @@ def main() -> None:
 
     rate, rates = median_of(args.runs, measure)
     print(f"machine: {machine()}")
-    print(f"items: {args.items}, template: {args.template}, runs: {args.runs}")
+    print(f"items: {args.items}, template: {args.template}, chunk size: {args.chunk_size}, runs: {args.runs}")
     print(f"whole `score` call (input to aggregates): median {rate:,.0f} items/s; runs {[round(r) for r in rates]}")
     for name, seconds in phases.items():
         print(f"  {name}: {seconds / args.runs:.2f} s per run ({args.items * args.runs / seconds:,.0f} items/s)")
