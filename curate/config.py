@@ -132,7 +132,12 @@ class ScoreConfig:
     engine_args: dict[str, Any] = _help(
         "Extra vllm.LLM engine arguments, e.g. {tensor_parallel_size: 2, data_parallel_size: 4, "
         "gpu_memory_utilization: 0.85}.", default_factory=dict)
-    batch_size: int = _help("Sequences per forward batch in local backends.", default=16)
+    batch_size: int = _help("Most rows per batch in local backends (the transformers backend also caps a batch's "
+                            "tokens: --max-batch-tokens).", default=16)
+    max_batch_tokens: int = _help(
+        "Most tokens per batch in the transformers backend: rows x (longest prompt + longest generation allowed), "
+        "padding included; a prompt over it runs alone. 16,384 fits beside an 8B bf16 model on a 24 GB GPU.",
+        default=16_384)
     chunk_size: int = _help("Judgments committed to the store per transaction.", default=64)
     device: str = _help("Torch device for local backends: auto, cpu, cuda, cuda:N, mps.", default="auto")
     dtype: str = _help("Torch dtype for local backends: auto, float32, bfloat16, float16.", default="auto")
@@ -146,6 +151,7 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         _check(bool(self.out), "out (run directory) is empty")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.max_batch_tokens >= 1, f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
         _check(self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}")
         _check(0 <= self.max_failure_fraction <= 1,
                f"max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")

@@ -19,7 +19,9 @@ import polars as pl
 
 from curate import __version__
 from curate.aggregate import AGGREGATED_COLUMNS, per_item, summary
-from curate.backends import Backend, Completion, Request, check_backend_name, create_backend, model_fingerprint
+from curate.backends import (
+    SAMPLERS, Backend, Completion, Request, check_backend_name, create_backend, model_fingerprint,
+)
 from curate.config import ScoreConfig
 from curate.data import fingerprint, load_items
 from curate.errors import ConfigError, FailureThresholdError
@@ -83,6 +85,8 @@ def run_identity(config: ScoreConfig, items: pl.DataFrame, template: JudgeTempla
     }
     if config.backend in LOCAL_BACKENDS:
         identity["dtype"] = config.dtype
+    if sampling.temperature > 0 and config.backend in SAMPLERS:
+        identity["sampler"] = SAMPLERS[config.backend]
     if config.backend == "vllm":
         identity["engine_args"] = dict(sorted(config.engine_args.items()))
     if config.backend == "openai":

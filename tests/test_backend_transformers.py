@@ -1,9 +1,11 @@
-"""The local backend on a random tiny Qwen2: batching, order and resumption never change a judgment."""
+"""The local backend on a random tiny Qwen2: batching (rows, token budget, halving after running out of
+memory), order and resumption never change a judgment; the sampler draws each token with its probability."""
 
 import itertools
+import json
 
 import pytest
-from conftest import write_jsonl
+from conftest import invoke, write_jsonl
 
 import curate
 from curate.backends import Request, create_backend
@@ -197,3 +199,180 @@ def test_sampled_logprob_scores_are_what_each_sample_drew(judge, sample_rows):
             spread.add(completion.item_id)
     assert sum(map(len, scores.values())) >= 50
     assert spread and any(len(set(scores[item_id])) > 1 for item_id in spread)
+
+
+
+RUBRIC = {"role": "system", "content": "Rate the reasoning intensity from 1 to 5. " * 4}
+
+
+def forward_calls(model):
+    """Record (rows, input width, attention-mask width) of every forward call; returns them and the hook."""
+    calls = []
+
+    def record(_module, _args, kwargs):
+        mask = kwargs.get("attention_mask")
+        calls.append((*kwargs["input_ids"].shape, None if mask is None else mask.shape[1]))
+
+    return calls, model.register_forward_pre_hook(record, with_kwargs=True)
+
+
+def test_only_the_last_positions_logits_are_computed(random_model):
+    from curate.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend(ScoreConfig(data=DataConfig(source="unused"), out="unused",
+                                              model=str(random_model), batch_size=4))
+    shapes = []
+    hook = backend.model.register_forward_hook(lambda _module, _args, output: shapes.append(output.logits.shape))
+    requests = [Request(r.item_id, r.sample_indices, (RUBRIC, *r.messages)) for r in REQUESTS]
+    try:
+        list(backend.generate(requests, SamplingConfig(max_tokens=2, top_logprobs=3)))
+    finally:
+        hook.remove()
+    assert backend._prefix is not None  # the shared prefix ran on its own too
+    assert len(shapes) > 7 and all(shape[1] == 1 for shape in shapes)
+
+
+def test_the_current_cache_keyword_is_used(backend):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # transformers 5.x: "`past_key_values` is deprecated"
+        assert len(run(backend, REQUESTS[:2], SAMPLED, batch_size=2)) == 6
+
+
+def run_within(backend, budget, requests, sampling, batch_size):
+    """`run` with a token budget, and the forward calls it made."""
+    backend.max_batch_tokens = budget
+    calls, hook = forward_calls(backend.model)
+    try:
+        return run(backend, requests, sampling, batch_size), calls
+    finally:
+        hook.remove()
+        backend.max_batch_tokens = ScoreConfig.__dataclass_fields__["max_batch_tokens"].default
+
+
+def test_batches_keep_to_the_token_budget_and_results_do_not_change(backend):
+    sampling = SamplingConfig(samples=3, temperature=1.0, max_tokens=4, seed=2)
+    unbounded = run(backend, REQUESTS, sampling, batch_size=8)
+    budget = 2 * (max(len(backend.prompt_ids(r.messages)) for r in REQUESTS) + 4)
+    budgeted, calls = run_within(backend, budget, REQUESTS, sampling, batch_size=8)
+    # A batch's prompt forward: more than one token per row (decode steps feed one), under an attention mask
+    # (a shared prefix runs alone, without one).
+    prompts = [(rows, mask_width) for rows, width, mask_width in calls if width > 1 and mask_width is not None]
+    assert any(rows > 1 for rows, _ in prompts)
+    assert all(rows * (mask_width + 4) <= budget for rows, mask_width in prompts)
+    assert {k: c.text for k, c in budgeted.items()} == {k: c.text for k, c in unbounded.items()}
+
+
+def test_a_prompt_over_the_token_budget_runs_alone(backend):
+    results, calls = run_within(backend, 5, REQUESTS[:3], SamplingConfig(max_tokens=2), batch_size=8)
+    assert len(results) == 9 and all(c.error == "" for c in results.values())
+    assert {rows for rows, _, _ in calls} == {1}
+
+
+CPU_OUT_OF_MEMORY = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                     "tried to allocate 24189255811072 bytes. Error code 12 (Cannot allocate memory)")
+
+
+def cuda_out_of_memory():
+    import torch
+
+    return torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+@pytest.mark.parametrize("error", [cuda_out_of_memory, lambda: RuntimeError(CPU_OUT_OF_MEMORY), MemoryError],
+                         ids=["cuda", "cpu allocator", "MemoryError"])
+def test_out_of_memory_splits_the_batch_until_it_fits(backend, error):
+    complete = run(backend, REQUESTS, SAMPLED, batch_size=8)
+
+    def refuse_more_than_two_rows(_module, _args, kwargs):
+        if kwargs["input_ids"].shape[0] > 2:
+            raise error()
+
+    hook = backend.model.register_forward_pre_hook(refuse_more_than_two_rows, with_kwargs=True)
+    try:
+        split = run(backend, REQUESTS, SAMPLED, batch_size=8)
+    finally:
+        hook.remove()
+    assert all(c.error == "" for c in split.values())
+    assert {k: c.text for k, c in split.items()} == {k: c.text for k, c in complete.items()}
+
+
+def test_a_row_that_does_not_fit_alone_is_one_error_and_the_run_completes(tmp_path, random_model):
+    from curate.backends.transformers import TransformersBackend
+
+    rows = [{"id": f"q{i}", "question": f"Problem {i}: what is {i} + {i}?"} for i in range(5)]
+    rows += [{"id": "long", "question": "Find x if x^2 = 4. " * 60}, {"id": "100 KB", "question": "x " * 50_000}]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    config = ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "model": str(random_model),
+                                    "max_tokens": 3, "max_failure_fraction": 1.0})
+    backend = TransformersBackend(config)
+    template = load_template(config.template)
+    long_prompt = len(backend.prompt_ids(template.render(rows[5])))
+    assert long_prompt < backend.context  # it fits the context, but (here) not the memory
+
+    def refuse_long_rows(_module, _args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.sum(-1).max() > long_prompt - 100:
+            raise cuda_out_of_memory()
+
+    hook = backend.model.register_forward_pre_hook(refuse_long_rows, with_kwargs=True)
+    try:
+        result = score(config, backend=backend)
+    finally:
+        hook.remove()
+    judgments = curate.load_judgments(tmp_path / "run")
+    assert judgments.height == result.summary["judgments"] == 7 and judgments["item_id"].is_unique().all()
+    errors = dict(judgments.filter(judgments["status"] == "error").select("item_id", "detail").iter_rows())
+    assert errors.keys() == {"long", "100 KB"}
+    assert errors["long"] == (f"out of memory even alone: prompt of {long_prompt} tokens plus up to 3 generated on cpu "
+                              "(OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB); shorten the "
+                              "question, lower --max-tokens or use a device with more memory")
+    assert "the model's context is 1024 positions" in errors["100 KB"]
+
+
+def test_the_token_budget_is_not_part_of_the_runs_identity(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"q{i}", "question": f"Problem {i}?"} for i in range(3)])
+    common = ["score", data, "--out", tmp_path / "run", "--max-tokens", "1", "--json"]
+    first = invoke(*common, "--max-batch-tokens", "300")
+    again = invoke(*common, "--max-batch-tokens", "9000", "--batch-size", "2")
+    assert first.exit_code in (0, 3) and again.exit_code in (0, 3), first.stderr + again.stderr
+    assert json.loads(first.stdout)["requested"] == 3 and json.loads(again.stdout)["requested"] == 0
+
+
+def test_uniforms_are_splitmix64_per_row_and_step():
+    import torch
+
+    from curate.backends.sampling import uniforms
+
+    drawn = uniforms([0, 7, 2**63 - 1], 5)
+    assert drawn[0, 0].item() == 0xE220A8 / 2**24  # the top 24 bits of SplitMix64(0)'s first output, 0xE220A8397B1DCDAF
+    assert torch.equal(uniforms([7], 3), drawn[1:2, :3])  # independent of the other rows and of the length
+    assert drawn.dtype == torch.float32 and 0 <= drawn.min() and drawn.max() < 1
+
+
+@pytest.mark.parametrize(("probs", "top_p", "expected"), [
+    ([0.15, 0.5, 0.05, 0.3], 1.0, [0.15, 0.5, 0.05, 0.3]),
+    ([0.15, 0.5, 0.05, 0.3], 0.7, [0.0, 0.625, 0.0, 0.375]),  # the nucleus, 0.5 and 0.3, renormalised
+    ([0.0, 0.6, 0.4, 0.0], 1.0, [0.0, 0.6, 0.4, 0.0]),
+], ids=["full", "nucleus", "impossible tokens"])
+def test_each_token_is_drawn_with_its_probability(probs, top_p, expected):
+    import torch
+
+    from curate.backends.sampling import next_tokens
+
+    n = 10_000
+    logits = torch.tensor(probs).log().expand(n, -1)
+    evenly_spread = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+    tokens = next_tokens(logits, 1.0, top_p, evenly_spread)
+    assert (torch.bincount(tokens, minlength=4) / n).tolist() == pytest.approx(expected, abs=2 / n)
+    extremes = next_tokens(logits[:2], 1.0, top_p, torch.tensor([0.0, 1 - 2**-24]))
+    assert all(expected[token] > 0 for token in extremes.tolist())
+
+
+def test_temperature_zero_is_the_argmax():
+    import torch
+
+    from curate.backends.sampling import next_tokens
+
+    assert next_tokens(torch.tensor([[0.1, 3.0, -1.0], [2.0, 0.0, 1.9]]), 0.0, 1.0, None).tolist() == [1, 0]

@@ -114,3 +114,15 @@ def test_sampled_logprob_scoring_scores_what_each_sample_drew(tmp_path):
     assert load_judgments(tmp_path / "run").select("item_id", "sample_idx", "status", "score").equals(before)
     stats = invoke("stats", tmp_path / "run", "--resamples", 0, "--json")
     assert json.loads(stats.stdout)["self_consistency"]["alpha"]["value"] < 1.0
+
+
+def test_a_sampled_run_records_how_its_backend_draws(tmp_path):
+    """A sampled run begun with another sampler must not be resumed with this one: its draws would differ."""
+    from curate.data import load_items
+    from curate.templates import load_template
+
+    sampled = job(tmp_path, samples=2, temperature=1.0)
+    items, template = load_items(sampled.data).items, load_template(sampled.template)
+    assert "sampler" in run_identity(sampled, items, template)
+    assert "sampler" not in run_identity(job(tmp_path), items, template)  # greedy: nothing is drawn
+    assert "sampler" not in run_identity(job(tmp_path, samples=2, temperature=1.0, backend="openai"), items, template)

@@ -34,6 +34,11 @@ BACKENDS: dict[str, Callable[[ScoreConfig], Backend]] = {"transformers": _transf
                                                          "vllm": _vllm}
 
 
+# How a backend of ours draws sampled tokens, recorded in a sampled run's identity: a resumed run must draw as
+# it began. (vLLM and servers sample with their own seeded generators.) See curate/backends/sampling.py.
+SAMPLERS = {"transformers": "inverse-cdf, splitmix64 uniforms per (item, sample, step), v1"}
+
+
 def check_backend_name(name: str) -> None:
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
@@ -44,5 +49,5 @@ def create_backend(config: ScoreConfig) -> Backend:
     return BACKENDS[config.backend](config)
 
 
-__all__ = ["BACKENDS", "Backend", "Completion", "Request", "check_backend_name", "create_backend",
+__all__ = ["BACKENDS", "SAMPLERS", "Backend", "Completion", "Request", "check_backend_name", "create_backend",
            "model_fingerprint", "resolve_model", "sample_seed"]

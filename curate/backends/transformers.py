@@ -2,14 +2,21 @@
 
 It runs its own decode loop rather than `model.generate` for one reason: `generate` samples every
 row from the process-wide RNG, so a row's tokens depend on which rows share its batch. Here each
-(item, sample) draws from its own `torch.Generator` seeded by `sample_seed`, so a resumed run, a
-different batch size or another order gives the same judgments as one uninterrupted run.
+(item, sample) draws from its own counter-based stream keyed by `sample_seed` (curate.backends.
+sampling), so a resumed run, a different batch size or another order gives the same judgments as
+one uninterrupted run. The loop otherwise does what `generate` does, at its speed: sampling stays on
+the device, and each step syncs with the host once, to learn whether every row has stopped.
 
 Scheduling: requests are taken a window at a time and sorted by prompt length, so a batch pads
 little. Every prompt of a template starts with the same tokens (chat preamble and rubric): that
 shared prefix is run once, its KV cache kept and copied across each batch, and only the rest of
 each prompt is run per row (left-padded between prefix and suffix, with explicit position ids, so
-every row sees exactly the positions it would alone).
+every row sees exactly the positions it would alone). Only the last position's logits are computed.
+
+Batches hold at most `batch_size` rows and `max_batch_tokens` tokens (rows × (longest prompt +
+longest generation allowed)); a row over the budget runs alone. A batch that runs out of memory is
+split in two and each half retried, down to one row; a row that cannot run even alone ends as an
+error row saying so, and the rest of the run goes on.
 
 The model's context (`max_position_embeddings`) bounds every row: a prompt that fills it ends as an
 error row without reaching the model, and a row whose prompt plus max_tokens would overrun it may
@@ -19,14 +26,17 @@ generate only up to the end of the context, ending 'length' (stored as truncated
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 
 from curate.backends.base import (
     Completion, Request, context_exceeded, load_error, local_model, prompt_token_ids, sample_seed,
 )
+from curate.backends.sampling import next_tokens, uniforms
 from curate.config import SamplingConfig, ScoreConfig
 from curate.errors import BackendError
 
@@ -35,6 +45,18 @@ log = logging.getLogger(__name__)
 WINDOW_ROWS = 1024
 MIN_SHARED_PREFIX = 8  # tokens; below this, running the prefix apart is not worth a cache copy
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# What the CPU allocator says when it cannot allocate (CUDA raises torch.cuda.OutOfMemoryError; MPS says "out of memory").
+OUT_OF_MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
+
+Row = tuple[str, int, list[int]]  # item_id, sample_idx, prompt token ids
+
+
+class Decoded(NamedTuple):
+    """A batch's generated tokens per row (stop token included), and whether a stop token ended each."""
+
+    tokens: list[list[int]]
+    stopped: list[bool]
+    top_logprobs: list[tuple[tuple[str, float], ...]]
 
 
 def _device(name: str) -> torch.device:
@@ -62,19 +84,9 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _next_tokens(logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch.Generator]) -> torch.Tensor:
-    if sampling.temperature == 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
-    if sampling.top_p < 1:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > sampling.top_p
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    # CPU generators: the same draws on every device, and per row, whatever shares the batch.
-    probs = probs.cpu()
-    return torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(generators)]).to(
-        logits.device)
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError) or any(
+        message in str(exc) for message in OUT_OF_MEMORY_MESSAGES)
 
 
 class TransformersBackend:
@@ -85,10 +97,11 @@ class TransformersBackend:
 
         self.sort_by_length, self.reuse_prefix = sort_by_length, reuse_prefix
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (token ids, their KV cache)
+        self._token_texts: dict[int, str] = {}  # token id → its text, for top logprobs: the same few ids recur
         self.model_id = config.model
         path = local_model(config.model)
         self.device = _device(config.device)
-        self.batch_size = config.batch_size
+        self.batch_size, self.max_batch_tokens = config.batch_size, config.max_batch_tokens
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -102,8 +115,14 @@ class TransformersBackend:
             raise BackendError(f"model {config.model!r} has no chat template; use a chat/instruct model")
         eos = self.model.generation_config.eos_token_id
         self.stop_ids = set(eos if isinstance(eos, list) else [eos]) - {None} or {self.tokenizer.eos_token_id}
+        self._stop_tensor = torch.tensor(sorted(self.stop_ids), device=self.device)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else next(iter(self.stop_ids))
+        accepted = inspect.signature(self.model.forward).parameters
+        # transformers renamed `past_key_values` to `cache` (the old name goes in 5.40); older 5.x know only the old.
+        self.cache_keyword = "cache" if "cache" in accepted else "past_key_values"
+        # Only the last position's logits are ever read; models without `logits_to_keep` compute them all.
+        self.last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
         log.info("transformers backend: %s on %s (%s)", config.model, self.device, self.model.dtype)
 
     def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
@@ -120,23 +139,13 @@ class TransformersBackend:
                                      error=context_exceeded(len(ids), self.context, "max_position_embeddings"))
             if self.sort_by_length:
                 fitting.sort(key=lambda row: len(row[2]))
-            for start in range(0, len(fitting), self.batch_size):
-                batch = fitting[start:start + self.batch_size]
-                answered: set[tuple[str, int]] = set()
-                try:
-                    for completion in self._decode(batch, sampling):
-                        answered.add((completion.item_id, completion.sample_idx))
-                        yield completion
-                except (RuntimeError, ValueError) as exc:  # e.g. out of memory: stored as errors, retryable
-                    log.warning("batch of %d failed after %d answer(s): %s", len(batch), len(answered), exc)
-                    for item_id, idx, ids in batch:
-                        if (item_id, idx) not in answered:  # each sample is answered exactly once
-                            yield Completion(item_id, idx, "", "", len(ids), 0,
-                                             error=f"{type(exc).__name__}: {exc}")
+            shared = self._shared_prefix(fitting) if self.reuse_prefix and fitting else 0
+            for batch in self._batches(fitting, sampling):
+                yield from self._answer(batch, sampling, shared)
 
-    def _windows(self, requests: Iterable[Request]) -> Iterator[list[tuple[str, int, list[int]]]]:
+    def _windows(self, requests: Iterable[Request]) -> Iterator[list[Row]]:
         """Rows (item_id, sample_idx, prompt ids), WINDOW_ROWS at a time: enough to sort by length."""
-        window: list[tuple[str, int, list[int]]] = []
+        window: list[Row] = []
         for request in requests:
             ids = self.prompt_ids(request.messages)
             window.extend((request.item_id, idx, ids) for idx in request.sample_indices)
@@ -146,83 +155,141 @@ class TransformersBackend:
         if window:
             yield window
 
-    def _shared_prefix(self, batch: list[tuple[str, int, list[int]]]) -> int:
+    def _limit(self, prompt_tokens: int, sampling: SamplingConfig) -> int:
+        """Tokens a row may generate: max_tokens, or what is left of the model's context if that is less."""
+        return sampling.max_tokens if self.context is None else min(sampling.max_tokens, self.context - prompt_tokens)
+
+    def _batches(self, rows: list[Row], sampling: SamplingConfig) -> Iterator[list[Row]]:
+        """Consecutive rows, at most batch_size of them and max_batch_tokens padded tokens (prompt and
+        generation); a row over the token budget on its own makes a batch of one."""
+        batch: list[Row] = []
+        prompt_width = generation_width = 0
+        for row in rows:
+            prompt = max(prompt_width, len(row[2]))
+            generation = max(generation_width, self._limit(len(row[2]), sampling))
+            if batch and (len(batch) == self.batch_size
+                          or (len(batch) + 1) * (prompt + generation) > self.max_batch_tokens):
+                yield batch
+                batch = []
+                prompt, generation = len(row[2]), self._limit(len(row[2]), sampling)
+            batch.append(row)
+            prompt_width, generation_width = prompt, generation
+        if batch:
+            yield batch
+
+    def _answer(self, batch: list[Row], sampling: SamplingConfig, shared: int) -> Iterator[Completion]:
+        """The batch's completions; out of memory, each half of it on its own, down to single rows."""
+        try:
+            decoded = self._decode(batch, sampling, shared)
+        except (RuntimeError, ValueError, MemoryError) as exc:
+            out_of_memory, failure = _out_of_memory(exc), f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        else:
+            yield from self._completions(batch, decoded)
+            return
+        # Past the handler, the traceback no longer holds the failed batch's tensors: their memory is free again.
+        if out_of_memory and self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if out_of_memory and len(batch) > 1:
+            log.info("batch of %d rows ran out of memory; retrying it as two halves", len(batch))
+            half = len(batch) // 2
+            yield from self._answer(batch[:half], sampling, shared)
+            yield from self._answer(batch[half:], sampling, shared)
+            return
+        if out_of_memory:
+            ids = batch[0][2]
+            failure = (f"out of memory even alone: prompt of {len(ids)} tokens plus up to "
+                       f"{self._limit(len(ids), sampling)} generated on {self.device} ({failure}); shorten the "
+                       "question, lower --max-tokens or use a device with more memory")
+        log.warning("batch of %d failed: %s", len(batch), failure)
+        for item_id, idx, ids in batch:
+            yield Completion(item_id, idx, "", "", len(ids), 0, error=failure)
+
+    def _completions(self, batch: list[Row], decoded: Decoded) -> Iterator[Completion]:
+        for (item_id, idx, ids), tokens, stopped, alternatives in zip(
+                batch, decoded.tokens, decoded.stopped, decoded.top_logprobs, strict=True):
+            try:
+                text = self.tokenizer.decode(tokens[:-1] if stopped else tokens, skip_special_tokens=True)
+            except (RuntimeError, ValueError) as exc:  # this row's answer is lost, not its batch's
+                yield Completion(item_id, idx, "", "", len(ids), 0, error=f"{type(exc).__name__}: {exc}")
+                continue
+            yield Completion(item_id=item_id, sample_idx=idx, text=text, finish_reason="stop" if stopped else "length",
+                             prompt_tokens=len(ids), completion_tokens=len(tokens), top_logprobs=alternatives)
+
+    def _shared_prefix(self, rows: list[Row]) -> int:
         """Length of the token prefix all rows share, leaving each row at least one token of its own."""
-        first = batch[0][2]
-        limit = min(len(ids) for _, _, ids in batch) - 1
+        first = rows[0][2]
+        limit = min(len(ids) for _, _, ids in rows) - 1
         length = 0
-        while length < limit and all(ids[length] == first[length] for _, _, ids in batch):
+        while length < limit and all(ids[length] == first[length] for _, _, ids in rows):
             length += 1
         return length if length >= MIN_SHARED_PREFIX else 0
 
     def _prefix_cache(self, prefix: tuple[int, ...], rows: int) -> object:
         """The prefix's KV cache, computed once per distinct prefix, copied for a batch of `rows`."""
         if self._prefix is None or self._prefix[0] != prefix:
-            output = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
-            self._prefix = (prefix, output.past_key_values)
+            output = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True,
+                                **self.last_logits_only)
+            self._prefix = (prefix, output[self.cache_keyword])
         cache = copy.deepcopy(self._prefix[1])
         cache.batch_repeat_interleave(rows)
         return cache
 
     @torch.inference_mode()
-    def _decode(self, batch: list[tuple[str, int, list[int]]], sampling: SamplingConfig) -> Iterator[Completion]:
-        shared = self._shared_prefix(batch) if self.reuse_prefix else 0
+    def _decode(self, batch: list[Row], sampling: SamplingConfig, shared: int) -> Decoded:
+        """The prompt forward, then a token per row per step until every row has stopped or reached its limit."""
+        rows = len(batch)
         suffixes = [ids[shared:] for _, _, ids in batch]
         width = max(len(ids) for ids in suffixes)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        limits = [self._limit(len(ids), sampling) for _, _, ids in batch]
+        steps = max(limits)
+        # One attention mask for the whole decode, [prefix | left-padded suffix | generated], sliced per step.
+        input_ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        mask = torch.ones((rows, shared + width + steps), dtype=torch.long)
         for row, ids in enumerate(suffixes):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
-            mask[row, width - len(ids):] = 1
+            mask[row, shared:shared + width - len(ids)] = 0
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
-        past = None
-        if shared:
-            past = self._prefix_cache(tuple(batch[0][2][:shared]), len(batch))
-            mask = torch.cat([torch.ones((len(batch), shared), dtype=mask.dtype, device=self.device), mask], dim=1)
-        generators = [torch.Generator().manual_seed(sample_seed(sampling.seed, item_id, idx))
-                      for item_id, idx, _ in batch]
-        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                            past_key_values=past, use_cache=True)
+        positions = shared + (mask[:, shared:shared + width].cumsum(-1) - 1).clamp(min=0)
+        cache = self._prefix_cache(tuple(batch[0][2][:shared]), rows) if shared else None
+        output = self.model(input_ids=input_ids, attention_mask=mask[:, :shared + width], position_ids=positions,
+                            use_cache=True, **{self.cache_keyword: cache}, **self.last_logits_only)
         alternatives = self._top_logprobs(output.logits[:, -1, :], sampling.top_logprobs)
-        # Generation stops at max_tokens or where the model's context ends, whichever comes first.
-        limits = [sampling.max_tokens if self.context is None else min(sampling.max_tokens, self.context - len(ids))
-                  for _, _, ids in batch]
-        generated: list[list[int]] = [[] for _ in batch]
-        stopped = [False] * len(batch)  # ended by a stop token
-        finished = [False] * len(batch)  # stopped, or at its limit
-        stop_ids = torch.tensor(sorted(self.stop_ids), device=self.device)
-        while True:
-            tokens = _next_tokens(output.logits[:, -1, :], sampling, generators)
-            is_stop = torch.isin(tokens, stop_ids).tolist()
-            for row, token in enumerate(tokens.tolist()):
-                if not finished[row]:
-                    generated[row].append(token)
-                    stopped[row] = is_stop[row]
-                    finished[row] = stopped[row] or len(generated[row]) == limits[row]
-            if all(finished):
+        draws = (uniforms([sample_seed(sampling.seed, item_id, idx) for item_id, idx, _ in batch], steps)
+                 .to(self.device) if sampling.temperature > 0 else None)
+        limit = torch.tensor(limits, device=self.device)
+        generated = torch.full((rows, steps), self.pad_id, dtype=torch.long, device=self.device)
+        lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
+        stopped = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=self.device)  # stopped, or at its limit
+        position = positions[:, -1:]
+        for step in range(steps):
+            running = ~finished
+            tokens = next_tokens(output.logits[:, -1, :], sampling.temperature, sampling.top_p,
+                                 None if draws is None else draws[:, step])
+            tokens = tokens.masked_fill(finished, self.pad_id)
+            generated[:, step] = tokens
+            lengths += running
+            stopped |= running & torch.isin(tokens, self._stop_tensor)
+            finished |= stopped | (lengths == limit)
+            if finished.all():  # the one sync with the host per step
                 break
-            tokens = tokens.masked_fill(torch.tensor(finished, device=self.device), self.pad_id)
-            mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=self.device)], dim=1)
-            positions = positions[:, -1:] + 1
-            if self.context is not None:  # finished rows idle on with padding: keep even them inside the context
-                positions = positions.clamp(max=self.context - 1)
-            output = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
-                                past_key_values=output.past_key_values, use_cache=True)
-        for row, (item_id, idx, ids) in enumerate(batch):
-            tokens = generated[row]
-            text_tokens = tokens[:-1] if stopped[row] else tokens
-            yield Completion(item_id=item_id, sample_idx=idx,
-                             text=self.tokenizer.decode(text_tokens, skip_special_tokens=True),
-                             finish_reason="stop" if stopped[row] else "length",
-                             prompt_tokens=len(ids), completion_tokens=len(tokens), top_logprobs=alternatives[row])
+            # Finished rows idle on with padding; keep even them inside the model's context.
+            position = position + 1 if self.context is None else (position + 1).clamp(max=self.context - 1)
+            output = self.model(input_ids=tokens[:, None], attention_mask=mask[:, :shared + width + step + 1],
+                                position_ids=position, use_cache=True,
+                                **{self.cache_keyword: output[self.cache_keyword]})
+        answers = [row[:length] for row, length in zip(generated.tolist(), lengths.tolist(), strict=True)]
+        return Decoded(answers, stopped.tolist(), alternatives)
 
     def _top_logprobs(self, logits: torch.Tensor, k: int) -> list[tuple[tuple[str, float], ...]]:
         """Per row, the k most likely first tokens as (text, logprob); empty tuples when k == 0."""
         if k == 0:
             return [()] * logits.shape[0]
-        values, ids = torch.log_softmax(logits.float(), dim=-1).topk(k, dim=-1)
-        return [tuple((self.tokenizer.decode([i]), v) for i, v in zip(row_ids, row_values, strict=True))
+        values, ids = logits.topk(k, dim=-1)  # log_softmax's top k, without writing out the whole vocabulary's
+        values = values.float() - torch.logsumexp(logits.float(), dim=-1, keepdim=True)
+        unseen = sorted(set(ids.flatten().tolist()) - self._token_texts.keys())
+        self._token_texts.update(zip(unseen, self.tokenizer.batch_decode([[i] for i in unseen]), strict=True))
+        return [tuple((self._token_texts[i], v) for i, v in zip(row_ids, row_values, strict=True))
                 for row_ids, row_values in zip(ids.tolist(), values.tolist(), strict=True)]
 
     def close(self) -> None:

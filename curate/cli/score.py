@@ -60,6 +60,7 @@ def score(
         "--engine-arg", help="KEY=VALUE for vllm.LLM (repeatable), e.g. --engine-arg tensor_parallel_size=2.",
         show_default=False)] = None,
     batch_size: Annotated[int | None, option("batch_size", "--batch-size")] = None,
+    max_batch_tokens: Annotated[int | None, option("max_batch_tokens", "--max-batch-tokens")] = None,
     chunk_size: Annotated[int | None, option("chunk_size", "--chunk-size")] = None,
     device: Annotated[str | None, option("device", "--device")] = None,
     dtype: Annotated[str | None, option("dtype", "--dtype")] = None,
