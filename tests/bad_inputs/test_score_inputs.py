@@ -31,6 +31,13 @@ CASES = {
     "--out inside a file": (
         lambda tmp: ["score", *SAMPLE, "--out", write_jsonl(tmp / "taken.jsonl", []) / "run"],
         "Not a directory"),
+    "--max-batch-tokens 0": (
+        lambda tmp: ["score", *SAMPLE, "--out", tmp / "run", "--max-batch-tokens", "0"],
+        "max_batch_tokens must be >= 1, got 0"),
+    "job file: a token budget that is not a number": (
+        lambda tmp: ["score", "--config", job_file(tmp, "source: bundled:math-sample\nmax_batch_tokens: lots\n"),
+                     "--out", tmp / "run"],
+        "setting 'max_batch_tokens' must be an integer, got 'lots'"),
     "reparse: not a run directory": (lambda tmp: ["reparse", tmp], "is not a run directory"),
     "reparse: unknown parser": (lambda tmp: ["reparse", tmp / "run", "--parser", "nope"], "unknown parser 'nope'"),
 }
