@@ -305,7 +305,7 @@ CHOICES = [[{"label": "A", "text": "3"}, {"label": "B", "text": "4"}], None,
 
 
 def build_choice_split(root):
-    """A split whose items carry labelled options (curate.data.CHOICE), as the split step writes them."""
+    """A split whose items carry labelled options (curate.choices.CHOICE), as the split step writes them."""
     from curate.choices import CHOICE
 
     root.mkdir()
