@@ -388,3 +388,19 @@ def test_an_unreachable_hub_is_one_line_and_keeps_the_export(split_dir, tmp_path
     assert_one_line_error(invoke("export", split_dir, "--format", "hf", "--out", tmp_path / "hf", "--push-to-hub",
                                  "org/name"), "pushing")
     assert datasets.load_from_disk(str(tmp_path / "hf"))["sft"].num_rows == 3
+
+
+def test_the_cli_shows_no_progress_bars_of_other_libraries(split_dir, tmp_path):
+    """`export --format hf` printed `datasets`' "Saving the dataset" bars (and loading a GGUF model, transformers'
+    "de-quantizing" bar): other libraries' tqdm bars interleave with curate's own output. tqdm reads its settings
+    when it is imported, so this runs the command as a user does, in a process of its own."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    result = subprocess.run([str(Path(sys.executable).parent / "curate"), "export", str(split_dir), "--format", "hf",
+                             "--out", str(tmp_path / "hf")], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Saving the dataset" not in result.stderr and "it/s" not in result.stderr
