@@ -106,7 +106,8 @@ def _run_summary(run_dir: Path, identity: dict[str, Any], scored: int) -> dict[s
             "temperature": identity.get("temperature"), "n_items": identity["n_items"], "n_scored": scored}
 
 
-def _scores(run_dir: Path, per: pl.DataFrame, score: str) -> pl.DataFrame:
+def run_item_scores(run_dir: Path, per: pl.DataFrame, score: str) -> pl.DataFrame:
+    """`curate.stats.item_scores` of a run; a score the run cannot give is one ConfigError naming the run."""
     try:
         return item_scores(per, score)
     except ValueError as exc:
@@ -125,7 +126,7 @@ def analyze_run(run_dir: str | Path, score: str = "mean", reference: str | None 
     judgments = read_judgments(run_dir, columns=JUDGMENT_COLUMNS)
     items_frame = pl.read_parquet(run_dir / ITEMS_FILE)
     per = per_item(judgments)
-    scores = _scores(run_dir, per, score)
+    scores = run_item_scores(run_dir, per, score)
     frame = scores.join(items_frame.select(pl.col("id").alias("item_id"), "domain"), on="item_id", how="left")
     fields = {"reference": (reference, "--reference", "numeric labels like 1..5"),
               "pass_rate": (pass_rate, "--pass-rate", "pass rates in 0..1")}
@@ -205,7 +206,7 @@ def analyze_comparison(run_a: str | Path, run_b: str | Path, score: str = "mean"
     runs = [Path(run_a), Path(run_b)]
     identities = [read_run_identity(run) for run in runs]
     frames = [per_item(read_judgments(run, columns=AGGREGATED_COLUMNS)) for run in runs]
-    scored = [_scores(run, frame, score).height for run, frame in zip(runs, frames, strict=True)]
+    scored = [run_item_scores(run, frame, score).height for run, frame in zip(runs, frames, strict=True)]
     notes = _same_items_note(runs[0], runs[1], allow_different_items)
     result = compare_runs(frames[0], frames[1], score=score, n_resamples=n_resamples, seed=seed)
     summaries = [_run_summary(*run) for run in zip(runs, identities, scored, strict=True)]

@@ -32,7 +32,7 @@ import polars as pl
 
 from curate import __version__
 from curate.aggregate import AGGREGATED_COLUMNS, per_item
-from curate.analysis import CALIBRATED_FILE, CALIBRATION_FILE, load_calibration, read_run_identity
+from curate.analysis import CALIBRATED_FILE, CALIBRATION_FILE, load_calibration, read_run_identity, run_item_scores
 from curate.benchmark_texts import benchmark_texts
 from curate.errors import ConfigError, DataError
 from curate.parse import SCORE_MAX, SCORE_MIN
@@ -40,7 +40,7 @@ from curate.split import (
     HARDER_WHEN, TauChoice, all_arm, assign_sides, budget_tau, check_disjoint, curriculum_stages, decontaminate,
     deduplicate, fixed_tau, per_domain_tau, quantile_tau, random_arm, reversed_arm,
 )
-from curate.stats import SCORE_COLUMNS, item_scores
+from curate.stats import SCORE_COLUMNS
 from curate.outdir import atomic_directory, check_output_dir
 from curate.store import read_judgments, write_atomic, write_parquet_atomic
 
@@ -73,13 +73,6 @@ def _items(run_dir: Path) -> pl.DataFrame:
     return items.rename({"id": "item_id"})
 
 
-def _item_scores(per: pl.DataFrame, score: str) -> pl.DataFrame:
-    try:
-        return item_scores(per, score)
-    except ValueError as exc:  # e.g. --score expected on a run without logprob judgments
-        raise ConfigError(str(exc)) from None
-
-
 def scored_items(run_dir: Path, score: str) -> ItemScores:
     """Every item of the run with its score, why an item has none, and what the score means."""
     if score not in SCORES:
@@ -90,7 +83,7 @@ def scored_items(run_dir: Path, score: str) -> ItemScores:
         kind = calibration["score"]
     else:
         kind, calibration, notes = score, None, []
-        scores, scale, meaning = _item_scores(per, score), (SCORE_MIN, SCORE_MAX), f"{score} judge score"
+        scores, scale, meaning = run_item_scores(run_dir, per, score), (SCORE_MIN, SCORE_MAX), f"{score} judge score"
     items = _items(run_dir).join(scores, on="item_id", how="left", maintain_order="left")
     unscored = (items.filter(pl.col("score").is_null()).select("item_id")
                 .join(per.select("item_id", "item_status"), on="item_id", how="left", maintain_order="left")
@@ -118,7 +111,7 @@ def _calibrated(run_dir: Path, per: pl.DataFrame) -> tuple[pl.DataFrame, tuple[f
         calibration = load_calibration(run_dir)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{run_dir / CALIBRATION_FILE} cannot be used ({exc}); fit it again with {refit}") from None
-    raw = _item_scores(per, calibration.score)
+    raw = run_item_scores(run_dir, per, calibration.score)
     predicted, target = calibration.apply(raw["score"]), calibration.target
     low, high = min(calibration.y_thresholds), max(calibration.y_thresholds)
     if calibration.increasing:

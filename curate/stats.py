@@ -39,7 +39,7 @@ from curate.aggregate import AGGREGATED_COLUMNS
 from curate.parse import SCORE_MAX, SCORE_MIN, Status
 
 # What the statistics of a run read from its judgments (raw text and distributions: identical samples).
-JUDGMENT_COLUMNS = (*AGGREGATED_COLUMNS, "raw_text", "score_probs", "score_mass")
+JUDGMENT_COLUMNS = (*AGGREGATED_COLUMNS, "raw_text", "score_probs")
 SCORE_COLUMNS = {"mean": "score_mean", "median": "score_median", "expected": "expected_mean"}
 LABELS = tuple(range(SCORE_MIN, SCORE_MAX + 1))
 MIN_PAIRS = 3  # below this a correlation or κ says nothing
