@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from curate.parse import FAILED, MIN_SCORE_MASS, SCORE_MAX, SCORE_MIN, Status
+from curate.parse import FAILED, METHODS, MIN_SCORE_MASS, SCORE_MAX, SCORE_MIN, Status
 
 
 AGGREGATED_COLUMNS = ("item_id", "sample_idx", "status", "score", "score_method", "expected_score", "score_entropy",
@@ -21,10 +21,12 @@ AGGREGATED_COLUMNS = ("item_id", "sample_idx", "status", "score", "score_method"
 
 
 def with_distribution() -> pl.Expr:
-    """Ok judgments whose score tokens held enough of the first token's probability for the distribution
-    (expected score, entropy) to mean something: greedy logprob scores, and sampled ones (scored by the digit
-    each sample drew, method "decoded")."""
-    return (pl.col("status") == Status.OK) & (pl.col("score_mass") >= MIN_SCORE_MASS)
+    """Ok judgments whose score distribution (expected score, entropy) means something: those whose score
+    tokens held enough of the probability at the score position (greedy logprob scores, and sampled ones,
+    scored by the digit each sample drew), and every constrained one, whose answer that distribution is."""
+    return (pl.col("status") == Status.OK) & (
+        (pl.col("score_mass") >= MIN_SCORE_MASS)
+        | ((pl.col("score_method") == "constrained") & pl.col("score_mass").is_not_null()))
 
 
 def per_item(judgments: pl.DataFrame) -> pl.DataFrame:
@@ -73,7 +75,7 @@ def summary(judgments: pl.DataFrame, items: pl.DataFrame) -> dict[str, Any]:
         "failure_fraction": failed / n if n else None,  # undefined for a run with no judgments
         "score_histogram": histogram,
         "score_methods": {m: int(((judgments["status"] == Status.OK) & (judgments["score_method"] == m)).sum())
-                          for m in ("logprobs", "decoded")},
+                          for m in METHODS},
         "mean_item_score": scored["score_mean"].mean() if scored.height else None,
         "prompt_tokens": int(judgments["prompt_tokens"].sum()),
         "completion_tokens": int(judgments["completion_tokens"].sum()),

@@ -66,8 +66,16 @@ class SamplingConfig:
                             default=512)
     seed: int = _help("Base seed; each (item, sample) draws from its own seed derived from it.", default=0)
     top_logprobs: int = _help(
-        "Top logprobs returned at the first answer token, for logprob scoring of score-only templates "
-        "(expected score over 1..5); with --max-tokens 1 a judgment costs one forward pass. 0: off.", default=0)
+        "Top logprobs returned per generated token, for logprob scoring: the distribution over the scores "
+        "1..5 is read where the score digit was generated (the first answer token of a score-only template, "
+        "the inside of a tagged one's final <score> tag, after any </think>). With a score-only template and "
+        "--max-tokens 1 a judgment costs one forward pass. 0: off.", default=0)
+    constrain_score: bool = _help(
+        "Allow only the score tokens 1..5 as the first answer token (transformers: an allowed-token mask; vllm: "
+        "allowed_token_ids; openai: structured_outputs choice, which vLLM-served endpoints honour), so that a "
+        "chat model that would start with a word still gives a score; score_mass records how much probability "
+        "the model gave the score tokens unconstrained. Needs a score-only template, --max-tokens 1 and "
+        "--top-logprobs.", default=False)
 
     def __post_init__(self) -> None:
         _check(self.samples >= 1, f"samples must be >= 1, got {self.samples}")
@@ -75,6 +83,10 @@ class SamplingConfig:
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         _check(self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}")
         _check(0 <= self.top_logprobs <= 20, f"top_logprobs must be in 0..20, got {self.top_logprobs}")
+        _check(not self.constrain_score or (self.max_tokens == 1 and self.top_logprobs > 0),
+               "constrain_score answers with the one constrained token and reads its distribution from the top "
+               f"logprobs: set --max-tokens 1 and --top-logprobs (e.g. 20); got max_tokens={self.max_tokens}, "
+               f"top_logprobs={self.top_logprobs}")
         _check(self.samples == 1 or self.temperature > 0,
                f"samples={self.samples} with temperature 0 gives {self.samples} identical greedy judgments; "
                "set a temperature > 0 (e.g. --temperature 1.0) or use --samples 1")

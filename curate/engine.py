@@ -20,12 +20,12 @@ import polars as pl
 from curate import __version__
 from curate.aggregate import AGGREGATED_COLUMNS, per_item, summary
 from curate.backends import (
-    SAMPLERS, Backend, Completion, Request, check_backend_name, create_backend, model_fingerprint,
+    SAMPLERS, Alternatives, Backend, Completion, Request, check_backend_name, create_backend, model_fingerprint,
 )
 from curate.config import ScoreConfig
 from curate.data import fingerprint, load_items
 from curate.errors import ConfigError, FailureThresholdError
-from curate.parse import PARSERS, Parser, Status, parse_completion
+from curate.parse import PARSERS, Parser, Status, parse_completion, score_alternatives
 from curate.store import (
     Judgment, RunStore, append_jsonl, read_judgments, read_manifest, write_atomic, write_parquet_atomic,
 )
@@ -59,10 +59,15 @@ def parser_label(parser: Parser) -> str:
     return f"{parser.name}@{parser.version}"
 
 
-def to_judgment(completion: Completion, parser: Parser, template_identity: str, *, sampled: bool) -> Judgment:
-    """`sampled`: the run draws samples (temperature > 0), so a score is what the sample drew, not an argmax."""
+def to_judgment(completion: Completion, parser: Parser, template_identity: str, *, sampled: bool,
+                constrained: bool, alternatives: Alternatives | None = None) -> Judgment:
+    """`sampled`: the run draws samples (temperature > 0), so a score is what the sample drew, not an argmax;
+    `constrained`: the first answer token was restricted to the score tokens; `alternatives`: the top logprobs
+    at the score position when already known (reparse reads those it stored), else found in the completion's."""
+    if alternatives is None:
+        alternatives = score_alternatives(parser, completion.logprobs) if parser.reads_logprobs else ()
     parsed = parse_completion(parser, completion.text, completion.finish_reason, completion.error,
-                              completion.top_logprobs, sampled=sampled)
+                              alternatives, sampled=sampled, constrained=constrained)
     distribution = parsed.distribution
     logprob_fields = (None, None, None, None) if distribution is None else (
         distribution.expected, distribution.entropy, distribution.mass,
@@ -70,7 +75,7 @@ def to_judgment(completion: Completion, parser: Parser, template_identity: str, 
     return Judgment(completion.item_id, completion.sample_idx, parsed.status, parsed.score, parsed.detail,
                     completion.text, completion.finish_reason, completion.prompt_tokens,
                     completion.completion_tokens, parser_label(parser), template_identity, parsed.method,
-                    *logprob_fields, json.dumps(completion.top_logprobs) if completion.top_logprobs else None)
+                    *logprob_fields, json.dumps(alternatives) if alternatives else None)
 
 
 def run_identity(config: ScoreConfig, items: pl.DataFrame, template: JudgeTemplate) -> dict[str, Any]:
@@ -82,6 +87,7 @@ def run_identity(config: ScoreConfig, items: pl.DataFrame, template: JudgeTempla
         "parser": template.parser.name, "model": config.model, "model_fingerprint": model_fingerprint(config.model),
         "backend": config.backend, "samples": sampling.samples, "temperature": sampling.temperature,
         "top_p": sampling.top_p, "seed": sampling.seed, "top_logprobs": sampling.top_logprobs,
+        "constrain_score": sampling.constrain_score,
     }
     if config.backend in LOCAL_BACKENDS:
         identity["dtype"] = config.dtype
@@ -123,6 +129,10 @@ def score(config: ScoreConfig, progress: Callable[[Progress], None] | None = Non
     loaded = load_items(config.data)
     items = loaded.items if config.data.limit is None else loaded.items.head(config.data.limit)
     template = load_template(config.template, config.template_dir)
+    if config.sampling.constrain_score and not template.parser.whole_answer_is_score:
+        raise ConfigError(f"--constrain-score restricts the answer to one score token, but template {template.name!r} "
+                          f"(parser {template.parser.name}) answers with more than a score; use a score-only template "
+                          "such as difficulty/intensity_score_only, or drop --constrain-score")
     if items.height:  # template errors surface here, before any model is loaded or called
         template.render(items.row(0, named=True))
     check_backend_name(config.backend)
@@ -172,7 +182,7 @@ def _request_missing(store: RunStore, backend: Backend, config: ScoreConfig, tem
             yield request
 
     done = failed = 0
-    sampled = config.sampling.temperature > 0
+    settings = {"sampled": config.sampling.temperature > 0, "constrained": config.sampling.constrain_score}
     buffer: list[Judgment] = []
     last_commit = time.monotonic()
 
@@ -188,10 +198,10 @@ def _request_missing(store: RunStore, backend: Backend, config: ScoreConfig, tem
 
     for completion in backend.generate(requests(), config.sampling):
         outstanding.pop((completion.item_id, completion.sample_idx), None)
-        buffer.append(to_judgment(completion, template.parser, template.identity, sampled=sampled))
+        buffer.append(to_judgment(completion, template.parser, template.identity, **settings))
         if len(buffer) >= config.chunk_size or time.monotonic() - last_commit >= COMMIT_INTERVAL_SECONDS:
             commit()
-    buffer.extend(to_judgment(c, template.parser, template.identity, sampled=sampled) for c in _unanswered(outstanding))
+    buffer.extend(to_judgment(c, template.parser, template.identity, **settings) for c in _unanswered(outstanding))
     if buffer:
         commit()
 
@@ -230,12 +240,16 @@ def reparse(run_dir: str | Path, parser_name: str | None = None) -> dict[str, An
     if parser is None:
         raise ConfigError(f"unknown parser {name!r}; choose one of {sorted(PARSERS)}")
     sampled = manifest["identity"]["temperature"] > 0
+    constrained = manifest["identity"].get("constrain_score", False)
     updates = []
     for row in read_judgments(run_dir).filter(pl.col("status") != Status.ERROR).iter_rows(named=True):
         completion = Completion(row["item_id"], row["sample_idx"], row["raw_text"], row["finish_reason"],
-                                row["prompt_tokens"], row["completion_tokens"],
-                                top_logprobs=tuple(map(tuple, json.loads(row["top_logprobs"] or "[]"))))
-        updates.append(to_judgment(completion, parser, row["template"], sampled=sampled))
+                                row["prompt_tokens"], row["completion_tokens"])
+        # Stored alternatives are where this parser version found the score; another parser's are elsewhere.
+        same_parser = row["parser"] == parser_label(parser)
+        stored = tuple(map(tuple, json.loads(row["top_logprobs"] or "[]"))) if same_parser else ()
+        updates.append(to_judgment(completion, parser, row["template"], sampled=sampled, constrained=constrained,
+                                   alternatives=stored))
     with RunStore.open(run_dir, manifest["identity"], {}) as store:
         store.update_parsed(updates)
         if parser.name != manifest["identity"]["parser"]:

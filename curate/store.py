@@ -298,7 +298,7 @@ class _Transaction:
 
 # Identity keys added after runs were made without them, with the value those runs implicitly had.
 IDENTITY_DEFAULTS: dict[str, Any] = {"dtype": "auto", "endpoint": "chat", "tokenizer": None, "tokenizer_fingerprint": "",
-                                     "use_n": False, "engine_args": {}}
+                                     "use_n": False, "engine_args": {}, "constrain_score": False}
 
 
 def _check_identity(run_dir: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> None:

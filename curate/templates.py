@@ -6,6 +6,7 @@ A template is a `.jinja` file whose first thing is a Jinja comment holding YAML 
     {#-
     parser: tagged_score        # a name in curate.parse.PARSERS (required)
     description: one line about what it asks
+    prefill: "Score: "          # optional: the start of the assistant's answer, which the model continues
     -#}
     {% block system %}...{% endblock %}
     {% block user %}Problem: {{ question }}{% endblock %}
@@ -16,6 +17,9 @@ field). Any other name is an error (StrictUndefined), reported with the template
 `LABEL. text` lines, exactly as the exports show them (`{{ choices | format_choices }}`).
 Each block is rendered on its own, so macros and `{% set %}` belong inside the block that uses them,
 and `{% extends %}` is not supported.
+A prefill ends the messages with an assistant message holding it; every backend continues that
+message instead of opening a new turn, so a chat model that would open with "To solve this" is put
+where its next token is the score. Quote it in the YAML to keep a trailing space.
 Identity: the template's name plus a hash of its exact bytes, recorded with every judgment.
 """
 
@@ -70,6 +74,7 @@ class JudgeTemplate:
     parser: Parser
     description: str
     _template: jinja2.Template
+    prefill: str = ""
     included: tuple[tuple[str, str], ...] = ()  # (name, source) of every template it includes or imports
     content_hash: str = field(init=False)
     identity: str = field(init=False)
@@ -104,6 +109,8 @@ class JudgeTemplate:
                                     f"{message} (rendering item {item.get('id')!r}); available "
                                     "variables: id, question, reference, choices, domain, extra") from exc
             messages.append({"role": role, "content": content})
+        if self.prefill:
+            messages.append({"role": "assistant", "content": self.prefill})
         return messages
 
 
@@ -160,9 +167,12 @@ def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTem
                             "copy the parent's blocks instead")
     if "user" not in template.blocks:
         raise TemplateError(f"template {display!r} has no {{% block user %}}; a judge template needs one")
+    prefill = metadata.get("prefill", "")
+    if not isinstance(prefill, str) or (prefill and not prefill.strip()):
+        raise TemplateError(f"template {display!r}: prefill must be a string with some text, got {prefill!r}")
     return JudgeTemplate(name=display, source=source, parser=PARSERS[parser_name],
                          description=str(metadata.get("description", "")), _template=template,
-                         included=_included(env, source, display))
+                         included=_included(env, source, display), prefill=prefill)
 
 
 def _included(env: jinja2.Environment, source: str, display: str) -> tuple[tuple[str, str], ...]:

@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import math
+import re
 import threading
 import time
 from collections import Counter
@@ -184,16 +185,9 @@ class FakeOpenAIServer:
         if body.get("logprobs") and self.hits("bad_logprobs", key):
             for choice in choices:  # the alternatives lack their logprobs
                 choice["logprobs"] = {"content": [{"token": text, "top_logprobs": [{"token": text}]}]}
-        elif body.get("logprobs") and self.answer_format == "digit":
-            # the answer's digit at 0.7, its neighbour at 0.2, a non-score token at 0.1
-            alternatives = [(str(score), 0.7), (str(score % 5 + 1), 0.2), ("The", 0.1)]
-            if chat:
-                logprobs = {"content": [{"token": str(score), "logprob": math.log(0.7),
-                                         "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in alternatives]}]}
-            else:  # the legacy completions shape: one {token: logprob} dict per position
-                logprobs = {"tokens": [str(score)], "top_logprobs": [{t: math.log(p) for t, p in alternatives}]}
+        elif body.get("logprobs"):
             for choice in choices:
-                choice["logprobs"] = logprobs
+                choice["logprobs"] = _logprobs(text, score, chat)
         answer = {"id": key, "object": "chat.completion", "model": body.get("model"), "choices": choices,
                   "usage": {"prompt_tokens": 10, "completion_tokens": 5 * n, "total_tokens": 10 + 5 * n}}
         if self.hits("no_usage", key):
@@ -265,3 +259,18 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _logprobs(text: str, score: int, chat: bool) -> dict:
+    """Per-token logprobs of an answer, in the chat or the legacy completions shape. The answer's last digit (its
+    score) has the score at 0.7, its neighbour at 0.2 and a non-score token at 0.1; every other token, a
+    rationale's digits included, is certain of itself, so reading the wrong position gives another distribution."""
+    pieces = re.findall(r"</?score>|\d|[^<\d]+|<", text)
+    last_digit = max((i for i, piece in enumerate(pieces) if piece.isdigit()), default=None)
+    positions = [[(str(score), 0.7), (str(score % 5 + 1), 0.2), ("The", 0.1)] if i == last_digit else [(piece, 1.0)]
+                 for i, piece in enumerate(pieces)]
+    if not chat:
+        return {"tokens": pieces, "top_logprobs": [{t: math.log(p) for t, p in alts} for alts in positions]}
+    return {"content": [{"token": piece, "logprob": math.log(dict(alts).get(piece, 0.7)),
+                         "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in alts]}
+                        for piece, alts in zip(pieces, positions, strict=True)]}

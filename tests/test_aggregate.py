@@ -50,7 +50,7 @@ def test_summary_counts_add_up(judgments):
     assert sum(result["status_counts"].values()) == result["judgments"] == 9
     assert result["failed"] == 4 and result["failure_fraction"] == pytest.approx(4 / 9)
     assert result["score_histogram"] == {"1": 1, "2": 1, "3": 0, "4": 2, "5": 1}
-    assert result["score_methods"] == {"logprobs": 2, "decoded": 3}
+    assert result["score_methods"] == {"logprobs": 2, "constrained": 0, "decoded": 3}
     assert (result["items"], result["items_scored"], result["items_unscored"]) == (3, 2, 1)
     assert result["mean_item_score"] == pytest.approx((10 / 3 + 3.0) / 2)
     assert (result["prompt_tokens"], result["completion_tokens"]) == (90, 19)
@@ -62,3 +62,13 @@ def test_sampled_judgments_keep_their_distribution_in_the_item_statistics():
     rows = [("s", 0, "ok", 2, 10, 1, "decoded", 2.6, 0.9, 0.95), ("s", 1, "ok", 3, 10, 1, "decoded", 2.8, 0.8, 0.9)]
     item = per_item(frame(rows)).row(0, named=True)
     assert (item["n_logprobs"], item["expected_mean"], item["score_mean"]) == (2, pytest.approx(2.7), 2.5)
+
+
+def test_constrained_judgments_count_their_distribution_whatever_mass_the_scores_held():
+    """A constrained answer is that distribution's argmax or draw, so its expected score is the judgment's own
+    reading, at 3% mass as at 90%; an unconstrained one at 3% would not count (the row of item c above)."""
+    rows = [("k", 0, "ok", 2, 10, 1, "constrained", 2.4, 1.1, 0.03), ("k", 1, "ok", 4, 10, 1, "constrained", None,
+                                                                      None, None),
+            ("k", 2, "ok", 3, 10, 1, "decoded", 3.5, 1.0, 0.03)]
+    item = per_item(frame(rows)).row(0, named=True)
+    assert (item["n_logprobs"], item["expected_mean"]) == (1, pytest.approx(2.4))

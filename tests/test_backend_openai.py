@@ -107,12 +107,25 @@ def test_logprob_scoring_over_chat_completions(tmp_path):
     with FakeOpenAIServer(answer_format="digit") as server:
         result = score(config(tmp_path, server, template="difficulty/intensity_score_only", samples=1,
                               temperature=0.0, top_logprobs=5, max_tokens=1, limit=20))
-    assert result.summary["score_methods"] == {"logprobs": 20, "decoded": 0}
+    assert result.summary["score_methods"] == {"logprobs": 20, "constrained": 0, "decoded": 0}
     judgments = curate.load_judgments(tmp_path / "run")
     assert judgments["score_mass"].to_list() == pytest.approx([0.9] * 20)
     for top, expected in zip(judgments["score"], judgments["expected_score"], strict=True):
         neighbour = top % 5 + 1  # the server puts 0.7 on the score, 0.2 on this one, 0.1 elsewhere
         assert expected == pytest.approx((0.7 * top + 0.2 * neighbour) / 0.9)
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_a_rationale_is_scored_from_the_logprobs_inside_its_final_score_tag(tmp_path, random_model, endpoint):
+    """The fake's answer is "Needs k steps. <score>k</score>": its first digit is certain of itself, the one in
+    the tag spread over k and a neighbour, so the expected score tells which position was read."""
+    tokenizer = {"endpoint": "completions", "tokenizer": str(random_model)} if endpoint == "completions" else {}
+    with FakeOpenAIServer() as server:
+        result = score(config(tmp_path, server, samples=1, temperature=0.0, top_logprobs=3, limit=12, **tokenizer))
+    assert result.summary["score_methods"] == {"logprobs": 12, "constrained": 0, "decoded": 0}
+    judgments = curate.load_judgments(tmp_path / "run")
+    for top, expected in zip(judgments["score"], judgments["expected_score"], strict=True):
+        assert expected == pytest.approx((0.7 * top + 0.2 * (top % 5 + 1)) / 0.9)
 
 
 def test_completions_endpoint_renders_the_prompt_with_the_tokenizer(tmp_path, random_model):
@@ -122,12 +135,38 @@ def test_completions_endpoint_renders_the_prompt_with_the_tokenizer(tmp_path, ra
         result = score(config(tmp_path, server, endpoint="completions", tokenizer=str(random_model),
                               template="difficulty/intensity_score_only", samples=1, temperature=0.0,
                               top_logprobs=3, max_tokens=1, limit=6))
-    assert result.summary["score_methods"] == {"logprobs": 6, "decoded": 0}
+    assert result.summary["score_methods"] == {"logprobs": 6, "constrained": 0, "decoded": 0}
     prompts = [json_body["prompt"] for json_body in server.bodies]
     tokenizer = AutoTokenizer.from_pretrained(random_model)
     assert all(p.startswith("<|im_start|>system\n") and p.endswith("<|im_start|>assistant\n") for p in prompts)
     messages = curate.engine.load_template("difficulty/intensity_score_only").render({"id": "q0", "question": "Problem 0?"})
     assert tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) in prompts
+
+
+PREFILLED = '{#-\nparser: score_only\nprefill: "Score: "\n-#}\n{% block user %}{{ question }}{% endblock %}\n'
+
+
+def test_a_prefill_and_a_constraint_reach_a_chat_server_in_vllms_words(tmp_path):
+    (tmp_path / "prefilled.jinja").write_text(PREFILLED)
+    with FakeOpenAIServer(answer_format="digit") as server:
+        result = score(config(tmp_path, server, template=str(tmp_path / "prefilled.jinja"), samples=1,
+                              temperature=0.0, top_logprobs=5, max_tokens=1, constrain_score=True, limit=4))
+    assert result.summary["score_methods"] == {"logprobs": 0, "constrained": 4, "decoded": 0}
+    assert len(server.bodies) == 4
+    for body in server.bodies:
+        assert body["messages"][-1] == {"role": "assistant", "content": "Score: "}
+        assert (body["continue_final_message"], body["add_generation_prompt"]) == (True, False)
+        assert body["structured_outputs"] == {"choice": ["1", "2", "3", "4", "5"]}
+
+
+def test_the_completions_endpoint_renders_a_prefill_into_the_prompt(tmp_path, random_model):
+    (tmp_path / "prefilled.jinja").write_text(PREFILLED)
+    with FakeOpenAIServer(answer_format="digit") as server:
+        score(config(tmp_path, server, endpoint="completions", tokenizer=str(random_model), samples=1,
+                     template=str(tmp_path / "prefilled.jinja"), temperature=0.0, top_logprobs=3, max_tokens=1,
+                     limit=2))
+    for body in server.bodies:
+        assert body["prompt"].endswith("<|im_start|>assistant\nScore: ") and "continue_final_message" not in body
 
 
 # --- answers a server should not send, through the real HTTP path --------------------------------
@@ -220,8 +259,10 @@ def choice(**fields) -> dict:
     (choice(logprobs={"content": [{"token": "3"}]}), ("<score>3</score>", "stop", "")),
     (choice(logprobs={"content": "3"}), ("", "", "malformed answer: logprobs.content is a JSON string, not an "
                                                  "array")),
-    (choice(logprobs={"content": [{"top_logprobs": [{"token": "3", "logprob": None}]}]}),
+    (choice(logprobs={"content": [{"token": "3", "top_logprobs": [{"token": "3", "logprob": None}]}]}),
      ("", "", 'malformed answer: logprobs.content holds ["3", null], not a token and its logprob')),
+    (choice(logprobs={"content": [{"top_logprobs": []}]}),
+     ("", "", "malformed answer: logprobs.content[0] has token null, not a string")),
 ])
 def test_each_chat_choice_is_a_completion_or_an_explicit_error(raw, expected):
     (completion,) = completions({"choices": [raw]}, "q1", (0,), chat=True)
@@ -241,15 +282,35 @@ def test_choices_come_in_index_order_with_usage_shared_and_missing_counts_zero()
 
 
 @pytest.mark.parametrize("logprobs, expected", [
-    ({"tokens": ["3"], "top_logprobs": [{"3": -0.1, " 4": -2.5}]}, (("3", -0.1), (" 4", -2.5))),
-    ({"tokens": ["3"], "top_logprobs": [None]}, ()),
+    ({"tokens": ["3"], "top_logprobs": [{"3": -0.1, " 4": -2.5}]}, (("3", (("3", -0.1), (" 4", -2.5))),)),
+    ({"tokens": ["<", "3"], "top_logprobs": [{"<": -0.2}, {"3": -0.1}]}, (("<", (("<", -0.2),)), ("3", (("3", -0.1),)))),
+    ({"tokens": ["3"], "top_logprobs": [None]}, (("3", ()),)),
     ({"top_logprobs": None}, ()),
     (None, ()),
 ])
-def test_completions_endpoint_logprobs(logprobs, expected):
+def test_completions_endpoint_logprobs_per_token(logprobs, expected):
     (completion,) = completions({"choices": [{"text": "3", "finish_reason": "length", "logprobs": logprobs}]},
                                 "q1", (0,), chat=False)
-    assert (completion.text, completion.top_logprobs, completion.error) == ("3", expected, "")
+    assert (completion.text, completion.logprobs, completion.error) == ("3", expected, "")
+
+
+def test_chat_logprobs_per_token():
+    logprobs = {"content": [{"token": "<score>", "logprob": -0.01, "top_logprobs": [{"token": "<score>", "logprob": -0.01}]},
+                            {"token": "4", "logprob": -0.3, "top_logprobs": [{"token": "4", "logprob": -0.3},
+                                                                            {"token": "3", "logprob": -1.5}]}]}
+    (completion,) = completions({"choices": [choice(logprobs=logprobs)]}, "q1", (0,), chat=True)
+    assert completion.logprobs == (("<score>", (("<score>", -0.01),)), ("4", (("4", -0.3), ("3", -1.5))))
+
+
+@pytest.mark.parametrize("logprobs, message", [
+    ({"tokens": ["3", "4"], "top_logprobs": [{"3": -0.1}]}, "logprobs has 2 tokens but 1 top_logprobs entries"),
+    ({"tokens": [3], "top_logprobs": [{"3": -0.1}]}, "logprobs.top_logprobs[0] has token 3, not a string"),
+    ({"tokens": ["3"], "top_logprobs": [["3", -0.1]]}, "logprobs.top_logprobs[0] is a JSON array, not an object"),
+])
+def test_malformed_completions_logprobs_are_an_explicit_error(logprobs, message):
+    (completion,) = completions({"choices": [{"text": "3", "finish_reason": "length", "logprobs": logprobs}]},
+                                "q1", (0,), chat=False)
+    assert completion.error == f"malformed answer: {message}"
 
 
 @pytest.mark.parametrize("body, message", [

@@ -84,17 +84,42 @@ def test_left_padding_gives_the_unpadded_logits(backend):
     torch.testing.assert_close(padded, alone, rtol=1e-4, atol=1e-4)
 
 
-def test_top_logprobs_come_from_the_first_forward_pass(backend):
+def test_top_logprobs_are_those_of_each_generated_position(backend):
     import torch
 
-    sampling = SamplingConfig(max_tokens=1, top_logprobs=5)
+    sampling = SamplingConfig(max_tokens=4, top_logprobs=5)
     (completion,) = backend.generate([Request("i0", (0,), REQUESTS[0].messages)], sampling)
-    assert completion.completion_tokens == 1 and len(completion.top_logprobs) == 5
-    with torch.inference_mode():
-        logits = backend.model(input_ids=torch.tensor([backend.prompt_ids(REQUESTS[0].messages)])).logits[0, -1]
-    best = torch.log_softmax(logits, -1).topk(5)
-    assert [lp for _, lp in completion.top_logprobs] == pytest.approx(best.values.tolist(), abs=1e-4)
-    assert [t for t, _ in completion.top_logprobs] == [backend.tokenizer.decode([i]) for i in best.indices.tolist()]
+    prompt = backend.prompt_ids(REQUESTS[0].messages)
+    generated = backend.tokenizer(completion.text, add_special_tokens=False)["input_ids"]
+    assert len(completion.logprobs) == len(generated) == completion.completion_tokens  # greedy: no stop token met
+    for step, (token, alternatives) in enumerate(completion.logprobs):
+        with torch.inference_mode():
+            logits = backend.model(input_ids=torch.tensor([prompt + generated[:step]])).logits[0, -1]
+        best = torch.log_softmax(logits, -1).topk(5)
+        assert [lp for _, lp in alternatives] == pytest.approx(best.values.tolist(), abs=1e-4)
+        assert [t for t, _ in alternatives] == [backend.tokenizer.decode([i]) for i in best.indices.tolist()]
+        assert token == backend.tokenizer.decode([generated[step]]) == alternatives[0][0]  # greedy took the best
+
+
+def test_a_constrained_answer_is_a_score_token_with_the_exact_unconstrained_mass(backend):
+    import torch
+
+    from curate.backends.base import score_token_ids
+    from curate.parse import score_distribution
+
+    sampling = SamplingConfig(max_tokens=1, top_logprobs=3, constrain_score=True)
+    completions = list(backend.generate(REQUESTS, sampling))
+    scores = set(score_token_ids(backend.tokenizer))
+    assert scores and all(backend.tokenizer.decode([i]).strip() in "12345" for i in scores)
+    for completion in completions:
+        ((token, alternatives),) = completion.logprobs
+        assert token.strip() in list("12345") and completion.text == token  # a random model, yet a score
+        with torch.inference_mode():
+            ids = backend.prompt_ids(next(r for r in REQUESTS if r.item_id == completion.item_id).messages)
+            logprobs = torch.log_softmax(backend.model(input_ids=torch.tensor([ids])).logits[0, -1], -1)
+        assert score_distribution(alternatives).mass == pytest.approx(logprobs[sorted(scores)].exp().sum().item(),
+                                                                      rel=1e-3)
+        assert score_distribution(alternatives).mass < 0.5  # random weights put little on five tokens
 
 
 def test_reusing_the_shared_prefix_changes_nothing(random_model):
@@ -111,8 +136,8 @@ def test_reusing_the_shared_prefix_changes_nothing(random_model):
              for c in TransformersBackend(config, reuse_prefix=False).generate(requests, sampling)}
     assert {k: c.text for k, c in reused.items()} == {k: c.text for k, c in plain.items()}
     for key, completion in reused.items():
-        assert [lp for _, lp in completion.top_logprobs] == pytest.approx(
-            [lp for _, lp in plain[key].top_logprobs], abs=1e-4)
+        assert [lp for _, alternatives in completion.logprobs for _, lp in alternatives] == pytest.approx(
+            [lp for _, alternatives in plain[key].logprobs for _, lp in alternatives], abs=1e-4)
 
 
 def test_a_failure_midway_through_a_batch_answers_each_sample_once(tmp_path, random_model, monkeypatch):
@@ -188,7 +213,7 @@ def test_sampled_logprob_scores_are_what_each_sample_drew(judge, sample_rows):
     spread = set()
     for completion in judge.generate(requests, sampling):
         parsed = parse_completion(PARSERS["score_only"], completion.text, completion.finish_reason,
-                                  completion.error, completion.top_logprobs, sampled=True)
+                                  completion.error, completion.logprobs[0].alternatives, sampled=True)
         drawn = completion.text.strip()
         if len(drawn) == 1 and drawn in "12345":
             assert (parsed.status, parsed.score, parsed.method) == (Status.OK, int(drawn), "decoded")
@@ -376,3 +401,11 @@ def test_temperature_zero_is_the_argmax():
     from curate.backends.sampling import next_tokens
 
     assert next_tokens(torch.tensor([[0.1, 3.0, -1.0], [2.0, 0.0, 1.9]]), 0.0, 1.0, None).tolist() == [1, 0]
+
+
+def test_a_prefilled_answer_is_continued_not_restarted(backend):
+    messages = (*REQUESTS[0].messages, {"role": "assistant", "content": "Score: "})
+    text = backend.tokenizer.decode(backend.prompt_ids(messages))
+    assert text.endswith("<|im_start|>assistant\nScore: ") and text.count("<|im_start|>assistant") == 1
+    assert backend.prompt_ids(messages)[:len(backend.prompt_ids(REQUESTS[0].messages))] == \
+        backend.prompt_ids(REQUESTS[0].messages)  # the same conversation, with the answer begun

@@ -4,7 +4,9 @@ build, so it cannot run here). The stand-in module below mirrors the documented 
 sampling_params: list[SamplingParams], use_tqdm)` → `list[RequestOutput]` in input order, where
 `RequestOutput.prompt_token_ids` and `.outputs: list[CompletionOutput(index, text, token_ids,
 finish_reason, logprobs)]`, `logprobs` being per generated position `{token_id: Logprob(logprob, rank,
-decoded_token)}`; `SamplingParams(n, temperature, top_p, max_tokens, seed, logprobs)` as keywords;
+decoded_token)}` (always holding the token generated there); `LLM.chat(..., add_generation_prompt,
+continue_final_message)`; `SamplingParams(n, temperature, top_p, max_tokens, seed, logprobs, allowed_token_ids)`
+as keywords;
 `LLM.get_tokenizer()` → the model's Hugging Face tokenizer; `LLM.llm_engine.model_config.max_model_len`.
 Like vLLM, `LLM.chat` refuses the whole call when one prompt is longer than max_model_len."""
 
@@ -13,6 +15,7 @@ import sys
 import types
 from dataclasses import dataclass, field
 
+import polars as pl
 import pytest
 from conftest import write_jsonl
 from typer.testing import CliRunner
@@ -34,6 +37,7 @@ class SamplingParams:
     max_tokens: int | None = 16
     seed: int | None = None
     logprobs: int | None = None
+    allowed_token_ids: list[int] | None = None
 
 
 @dataclass
@@ -58,6 +62,9 @@ class RequestOutput:
     outputs: list[CompletionOutput]
 
 
+VOCABULARY = {**{i: f"w{i}" for i in range(100)}, 11: "1", 12: "2", 13: "3", 14: "4", 15: " 5", 16: "55", 99: "The"}
+
+
 class Tokenizer:
     """The part of a Hugging Face tokenizer used here; one token per word of the rendered prompt."""
 
@@ -68,6 +75,15 @@ class Tokenizer:
 
     def __call__(self, text, add_special_tokens=True):
         return {"input_ids": [1] * len(text.split())}
+
+    def __len__(self):
+        return len(VOCABULARY)
+
+    def convert_ids_to_tokens(self, ids):
+        return [VOCABULARY[i] for i in ids]
+
+    def batch_decode(self, sequences):
+        return ["".join(VOCABULARY[i] for i in ids) for ids in sequences]
 
 
 def prompt_ids(conversation) -> list[int]:
@@ -91,7 +107,9 @@ class LLM:
     def get_tokenizer(self):
         return Tokenizer()
 
-    def chat(self, messages, sampling_params=None, use_tqdm=True, **_):
+    def chat(self, messages, sampling_params=None, use_tqdm=True, add_generation_prompt=True,
+             continue_final_message=False, **_):
+        assert not (add_generation_prompt and continue_final_message)
         assert isinstance(messages, list) and all(isinstance(m, list) for m in messages)
         assert all(isinstance(m, dict) and {"role", "content"} <= m.keys() for conv in messages for m in conv)
         assert isinstance(sampling_params, list) and len(sampling_params) == len(messages)
@@ -101,19 +119,21 @@ class LLM:
                 raise ValueError(f"The decoder prompt (length {len(prompt_ids(conversation))}) is longer than the "
                                  f"maximum model length of {limit}.")
         self.calls.append((messages, sampling_params, use_tqdm))
+        self.continued = continue_final_message
         outputs = []
         for conversation, params in zip(messages, sampling_params, strict=True):
             score_value = params.seed % 5 + 1
             text, reason = (f"<score>{score_value}</score>", "stop") if params.seed % 7 else ("<score>", "length")
             if params.seed % 11 == 0:
                 reason = "abort"
-            logprobs = None
-            if params.logprobs:  # first position: "4" at 0.6, " 5" at 0.3, "The" at 0.1
-                logprobs = [{14: Logprob(math.log(0.6), 1, "4"), 15: Logprob(math.log(0.3), 2, " 5"),
-                             99: Logprob(math.log(0.1), 3, "The")}]
-                text, reason = "4", "length"
+            logprobs, token_ids = None, [1, 2, 3]
+            if params.logprobs:  # the model's own: "The" at 0.4, "4" at 0.35, " 5" at 0.25; constrained, "4"
+                token = 14 if params.allowed_token_ids else 99
+                logprobs = [{99: Logprob(math.log(0.4), 1, "The"), 14: Logprob(math.log(0.35), 2, "4"),
+                             15: Logprob(math.log(0.25), 3, " 5")}]
+                text, reason, token_ids = VOCABULARY[token], "length", [token]
             outputs.append(RequestOutput(prompt_token_ids=prompt_ids(conversation),
-                                         outputs=[CompletionOutput(0, text, [1, 2, 3], reason, logprobs)]))
+                                         outputs=[CompletionOutput(0, text, token_ids, reason, logprobs)]))
         return outputs
 
 
@@ -163,13 +183,29 @@ def test_logprob_scoring_reads_the_first_positions_alternatives(tmp_path, fake_v
                  max_tokens=1)
     backend = create_backend(cfg)
     result = score(cfg, backend=backend)
-    assert {p.logprobs for p in backend.llm.calls[0][1]} == {5}
+    assert {(p.logprobs, p.allowed_token_ids) for p in backend.llm.calls[0][1]} == {(5, None)}
     stored = curate.load_judgments(tmp_path / "run")
     judgments = stored.filter(stored["status"] != "error")
+    # The model answers "The", but with 0.6 of its probability on score tokens the distribution gives the score.
     assert set(judgments["score_method"]) == {"logprobs"} and set(judgments["score"]) == {4}
-    assert judgments["expected_score"].to_list() == pytest.approx([(0.6 * 4 + 0.3 * 5) / 0.9] * judgments.height)
-    assert judgments["score_mass"].to_list() == pytest.approx([0.9] * judgments.height)
+    assert judgments["expected_score"].to_list() == pytest.approx([(0.35 * 4 + 0.25 * 5) / 0.6] * judgments.height)
+    assert judgments["score_mass"].to_list() == pytest.approx([0.6] * judgments.height)
     assert result.summary["score_methods"]["logprobs"] == judgments.height
+
+
+def test_a_constrained_prefilled_run_sends_allowed_tokens_and_continues_the_answer(tmp_path, fake_vllm):
+    (tmp_path / "prefilled.jinja").write_text('{#-\nparser: score_only\nprefill: "Score: "\n-#}\n'
+                                              "{% block user %}{{ question }}{% endblock %}\n")
+    cfg = config(tmp_path, template=str(tmp_path / "prefilled.jinja"), samples=1, temperature=0.0, top_logprobs=5,
+                 max_tokens=1, constrain_score=True)
+    backend = create_backend(cfg)
+    result = score(cfg, backend=backend)
+    (messages, params, _), = backend.llm.calls
+    assert {tuple(p.allowed_token_ids) for p in params} == {(11, 12, 13, 14, 15)}  # not "55", not "The"
+    assert backend.llm.continued and all(m[-1] == {"role": "assistant", "content": "Score: "} for m in messages)
+    judgments = curate.load_judgments(tmp_path / "run").filter(pl.col("status") != "error")
+    assert set(judgments["score_method"]) == {"constrained"} and set(judgments["score"]) == {4}
+    assert result.summary["score_methods"]["constrained"] == judgments.height
 
 
 def test_requests_go_in_chunks(tmp_path, fake_vllm, monkeypatch):

@@ -122,7 +122,7 @@ def test_reparse_changes_statuses_without_calling_a_model(tmp_path):
     assert after["status_counts"]["ok"] == 120
     frame = curate.load_judgments(tmp_path / "run")
     assert frame["score"].to_list() == [s + 1 for s in frame["sample_idx"].to_list()]
-    assert set(frame["parser"]) == {"tagged_score@1"}
+    assert set(frame["parser"]) == {"tagged_score@2"}
     assert frame["raw_text"].to_list() == before["raw_text"].to_list()
 
 

@@ -15,6 +15,7 @@ from curate.parse import (  # noqa: I001
     Status,
     TaggedScoreParser,
     parse_completion,
+    score_alternatives,
 )
 
 TAGGED = PARSERS["tagged_score"]
@@ -47,7 +48,7 @@ def test_parsers_registry_names_and_types():
     assert isinstance(SCORE_ONLY, ScoreOnlyParser)
     for name, parser in PARSERS.items():
         assert parser.name == name
-        assert parser.version == 1
+    assert {name: parser.version for name, parser in PARSERS.items()} == {"score_only": 1, "tagged_score": 2}
 
 
 def test_status_values_and_failed_set():
@@ -377,9 +378,69 @@ def test_too_little_mass_on_scores_falls_back_to_the_decoded_text():
     assert "score tokens held 30%" in failed.detail
 
 
-def test_tagged_parser_ignores_logprobs():
-    parsed = parse_completion(TAGGED, "Two steps. <score>2</score>", "stop", top_logprobs=(("5", 0.0),))
-    assert (parsed.score, parsed.method, parsed.distribution) == (2, "decoded", None)
+def tokens_of(*pieces: str, at: str | None = None, alternatives=(("5", 0.0),)) -> list:
+    """Per-token (text, alternatives): `alternatives` at the piece equal to `at`, a marker elsewhere."""
+    return [(piece, alternatives if piece == at else (("elsewhere", 0.0),)) for piece in pieces]
+
+
+@pytest.mark.parametrize("parser, pieces, at", [
+    (SCORE_ONLY, ["3"], "3"),
+    (SCORE_ONLY, [" ", "\n", " 4", "."], " 4"),  # the first token the answer's first character is in
+    (SCORE_ONLY, ["<think>", "rate 2", "</think>", "\n", "5"], "5"),  # a thinking model, read after </think>
+    (TAGGED, ["Step 1", " then 2", ". <score>", "4", "</score>"], "4"),  # not the digits of the rationale
+    (TAGGED, ["<score>", "1", "</score>", " no, ", "<score>", " 3", "</score>", "\n"], " 3"),  # the final tag
+    (TAGGED, ["<think>", "<score>2</score>", "</think>", "ok <sco", "re>", "5</score>"], "5</score>"),  # pieces split the tag
+])
+def test_the_alternatives_read_are_those_where_the_score_digit_was_generated(parser, pieces, at):
+    assert score_alternatives(parser, tokens_of(*pieces, at=at)) == (("5", 0.0),)
+
+
+@pytest.mark.parametrize("parser, pieces", [
+    (SCORE_ONLY, []),
+    (SCORE_ONLY, [" ", "\n"]),
+    (SCORE_ONLY, ["<think>", "maybe 3"]),  # still thinking: there is no answer yet
+    (TAGGED, ["It needs two steps, so 2."]),
+    (TAGGED, ["<score>", "2", "</score>", " (I think)"]),  # text after the final tag breaks the format
+])
+def test_no_alternatives_where_the_answer_has_no_score_position(parser, pieces):
+    assert score_alternatives(parser, tokens_of(*pieces)) == ()
+
+
+def test_a_tagged_answer_is_scored_from_the_distribution_at_its_score_tag():
+    alternatives = (("4", math.log(0.6)), ("3", math.log(0.3)), ("x", math.log(0.1)))
+    parsed = parse_completion(TAGGED, "Two steps. <score>4</score>", "stop", top_logprobs=alternatives)
+    assert (parsed.status, parsed.score, parsed.method) == (Status.OK, 4, "logprobs")
+    assert parsed.distribution.expected == pytest.approx((4 * 0.6 + 3 * 0.3) / 0.9)
+
+
+# --------------------------------------------------------------------------------------------
+# constrained runs: the first answer token was restricted to the score tokens
+# --------------------------------------------------------------------------------------------
+
+LOW_MASS = (("To", math.log(0.9)), ("2", math.log(0.01)), ("4", math.log(0.03)))
+
+
+def test_a_constrained_greedy_answer_is_the_argmax_whatever_mass_the_scores_held():
+    parsed = parse_completion(SCORE_ONLY, "4", "length", top_logprobs=LOW_MASS, constrained=True)
+    assert (parsed.status, parsed.score, parsed.method) == (Status.OK, 4, "constrained")
+    assert parsed.distribution.mass == pytest.approx(0.04)
+    assert parsed.distribution.probs[1] == pytest.approx(0.25)
+
+
+def test_a_constrained_sample_scores_the_token_it_drew():
+    parsed = parse_completion(SCORE_ONLY, "2", "length", top_logprobs=LOW_MASS, sampled=True, constrained=True)
+    assert (parsed.status, parsed.score, parsed.method) == (Status.OK, 2, "constrained")
+
+
+def test_a_constrained_answer_without_score_tokens_among_the_alternatives_is_its_token():
+    parsed = parse_completion(SCORE_ONLY, "3", "length", top_logprobs=(("To", -0.1),), constrained=True)
+    assert (parsed.status, parsed.score, parsed.method, parsed.distribution) == (Status.OK, 3, "constrained", None)
+
+
+def test_a_backend_that_ignored_the_constraint_is_not_scored():
+    parsed = parse_completion(SCORE_ONLY, "To", "length", top_logprobs=(("To", -0.1),), constrained=True)
+    assert parsed.status is Status.TRUNCATED and parsed.score is None
+    assert "backend returned another" in parsed.detail
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,6 +478,6 @@ def test_sampling_changes_nothing_without_logprobs_or_for_errors():
     assert parse_completion(SCORE_ONLY, "4", "length", sampled=True).status is Status.TRUNCATED
     assert parse_completion(SCORE_ONLY, "4", "stop", sampled=True) == DECODED(4)
     tagged = parse_completion(TAGGED, "<score>2</score>", "stop", top_logprobs=SPREAD, sampled=True)
-    assert tagged == DECODED(2)
+    assert tagged == DECODED(2)._replace(distribution=score_distribution(SPREAD))  # what it drew, not the argmax 3
     failed = parse_completion(SCORE_ONLY, "", "", "HTTP 500", top_logprobs=SPREAD, sampled=True)
     assert failed == Parsed(Status.ERROR, None, "HTTP 500")

@@ -555,3 +555,26 @@ def test_an_include_chosen_while_rendering_is_refused(tmp_path):
                                           "{{ question }}{% endblock %}")
     with pytest.raises(TemplateError, match="chosen while rendering"):
         load_template("judge", tmp_path)
+
+
+def test_a_prefill_ends_the_messages_with_the_start_of_the_answer(tmp_path):
+    path = tmp_path / "prefilled.jinja"
+    path.write_text('{#-\nparser: score_only\nprefill: "The reasoning intensity is "\n-#}\n'
+                    "{% block system %}Rate it.{% endblock %}{% block user %}{{ question }}{% endblock %}\n")
+    template = load_template(str(path))
+    assert template.prefill == "The reasoning intensity is "  # the trailing space kept: it decides the next token
+    assert template.render({"id": "q", "question": "2 + 2?"}) == [
+        {"role": "system", "content": "Rate it."}, {"role": "user", "content": "2 + 2?"},
+        {"role": "assistant", "content": "The reasoning intensity is "}]
+    unprefilled = tmp_path / "plain.jinja"
+    unprefilled.write_text(path.read_text().replace('prefill: "The reasoning intensity is "\n', ""))
+    assert load_template(str(unprefilled)).identity != template.identity
+    assert [m["role"] for m in load_template(str(unprefilled)).render({"id": "q", "question": "x"})] == ["system", "user"]
+
+
+@pytest.mark.parametrize("value", ['" "', "[a]", "3"])
+def test_a_prefill_must_be_some_text(tmp_path, value):
+    path = tmp_path / "bad.jinja"
+    path.write_text(f"{{#-\nparser: score_only\nprefill: {value}\n-#}}\n{{% block user %}}{{{{ question }}}}{{% endblock %}}\n")
+    with pytest.raises(TemplateError, match="prefill must be a string with some text"):
+        load_template(str(path))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from curate.backends.base import Backend, Completion, Request, model_fingerprint, resolve_model, sample_seed
+from curate.backends.base import (
+    Alternatives, Backend, Completion, Request, TokenLogprobs, model_fingerprint, resolve_model, sample_seed,
+)
 from curate.config import ScoreConfig
 from curate.errors import BackendError, ConfigError
 
@@ -49,5 +51,5 @@ def create_backend(config: ScoreConfig) -> Backend:
     return BACKENDS[config.backend](config)
 
 
-__all__ = ["BACKENDS", "SAMPLERS", "Backend", "Completion", "Request", "check_backend_name", "create_backend",
-           "model_fingerprint", "resolve_model", "sample_seed"]
+__all__ = ["BACKENDS", "SAMPLERS", "Alternatives", "Backend", "Completion", "Request", "TokenLogprobs",
+           "check_backend_name", "create_backend", "model_fingerprint", "resolve_model", "sample_seed"]

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from curate.config import BUNDLED_JUDGE, SamplingConfig
 from curate.errors import BackendError
+from curate.parse import SCORE_DIGITS
 
 T = TypeVar("T")
 FINGERPRINT_CONTENT_BYTES = 64 * 2**20
@@ -40,16 +41,27 @@ PACKAGED_MODELS = {SMOLLM2: PackagedModel(  # SmolLM2-135M-Instruct, Apache-2.0,
 
 
 class Request(NamedTuple):
-    """One item's chat messages and the sample indices still wanted for it."""
+    """One item's chat messages and the sample indices still wanted for it. Messages that end with an
+    assistant message are a prefill: the model continues that message rather than starting its own."""
 
     item_id: str
     sample_indices: tuple[int, ...]
     messages: tuple[dict[str, str], ...]
 
 
+Alternatives = tuple[tuple[str, float], ...]  # (token text, logprob), most likely first
+
+
+class TokenLogprobs(NamedTuple):
+    """One generated token's text and the top alternatives the model gave at its position."""
+
+    token: str
+    alternatives: Alternatives
+
+
 class Completion(NamedTuple):
     """One sample's outcome. `finish_reason` uses OpenAI's words: 'stop' or 'length'; '' on error.
-    `top_logprobs`: (token text, logprob) alternatives at the first generated token, when asked for."""
+    `logprobs`: per generated token, when top logprobs were asked for."""
 
     item_id: str
     sample_idx: int
@@ -58,7 +70,7 @@ class Completion(NamedTuple):
     prompt_tokens: int
     completion_tokens: int
     error: str = ""
-    top_logprobs: tuple[tuple[str, float], ...] = ()
+    logprobs: tuple[TokenLogprobs, ...] = ()
 
 
 class Backend(Protocol):
@@ -130,10 +142,30 @@ def load_error(what: str, name: str, path: str, exc: Exception) -> str:
     return f"cannot load {what} {name!r} with transformers: {' '.join(str(exc).split())}"
 
 
+def continues_answer(messages: Sequence[dict[str, str]]) -> bool:
+    """Whether the messages end with the start of the assistant's answer (a template's prefill)."""
+    return bool(messages) and messages[-1]["role"] == "assistant"
+
+
+def prompt_text(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+    """The chat prompt a model is given: a new assistant turn, or the prefilled one continued."""
+    prefilled = continues_answer(messages)
+    return tokenizer.apply_chat_template(list(messages), add_generation_prompt=not prefilled,
+                                         continue_final_message=prefilled, tokenize=False)
+
+
 def prompt_token_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
-    """The chat prompt a model is given, as token ids: the template renders the special tokens itself."""
-    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    """The chat prompt as token ids: the template renders the special tokens itself."""
+    return tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
+
+
+def score_token_ids(tokenizer: Any) -> list[int]:
+    """Every token that decodes to one score digit, with or without surrounding spaces ("3", " 3", "▁3")."""
+    digits = set(SCORE_DIGITS)
+    candidates = [i for i, piece in enumerate(tokenizer.convert_ids_to_tokens(range(len(tokenizer))))
+                  if piece is not None and digits & set(piece)]
+    decoded = tokenizer.batch_decode([[i] for i in candidates])
+    return [i for i, text in zip(candidates, decoded, strict=True) if text.strip() in digits]
 
 
 def context_exceeded(prompt_tokens: int, context: int, setting: str) -> str:

@@ -12,6 +12,12 @@ sample becomes an explicit error completion, and so does a request the server re
 400 such as a prompt longer than the model's context), with the server's own message. Authentication
 and unknown-model answers (401, 403, 404) stop the run instead: every request would fail the same way.
 How an answer's body is read, malformed ones included, is `curate.backends.openai_answer`.
+
+Two settings go beyond OpenAI's API, in vLLM's words (SGLang reads the same): a template's prefill is
+sent as a final assistant message with `continue_final_message`, and `constrain_score` as a
+structured-output choice of the five score digits. A server that ignores them answers unconstrained
+or in a new turn, which the strict parser then reports, never scores. `--endpoint completions`
+renders a prefill into the prompt itself and works with any server.
 """
 
 from __future__ import annotations
@@ -31,12 +37,15 @@ import aiohttp
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from curate.backends.base import Completion, Request, load_error, local_model, sample_seed
+from curate.backends.base import (
+    Completion, Request, continues_answer, load_error, local_model, prompt_text, sample_seed,
+)
 from curate.backends.openai_answer import (
     RequestFailed, RetryableError, completions, read_answer, retry_after_seconds, server_message,
 )
 from curate.config import SamplingConfig, ScoreConfig
 from curate.errors import BackendError
+from curate.parse import SCORE_DIGITS
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +105,14 @@ class OpenAIBackend:
                 body.update(logprobs=True, top_logprobs=sampling.top_logprobs)
             else:
                 body["logprobs"] = sampling.top_logprobs
-        if self.tokenizer is None:
-            body["messages"] = list(request.messages)
+        if sampling.constrain_score:  # vLLM's structured outputs; its logprobs stay those of the unconstrained model
+            body["structured_outputs"] = {"choice": list(SCORE_DIGITS)}
+        if self.tokenizer is not None:
+            body["prompt"] = prompt_text(self.tokenizer, request.messages)
         else:
-            body["prompt"] = self.tokenizer.apply_chat_template(list(request.messages), add_generation_prompt=True,
-                                                                tokenize=False)
+            body["messages"] = list(request.messages)
+            if continues_answer(request.messages):  # vLLM's and SGLang's way to continue a prefilled answer
+                body.update(continue_final_message=True, add_generation_prompt=False)
         return body
 
     def _jobs(self, request: Request, sampling: SamplingConfig) -> list[_Job]:

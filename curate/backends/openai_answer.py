@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from curate.backends.base import Completion
+from curate.backends.base import Completion, TokenLogprobs
 
 MAX_DETAIL_CHARS = 500
 # OpenAI's two words, and other servers' words for them (TGI ends with "eos_token" or "stop_sequence").
@@ -141,7 +141,7 @@ def _completion(item_id: str, idx: int, choice: Any, chat: bool, prompt_tokens: 
         if not isinstance(choice, dict):
             raise MalformedChoice(f"the choice is a JSON {_kind(choice)}, not an object")
         text = _text(choice, chat)
-        top_logprobs = _top_logprobs(choice.get("logprobs"), chat)
+        logprobs = _token_logprobs(choice.get("logprobs"), chat)
     except MalformedChoice as exc:
         return Completion(item_id, idx, "", "", prompt_tokens, completion_tokens, error=f"malformed answer: {exc}")
     reason = choice.get("finish_reason")
@@ -150,7 +150,7 @@ def _completion(item_id: str, idx: int, choice: Any, chat: bool, prompt_tokens: 
         why = ("the answer has no finish_reason, so a complete answer cannot be told from one cut at max_tokens"
                if reason is None else f"the server ended the answer with finish_reason {one_line(str(reason))!r}")
         return Completion(item_id, idx, text, "", prompt_tokens, completion_tokens, error=why)
-    return Completion(item_id, idx, text, finish_reason, prompt_tokens, completion_tokens, top_logprobs=top_logprobs)
+    return Completion(item_id, idx, text, finish_reason, prompt_tokens, completion_tokens, logprobs=logprobs)
 
 
 def _text(choice: dict[str, Any], chat: bool) -> str:
@@ -168,35 +168,46 @@ def _text(choice: dict[str, Any], chat: bool) -> str:
     return content
 
 
-def _top_logprobs(logprobs: Any, chat: bool) -> tuple[tuple[str, float], ...]:
-    """First token's alternatives: chat `logprobs.content[0].top_logprobs`, or completions'
-    `logprobs.top_logprobs[0]` ({token: logprob}). Servers that ignore logprobs (transformers serve)
-    send none."""
+def _token_logprobs(logprobs: Any, chat: bool) -> tuple[TokenLogprobs, ...]:
+    """Per generated token, its text and alternatives: chat's `logprobs.content[i]` ({token, top_logprobs:
+    [{token, logprob}]}), or completions' `logprobs.tokens[i]` with `logprobs.top_logprobs[i]` ({token: logprob}).
+    Servers that ignore logprobs (transformers serve) send none."""
     if logprobs is None:
         return ()
     _expect(logprobs, dict, "logprobs")
-    positions = logprobs.get("content" if chat else "top_logprobs")
-    if not positions:
-        return ()
-    where = "logprobs.content" if chat else "logprobs.top_logprobs"
-    _expect(positions, list, where)
-    first = positions[0]
     if chat:
-        _expect(first, dict, f"{where}[0]")
-        alternatives = first.get("top_logprobs") or []
-        _expect(alternatives, list, f"{where}[0].top_logprobs")
-        for entry in alternatives:
-            _expect(entry, dict, f"{where}[0].top_logprobs[…]")
-        pairs = [(entry.get("token"), entry.get("logprob")) for entry in alternatives]
+        positions = logprobs.get("content") or []
+        _expect(positions, list, "logprobs.content")
+        for i, position in enumerate(positions):
+            _expect(position, dict, f"logprobs.content[{i}]")
+        tokens = [position.get("token") for position in positions]
+        alternatives = [position.get("top_logprobs") or [] for position in positions]
+        for i, entries in enumerate(alternatives):
+            _expect(entries, list, f"logprobs.content[{i}].top_logprobs")
+            for entry in entries:
+                _expect(entry, dict, f"logprobs.content[{i}].top_logprobs[…]")
+        pairs = [[(entry.get("token"), entry.get("logprob")) for entry in entries] for entries in alternatives]
+        where = "logprobs.content"
     else:
-        first = first or {}
-        _expect(first, dict, f"{where}[0]")
-        pairs = list(first.items())
-    for token, logprob in pairs:
-        if not isinstance(token, str) or isinstance(logprob, bool) or not isinstance(logprob, int | float):
-            raise MalformedChoice(f"{where} holds {one_line(json.dumps([token, logprob]))[:80]}, not a token and "
-                                  "its logprob")
-    return tuple((token, float(logprob)) for token, logprob in pairs)
+        tokens, alternatives = logprobs.get("tokens") or [], logprobs.get("top_logprobs") or []
+        _expect(tokens, list, "logprobs.tokens")
+        _expect(alternatives, list, "logprobs.top_logprobs")
+        if len(alternatives) != len(tokens):
+            raise MalformedChoice(f"logprobs has {len(tokens)} tokens but {len(alternatives)} top_logprobs entries")
+        for i, entries in enumerate(alternatives):
+            _expect(entries or {}, dict, f"logprobs.top_logprobs[{i}]")
+        pairs = [list((entries or {}).items()) for entries in alternatives]
+        where = "logprobs.top_logprobs"
+    for i, token in enumerate(tokens):
+        if not isinstance(token, str):
+            raise MalformedChoice(f"{where}[{i}] has token {one_line(json.dumps(token))[:40]}, not a string")
+    for position in pairs:
+        for token, logprob in position:
+            if not isinstance(token, str) or isinstance(logprob, bool) or not isinstance(logprob, int | float):
+                raise MalformedChoice(f"{where} holds {one_line(json.dumps([token, logprob]))[:80]}, not a token "
+                                      "and its logprob")
+    return tuple(TokenLogprobs(token, tuple((t, float(lp)) for t, lp in position))
+                 for token, position in zip(tokens, pairs, strict=True))
 
 
 def _expect(value: Any, kind: type, where: str) -> None:

@@ -34,7 +34,8 @@ from typing import NamedTuple
 import torch
 
 from curate.backends.base import (
-    Completion, Request, context_exceeded, gguf_file, load_error, local_model, prompt_token_ids, sample_seed,
+    Completion, Request, TokenLogprobs, context_exceeded, gguf_file, load_error, local_model, prompt_token_ids,
+    sample_seed, score_token_ids,
 )
 from curate.backends.sampling import next_tokens, uniforms
 from curate.config import SamplingConfig, ScoreConfig
@@ -56,7 +57,7 @@ class Decoded(NamedTuple):
 
     tokens: list[list[int]]
     stopped: list[bool]
-    top_logprobs: list[tuple[tuple[str, float], ...]]
+    logprobs: list[tuple[TokenLogprobs, ...]]
 
 
 def _device(name: str) -> torch.device:
@@ -98,6 +99,7 @@ class TransformersBackend:
         self.sort_by_length, self.reuse_prefix = sort_by_length, reuse_prefix
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (token ids, their KV cache)
         self._token_texts: dict[int, str] = {}  # token id → its text, for top logprobs: the same few ids recur
+        self._score_tensor: torch.Tensor | None = None  # ids of the score tokens, found once when first needed
         self.model_id = config.model
         path = local_model(config.model)
         self.device = _device(config.device)
@@ -208,15 +210,15 @@ class TransformersBackend:
             yield Completion(item_id, idx, "", "", len(ids), 0, error=failure)
 
     def _completions(self, batch: list[Row], decoded: Decoded) -> Iterator[Completion]:
-        for (item_id, idx, ids), tokens, stopped, alternatives in zip(
-                batch, decoded.tokens, decoded.stopped, decoded.top_logprobs, strict=True):
+        for (item_id, idx, ids), tokens, stopped, logprobs in zip(
+                batch, decoded.tokens, decoded.stopped, decoded.logprobs, strict=True):
             try:
                 text = self.tokenizer.decode(tokens[:-1] if stopped else tokens, skip_special_tokens=True)
             except (RuntimeError, ValueError) as exc:  # this row's answer is lost, not its batch's
                 yield Completion(item_id, idx, "", "", len(ids), 0, error=f"{type(exc).__name__}: {exc}")
                 continue
             yield Completion(item_id=item_id, sample_idx=idx, text=text, finish_reason="stop" if stopped else "length",
-                             prompt_tokens=len(ids), completion_tokens=len(tokens), top_logprobs=alternatives)
+                             prompt_tokens=len(ids), completion_tokens=len(tokens), logprobs=logprobs)
 
     def _shared_prefix(self, rows: list[Row]) -> int:
         """Length of the token prefix all rows share, leaving each row at least one token of its own."""
@@ -256,18 +258,31 @@ class TransformersBackend:
         cache = self._prefix_cache(tuple(batch[0][2][:shared]), rows) if shared else None
         output = self.model(input_ids=input_ids, attention_mask=mask[:, :shared + width], position_ids=positions,
                             use_cache=True, **{self.cache_keyword: cache}, **self.last_logits_only)
-        alternatives = self._top_logprobs(output.logits[:, -1, :], sampling.top_logprobs)
         draws = (uniforms([sample_seed(sampling.seed, item_id, idx) for item_id, idx, _ in batch], steps)
                  .to(self.device) if sampling.temperature > 0 else None)
+        k = sampling.top_logprobs
+        top_ids = torch.zeros((rows, steps, k), dtype=torch.long, device=self.device)
+        top_values = torch.zeros((rows, steps, k), dtype=torch.float32, device=self.device)
         limit = torch.tensor(limits, device=self.device)
         generated = torch.full((rows, steps), self.pad_id, dtype=torch.long, device=self.device)
         lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
         stopped = torch.zeros(rows, dtype=torch.bool, device=self.device)
         finished = torch.zeros(rows, dtype=torch.bool, device=self.device)  # stopped, or at its limit
         position = positions[:, -1:]
+        score_logprobs = None
         for step in range(steps):
+            logits = output.logits[:, -1, :]
+            if k:
+                log_mass = torch.logsumexp(logits.float(), dim=-1, keepdim=True)
+                values, top_ids[:, step] = logits.topk(k, dim=-1)  # log_softmax's top k, without all of it
+                top_values[:, step] = values.float() - log_mass
+            if step == 0 and sampling.constrain_score:
+                score_ids = self._score_ids()
+                score_logprobs = logits[:, score_ids].float() - log_mass  # exact, unconstrained: the mass to report
+                logits = torch.full_like(logits, torch.finfo(logits.dtype).min).index_copy(
+                    -1, score_ids, logits[:, score_ids])
             running = ~finished
-            tokens = next_tokens(output.logits[:, -1, :], sampling.temperature, sampling.top_p,
+            tokens = next_tokens(logits, sampling.temperature, sampling.top_p,
                                  None if draws is None else draws[:, step])
             tokens = tokens.masked_fill(finished, self.pad_id)
             generated[:, step] = tokens
@@ -282,18 +297,35 @@ class TransformersBackend:
                                 position_ids=position, use_cache=True,
                                 **{self.cache_keyword: output[self.cache_keyword]})
         answers = [row[:length] for row, length in zip(generated.tolist(), lengths.tolist(), strict=True)]
-        return Decoded(answers, stopped.tolist(), alternatives)
+        stops = stopped.tolist()
+        if not k:
+            return Decoded(answers, stops, [()] * rows)
+        ids, values = top_ids.tolist(), top_values.tolist()
+        if score_logprobs is not None:  # the score tokens' exact logprobs join the first position's top k
+            extra = self._score_ids().tolist()
+            for row, row_values in enumerate(score_logprobs.tolist()):
+                known = set(ids[row][0])
+                ids[row][0] = ids[row][0] + [i for i in extra if i not in known]
+                values[row][0] = values[row][0] + [v for i, v in zip(extra, row_values, strict=True) if i not in known]
+        return Decoded(answers, stops, [self._token_logprobs(tokens[:len(tokens) - stop], ids[row], values[row])
+                                        for row, (tokens, stop) in enumerate(zip(answers, stops, strict=True))])
 
-    def _top_logprobs(self, logits: torch.Tensor, k: int) -> list[tuple[tuple[str, float], ...]]:
-        """Per row, the k most likely first tokens as (text, logprob); empty tuples when k == 0."""
-        if k == 0:
-            return [()] * logits.shape[0]
-        values, ids = logits.topk(k, dim=-1)  # log_softmax's top k, without writing out the whole vocabulary's
-        values = values.float() - torch.logsumexp(logits.float(), dim=-1, keepdim=True)
-        unseen = sorted(set(ids.flatten().tolist()) - self._token_texts.keys())
+    def _token_logprobs(self, tokens: list[int], ids: list[list[int]], values: list[list[float]]
+                        ) -> tuple[TokenLogprobs, ...]:
+        """Per generated token (a stop token left out, as from the text): its text and its position's top k."""
+        self._learn_texts({*tokens, *(i for position in ids[:len(tokens)] for i in position)})
+        return tuple(TokenLogprobs(self._token_texts[token], tuple(
+            (self._token_texts[i], v) for i, v in zip(ids[step], values[step], strict=True)))
+            for step, token in enumerate(tokens))
+
+    def _learn_texts(self, token_ids: set[int]) -> None:
+        unseen = sorted(token_ids - self._token_texts.keys())
         self._token_texts.update(zip(unseen, self.tokenizer.batch_decode([[i] for i in unseen]), strict=True))
-        return [tuple((self._token_texts[i], v) for i, v in zip(row_ids, row_values, strict=True))
-                for row_ids, row_values in zip(ids.tolist(), values.tolist(), strict=True)]
+
+    def _score_ids(self) -> torch.Tensor:
+        if self._score_tensor is None:
+            self._score_tensor = torch.tensor(score_token_ids(self.tokenizer), device=self.device)
+        return self._score_tensor
 
     def close(self) -> None:
         del self.model

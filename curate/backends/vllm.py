@@ -9,7 +9,7 @@ is measured first and one that leaves no room to answer becomes an error row ins
 fits may still run into the end of the context while answering: vLLM then stops it with 'length'.
 
 vLLM has no CPU wheel on PyPI, so this adapter is imported only when chosen and is covered by a
-contract test against vLLM's documented API (`LLM.chat`, `LLM.get_tokenizer`,
+contract test against vLLM's documented API (`LLM.chat` with `continue_final_message`, `LLM.get_tokenizer`,
 `LLM.llm_engine.model_config.max_model_len`, `SamplingParams`, `RequestOutput`, `CompletionOutput`);
 see the README for what was and was not run on a GPU.
 """
@@ -21,7 +21,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from curate.backends.base import (
-    Completion, Request, chunked, context_exceeded, local_model, prompt_token_ids, sample_seed,
+    Completion, Request, TokenLogprobs, chunked, context_exceeded, continues_answer, local_model, prompt_token_ids,
+    sample_seed, score_token_ids,
 )
 from curate.config import SamplingConfig, ScoreConfig
 from curate.errors import BackendError
@@ -49,12 +50,14 @@ class VLLMBackend:
                             **engine_args)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
+        # vLLM's logprobs are the model's own, before allowed_token_ids applies: the mass it reports is honest.
+        self.score_ids = score_token_ids(self.tokenizer) if config.sampling.constrain_score else None
         log.info("vLLM backend: %s with %s", config.model, engine_args)
 
     def _params(self, sampling: SamplingConfig, item_id: str, idx: int) -> Any:
         return self._sampling_params(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
                                      max_tokens=sampling.max_tokens, seed=sample_seed(sampling.seed, item_id, idx),
-                                     logprobs=sampling.top_logprobs or None)
+                                     logprobs=sampling.top_logprobs or None, allowed_token_ids=self.score_ids)
 
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
         too_long: list[Completion] = []
@@ -72,8 +75,10 @@ class VLLMBackend:
         for chunk in chunked(fitting(), CHUNK_REQUESTS):
             yield from too_long
             too_long.clear()
+            prefilled = continues_answer(chunk[0][0].messages)  # one template: every request or none
             outputs = self.llm.chat([list(r.messages) for r, _ in chunk],
-                                    [self._params(sampling, r.item_id, idx) for r, idx in chunk], use_tqdm=False)
+                                    [self._params(sampling, r.item_id, idx) for r, idx in chunk], use_tqdm=False,
+                                    add_generation_prompt=not prefilled, continue_final_message=prefilled)
             for (request, idx), output in zip(chunk, outputs, strict=True):
                 yield _completion(request.item_id, idx, output)
         yield from too_long
@@ -88,8 +93,11 @@ def _completion(item_id: str, idx: int, output: Any) -> Completion:
     if choice.finish_reason not in ("stop", "length"):  # e.g. "abort": the engine dropped it
         return Completion(item_id, idx, choice.text, "", prompt_tokens, len(choice.token_ids),
                           error=f"vLLM finished the request with {choice.finish_reason!r}")
-    # CompletionOutput.logprobs: per generated position, {token_id: Logprob(logprob, rank, decoded_token)}
-    first = choice.logprobs[0] if choice.logprobs else {}
-    alternatives = tuple((entry.decoded_token or "", entry.logprob) for entry in first.values())
+    # CompletionOutput.logprobs: per generated position, {token_id: Logprob(logprob, rank, decoded_token)},
+    # which always holds the token generated there.
+    logprobs = tuple(
+        TokenLogprobs(position[token].decoded_token or "",
+                      tuple((entry.decoded_token or "", entry.logprob) for entry in position.values()))
+        for token, position in zip(choice.token_ids, choice.logprobs or (), strict=False))
     return Completion(item_id, idx, choice.text, choice.finish_reason, prompt_tokens, len(choice.token_ids),
-                      top_logprobs=alternatives)
+                      logprobs=logprobs)

@@ -54,6 +54,7 @@ def score(
     max_tokens: Annotated[int | None, option("max_tokens", "--max-tokens")] = None,
     seed: Annotated[int | None, option("seed", "--seed")] = None,
     top_logprobs: Annotated[int | None, option("top_logprobs", "--top-logprobs")] = None,
+    constrain_score: Annotated[bool | None, option("constrain_score", "--constrain-score")] = None,
     out_dir: Annotated[str | None, typer.Option("--out", help=HELP["out"] + " Default: runs/DATA__TEMPLATE__MODEL.",
                                                 show_default=False)] = None,
     engine_arg: Annotated[list[str] | None, typer.Option(

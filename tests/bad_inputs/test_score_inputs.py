@@ -8,8 +8,8 @@ from conftest import assert_one_line_error, invoke, write_jsonl
 SAMPLE = ["bundled:math-sample", "--limit", "2"]
 
 
-def job_file(tmp_path, text: str):
-    path = tmp_path / "job.yaml"
+def job_file(tmp_path, text: str, name: str = "job.yaml"):
+    path = tmp_path / name
     path.write_text(text)
     return path
 
@@ -38,6 +38,20 @@ CASES = {
         lambda tmp: ["score", "--config", job_file(tmp, "source: bundled:math-sample\nmax_batch_tokens: lots\n"),
                      "--out", tmp / "run"],
         "setting 'max_batch_tokens' must be an integer, got 'lots'"),
+    "--constrain-score without --max-tokens 1": (
+        lambda tmp: ["score", *SAMPLE, "--out", tmp / "run", "--constrain-score", "--top-logprobs", "5"],
+        "set --max-tokens 1 and --top-logprobs (e.g. 20); got max_tokens=512, top_logprobs=5"),
+    "--constrain-score without --top-logprobs": (
+        lambda tmp: ["score", *SAMPLE, "--out", tmp / "run", "--constrain-score", "--max-tokens", "1"],
+        "got max_tokens=1, top_logprobs=0"),
+    "--constrain-score with a rationale template": (
+        lambda tmp: ["score", *SAMPLE, "--out", tmp / "run", "--constrain-score", "--max-tokens", "1",
+                     "--top-logprobs", "5", "--template", "difficulty/intensity"],
+        "template 'difficulty/intensity' (parser tagged_score) answers with more than a score"),
+    "a template whose prefill is not text": (
+        lambda tmp: ["score", *SAMPLE, "--out", tmp / "run", "--template", job_file(
+            tmp, "{#-\nparser: score_only\nprefill: 3\n-#}\n{% block user %}{{ question }}{% endblock %}", "t.jinja")],
+        "template '" + "{tmp}/t.jinja': prefill must be a string with some text, got 3"),
     "reparse: not a run directory": (lambda tmp: ["reparse", tmp], "is not a run directory"),
     "reparse: unknown parser": (lambda tmp: ["reparse", tmp / "run", "--parser", "nope"], "unknown parser 'nope'"),
 }
@@ -48,7 +62,8 @@ def test_one_line(tmp_path, case):
     args, expected = CASES[case]
     if case.startswith("reparse: unknown"):
         assert invoke("score", *SAMPLE, "--out", tmp_path / "run").exit_code == 0
-    assert_one_line_error(invoke(*args(tmp_path)), expected)
+    assert_one_line_error(invoke(*args(tmp_path)), expected.format(tmp=tmp_path))
+    assert not (tmp_path / "run" / "judgments.sqlite").exists() or case.startswith("reparse")
 
 
 def test_out_on_a_read_only_filesystem(tmp_path, make_readonly):
