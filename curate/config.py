@@ -20,57 +20,57 @@ BUNDLED_JUDGE = "bundled:tiny-judge"
 DEFAULT_TEMPLATE = "difficulty/intensity_score_only"
 
 
-def _help(text: str, **kwargs: Any) -> Any:
+def described(text: str, **kwargs: Any) -> Any:
     return field(metadata={"help": text}, **kwargs)
 
 
-def _check(condition: bool, message: str) -> None:
+def check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = _help("Input: .jsonl/.parquet/.csv file, datasets save_to_disk dir, Hub id, or bundled:NAME.")
-    split: str = _help("Split to read from a DatasetDict or Hub dataset.", default="train")
-    question_field: str = _help("Input field holding the problem text.", default="question")
-    id_field: str | None = _help("Input field holding a unique id; rows without one get a content hash.",
+    source: str = described("Input: .jsonl/.parquet/.csv file, datasets save_to_disk dir, Hub id, or bundled:NAME.")
+    split: str = described("Split to read from a DatasetDict or Hub dataset.", default="train")
+    question_field: str = described("Input field holding the problem text.", default="question")
+    id_field: str | None = described("Input field holding a unique id; rows without one get a content hash.",
                                  default=None)
-    reference_field: str | None = _help("Input field holding the reference answer ('answer' if present).",
+    reference_field: str | None = described("Input field holding the reference answer ('answer' if present).",
                                         default=None)
-    choices_field: str | None = _help(
+    choices_field: str | None = described(
         "Input field holding the answer options ('choices' if present): a list of strings or of {label, text} "
         "objects (also key/letter/aoVal/id and content/value/option, each optionally wrapped in a one-element list "
         "as in TAL), a {label: text} object, or comma-separated columns, one per option (A,B,C,D or "
         "opa,opb,opc,opd).", default=None)
-    domain_field: str | None = _help("Input field holding the domain or subject ('domain' if present).",
+    domain_field: str | None = described("Input field holding the domain or subject ('domain' if present).",
                                      default=None)
-    on_bad_rows: Literal["error", "quarantine"] = _help(
+    on_bad_rows: Literal["error", "quarantine"] = described(
         "'error' stops on bad rows, naming them; 'quarantine' writes them with reasons to quarantine.jsonl.",
         default="error")
-    limit: int | None = _help("Score only the first N valid items.", default=None)
+    limit: int | None = described("Score only the first N valid items.", default=None)
 
     def __post_init__(self) -> None:
-        _check(bool(self.source), "data source is empty")
-        _check(self.on_bad_rows in ("error", "quarantine"),
+        check(bool(self.source), "data source is empty")
+        check(self.on_bad_rows in ("error", "quarantine"),
                f"on_bad_rows must be 'error' or 'quarantine', got {self.on_bad_rows!r}")
-        _check(self.limit is None or self.limit > 0, f"limit must be positive, got {self.limit}")
+        check(self.limit is None or self.limit > 0, f"limit must be positive, got {self.limit}")
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    samples: int = _help("Judgments per item (sample indices 0..samples-1).", default=1)
-    temperature: float = _help("Sampling temperature; 0 is greedy.", default=0.0)
-    top_p: float = _help("Nucleus sampling mass.", default=1.0)
-    max_tokens: int = _help("Most tokens a judgment may generate; longer ones are stored as truncated.",
+    samples: int = described("Judgments per item (sample indices 0..samples-1).", default=1)
+    temperature: float = described("Sampling temperature; 0 is greedy.", default=0.0)
+    top_p: float = described("Nucleus sampling mass.", default=1.0)
+    max_tokens: int = described("Most tokens a judgment may generate; longer ones are stored as truncated.",
                             default=512)
-    seed: int = _help("Base seed; each (item, sample) draws from its own seed derived from it.", default=0)
-    top_logprobs: int = _help(
+    seed: int = described("Base seed; each (item, sample) draws from its own seed derived from it.", default=0)
+    top_logprobs: int = described(
         "Top logprobs returned per generated token, for logprob scoring: the distribution over the scores "
         "1..5 is read where the score digit was generated (the first answer token of a score-only template, "
         "the inside of a tagged one's final <score> tag, after any </think>). With a score-only template and "
         "--max-tokens 1 a judgment costs one forward pass. 0: off.", default=0)
-    constrain_score: bool = _help(
+    constrain_score: bool = described(
         "Allow only the score tokens 1..5 as the first answer token (transformers: an allowed-token mask; vllm: "
         "allowed_token_ids; openai: structured_outputs choice, which vLLM-served endpoints honour), so that a "
         "chat model that would start with a word still gives a score; score_mass records how much probability "
@@ -78,16 +78,16 @@ class SamplingConfig:
         "--top-logprobs.", default=False)
 
     def __post_init__(self) -> None:
-        _check(self.samples >= 1, f"samples must be >= 1, got {self.samples}")
-        _check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
-        _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
-        _check(self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}")
-        _check(0 <= self.top_logprobs <= 20, f"top_logprobs must be in 0..20, got {self.top_logprobs}")
-        _check(not self.constrain_score or (self.max_tokens == 1 and self.top_logprobs > 0),
+        check(self.samples >= 1, f"samples must be >= 1, got {self.samples}")
+        check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        check(self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}")
+        check(0 <= self.top_logprobs <= 20, f"top_logprobs must be in 0..20, got {self.top_logprobs}")
+        check(not self.constrain_score or (self.max_tokens == 1 and self.top_logprobs > 0),
                "constrain_score answers with the one constrained token and reads its distribution from the top "
                f"logprobs: set --max-tokens 1 and --top-logprobs (e.g. 20); got max_tokens={self.max_tokens}, "
                f"top_logprobs={self.top_logprobs}")
-        _check(self.samples == 1 or self.temperature > 0,
+        check(self.samples == 1 or self.temperature > 0,
                f"samples={self.samples} with temperature 0 gives {self.samples} identical greedy judgments; "
                "set a temperature > 0 (e.g. --temperature 1.0) or use --samples 1")
 
@@ -97,77 +97,77 @@ class EndpointConfig:
     """How to reach an OpenAI-compatible server (backend 'openai'). The API key is read from the
     environment variable named here at request time and never stored anywhere."""
 
-    base_url: str | None = _help("Server URL ending in /v1 (default: $OPENAI_BASE_URL).", default=None)
-    api_key_env: str = _help("Environment variable holding the API key (may be unset for local servers).",
+    base_url: str | None = described("Server URL ending in /v1 (default: $OPENAI_BASE_URL).", default=None)
+    api_key_env: str = described("Environment variable holding the API key (may be unset for local servers).",
                              default="OPENAI_API_KEY")
-    endpoint: Literal["chat", "completions"] = _help(
+    endpoint: Literal["chat", "completions"] = described(
         "'chat' sends messages; 'completions' sends the prompt rendered with --tokenizer's chat template.",
         default="chat")
-    tokenizer: str | None = _help("Tokenizer whose chat template renders prompts for --endpoint completions.",
+    tokenizer: str | None = described("Tokenizer whose chat template renders prompts for --endpoint completions.",
                                   default=None)
-    max_in_flight: int = _help("Most requests open at once.", default=64)
-    requests_per_minute: int | None = _help("Client-side request rate limit.", default=None)
-    tokens_per_minute: int | None = _help("Client-side token rate limit (prompt estimate + max_tokens).",
+    max_in_flight: int = described("Most requests open at once.", default=64)
+    requests_per_minute: int | None = described("Client-side request rate limit.", default=None)
+    tokens_per_minute: int | None = described("Client-side token rate limit (prompt estimate + max_tokens).",
                                           default=None)
-    request_timeout: float = _help("Seconds before a request is abandoned and retried.", default=120.0)
-    max_retries: int = _help("Retries after 429, 5xx, timeouts and dropped connections; then an error row.",
+    request_timeout: float = described("Seconds before a request is abandoned and retried.", default=120.0)
+    max_retries: int = described("Retries after 429, 5xx, timeouts and dropped connections; then an error row.",
                              default=5)
-    use_n: bool = _help("Ask for an item's samples in one request with `n`; a server that returns fewer "
+    use_n: bool = described("Ask for an item's samples in one request with `n`; a server that returns fewer "
                         "choices gets the rest as separate seeded requests.", default=False)
 
     def __post_init__(self) -> None:
-        _check(self.endpoint in ("chat", "completions"), f"endpoint must be 'chat' or 'completions', got "
+        check(self.endpoint in ("chat", "completions"), f"endpoint must be 'chat' or 'completions', got "
                                                           f"{self.endpoint!r}")
-        _check(self.endpoint == "chat" or self.tokenizer is not None,
+        check(self.endpoint == "chat" or self.tokenizer is not None,
                "--endpoint completions needs --tokenizer (its chat template renders the prompt)")
-        _check(self.max_in_flight >= 1, f"max_in_flight must be >= 1, got {self.max_in_flight}")
-        _check(self.request_timeout > 0, f"request_timeout must be > 0, got {self.request_timeout}")
-        _check(self.max_retries >= 0, f"max_retries must be >= 0, got {self.max_retries}")
+        check(self.max_in_flight >= 1, f"max_in_flight must be >= 1, got {self.max_in_flight}")
+        check(self.request_timeout > 0, f"request_timeout must be > 0, got {self.request_timeout}")
+        check(self.max_retries >= 0, f"max_retries must be >= 0, got {self.max_retries}")
         for name in ("requests_per_minute", "tokens_per_minute"):
             value = getattr(self, name)
-            _check(value is None or value > 0, f"{name} must be positive, got {value}")
+            check(value is None or value > 0, f"{name} must be positive, got {value}")
 
 
 @dataclass(frozen=True)
 class ScoreConfig:
     data: DataConfig
-    out: str = _help("Run directory: manifest, judgments store, aggregates.")
-    template: str = _help("Judge template name (e.g. difficulty/intensity) or path to a .jinja file.",
+    out: str = described("Run directory: manifest, judgments store, aggregates.")
+    template: str = described("Judge template name (e.g. difficulty/intensity) or path to a .jinja file.",
                           default=DEFAULT_TEMPLATE)
-    template_dir: str | None = _help("Extra directory searched for templates before the bundled ones.",
+    template_dir: str | None = described("Extra directory searched for templates before the bundled ones.",
                                      default=None)
-    model: str = _help("Judge model: local path or Hub id; default is the bundled tiny judge.",
+    model: str = described("Judge model: local path or Hub id; default is the bundled tiny judge.",
                        default=BUNDLED_JUDGE)
-    backend: str = _help("Backend name (see curate.backends.BACKENDS).", default="transformers")
+    backend: str = described("Backend name (see curate.backends.BACKENDS).", default="transformers")
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
-    engine_args: dict[str, Any] = _help(
+    engine_args: dict[str, Any] = described(
         "Extra vllm.LLM engine arguments, e.g. {tensor_parallel_size: 2, data_parallel_size: 4, "
         "gpu_memory_utilization: 0.85}.", default_factory=dict)
-    batch_size: int = _help("Most rows per batch in local backends (the transformers backend also caps a batch's "
+    batch_size: int = described("Most rows per batch in local backends (the transformers backend also caps a batch's "
                             "tokens: --max-batch-tokens).", default=16)
-    max_batch_tokens: int = _help(
+    max_batch_tokens: int = described(
         "Most tokens per batch in the transformers backend: rows x (longest prompt + longest generation allowed), "
         "padding included; a prompt over it runs alone. 16,384 fits beside an 8B bf16 model on a 24 GB GPU.",
         default=16_384)
-    chunk_size: int = _help("Judgments committed to the store per transaction.", default=64)
-    device: str = _help("Torch device for local backends: auto, cpu, cuda, cuda:N, mps.", default="auto")
-    dtype: str = _help("Torch dtype for local backends: auto, float32, bfloat16, float16.", default="auto")
-    trust_remote_code: bool = _help("Allow model repos to run their own code (off unless you trust them).",
+    chunk_size: int = described("Judgments committed to the store per transaction.", default=64)
+    device: str = described("Torch device for local backends: auto, cpu, cuda, cuda:N, mps.", default="auto")
+    dtype: str = described("Torch dtype for local backends: auto, float32, bfloat16, float16.", default="auto")
+    trust_remote_code: bool = described("Allow model repos to run their own code (off unless you trust them).",
                                     default=False)
-    retry_failed: bool = _help("Request again the judgments stored as error or truncated.", default=False)
-    max_failure_fraction: float = _help(
+    retry_failed: bool = described("Request again the judgments stored as error or truncated.", default=False)
+    max_failure_fraction: float = described(
         "Exit with an error when more than this fraction of judgments failed (unparseable, truncated, error).",
         default=0.1)
 
     def __post_init__(self) -> None:
-        _check(bool(self.out), "out (run directory) is empty")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _check(self.max_batch_tokens >= 1, f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
-        _check(self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}")
-        _check(0 <= self.max_failure_fraction <= 1,
+        check(bool(self.out), "out (run directory) is empty")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.max_batch_tokens >= 1, f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
+        check(self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}")
+        check(0 <= self.max_failure_fraction <= 1,
                f"max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")
-        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), f"unknown dtype {self.dtype!r}")
+        check(self.dtype in ("auto", "float32", "bfloat16", "float16"), f"unknown dtype {self.dtype!r}")
 
     @property
     def out_path(self) -> Path:
@@ -185,14 +185,14 @@ class ScoreConfig:
     def from_flat(cls, values: dict[str, Any]) -> ScoreConfig:
         keys = cls.flat_keys()
         unknown = sorted(set(values) - set(keys))
-        _check(not unknown, f"unknown setting(s) {unknown}; valid settings: {sorted(keys)}")
+        check(not unknown, f"unknown setting(s) {unknown}; valid settings: {sorted(keys)}")
         sections: dict[str, dict[str, Any]] = {name: {} for name in (*SECTIONS, "score")}
         for key, value in values.items():
             sections[keys[key]][key] = value
         for key, value in values.items():
             _check_type(key, value, _FIELD_TYPES[key])
-        _check("source" in sections["data"], "no input data given (DATA argument or `source:` in the job file)")
-        _check("out" in sections["score"], "no run directory given (--out or `out:` in the job file)")
+        check("source" in sections["data"], "no input data given (DATA argument or `source:` in the job file)")
+        check("out" in sections["score"], "no run directory given (--out or `out:` in the job file)")
         try:
             nested = {name: cls(**sections[name]) for name, cls in SECTIONS.items()}
             return cls(**nested, **sections["score"])
@@ -238,7 +238,7 @@ def _describe(hint: Any) -> str:
 
 def _check_type(key: str, value: Any, hint: Any) -> None:
     """Name the setting whose value has the wrong type (a job file says `samples: three`)."""
-    _check(_accepts(hint, value), f"setting {key!r} must be {_describe(hint)}, got {value!r} "
+    check(_accepts(hint, value), f"setting {key!r} must be {_describe(hint)}, got {value!r} "
                                   f"({type(value).__name__})")
 
 
@@ -248,5 +248,5 @@ def read_job_file(path: str | Path) -> dict[str, Any]:
         loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read job file {path}: {exc}") from exc
-    _check(isinstance(loaded, dict), f"job file {path} must hold a mapping of settings, got {type(loaded).__name__}")
+    check(isinstance(loaded, dict), f"job file {path} must hold a mapping of settings, got {type(loaded).__name__}")
     return {str(k).replace("-", "_"): v for k, v in loaded.items()}

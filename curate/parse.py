@@ -111,7 +111,7 @@ class Parser(Protocol):
         """Offset in the final answer where the score digit stands (or would stand); None if nowhere."""
 
 
-def _answer_part(text: str) -> str | None:
+def answer_part(text: str) -> str | None:
     """The text after the last closed thinking block; None if a thinking block is still open."""
     answer = text.rsplit(_THINK_END, 1)[-1]
     return None if _THINK_START in answer else answer
@@ -178,7 +178,7 @@ def score_alternatives(parser: Parser, tokens: Sequence[tuple[str, Sequence[tupl
     alternatives) pairs; empty if the answer has no such place. Offsets are taken in the tokens' own
     concatenation, so a tokenizer whose pieces do not join into the decoded text cannot shift them."""
     text = "".join(token for token, _ in tokens)
-    answer = _answer_part(text)
+    answer = answer_part(text)
     offset = parser.locate(answer) if answer is not None else None
     if offset is None:
         return ()
@@ -233,7 +233,7 @@ def _parse_constrained(parser: Parser, text: str, finish_reason: str, distributi
 
 def _parse_drawn(parser: Parser, text: str, finish_reason: str) -> Parsed:
     """A sampled answer scored from logprobs: a complete score, even if max_tokens cut it off there."""
-    answer = _answer_part(text)
+    answer = answer_part(text)
     drawn = parser.parse_answer(answer) if answer is not None else None
     return drawn if drawn is not None and drawn.status == Status.OK else _parse_decoded(parser, text, finish_reason)
 
@@ -241,7 +241,7 @@ def _parse_drawn(parser: Parser, text: str, finish_reason: str) -> Parsed:
 def _parse_decoded(parser: Parser, text: str, finish_reason: str) -> Parsed:
     if finish_reason == "length":
         return Parsed(Status.TRUNCATED, None, "hit max_tokens before a final answer")
-    answer = _answer_part(text)
+    answer = answer_part(text)
     if answer is None:
         return Parsed(Status.UNPARSEABLE, None, "a <think> block was opened and never closed")
     return parser.parse_answer(answer)

@@ -169,7 +169,7 @@ def per_domain_tau(items: pl.DataFrame, rule: str, value: float, domain_column: 
         "notes": [f"{n_null} item(s) with null {domain_column!r} form the group {NONE_DOMAIN!r}"] if n_null else []})
 
 
-def _stable_keys(ids: pl.Series, salt: str) -> pl.Series:
+def stable_keys(ids: pl.Series, salt: str) -> pl.Series:
     keys = [hashlib.sha256(f"{salt}\x1f{i}".encode()).hexdigest() for i in ids.cast(pl.String)]
     return pl.Series(keys, dtype=pl.String)
 
@@ -186,7 +186,7 @@ def _check_sided(sided: pl.DataFrame) -> None:
 def random_arm(sided: pl.DataFrame, seed: int) -> pl.DataFrame:
     """Scored items re-dealt by hash order: the first |RL| (of the τ split) to RL, the rest to SFT."""
     _check_sided(sided)
-    key = pl.when(pl.col("side") != "unscored").then(pl.lit(_stable_keys(sided["item_id"], str(seed))))
+    key = pl.when(pl.col("side") != "unscored").then(pl.lit(stable_keys(sided["item_id"], str(seed))))
     side = (pl.when(key.is_null()).then(pl.lit("unscored"))  # rank: 1.. over the scored items, in key order
             .when(key.rank("ordinal") <= (sided["side"] == "rl").sum()).then(pl.lit("rl")).otherwise(pl.lit("sft")))
     return sided.with_columns(side.alias("side"), pl.lit("random").alias("arm"))
@@ -219,7 +219,7 @@ def curriculum_stages(rl_items: pl.DataFrame, k: int, by: str = "score", harder_
         raise ValueError(f"{int((rl_items['side'] != 'rl').sum())} item(s) are not on the RL side")
     if missing := int(rl_items[by].is_null().sum() + rl_items[by].cast(pl.Float64).is_nan().sum()):
         raise ValueError(f"{missing} of {rl_items.height} RL item(s) lack {by!r}; stages need it for every item")
-    key = _stable_keys(rl_items["item_id"], "curriculum")
+    key = stable_keys(rl_items["item_id"], "curriculum")
     order = (rl_items.select(pl.col(by).cast(pl.Float64), key.alias("key")).with_row_index("row")
              .sort([by, "key", "row"], descending=[harder_when == "low", False, False])["row"].to_numpy())
     stage = np.empty(rl_items.height, dtype=np.int64)

@@ -28,6 +28,8 @@ NEEDED = {
                               "without a model (curate.backends.transformers catches it); `transformers serve "
                               "MODEL` with the model positional (tests' served_judge) is 5.5.0, "
                               "from_pretrained(dtype=) 4.56.0"),
+    "math-verify": ("0.8.0", "parse(parsing_timeout=None) and verify(timeout_seconds=None) switch its SIGALRM "
+                             "timeouts off (curate.verify.math_check); 0.7 calls signal.alarm(None)"),
     "tokenizers": ("0.22.1", "transformers 5.6 needs 0.22; 0.22.1 is the first that allows huggingface-hub 1.x"),
     "safetensors": ("0.4.3", "transformers 5.6's floor"),
     "huggingface-hub": ("1.5.0", "transformers 5.6's floor"),
