@@ -90,13 +90,23 @@ def self_consistency(judgments: pl.DataFrame, *, temperature: float | None = Non
             "n_identical_units": int(identical["identical"].sum()),
             "mean_item_std": None if std_why else float(stds.mean()),
             "mean_entropy": float(entropy.mean()) if entropy.len() else None,
-            "n_logprob_judgments": entropy.len(), "score_mass": _score_mass(judgments["score_mass"]),
+            "n_logprob_judgments": entropy.len(), "score_mass": _score_mass(judgments),
             "notes": notes}
 
 
-def _score_mass(mass: pl.Series) -> dict[str, Any] | None:
-    """The probability logprob judgments put on score tokens at all (low: the expected score means little)."""
-    mass = mass.drop_nulls()
-    if mass.len() == 0:
+def _score_mass(judgments: pl.DataFrame) -> dict[str, Any] | None:
+    """The probability judgments with logprobs put on score tokens at all (low: the expected score means
+    little, or, for constrained answers, the model would rather have said something else), overall and per
+    method ("" for failed judgments)."""
+    with_mass = judgments.filter(pl.col("score_mass").is_not_null())
+    if with_mass.height == 0:
         return None
-    return {"n": mass.len(), "mean": float(mass.mean()), "min": float(mass.min()), "q05": float(mass.quantile(0.05))}
+
+    def quantiles(mass: pl.Series) -> dict[str, Any]:
+        return {"n": mass.len(), "mean": float(mass.mean()), "min": float(mass.min()),
+                "q05": float(mass.quantile(0.05)), "q25": float(mass.quantile(0.25)),
+                "median": float(mass.median()), "q75": float(mass.quantile(0.75))}
+
+    by_method = {method or "failed": quantiles(group["score_mass"])
+                 for (method,), group in with_mass.sort("score_method").group_by("score_method", maintain_order=True)}
+    return {**quantiles(with_mass["score_mass"]), "by_method": by_method}

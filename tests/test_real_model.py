@@ -39,3 +39,27 @@ def test_without_its_package_the_real_model_is_one_line_saying_how_to_install_it
 @pytest.mark.parametrize("model", ["bundled:tiny-judge", "./some/folder"])
 def test_other_models_have_no_gguf_file(model):
     assert base.gguf_file(model) is None
+
+
+def test_prefilled_and_constrained_logprob_scoring_gives_every_judgment_a_score_on_the_real_model(tmp_path):
+    """The measured failure this guards against: SmolLM2 opens the score-only answer with a word, so reading the
+    first token scores nothing. Prefilled, the next token is mostly a digit; constrained, every answer is one."""
+    from curate.backends.transformers import TransformersBackend
+    from curate.config import DataConfig, ScoreConfig
+    from curate.engine import score
+
+    def job(name: str, **sampling) -> ScoreConfig:
+        return ScoreConfig.from_flat({"source": "bundled:math-sample", "limit": 6, "model": "bundled:smollm2-135m",
+                                      "out": str(tmp_path / name), "max_tokens": 1, "top_logprobs": 20,
+                                      "max_failure_fraction": 1.0, **sampling})
+
+    backend = TransformersBackend(ScoreConfig(data=DataConfig(source="unused"), out="unused",
+                                              model="bundled:smollm2-135m"))
+    score(job("first_token"), backend=backend)
+    score(job("prefilled", template="difficulty/intensity_prefilled", constrain_score=True), backend=backend)
+    first_token, prefilled = (curate.load_judgments(tmp_path / name) for name in ("first_token", "prefilled"))
+    assert (first_token["status"] != "ok").all() and first_token["score_mass"].fill_null(0).max() < 0.2
+    assert (prefilled["status"] == "ok").all() and set(prefilled["score_method"]) == {"constrained"}
+    assert prefilled["raw_text"].is_in(list("12345")).all()
+    assert prefilled["score_mass"].min() > 0.3  # measured 0.78-0.96 on MATH train: the prefill put it there
+    assert prefilled["expected_score"].is_between(1, 5).all()

@@ -214,7 +214,17 @@ def test_score_mass_summarises_logprob_judgments():
     frame = judgments([("a", 0, "ok", 2, "logprobs", 2.1, 0.2), ("a", 1, "ok", 3, "logprobs", 2.9, 0.6),
                        ("b", 0, "ok", 4)]).with_columns(score_mass=pl.Series([0.9, 0.5, None]))
     mass = self_consistency(frame, n_resamples=0)["score_mass"]
-    assert (mass["n"], mass["mean"], mass["min"]) == (2, pytest.approx(0.7), 0.5)
+    assert (mass["n"], mass["mean"], mass["min"], mass["median"]) == (2, pytest.approx(0.7), 0.5, pytest.approx(0.7))
+    assert list(mass["by_method"]) == ["logprobs"] and mass["by_method"]["logprobs"]["n"] == 2
+
+
+def test_score_mass_is_reported_per_method():
+    frame = judgments([("a", 0, "ok", 2, "constrained", 2.1, 0.2), ("b", 0, "ok", 3, "constrained", 2.9, 0.6),
+                       ("c", 0, "ok", 4, "logprobs", 3.9, 0.3), ("d", 0, "unparseable", None, "", None, None)]
+                      ).with_columns(score_mass=pl.Series([0.02, 0.04, 0.9, 0.1]))
+    by_method = self_consistency(frame, n_resamples=0)["score_mass"]["by_method"]
+    assert {m: (part["n"], part["median"]) for m, part in by_method.items()} == {
+        "constrained": (2, pytest.approx(0.03)), "failed": (1, pytest.approx(0.1)), "logprobs": (1, 0.9)}
     assert self_consistency(judgments([("a", 0, "ok", 2)]))["score_mass"] is None
 
 

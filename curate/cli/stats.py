@@ -63,8 +63,10 @@ def _print_stats(stats: dict[str, Any]) -> None:
     if consistency.get("mean_entropy") is not None:
         table.add_row("mean logprob entropy", f"{consistency['mean_entropy']:.3f}")
     if mass := consistency.get("score_mass"):
-        table.add_row("probability on score tokens", f"mean {mass['mean']:.3f}, 5% quantile {mass['q05']:.3f}, "
-                                                     f"min {mass['min']:.3f}")
+        for method, part in {"all": mass, **mass["by_method"]}.items():
+            table.add_row(f"probability on score tokens ({method}, {part['n']})",
+                          f"median {part['median']:.3f}, quartiles {part['q25']:.3f}–{part['q75']:.3f}, "
+                          f"5% {part['q05']:.3f}, min {part['min']:.3f}")
     if stats["reference"]:
         ref = stats["reference"]
         table.add_row(f"vs {ref['field']}: Spearman", format_interval(ref.get("spearman"), digits=3))
