@@ -25,7 +25,7 @@ from curate.templates import (
     load_template,
 )
 
-BUNDLED = ["difficulty/intensity", "difficulty/intensity_score_only"]
+BUNDLED = ["difficulty/intensity", "difficulty/intensity_prefilled", "difficulty/intensity_score_only"]
 HEADER = "{#-\nparser: score_only\ndescription: a test template\n-#}\n"  # lines 1-4
 CHOICES = [{"label": "A", "text": "3"}, {"label": "B", "text": "4"}]
 ITEM = {"id": "item-7", "question": "What is 17 * 23?", "reference": "391", "choices": None,
@@ -55,6 +55,7 @@ def test_bundled_prompts_dir_holds_the_templates():
 @pytest.mark.parametrize("name, parser", [
     ("difficulty/intensity", "tagged_score"),
     ("difficulty/intensity_score_only", "score_only"),
+    ("difficulty/intensity_prefilled", "score_only"),
 ])
 def test_bundled_template_loads_with_declared_parser(name, parser):
     template = load_template(name)
@@ -77,8 +78,7 @@ def test_identity_is_name_at_16_hex_of_file_content(name):
 
 
 def test_bundled_templates_have_distinct_identities():
-    a, b = (load_template(n) for n in BUNDLED)
-    assert a.content_hash != b.content_hash
+    assert len({load_template(n).content_hash for n in BUNDLED}) == len(BUNDLED)
 
 
 def test_available_templates_lists_bundled():
@@ -137,8 +137,9 @@ def test_load_by_relative_path(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_render_gives_system_then_user_with_question(name):
-    messages = load_template(name).render({"id": "x", "question": "Prove that sqrt(2) is irrational."})
-    assert [m["role"] for m in messages] == ["system", "user"]
+    template = load_template(name)
+    messages = template.render({"id": "x", "question": "Prove that sqrt(2) is irrational."})
+    assert [m["role"] for m in messages] == ["system", "user"] + (["assistant"] if template.prefill else [])
     assert all(set(m) == {"role", "content"} for m in messages)
     assert all(isinstance(m["content"], str) and m["content"] for m in messages)
     assert "Prove that sqrt(2) is irrational." in messages[1]["content"]
@@ -196,7 +197,7 @@ RENDERED_AT_8CDDF10 = {
 }
 
 
-@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("name", list(RENDERED_AT_8CDDF10))
 def test_items_without_choices_render_as_the_bundled_judge_was_trained(name):
     items = load_items(DataConfig(source="bundled:math-sample")).items
     assert items["choices"].null_count() == items.height
