@@ -25,7 +25,7 @@ from pathlib import Path
 
 from common import cpu_ticks, machine, median_of, steal_fraction, write_problems
 
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.engine import score
 
 
@@ -68,7 +68,7 @@ def served_rate(log: list[tuple[float, float]]) -> float:
 
 
 def run_engine(base_url: str, data: Path, out: Path, concurrency: int) -> None:
-    config = ScoreConfig.from_flat({"source": str(data), "out": str(out), "backend": "openai", "base_url": base_url,
+    config = RunConfig.from_flat({"source": str(data), "out": str(out), "backend": "openai", "base_url": base_url,
                                     "model": "judge", "template": "difficulty/intensity", "max_in_flight": concurrency,
                                     "chunk_size": 256})
     result = score(config)

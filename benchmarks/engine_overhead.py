@@ -14,9 +14,9 @@ from pathlib import Path
 from common import ZeroLatencyBackend, cpu_ticks, machine, median_of, now, steal_fraction, write_problems
 
 import curate.engine
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 
-DEFAULT_CHUNK_SIZE = ScoreConfig.__dataclass_fields__["chunk_size"].default
+DEFAULT_CHUNK_SIZE = RunConfig.__dataclass_fields__["chunk_size"].default
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
 
     def measure(run: int) -> float:
         out = work / f"run{run}"
-        config = ScoreConfig.from_flat({"source": str(data), "out": str(out), "template": args.template,
+        config = RunConfig.from_flat({"source": str(data), "out": str(out), "template": args.template,
                                         "chunk_size": args.chunk_size})
         start = now()
         result = curate.engine.score(config, backend=ZeroLatencyBackend())

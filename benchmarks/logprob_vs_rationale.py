@@ -19,7 +19,7 @@ from pathlib import Path
 from common import cpu_ticks, machine, now, steal_fraction, write_problems
 
 from curate.backends import create_backend
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.engine import score
 from curate.templates import bundled_prompts_dir
 from curate.testing import build_random_qwen2
@@ -49,7 +49,7 @@ def main() -> None:
           "(hidden 64, 2 layers)")
     rates = {}
     for name, settings in arms.items():
-        config = ScoreConfig.from_flat({"source": str(data), "out": str(work / name.split()[0]), "model": str(model),
+        config = RunConfig.from_flat({"source": str(data), "out": str(work / name.split()[0]), "model": str(model),
                                         "batch_size": args.batch_size, "max_failure_fraction": 1.0, **settings})
         backend = create_backend(config)  # model loading is not what is compared
         start = now()

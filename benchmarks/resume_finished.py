@@ -13,9 +13,9 @@ from pathlib import Path
 
 from common import ZeroLatencyBackend, cpu_ticks, machine, now, steal_fraction, write_problems
 
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 
-DEFAULT_CHUNK_SIZE = ScoreConfig.__dataclass_fields__["chunk_size"].default
+DEFAULT_CHUNK_SIZE = RunConfig.__dataclass_fields__["chunk_size"].default
 from curate.engine import score
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     ticks = cpu_ticks()
     work = Path(tempfile.mkdtemp(prefix="dereason-bench-"))
-    config = ScoreConfig.from_flat({"source": str(write_problems(work / "problems.jsonl", args.items)),
+    config = RunConfig.from_flat({"source": str(write_problems(work / "problems.jsonl", args.items)),
                                     "out": str(work / "run"), "template": "difficulty/intensity",
                                     "chunk_size": args.chunk_size})
     start = now()

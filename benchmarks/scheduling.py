@@ -18,7 +18,7 @@ from pathlib import Path
 from common import cpu_ticks, machine, now, steal_fraction
 
 from curate.backends.transformers import TransformersBackend
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.engine import score
 
 ARMS = {"no sorting, no prefix reuse": (False, False), "sorted by length": (True, False),
@@ -45,7 +45,7 @@ def main() -> None:
           f"{args.template}; max_tokens {args.max_tokens}; top_logprobs {args.top_logprobs}; batch {args.batch_size}")
     rates = {}
     for name, (sort_by_length, reuse_prefix) in ARMS.items():
-        config = ScoreConfig.from_flat({
+        config = RunConfig.from_flat({
             "source": args.data, "question_field": args.question_field, "limit": args.items,
             "out": str(work / name.replace(" ", "_")), "model": args.model, "template": args.template,
             "max_tokens": args.max_tokens, "top_logprobs": args.top_logprobs, "batch_size": args.batch_size,

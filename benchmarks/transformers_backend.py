@@ -102,7 +102,7 @@ def run_arm(args: argparse.Namespace) -> dict:
     from transformers.utils import logging as hf_logging
 
     from curate.backends.transformers import TransformersBackend
-    from curate.config import ScoreConfig
+    from curate.config import RunConfig
     from curate.engine import score
     from curate.templates import load_template
 
@@ -110,7 +110,7 @@ def run_arm(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="dereason-bench-"))
-    config = ScoreConfig.from_flat(engine_config(args, args.arm, work))
+    config = RunConfig.from_flat(engine_config(args, args.arm, work))
     backend = TransformersBackend(config)
     cuda = backend.device.type == "cuda"
     loaded = torch.cuda.memory_allocated() if cuda else resident_bytes()

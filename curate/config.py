@@ -1,7 +1,7 @@
 """Job settings: frozen dataclasses that validate themselves and are never rewritten.
 
 A YAML job file mirrors the CLI flags one to one (`question_field: problem` is `--question-field
-problem`); `ScoreConfig.from_flat` builds a config from such a flat mapping and `to_flat` gives it
+problem`); `RunConfig.from_flat` builds a config from such a flat mapping and `to_flat` gives it
 back, which is what the run manifest records.
 """
 
@@ -129,7 +129,7 @@ class EndpointConfig:
 
 
 @dataclass(frozen=True)
-class ScoreConfig:
+class RunConfig:
     data: DataConfig
     out: str = described("Run directory: manifest, judgments store, aggregates.")
     template: str = described("Judge template name (e.g. difficulty/intensity) or path to a .jinja file.",
@@ -139,6 +139,10 @@ class ScoreConfig:
     model: str = described("Judge model: local path or Hub id; default is the bundled tiny judge.",
                        default=BUNDLED_JUDGE)
     backend: str = described("Backend name (see curate.backends.BACKENDS).", default="transformers")
+    verify: str | None = described(
+        "Verifier that decides each response of `curate solve` and `curate respond` against the item's reference: "
+        "math (math-verify on the last \\boxed{}), gsm8k (#### N), numeric, choice (an option's label or text) or "
+        "exact (see curate.verify).", default=None)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     engine_args: dict[str, Any] = described(
@@ -178,11 +182,11 @@ class ScoreConfig:
     def flat_keys() -> dict[str, str]:
         """Flat key → section ('data', 'sampling', 'endpoint' or 'score')."""
         keys = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
-        keys.update({f.name: "score" for f in fields(ScoreConfig) if f.name not in SECTIONS})
+        keys.update({f.name: "score" for f in fields(RunConfig) if f.name not in SECTIONS})
         return keys
 
     @classmethod
-    def from_flat(cls, values: dict[str, Any]) -> ScoreConfig:
+    def from_flat(cls, values: dict[str, Any]) -> RunConfig:
         keys = cls.flat_keys()
         unknown = sorted(set(values) - set(keys))
         check(not unknown, f"unknown setting(s) {unknown}; valid settings: {sorted(keys)}")
@@ -208,8 +212,8 @@ class ScoreConfig:
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "sampling": SamplingConfig, "endpoint": EndpointConfig}
 # Flat key → type; section classes last, as in `flat_keys` (EndpointConfig.endpoint is the flat `endpoint`).
-_FIELD_TYPES = {name: hint for cls in (ScoreConfig, *SECTIONS.values()) for name, hint in get_type_hints(cls).items()
-                if cls is not ScoreConfig or name not in SECTIONS}
+_FIELD_TYPES = {name: hint for cls in (RunConfig, *SECTIONS.values()) for name, hint in get_type_hints(cls).items()
+                if cls is not RunConfig or name not in SECTIONS}
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a mapping",
                type(None): "empty (null)"}
 

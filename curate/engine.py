@@ -1,8 +1,11 @@
-"""The engine: the one place that walks items → requests → completions → judgments → store → aggregates.
+"""The engine: the one place that walks items → requests → completions → records → store → aggregates.
 
 It asks the store which (item, sample) pairs are missing, renders them, hands them to the backend
-in windows, parses what comes back, commits every `chunk_size` judgments, and reports progress.
-A crash loses at most the uncommitted chunk; rerunning the same job requests only what is missing.
+in windows, turns what comes back into the task's records (curate.tasks: a judgment for `score`, a
+verified response for `solve` and `respond`), commits every `chunk_size` of them, and reports
+progress. A crash loses at most the uncommitted chunk; rerunning the same job requests only what is
+missing. A task that settles items early (rejection sampling: stop at the first verified response)
+is run a sample index at a time, each round asking only for the items not settled yet.
 """
 
 from __future__ import annotations
@@ -18,17 +21,29 @@ from typing import Any
 import polars as pl
 
 from curate import __version__
-from curate.aggregate import AGGREGATED_COLUMNS, per_item, summary
 from curate.backends import (
-    SAMPLERS, Alternatives, Backend, Completion, Request, check_backend_name, create_backend, model_fingerprint,
+    SAMPLERS,
+    Backend,
+    Completion,
+    Request,
+    check_backend_name,
+    create_backend,
+    model_fingerprint,
 )
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.data import fingerprint, load_items
 from curate.errors import ConfigError, FailureThresholdError
-from curate.parse import PARSERS, Parser, Status, parse_completion, score_alternatives
 from curate.store import (
-    Judgment, RunStore, append_jsonl, read_judgments, read_manifest, write_atomic, write_parquet_atomic,
+    IDENTITY_DEFAULTS,
+    RunStore,
+    append_jsonl,
+    read_items,
+    read_judgments,
+    read_manifest,
+    write_atomic,
+    write_parquet_atomic,
 )
+from curate.tasks import ScoreTask, Task, rebuild_task
 from curate.templates import JudgeTemplate, load_template
 
 log = logging.getLogger(__name__)
@@ -36,8 +51,7 @@ log = logging.getLogger(__name__)
 # A slow trickle of answers is still committed this often, so a crash loses little.
 COMMIT_INTERVAL_SECONDS = 2.0
 LOCAL_BACKENDS = ("transformers", "vllm")  # the ones whose numerics depend on --dtype
-DEFAULT_MAX_FAILURE_FRACTION = ScoreConfig.__dataclass_fields__["max_failure_fraction"].default
-RETRIED_STATUSES = (Status.ERROR, Status.TRUNCATED)
+DEFAULT_MAX_FAILURE_FRACTION = RunConfig.__dataclass_fields__["max_failure_fraction"].default
 
 
 @dataclass(frozen=True)
@@ -55,36 +69,14 @@ class RunResult:
     per_item: pl.DataFrame
 
 
-def parser_label(parser: Parser) -> str:
-    return f"{parser.name}@{parser.version}"
-
-
-def to_judgment(completion: Completion, parser: Parser, template_identity: str, *, sampled: bool,
-                constrained: bool, alternatives: Alternatives | None = None) -> Judgment:
-    """`sampled`: the run draws samples (temperature > 0), so a score is what the sample drew, not an argmax;
-    `constrained`: the first answer token was restricted to the score tokens; `alternatives`: the top logprobs
-    at the score position when already known (reparse reads those it stored), else found in the completion's."""
-    if alternatives is None:
-        alternatives = score_alternatives(parser, completion.logprobs) if parser.reads_logprobs else ()
-    parsed = parse_completion(parser, completion.text, completion.finish_reason, completion.error,
-                              alternatives, sampled=sampled, constrained=constrained)
-    distribution = parsed.distribution
-    logprob_fields = (None, None, None, None) if distribution is None else (
-        distribution.expected, distribution.entropy, distribution.mass,
-        json.dumps([round(p, 6) for p in distribution.probs]))
-    return Judgment(completion.item_id, completion.sample_idx, parsed.status, parsed.score, parsed.detail,
-                    completion.text, completion.finish_reason, completion.prompt_tokens,
-                    completion.completion_tokens, parser_label(parser), template_identity, parsed.method,
-                    *logprob_fields, json.dumps(alternatives) if alternatives else None)
-
-
-def run_identity(config: ScoreConfig, items: pl.DataFrame, template: JudgeTemplate) -> dict[str, Any]:
-    """What a stored judgment depends on, including the settings only its backend reads. max_tokens is
+def run_identity(config: RunConfig, items: pl.DataFrame, template: JudgeTemplate, task: Task) -> dict[str, Any]:
+    """What a stored record depends on, including the settings only its backend reads. max_tokens is
     left out on purpose: raising it to retry truncated judgments must not make the run a different one."""
     sampling = config.sampling
     identity = {
-        "input_fingerprint": fingerprint(items), "n_items": items.height, "template": template.identity,
-        "parser": template.parser.name, "model": config.model, "model_fingerprint": model_fingerprint(config.model),
+        "task": task.name, "input_fingerprint": fingerprint(items), "n_items": items.height,
+        "template": template.identity, **task.identity(),
+        "model": config.model, "model_fingerprint": model_fingerprint(config.model),
         "backend": config.backend, "samples": sampling.samples, "temperature": sampling.temperature,
         "top_p": sampling.top_p, "seed": sampling.seed, "top_logprobs": sampling.top_logprobs,
         "constrain_score": sampling.constrain_score,
@@ -120,27 +112,34 @@ def _unanswered(outstanding: dict[tuple[str, int], None]) -> list[Completion]:
             for item_id, idx in outstanding]
 
 
-def score(config: ScoreConfig, progress: Callable[[Progress], None] | None = None,
+TaskFactory = Callable[[RunConfig, JudgeTemplate], Task]
+
+
+def score(config: RunConfig, progress: Callable[[Progress], None] | None = None,
           backend: Backend | None = None) -> RunResult:
     """Score `config.data` into `config.out`, resuming whatever that run directory already holds.
 
     `backend` replaces the one named by `config.backend` (tests, custom engines); it is not closed.
     """
+    return run(config, score_task, progress, backend)
+
+
+def run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress], None] | None = None,
+        backend: Backend | None = None) -> RunResult:
+    """Run the task `make_task` builds for `config` and its template over `config.data` into `config.out`,
+    resuming whatever that run directory already holds."""
     loaded = load_items(config.data)
     items = loaded.items if config.data.limit is None else loaded.items.head(config.data.limit)
     template = load_template(config.template, config.template_dir)
-    if config.sampling.constrain_score and not template.parser.whole_answer_is_score:
-        raise ConfigError(f"--constrain-score restricts the answer to one score token, but template {template.name!r} "
-                          f"(parser {template.parser.name}) answers with more than a score; use a score-only template "
-                          "such as difficulty/intensity_score_only, or drop --constrain-score")
+    task = make_task(config, template)
     if items.height:  # template errors surface here, before any model is loaded or called
         template.render(items.row(0, named=True))
     check_backend_name(config.backend)
-    identity = run_identity(config, items, template)
+    identity = run_identity(config, items, template, task)
     manifest_extra = {"dereason_version": __version__, "created_at": time.time(), "source": loaded.source,
                       "config": config.to_flat()}
     run_dir = config.out_path
-    with RunStore.open(run_dir, identity, manifest_extra) as store:
+    with RunStore.open(run_dir, identity, manifest_extra, task.record_type) as store:
         # Rewritten every time: fields outside the identity (extras added to the input later) reach stats.
         write_parquet_atomic(items, run_dir / "items.parquet")
         if loaded.quarantined.height:
@@ -149,48 +148,96 @@ def score(config: ScoreConfig, progress: Callable[[Progress], None] | None = Non
         append_jsonl(run_dir / "invocations.jsonl",
                      {"started_at": time.time(), "dereason_version": __version__, "config": config.to_flat()})
         if config.retry_failed:
-            log.info("retrying %d judgment(s) stored as error or truncated", store.retire(RETRIED_STATUSES))
-        wanted = items.select(pl.col("id").alias("item_id")).join(
-            pl.DataFrame({"sample_idx": range(config.sampling.samples)}, schema={"sample_idx": pl.Int64}),
-            how="cross")
-        pending = store.missing(wanted)
-        log.info("%s: %d item(s) × %d sample(s); %d judgment(s) stored, %d to request",
-                 run_dir, items.height, config.sampling.samples, wanted.height - pending.height, pending.height)
-        if pending.height:
-            own_backend = backend is None
-            active = create_backend(config) if own_backend else backend
-            try:
-                _request_missing(store, active, config, template, pending, items, progress)
-            finally:
-                if own_backend:
-                    active.close()
-        result_summary, items_frame = write_aggregates(run_dir, requested=pending.height)
-    _check_failures(result_summary, config.max_failure_fraction)
-    return RunResult(run_dir=run_dir, requested=pending.height, summary=result_summary, per_item=items_frame)
+            log.info("retrying %d record(s) stored as %s", store.retire(task.retried_statuses),
+                     " or ".join(task.retried_statuses))
+        requester = _Requester(store, task, config, template, items, progress, backend)
+        try:
+            for wanted in _rounds(task, run_dir, items, config.sampling.samples):
+                requester.request(store.missing(wanted), total=wanted.height)
+        finally:
+            requester.close()
+        result_summary, items_frame = write_aggregates(run_dir, task, requested=requester.requested)
+    _check_failures(result_summary, config.max_failure_fraction, task)
+    return RunResult(run_dir=run_dir, requested=requester.requested, summary=result_summary, per_item=items_frame)
 
 
-def _request_missing(store: RunStore, backend: Backend, config: ScoreConfig, template: JudgeTemplate,
+def score_task(config: RunConfig, template: JudgeTemplate) -> ScoreTask:
+    if template.parser is None:
+        raise ConfigError(f"template {template.name!r} is a response template; `curate score` needs a judge template "
+                          "such as difficulty/intensity_score_only (`curate templates` lists them)")
+    if config.sampling.constrain_score and not template.parser.whole_answer_is_score:
+        raise ConfigError(f"--constrain-score restricts the answer to one score token, but template {template.name!r} "
+                          f"(parser {template.parser.name}) answers with more than a score; use a score-only template "
+                          "such as difficulty/intensity_score_only, or drop --constrain-score")
+    return ScoreTask(template.parser, template.identity, sampled=config.sampling.temperature > 0,
+                     constrained=config.sampling.constrain_score)
+
+
+def _rounds(task: Task, run_dir: Path, items: pl.DataFrame, samples: int) -> Iterator[pl.DataFrame]:
+    """The (item_id, sample_idx) pairs wanted: all at once, or a sample index at a time for the items the
+    task has not settled yet (read after the previous round was stored)."""
+    ids = items.select(pl.col("id").alias("item_id"))
+    if task.settled(_stored(run_dir, task)) is None:
+        yield ids.join(pl.DataFrame({"sample_idx": range(samples)}, schema={"sample_idx": pl.Int64}), how="cross")
+        return
+    for sample_idx in range(samples):
+        settled = task.settled(_stored(run_dir, task))
+        yield ids.filter(~pl.col("item_id").is_in(settled.implode())).with_columns(
+            sample_idx=pl.lit(sample_idx, dtype=pl.Int64))
+
+
+def _stored(run_dir: Path, task: Task) -> pl.DataFrame:
+    return read_judgments(run_dir, columns=task.aggregated_columns)
+
+
+class _Requester:
+    """Requests missing pairs from one backend, created when first needed and closed at the end."""
+
+    def __init__(self, store: RunStore, task: Task, config: RunConfig, template: JudgeTemplate,
+                 items: pl.DataFrame, progress: Callable[[Progress], None] | None, backend: Backend | None):
+        self.store, self.task, self.config, self.template, self.items = store, task, config, template, items
+        self.progress, self.backend, self.own_backend = progress, backend, backend is None
+        self.requested = 0
+
+    def request(self, pending: pl.DataFrame, total: int) -> None:
+        log.info("%s: %d (item, sample) pair(s) wanted, %d stored, %d to request", self.store.run_dir, total,
+                 total - pending.height, pending.height)
+        if not pending.height:
+            return
+        if self.backend is None:
+            self.backend = create_backend(self.config)
+        self.requested += pending.height
+        _request_missing(self.store, self.backend, self.config, self.task, self.template, pending, self.items,
+                         self.progress)
+
+    def close(self) -> None:
+        if self.own_backend and self.backend is not None:
+            self.backend.close()
+
+
+def _request_missing(store: RunStore, backend: Backend, config: RunConfig, task: Task, template: JudgeTemplate,
                      pending: pl.DataFrame, items: pl.DataFrame,
                      progress: Callable[[Progress], None] | None) -> None:
     outstanding: dict[tuple[str, int], None] = {}  # rendered, not yet answered (insertion-ordered)
+    rows: dict[str, dict[str, Any]] = {}  # the items being asked about, for the task to read (a reference)
 
     def requests() -> Iterator[Request]:
         for row in _pending_rows(pending, items):
             request = _request(row, template)
+            rows[request.item_id] = row
             for idx in request.sample_indices:
                 outstanding[request.item_id, idx] = None
             yield request
 
     done = failed = 0
-    settings = {"sampled": config.sampling.temperature > 0, "constrained": config.sampling.constrain_score}
-    buffer: list[Judgment] = []
+    buffer: list[tuple] = []
     last_commit = time.monotonic()
 
     def commit() -> None:
         nonlocal done, failed, last_commit
         store.append(buffer)
         done += len(buffer)
-        failed += sum(j.status != Status.OK for j in buffer)
+        failed += sum(record.status in task.failed_statuses for record in buffer)
         buffer.clear()
         last_commit = time.monotonic()
         if progress:
@@ -198,64 +245,56 @@ def _request_missing(store: RunStore, backend: Backend, config: ScoreConfig, tem
 
     for completion in backend.generate(requests(), config.sampling):
         outstanding.pop((completion.item_id, completion.sample_idx), None)
-        buffer.append(to_judgment(completion, template.parser, template.identity, **settings))
+        buffer.append(task.record(completion, rows[completion.item_id]))
         if len(buffer) >= config.chunk_size or time.monotonic() - last_commit >= COMMIT_INTERVAL_SECONDS:
             commit()
-    buffer.extend(to_judgment(c, template.parser, template.identity, **settings) for c in _unanswered(outstanding))
+    buffer.extend(task.record(c, rows[c.item_id]) for c in _unanswered(outstanding))
     if buffer:
         commit()
 
 
-def write_aggregates(run_dir: Path, requested: int) -> tuple[dict[str, Any], pl.DataFrame]:
-    """per_item.parquet and summary.json; `requested`: judgments this invocation asked a backend for."""
-    judgments = read_judgments(run_dir, columns=AGGREGATED_COLUMNS)
-    items_frame = per_item(judgments)
-    result = {**summary(judgments, items_frame), "requested": requested}
+def write_aggregates(run_dir: Path, task: Task, requested: int) -> tuple[dict[str, Any], pl.DataFrame]:
+    """per_item.parquet and summary.json; `requested`: records this invocation asked a backend for."""
+    items_frame, result = task.aggregate(_stored(run_dir, task))
+    result = {**result, "requested": requested}
     write_parquet_atomic(items_frame, run_dir / "per_item.parquet")
     write_atomic(run_dir / "summary.json", json.dumps(result, indent=2, sort_keys=True))
     return result, items_frame
 
 
-def _check_failures(result: dict[str, Any], max_fraction: float) -> None:
+def _check_failures(result: dict[str, Any], max_fraction: float, task: Task) -> None:
     if result["failure_fraction"] is not None and result["failure_fraction"] > max_fraction:
-        counts = ", ".join(f"{k} {v}" for k, v in result["status_counts"].items() if k != Status.OK)
+        total = sum(result["status_counts"].values())
+        counts = ", ".join(f"{k} {v}" for k, v in result["status_counts"].items() if k in task.failed_statuses)
         raise FailureThresholdError(
-            f"{result['failed']} of {result['judgments']} judgments failed ({result['failure_fraction']:.1%}: "
+            f"{result['failed']} of {total} {task.records_word} failed ({result['failure_fraction']:.1%}: "
             f"{counts}), above the allowed {max_fraction:.1%}; see load_judgments(run_dir) for raw outputs",
             result)
 
 
-def reparse(run_dir: str | Path, parser_name: str | None = None) -> dict[str, Any]:
-    """Parse stored raw outputs again (after a parser fix, or with another parser); no model call.
+def reparse(run_dir: str | Path, parser_name: str | None = None, verifier: str | None = None) -> dict[str, Any]:
+    """Decide stored raw outputs again (after a parser or verifier fix, or with another one); no model call.
 
-    Errors stay errors (there is no text to parse). With another parser, the manifest's identity names
-    it from then on (resuming `score` with the template's own parser is then refused, naming both).
-    Returns the new summary; raises FailureThresholdError, after writing it, when more judgments failed
+    Errors stay errors (there is no text to parse). With another parser or verifier, the manifest's identity
+    names it from then on (resuming with the template's own parser is then refused, naming both).
+    Returns the new summary; raises FailureThresholdError, after writing it, when more records failed
     than the run allows.
     """
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    name = parser_name or manifest["identity"]["parser"]
-    parser = PARSERS.get(name)
-    if parser is None:
-        raise ConfigError(f"unknown parser {name!r}; choose one of {sorted(PARSERS)}")
-    sampled = manifest["identity"]["temperature"] > 0
-    constrained = manifest["identity"].get("constrain_score", False)
-    updates = []
-    for row in read_judgments(run_dir).filter(pl.col("status") != Status.ERROR).iter_rows(named=True):
-        completion = Completion(row["item_id"], row["sample_idx"], row["raw_text"], row["finish_reason"],
-                                row["prompt_tokens"], row["completion_tokens"])
-        # Stored alternatives are where this parser version found the score; another parser's are elsewhere.
-        same_parser = row["parser"] == parser_label(parser)
-        stored = tuple(map(tuple, json.loads(row["top_logprobs"] or "[]"))) if same_parser else ()
-        updates.append(to_judgment(completion, parser, row["template"], sampled=sampled, constrained=constrained,
-                                   alternatives=stored))
-    with RunStore.open(run_dir, manifest["identity"], {}) as store:
-        store.update_parsed(updates)
-        if parser.name != manifest["identity"]["parser"]:
-            store.update_identity({"parser": parser.name})
+    identity = {**IDENTITY_DEFAULTS, **manifest["identity"]}
+    task = rebuild_task(identity, parser_name=parser_name, verifier=verifier)
+    items = {row["id"]: row for row in read_items(run_dir).iter_rows(named=True)}
+    updates = [task.reread(row, items.get(row["item_id"], {}))
+               for row in read_judgments(run_dir).filter(pl.col("status") != "error").iter_rows(named=True)]
+    with RunStore.open(run_dir, manifest["identity"], {}, task.record_type) as store:
+        store.update_parsed(updates, task.reparsed_columns)
+        changed = {key: value for key, value in task.identity().items() if identity.get(key) != value}
+        if changed:
+            store.update_identity(changed)
         append_jsonl(run_dir / "invocations.jsonl", {"started_at": time.time(), "dereason_version": __version__,
-                                                     "reparse": {"parser": parser_label(parser), "rows": len(updates)}})
-        result = write_aggregates(run_dir, requested=0)[0]
-    _check_failures(result, (manifest.get("config") or {}).get("max_failure_fraction", DEFAULT_MAX_FAILURE_FRACTION))
+                                                     "reparse": {**task.identity(), "rows": len(updates)}})
+        result = write_aggregates(run_dir, task, requested=0)[0]
+    _check_failures(result, (manifest.get("config") or {}).get("max_failure_fraction", DEFAULT_MAX_FAILURE_FRACTION),
+                    task)
     return result

@@ -3,12 +3,13 @@
 Input: one row per (item_id, sample_idx) with the verifier's verdict in a column `verdict`, one of
     correct, wrong, no_answer   the model's answer: these are the item's attempts. A response with no
                                 answer in it is a wrong attempt, not a missing one.
+    truncated                   the model ran out of tokens before answering: an attempt that failed.
     error, timeout              the machinery failed (backend, verifier, or its time bound), so nothing is
                                 known about the model: left out of the attempts, counted in n_error and
                                 n_timeout, and worth a retry.
 
 Per item
-    attempts      n_correct + n_wrong + n_no_answer
+    attempts      n_correct + n_wrong + n_no_answer + n_truncated
     pass_rate     n_correct / attempts
     pass_low/high the Wilson score interval at `confidence` (no continuity correction): the bounds
                   `scipy.stats.binomtest(k, n).proportion_ci(method="wilson")` gives, computed for all items
@@ -28,7 +29,7 @@ from scipy.stats import norm
 
 from curate.errors import ConfigError, DataError
 
-COUNTABLE = ("correct", "wrong", "no_answer")
+COUNTABLE = ("correct", "wrong", "no_answer", "truncated")
 MACHINE_FAILURES = ("error", "timeout")
 VERDICTS = (*COUNTABLE, *MACHINE_FAILURES)
 PASS_STATUSES = ("measured", "no_countable_attempt")

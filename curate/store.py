@@ -25,10 +25,11 @@ import re
 import secrets
 import sqlite3
 import time
+import types
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, get_args, get_type_hints
 
 import polars as pl
 
@@ -39,48 +40,27 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 DATABASE = "judgments.sqlite"
 LOCK = ".lock"
+ITEMS = "items.parquet"
 
 
-class Judgment(NamedTuple):
-    """One stored judgment; a tuple, so rows go to SQLite as they are (the engine's hot path)."""
-
-    item_id: str
-    sample_idx: int
-    status: str
-    score: int | None
-    detail: str
-    raw_text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    parser: str
-    template: str
-    score_method: str  # "logprobs" or "decoded" for ok judgments, "" otherwise
-    expected_score: float | None  # Σ p(k)·k when the first token's logprobs held score tokens
-    score_entropy: float | None
-    score_mass: float | None  # probability on score tokens before renormalising
-    score_probs: str | None  # JSON [p1, ..., p5]
-    top_logprobs: str | None  # JSON [[token, logprob], ...] at the first answer token, as returned
+Record = tuple  # one stored record: a NamedTuple of a task's record type (curate.tasks), sent to SQLite as is
+SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+POLARS_TYPES = {"TEXT": pl.String, "INTEGER": pl.Int64, "REAL": pl.Float64}
 
 
-COLUMNS = list(Judgment._fields)
-PARSED_COLUMNS = ["status", "score", "detail", "parser", "score_method", "expected_score", "score_entropy",
-                  "score_mass", "score_probs"]
-SCHEMA = {
-    "item_id": pl.String, "sample_idx": pl.Int64, "status": pl.String, "score": pl.Int64, "detail": pl.String,
-    "raw_text": pl.String, "finish_reason": pl.String, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64,
-    "parser": pl.String, "template": pl.String, "score_method": pl.String, "expected_score": pl.Float64,
-    "score_entropy": pl.Float64, "score_mass": pl.Float64, "score_probs": pl.String, "top_logprobs": pl.String,
-    "created_at": pl.Float64,
-}
-_TABLE = """
-CREATE TABLE IF NOT EXISTS {name} (
-    item_id TEXT NOT NULL, sample_idx INTEGER NOT NULL, status TEXT NOT NULL, score INTEGER,
-    detail TEXT NOT NULL, raw_text TEXT NOT NULL, finish_reason TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-    parser TEXT NOT NULL, template TEXT NOT NULL, score_method TEXT NOT NULL, expected_score REAL,
-    score_entropy REAL, score_mass REAL, score_probs TEXT, top_logprobs TEXT, created_at REAL NOT NULL{extra}
-)"""
+def record_columns(record_type: type) -> dict[str, str]:
+    """Column → SQL type of a record NamedTuple, from its annotations: `x | None` is nullable, the rest NOT NULL."""
+    columns = {}
+    for name, hint in get_type_hints(record_type).items():
+        kinds = [k for k in get_args(hint) if k is not type(None)] if isinstance(hint, types.UnionType) else [hint]
+        nullable = isinstance(hint, types.UnionType)
+        columns[name] = SQL_TYPES[kinds[0]] + ("" if nullable else " NOT NULL")
+    return columns
+
+
+def _table(name: str, record_type: type, extra: str) -> str:
+    columns = ", ".join(f"{column} {kind}" for column, kind in record_columns(record_type).items())
+    return f"CREATE TABLE IF NOT EXISTS {name} ({columns}, created_at REAL NOT NULL{extra})"
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -118,6 +98,11 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         out.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def read_items(run_dir: Path) -> pl.DataFrame:
+    """The items a run was asked about, as its last invocation validated them."""
+    return pl.read_parquet(Path(run_dir) / ITEMS)
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / MANIFEST
     if not path.exists():
@@ -143,24 +128,29 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, record_type: type) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")  # a process crash loses nothing committed
-    connection.execute(_TABLE.format(name="judgments", extra=", PRIMARY KEY (item_id, sample_idx)") + " WITHOUT ROWID")
-    connection.execute(_TABLE.format(name="retired", extra=", retired_at REAL NOT NULL"))
+    connection.execute(_table("judgments", record_type, ", PRIMARY KEY (item_id, sample_idx)") + " WITHOUT ROWID")
+    connection.execute(_table("retired", record_type, ", retired_at REAL NOT NULL"))
     return connection
 
 
 def read_judgments(run_dir: str | Path, table: str = "judgments", columns: Sequence[str] | None = None) -> pl.DataFrame:
-    """Stored judgments as a Polars frame (one row per item_id, sample_idx), without locking.
-    `columns` narrows what is read (all of SCHEMA by default)."""
+    """Stored records (a score run's judgments, a solve run's verified responses) as a Polars frame, one row per
+    item_id, sample_idx, without locking. The table describes itself: every column, or `columns`."""
     path = Path(run_dir) / DATABASE
     if not path.exists():
         raise RunDirError(f"{run_dir} holds no judgments ({DATABASE} missing)")
-    schema = {name: SCHEMA[name] for name in (columns or SCHEMA)}
     connection = _connect_readonly(path)
     try:
+        stored = {row[1]: POLARS_TYPES[row[2]] for row in connection.execute(f"PRAGMA table_info({table})")}
+        missing = [name for name in columns or () if name not in stored]
+        if missing:
+            kind = (read_manifest(Path(run_dir)).get("identity") or {}).get("task", "score")
+            raise RunDirError(f"{run_dir} is a {kind} run: its records have no {', '.join(missing)}")
+        schema = {name: stored[name] for name in (columns or stored)}
         rows = connection.execute(f"SELECT {', '.join(schema)} FROM {table} ORDER BY item_id, sample_idx").fetchall()
     finally:
         connection.close()
@@ -170,14 +160,17 @@ def read_judgments(run_dir: str | Path, table: str = "judgments", columns: Seque
 class RunStore:
     """The writable side of a run directory, held by one process at a time."""
 
-    def __init__(self, run_dir: Path, connection: sqlite3.Connection, lock_handle: Any):
+    def __init__(self, run_dir: Path, connection: sqlite3.Connection, lock_handle: Any, record_type: type):
         self.run_dir = run_dir
         self._connection = connection
         self._lock_handle = lock_handle
+        self._columns = list(record_columns(record_type))
 
     @classmethod
-    def open(cls, run_dir: str | Path, identity: dict[str, Any], manifest_extra: dict[str, Any]) -> RunStore:
+    def open(cls, run_dir: str | Path, identity: dict[str, Any], manifest_extra: dict[str, Any],
+             record_type: type) -> RunStore:
         """Create the run directory, or reopen it if its identity matches; lock it for this process.
+        `record_type` is the NamedTuple the run's task stores (its columns make the table).
 
         A run directory that holds no judgment yet (a setup error stopped the first attempt: a bad model
         path, a missing backend) takes the new identity: nothing stored could be mixed up."""
@@ -194,8 +187,8 @@ class RunStore:
                 from None
         try:
             with _sqlite_errors(run_dir / DATABASE):
-                connection = _connect(run_dir / DATABASE)
-            store = cls(run_dir, connection, lock_handle)
+                connection = _connect(run_dir / DATABASE, record_type)
+            store = cls(run_dir, connection, lock_handle, record_type)
             manifest_path = run_dir / MANIFEST
             if manifest_path.exists() and store._holds_judgments():
                 _check_identity(run_dir, read_manifest(run_dir).get("identity", {}), identity)
@@ -227,13 +220,14 @@ class RunStore:
         """The (item_id, sample_idx) pairs of `wanted` that are not stored yet, in `wanted`'s order."""
         return wanted.join(self.stored_keys(), on=["item_id", "sample_idx"], how="anti", maintain_order="left")
 
-    def append(self, judgments: Sequence[Judgment]) -> None:
-        """Store judgments in one transaction: all of them, or (after a crash) none."""
+    def append(self, records: Sequence[Record]) -> None:
+        """Store records in one transaction: all of them, or (after a crash) none."""
         now = time.time()
+        columns = self._columns
         with _sqlite_errors(self.run_dir / DATABASE), self._transaction():
             self._connection.executemany(
-                f"INSERT INTO judgments ({', '.join(COLUMNS)}, created_at) VALUES ({', '.join('?' * len(COLUMNS))}, ?)",
-                [(*j, now) for j in judgments])
+                f"INSERT INTO judgments ({', '.join(columns)}, created_at) VALUES ({', '.join('?' * len(columns))}, ?)",
+                [(*record, now) for record in records])
 
     def retire(self, statuses: Iterable[str]) -> int:
         """Move judgments with these statuses to the `retired` table, so they are requested again."""
@@ -244,13 +238,12 @@ class RunStore:
                 f"INSERT INTO retired SELECT *, ? FROM judgments WHERE status IN ({marks})", (time.time(), *statuses))
             return self._connection.execute(f"DELETE FROM judgments WHERE status IN ({marks})", statuses).rowcount
 
-    def update_parsed(self, judgments: Iterable[Judgment]) -> None:
-        """Rewrite what parsing decides (status, score, detail, parser, score_*) of stored judgments."""
+    def update_parsed(self, records: Iterable[Record], columns: Sequence[str]) -> None:
+        """Rewrite what parsing decides (`columns`: for a judgment its status, score, detail, parser, score_*)."""
         with _sqlite_errors(self.run_dir / DATABASE), self._transaction():
             self._connection.executemany(
-                f"UPDATE judgments SET {', '.join(f'{c} = ?' for c in PARSED_COLUMNS)} "
-                "WHERE item_id = ? AND sample_idx = ?",
-                [(*(getattr(j, c) for c in PARSED_COLUMNS), j.item_id, j.sample_idx) for j in judgments])
+                f"UPDATE judgments SET {', '.join(f'{c} = ?' for c in columns)} WHERE item_id = ? AND sample_idx = ?",
+                [(*(getattr(r, c) for c in columns), r.item_id, r.sample_idx) for r in records])
 
     def _transaction(self) -> sqlite3.Connection:
         return _Transaction(self._connection)
@@ -297,7 +290,7 @@ class _Transaction:
 
 
 # Identity keys added after runs were made without them, with the value those runs implicitly had.
-IDENTITY_DEFAULTS: dict[str, Any] = {"dtype": "auto", "endpoint": "chat", "tokenizer": None, "tokenizer_fingerprint": "",
+IDENTITY_DEFAULTS: dict[str, Any] = {"task": "score", "dtype": "auto", "endpoint": "chat", "tokenizer": None, "tokenizer_fingerprint": "",
                                      "use_n": False, "engine_args": {}, "constrain_score": False}
 
 

@@ -1,13 +1,17 @@
-"""Judge templates: sandboxed Jinja files that render chat messages and declare their parser.
+"""Templates: sandboxed Jinja files that render chat messages and say what kind of answer they ask for.
 
 A template is a `.jinja` file whose first thing is a Jinja comment holding YAML metadata, then a
 `user` block and optionally a `system` block:
 
     {#-
-    parser: tagged_score        # a name in curate.parse.PARSERS (required)
+    parser: tagged_score        # a judge template's parser, a name in curate.parse.PARSERS
     description: one line about what it asks
     prefill: "Score: "          # optional: the start of the assistant's answer, which the model continues
     -#}
+
+A judge template (for `curate score`) declares its parser. A response template (for `curate solve`
+and `curate respond`: a model answers the problem, and a verifier, not a parser, reads the answer)
+declares `kind: response` instead.
     {% block system %}...{% endblock %}
     {% block user %}Problem: {{ question }}{% endblock %}
 
@@ -67,11 +71,14 @@ def available_templates(template_dir: str | Path | None = None) -> list[str]:
     return sorted({str(p.relative_to(root).with_suffix("")) for root in roots for p in root.rglob(f"*{SUFFIX}")})
 
 
+KINDS = ("judge", "response")
+
+
 @dataclass(frozen=True)
 class JudgeTemplate:
     name: str
     source: str
-    parser: Parser
+    parser: Parser | None  # a judge template's; None for a response template
     description: str
     _template: jinja2.Template
     prefill: str = ""
@@ -79,6 +86,10 @@ class JudgeTemplate:
     content_hash: str = field(init=False)
     identity: str = field(init=False)
     _globals: dict[str, Any] = field(init=False, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return "judge" if self.parser is not None else "response"
 
     def __post_init__(self) -> None:
         digest = hashlib.sha256(self.source.encode())
@@ -158,10 +169,18 @@ def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTem
                             f"offset {exc.start}); save it as UTF-8") from None
     source = Path(template.filename).read_text(encoding="utf-8")
     metadata = _metadata(source, display)
+    kind = metadata.get("kind", "judge")
+    if kind not in KINDS:
+        raise TemplateError(f"template {display!r} declares kind {kind!r}; declare one of {list(KINDS)} (judge by "
+                            "default)")
     parser_name = metadata.get("parser")
-    if parser_name not in PARSERS:
+    if kind == "response" and parser_name is not None:
+        raise TemplateError(f"template {display!r} is a response template: a verifier reads its answers (--verify), "
+                            "so it declares no parser")
+    if kind == "judge" and parser_name not in PARSERS:
         raise TemplateError(f"template {display!r} declares parser {parser_name!r}; "
-                            f"declare one of {sorted(PARSERS)} in its header comment")
+                            f"declare one of {sorted(PARSERS)} in its header comment (or `kind: response` for a "
+                            "template whose answers a verifier reads)")
     if re.search(r"\{%-?\s*extends\b", source):
         raise TemplateError(f"template {display!r}: {{% extends %}} is not supported (blocks render on their own); "
                             "copy the parent's blocks instead")
@@ -170,7 +189,7 @@ def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTem
     prefill = metadata.get("prefill", "")
     if not isinstance(prefill, str) or (prefill and not prefill.strip()):
         raise TemplateError(f"template {display!r}: prefill must be a string with some text, got {prefill!r}")
-    return JudgeTemplate(name=display, source=source, parser=PARSERS[parser_name],
+    return JudgeTemplate(name=display, source=source, parser=PARSERS.get(parser_name),
                          description=str(metadata.get("description", "")), _template=template,
                          included=_included(env, source, display), prefill=prefill)
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from curate.analysis import CALIBRATED_FILE, analyze_comparison, analyze_run, load_calibration
 from curate.cli import app
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.engine import score
 from curate.stats import all_notes
 
@@ -30,7 +30,7 @@ def judge_by_level(noise: int):
 
 def make_run(tmp_path, name, template="difficulty/intensity", noise=4, samples=3, rows=ROWS, judge=None):
     data = write_jsonl(tmp_path / f"{name}.jsonl", rows)
-    config = ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / name), "template": template,
+    config = RunConfig.from_flat({"source": str(data), "out": str(tmp_path / name), "template": template,
                                     "samples": samples, "temperature": 1.0})
     score(config, backend=ScriptedBackend(judge or judge_by_level(noise)))
     return tmp_path / name

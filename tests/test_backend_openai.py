@@ -9,7 +9,7 @@ import curate
 from curate.backends.openai_answer import (
     MalformedAnswer, RetryableError, completions, read_answer, retry_after_seconds, server_message,
 )
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.engine import score
 from curate.errors import BackendError
 from curate.testing import FakeOpenAIServer
@@ -18,9 +18,9 @@ ITEMS = 150
 FAULTS = {"rate_limit": 0.06, "server_error": 0.06, "drop": 0.05, "hang": 0.03, "truncate": 0.05, "unparseable": 0.05}
 
 
-def config(tmp_path, server, **overrides) -> ScoreConfig:
+def config(tmp_path, server, **overrides) -> RunConfig:
     data = write_jsonl(tmp_path / "data.jsonl", [{"id": f"q{i}", "question": f"Problem {i}?"} for i in range(ITEMS)])
-    return ScoreConfig.from_flat({
+    return RunConfig.from_flat({
         "source": str(data), "out": str(tmp_path / "run"), "backend": "openai", "base_url": server.base_url,
         "model": "judge", "template": "difficulty/intensity", "samples": 2, "temperature": 1.0,
         "request_timeout": 1.0, "max_failure_fraction": 1.0, **overrides})
@@ -171,7 +171,7 @@ def test_the_completions_endpoint_renders_a_prefill_into_the_prompt(tmp_path, ra
 
 # --- answers a server should not send, through the real HTTP path --------------------------------
 
-def one_sample(tmp_path, server, **overrides) -> ScoreConfig:
+def one_sample(tmp_path, server, **overrides) -> RunConfig:
     return config(tmp_path, server, samples=1, temperature=0.0, limit=4, max_retries=2, **overrides)
 
 

@@ -9,7 +9,7 @@ from conftest import invoke, write_jsonl
 
 import curate
 from curate.backends import Request, create_backend
-from curate.config import DataConfig, SamplingConfig, ScoreConfig
+from curate.config import DataConfig, SamplingConfig, RunConfig
 from curate.engine import score
 from curate.parse import PARSERS, Status, parse_completion
 from curate.templates import load_template
@@ -17,7 +17,7 @@ from curate.templates import load_template
 
 @pytest.fixture(scope="module")
 def backend(random_model):
-    config = ScoreConfig(data=DataConfig(source="unused"), out="unused", model=str(random_model), batch_size=4)
+    config = RunConfig(data=DataConfig(source="unused"), out="unused", model=str(random_model), batch_size=4)
     created = create_backend(config)
     yield created
     created.close()
@@ -125,7 +125,7 @@ def test_a_constrained_answer_is_a_score_token_with_the_exact_unconstrained_mass
 def test_reusing_the_shared_prefix_changes_nothing(random_model):
     from curate.backends.transformers import TransformersBackend
 
-    config = ScoreConfig(data=DataConfig(source="unused"), out="unused", model=str(random_model), batch_size=3)
+    config = RunConfig(data=DataConfig(source="unused"), out="unused", model=str(random_model), batch_size=3)
     rubric = {"role": "system", "content": "Rate the reasoning intensity from 1 to 5. " * 4}
     requests = [Request(r.item_id, r.sample_indices, (rubric, *r.messages)) for r in REQUESTS]
     sampling = SamplingConfig(samples=3, temperature=1.0, max_tokens=5, top_logprobs=4, seed=5)
@@ -144,7 +144,7 @@ def test_a_failure_midway_through_a_batch_answers_each_sample_once(tmp_path, ran
     from curate.backends.transformers import TransformersBackend
 
     data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"q{i}", "question": f"Problem {i}?"} for i in range(3)])
-    config = ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "model": str(random_model),
+    config = RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "model": str(random_model),
                                     "batch_size": 4, "max_tokens": 3, "max_failure_fraction": 1.0})
     backend = TransformersBackend(config)
     decode, calls = backend.tokenizer.decode, itertools.count(1)
@@ -167,7 +167,7 @@ def judge():
     """The bundled judge: 2,048 positions, one token per " x"."""
     from curate.backends.transformers import TransformersBackend
 
-    created = TransformersBackend(ScoreConfig(data=DataConfig(source="unused"), out="unused",
+    created = TransformersBackend(RunConfig(data=DataConfig(source="unused"), out="unused",
                                               model="bundled:tiny-judge", batch_size=8))
     yield created
     created.close()
@@ -244,7 +244,7 @@ def forward_calls(model):
 def test_only_the_last_positions_logits_are_computed(random_model):
     from curate.backends.transformers import TransformersBackend
 
-    backend = TransformersBackend(ScoreConfig(data=DataConfig(source="unused"), out="unused",
+    backend = TransformersBackend(RunConfig(data=DataConfig(source="unused"), out="unused",
                                               model=str(random_model), batch_size=4))
     shapes = []
     hook = backend.model.register_forward_hook(lambda _module, _args, output: shapes.append(output.logits.shape))
@@ -273,7 +273,7 @@ def run_within(backend, budget, requests, sampling, batch_size):
         return run(backend, requests, sampling, batch_size), calls
     finally:
         hook.remove()
-        backend.max_batch_tokens = ScoreConfig.__dataclass_fields__["max_batch_tokens"].default
+        backend.max_batch_tokens = RunConfig.__dataclass_fields__["max_batch_tokens"].default
 
 
 def test_batches_keep_to_the_token_budget_and_results_do_not_change(backend):
@@ -329,7 +329,7 @@ def test_a_row_that_does_not_fit_alone_is_one_error_and_the_run_completes(tmp_pa
     rows = [{"id": f"q{i}", "question": f"Problem {i}: what is {i} + {i}?"} for i in range(5)]
     rows += [{"id": "long", "question": "Find x if x^2 = 4. " * 60}, {"id": "100 KB", "question": "x " * 50_000}]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
-    config = ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "model": str(random_model),
+    config = RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "model": str(random_model),
                                     "max_tokens": 3, "max_failure_fraction": 1.0})
     backend = TransformersBackend(config)
     template = load_template(config.template)
@@ -409,3 +409,19 @@ def test_a_prefilled_answer_is_continued_not_restarted(backend):
     assert text.endswith("<|im_start|>assistant\nScore: ") and text.count("<|im_start|>assistant") == 1
     assert backend.prompt_ids(messages)[:len(backend.prompt_ids(REQUESTS[0].messages))] == \
         backend.prompt_ids(REQUESTS[0].messages)  # the same conversation, with the answer begun
+
+
+def test_a_draw_does_not_change_when_rounding_swaps_two_near_equal_tokens():
+    """Two tokens a rounding error apart (a batch of another shape computes them so) keep their intervals: the
+    nucleus was once walked in probability order, and every draw between them changed token when they swapped."""
+    import torch
+
+    from curate.backends.sampling import next_tokens
+
+    one_way = torch.tensor([[0.3, 0.3 + 1e-6, 0.25, 0.15]]).log()
+    other_way = torch.tensor([[0.3 + 1e-6, 0.3, 0.25, 0.15]]).log()
+    uniforms = torch.linspace(0.01, 0.99, 99)
+    for top_p in (1.0, 0.9):
+        draws = [(next_tokens(one_way, 1.0, top_p, u[None]).item(), next_tokens(other_way, 1.0, top_p, u[None]).item())
+                 for u in uniforms]
+        assert sum(a != b for a, b in draws) <= 1, top_p  # at most a draw on the boundary itself

@@ -24,7 +24,7 @@ import curate
 from curate.backends import create_backend, sample_seed
 from curate.backends.vllm import CHUNK_REQUESTS, INSTALL_HINT
 from curate.cli import app
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.engine import score
 from curate.errors import BackendError
 
@@ -147,7 +147,7 @@ def fake_vllm(monkeypatch):
 
 def config(tmp_path, **overrides):
     data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"q{i}", "question": f"Problem {i}"} for i in range(30)])
-    return ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "backend": "vllm",
+    return RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "backend": "vllm",
                                   "model": "org/judge", "template": "difficulty/intensity", "samples": 2,
                                   "temperature": 0.7, "max_failure_fraction": 1.0, **overrides})
 

@@ -7,7 +7,7 @@ from conftest import write_jsonl
 from fakes import ScriptedBackend
 
 import curate
-from curate.config import DataConfig, SamplingConfig, ScoreConfig
+from curate.config import DataConfig, SamplingConfig, RunConfig
 from curate.engine import score
 from curate.errors import FailureThresholdError, TemplateError
 from curate.store import read_judgments
@@ -16,11 +16,11 @@ ROWS = [{"id": f"q{i}", "question": f"Problem {i}: what is {i} + {i}?", "answer"
         for i in range(40)]
 
 
-def config(tmp_path, **overrides) -> ScoreConfig:
+def config(tmp_path, **overrides) -> RunConfig:
     data = write_jsonl(tmp_path / "data.jsonl", ROWS)
     settings = {"source": str(data), "out": str(tmp_path / "run"), "template": "difficulty/intensity",
                 "samples": 3, "temperature": 1.0, "chunk_size": 7, "max_failure_fraction": 1.0, **overrides}
-    return ScoreConfig.from_flat(settings)
+    return RunConfig.from_flat(settings)
 
 
 def mixed(item_id: str, idx: int):
@@ -132,7 +132,7 @@ def test_every_config_is_logged_as_it_ran(tmp_path):
     score(config(tmp_path, max_tokens=999), backend=ScriptedBackend(mixed))
     logged = [json.loads(line)["config"] for line in (tmp_path / "run" / "invocations.jsonl").read_text().splitlines()]
     assert logged[0] == cfg.to_flat() and logged[1]["max_tokens"] == 999
-    assert ScoreConfig.from_flat(logged[0]) == cfg
+    assert RunConfig.from_flat(logged[0]) == cfg
     assert isinstance(cfg.sampling, SamplingConfig) and isinstance(cfg.data, DataConfig)
 
 

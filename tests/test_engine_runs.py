@@ -7,18 +7,23 @@ import pytest
 from conftest import invoke, write_jsonl
 from fakes import ScriptedBackend
 
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.engine import reparse, run_identity, score
 from curate.errors import FailureThresholdError, RunDirError
+from curate.parse import PARSERS
 from curate.store import read_judgments as load_judgments
 from curate.store import read_manifest
+from curate.tasks import ScoreTask
 
 ROWS = [{"id": f"q{i}", "question": f"Problem {i}: what is {i} + {i}?", "answer": str(2 * i)} for i in range(6)]
 
 
-def job(tmp_path, rows=ROWS, **overrides) -> ScoreConfig:
+TASK = ScoreTask(PARSERS["score_only"], "t@1", sampled=False, constrained=False)
+
+
+def job(tmp_path, rows=ROWS, **overrides) -> RunConfig:
     data = write_jsonl(tmp_path / "data.jsonl", rows)
-    return ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"),
+    return RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"),
                                   "template": "difficulty/intensity", **overrides})
 
 
@@ -85,7 +90,7 @@ def test_identity_holds_the_settings_the_backend_reads(tmp_path, backend, change
     base = job(tmp_path, backend=backend)
     items, template = load_items(base.data).items, load_template(base.template)
     other = job(tmp_path, backend=backend, **changed)
-    assert run_identity(base, items, template)[key] != run_identity(other, items, template)[key]
+    assert run_identity(base, items, template, TASK)[key] != run_identity(other, items, template, TASK)[key]
 
 
 def test_a_tokenizer_is_identified_by_its_files(tmp_path):
@@ -93,7 +98,7 @@ def test_a_tokenizer_is_identified_by_its_files(tmp_path):
     from curate.templates import load_template
 
     config = job(tmp_path, backend="openai", endpoint="completions", tokenizer="bundled:tiny-judge")
-    identity = run_identity(config, load_items(config.data).items, load_template(config.template))
+    identity = run_identity(config, load_items(config.data).items, load_template(config.template), TASK)
     assert identity["tokenizer"] == "bundled:tiny-judge" and len(identity["tokenizer_fingerprint"]) == 16
 
 
@@ -123,6 +128,6 @@ def test_a_sampled_run_records_how_its_backend_draws(tmp_path):
 
     sampled = job(tmp_path, samples=2, temperature=1.0)
     items, template = load_items(sampled.data).items, load_template(sampled.template)
-    assert "sampler" in run_identity(sampled, items, template)
-    assert "sampler" not in run_identity(job(tmp_path), items, template)  # greedy: nothing is drawn
-    assert "sampler" not in run_identity(job(tmp_path, samples=2, temperature=1.0, backend="openai"), items, template)
+    assert "sampler" in run_identity(sampled, items, template, TASK)
+    assert "sampler" not in run_identity(job(tmp_path), items, template, TASK)  # greedy: nothing is drawn
+    assert "sampler" not in run_identity(job(tmp_path, samples=2, temperature=1.0, backend="openai"), items, template, TASK)

@@ -101,6 +101,11 @@ def test_summary_counts():
     assert {k: summary[k] for k in ("items", "measured", "no_countable_attempt", "solved_all", "solved_some",
                                     "solved_none")} == {"items": 4, "measured": 3, "no_countable_attempt": 1,
                                                         "solved_all": 1, "solved_some": 1, "solved_none": 1}
-    assert summary["rollouts"] == {"correct": 3, "wrong": 1, "no_answer": 1, "error": 1, "timeout": 1}
+    assert summary["rollouts"] == {"correct": 3, "wrong": 1, "no_answer": 1, "truncated": 0, "error": 1, "timeout": 1}
     assert summary["mean_pass_rate"] == pytest.approx((1 + 0.5 + 0) / 3)
     assert summarize(pass_rates(rollouts({"x": ["error"]})))["mean_pass_rate"] is None
+
+
+def test_a_truncated_rollout_is_an_attempt_that_failed():
+    item = pass_rates(rollouts({"t": ["correct", "truncated", "error"]})).row(0, named=True)
+    assert (item["attempts"], item["pass_rate"], item["n_truncated"], item["n_error"]) == (2, 0.5, 1, 1)

@@ -45,15 +45,15 @@ def test_prefilled_and_constrained_logprob_scoring_gives_every_judgment_a_score_
     """The measured failure this guards against: SmolLM2 opens the score-only answer with a word, so reading the
     first token scores nothing. Prefilled, the next token is mostly a digit; constrained, every answer is one."""
     from curate.backends.transformers import TransformersBackend
-    from curate.config import DataConfig, ScoreConfig
+    from curate.config import DataConfig, RunConfig
     from curate.engine import score
 
-    def job(name: str, **sampling) -> ScoreConfig:
-        return ScoreConfig.from_flat({"source": "bundled:math-sample", "limit": 6, "model": "bundled:smollm2-135m",
+    def job(name: str, **sampling) -> RunConfig:
+        return RunConfig.from_flat({"source": "bundled:math-sample", "limit": 6, "model": "bundled:smollm2-135m",
                                       "out": str(tmp_path / name), "max_tokens": 1, "top_logprobs": 20,
                                       "max_failure_fraction": 1.0, **sampling})
 
-    backend = TransformersBackend(ScoreConfig(data=DataConfig(source="unused"), out="unused",
+    backend = TransformersBackend(RunConfig(data=DataConfig(source="unused"), out="unused",
                                               model="bundled:smollm2-135m"))
     score(job("first_token"), backend=backend)
     score(job("prefilled", template="difficulty/intensity_prefilled", constrain_score=True), backend=backend)

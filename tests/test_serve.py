@@ -7,14 +7,14 @@ from pathlib import Path
 from conftest import kill_when_stored
 
 import curate
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.engine import score
 
 LIMIT = 60
 
 
-def served_config(tmp_path, base_url, model, name="served", **overrides) -> ScoreConfig:
-    return ScoreConfig.from_flat({"source": "bundled:math-sample", "limit": LIMIT, "out": str(tmp_path / name),
+def served_config(tmp_path, base_url, model, name="served", **overrides) -> RunConfig:
+    return RunConfig.from_flat({"source": "bundled:math-sample", "limit": LIMIT, "out": str(tmp_path / name),
                                   "backend": "openai", "base_url": base_url, "model": model,
                                   "max_in_flight": 4, **overrides})
 
@@ -22,7 +22,7 @@ def served_config(tmp_path, base_url, model, name="served", **overrides) -> Scor
 def test_served_judge_agrees_with_the_in_process_one(tmp_path, served_judge):
     base_url, model = served_judge
     served = score(served_config(tmp_path, base_url, model))
-    score(ScoreConfig.from_flat({"source": "bundled:math-sample", "limit": LIMIT, "out": str(tmp_path / "local")}))
+    score(RunConfig.from_flat({"source": "bundled:math-sample", "limit": LIMIT, "out": str(tmp_path / "local")}))
     assert served.summary["status_counts"]["ok"] >= LIMIT - 3
     a, b = curate.load_judgments(tmp_path / "served"), curate.load_judgments(tmp_path / "local")
     agree = (a["score"] == b["score"]).sum()

@@ -9,7 +9,7 @@ from fakes import ScriptedBackend
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.engine import score
 from curate.split_dir import make_split
 
@@ -34,7 +34,7 @@ def answer(item_id: str, idx: int):
 
 def make_run(tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", ROWS)
-    score(ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "template": "difficulty/intensity",
+    score(RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "template": "difficulty/intensity",
                                  "max_failure_fraction": 1.0}), backend=ScriptedBackend(answer))
     benchmark = write_jsonl(tmp_path / "bench.jsonl", [{"question": BENCHMARK_PROBLEM}, {"question": "short"}])
     return tmp_path / "run", benchmark

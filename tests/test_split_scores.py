@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_one_line_error, invoke, write_jsonl
 from fakes import ScriptedBackend
 
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.engine import score
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu",
@@ -24,7 +24,7 @@ def make_run(tmp_path, answer=None, **settings):
     data = write_jsonl(tmp_path / "data.jsonl", ROWS)
     level = {r["id"]: r["level"] for r in ROWS}
     backend = ScriptedBackend(answer or (lambda item_id, idx: (f"<score>{level[item_id]}</score>", "stop")))
-    score(ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "template": "difficulty/intensity",
+    score(RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "template": "difficulty/intensity",
                                  "max_failure_fraction": 1.0, **settings}), backend=backend)
     return tmp_path / "run"
 
@@ -110,7 +110,7 @@ def test_stages_by_a_field_that_rl_items_lack_is_one_line(tmp_path):
     rows = [{**r, "solve_rate": None} if r["id"] in ("q04", "q09", "q13") else r for r in ROWS]
     write_jsonl(tmp_path / "data.jsonl", rows)
     level = {r["id"]: r["level"] for r in ROWS}
-    score(ScoreConfig.from_flat({"source": str(tmp_path / "data.jsonl"), "out": str(tmp_path / "run"),
+    score(RunConfig.from_flat({"source": str(tmp_path / "data.jsonl"), "out": str(tmp_path / "run"),
                                  "template": "difficulty/intensity"}),
           backend=ScriptedBackend(lambda item_id, idx: (f"<score>{level[item_id]}</score>", "stop")))
     assert_one_line_error(invoke("split", tmp_path / "run", "--out", tmp_path / "split", "--stages", "2",
@@ -129,7 +129,7 @@ def test_benchmarks_with_different_question_fields_in_one_split(tmp_path, named)
                    {"id": "leak2", "question": f"Problem 99: {' '.join(WORDS)} and more.", "level": 4}]
     data = write_jsonl(tmp_path / "data.jsonl", rows)
     level = {r["id"]: r["level"] for r in rows}
-    score(ScoreConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"),
+    score(RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"),
                                  "template": "difficulty/intensity"}),
           backend=ScriptedBackend(lambda item_id, idx: (f"<score>{level[item_id]}</score>", "stop")))
     gsm = write_jsonl(tmp_path / "gsm.jsonl", [{"question": BENCHMARK_QUESTION, "answer": "2"}])

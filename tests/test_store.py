@@ -4,7 +4,8 @@ import polars as pl
 import pytest
 
 from curate.errors import RunDirError
-from curate.store import Judgment, RunStore, read_judgments, read_manifest
+from curate.store import RunStore, read_judgments, read_manifest
+from curate.tasks.score import Judgment
 
 IDENTITY = {"input_fingerprint": "abc", "template": "t@1", "model": "m"}
 
@@ -19,7 +20,7 @@ def keys(*pairs):
 
 
 def test_append_then_missing_and_read(tmp_path):
-    with RunStore.open(tmp_path, IDENTITY, {"note": "x"}) as store:
+    with RunStore.open(tmp_path, IDENTITY, {"note": "x"}, Judgment) as store:
         store.append([judgment("a", 0), judgment("a", 1, "truncated", None)])
         missing = store.missing(keys(("a", 0), ("a", 1), ("b", 0), ("b", 1)))
     assert missing.rows() == [("b", 0), ("b", 1)]
@@ -30,7 +31,7 @@ def test_append_then_missing_and_read(tmp_path):
 
 
 def test_a_duplicate_rolls_back_the_whole_chunk(tmp_path):
-    with RunStore.open(tmp_path, IDENTITY, {}) as store:
+    with RunStore.open(tmp_path, IDENTITY, {}, Judgment) as store:
         store.append([judgment("a", 0)])
         with pytest.raises(sqlite3.IntegrityError):
             store.append([judgment("b", 0), judgment("a", 0)])
@@ -38,51 +39,51 @@ def test_a_duplicate_rolls_back_the_whole_chunk(tmp_path):
 
 
 def test_second_process_is_locked_out(tmp_path):
-    with RunStore.open(tmp_path, IDENTITY, {}):
+    with RunStore.open(tmp_path, IDENTITY, {}, Judgment):
         with pytest.raises(RunDirError, match="in use"):
-            RunStore.open(tmp_path, IDENTITY, {})
-    RunStore.open(tmp_path, IDENTITY, {}).close()  # released with the first holder
+            RunStore.open(tmp_path, IDENTITY, {}, Judgment)
+    RunStore.open(tmp_path, IDENTITY, {}, Judgment).close()  # released with the first holder
 
 
 def test_other_identity_is_refused_naming_the_difference(tmp_path):
-    with RunStore.open(tmp_path, IDENTITY, {}) as store:
+    with RunStore.open(tmp_path, IDENTITY, {}, Judgment) as store:
         store.append([judgment("a", 0)])
     with pytest.raises(RunDirError, match=r"template: stored 't@1', now 't@2'"):
-        RunStore.open(tmp_path, {**IDENTITY, "template": "t@2"}, {})
+        RunStore.open(tmp_path, {**IDENTITY, "template": "t@2"}, {}, Judgment)
 
 
 def test_a_run_without_judgments_takes_the_new_identity(tmp_path):
     """A setup error (bad model path) after the manifest was written must not lock the folder to those settings."""
-    RunStore.open(tmp_path, {**IDENTITY, "model": "./no/such/model"}, {}).close()
-    RunStore.open(tmp_path, IDENTITY, {}).close()
+    RunStore.open(tmp_path, {**IDENTITY, "model": "./no/such/model"}, {}, Judgment).close()
+    RunStore.open(tmp_path, IDENTITY, {}, Judgment).close()
     assert read_manifest(tmp_path)["identity"] == IDENTITY
 
 
 def test_retired_judgments_keep_the_identity(tmp_path):
-    with RunStore.open(tmp_path, IDENTITY, {}) as store:
+    with RunStore.open(tmp_path, IDENTITY, {}, Judgment) as store:
         store.append([judgment("a", 0, "error", None)])
         store.retire(["error"])
     with pytest.raises(RunDirError, match="different run"):
-        RunStore.open(tmp_path, {**IDENTITY, "model": "other"}, {})
+        RunStore.open(tmp_path, {**IDENTITY, "model": "other"}, {}, Judgment)
 
 
 def test_identity_keys_added_later_default_for_older_runs(tmp_path):
-    with RunStore.open(tmp_path, IDENTITY, {}) as store:
+    with RunStore.open(tmp_path, IDENTITY, {}, Judgment) as store:
         store.append([judgment("a", 0)])
-    RunStore.open(tmp_path, {**IDENTITY, "dtype": "auto", "use_n": False}, {}).close()
+    RunStore.open(tmp_path, {**IDENTITY, "dtype": "auto", "use_n": False}, {}, Judgment).close()
     with pytest.raises(RunDirError, match=r"dtype: stored 'auto', now 'bfloat16'"):
-        RunStore.open(tmp_path, {**IDENTITY, "dtype": "bfloat16"}, {})
+        RunStore.open(tmp_path, {**IDENTITY, "dtype": "bfloat16"}, {}, Judgment)
 
 
 def test_out_pointing_at_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunDirError, match="is a file, not a run directory"):
-        RunStore.open(tmp_path / "file", IDENTITY, {})
+        RunStore.open(tmp_path / "file", IDENTITY, {}, Judgment)
 
 
 def test_a_full_disk_is_an_os_error_naming_the_database_and_keeps_what_was_committed(small_fs):
     run_dir = small_fs / "run"
-    with RunStore.open(run_dir, IDENTITY, {}) as store:
+    with RunStore.open(run_dir, IDENTITY, {}, Judgment) as store:
         store.append([judgment("a", 0)])
         big = [judgment(f"b{i}", 0)._replace(raw_text="x" * 4000) for i in range(200)]
         with pytest.raises(OSError, match="No space left on device") as raised:
@@ -93,7 +94,7 @@ def test_a_full_disk_is_an_os_error_naming_the_database_and_keeps_what_was_commi
 
 def test_a_finished_run_reads_on_a_read_only_filesystem(tmp_path, make_readonly):
     run_dir = tmp_path / "ro" / "run"
-    with RunStore.open(run_dir, IDENTITY, {}) as store:
+    with RunStore.open(run_dir, IDENTITY, {}, Judgment) as store:
         store.append([judgment("a", 0), judgment("b", 0)])
     make_readonly(tmp_path / "ro")
     assert read_judgments(run_dir)["item_id"].to_list() == ["a", "b"]
@@ -101,7 +102,7 @@ def test_a_finished_run_reads_on_a_read_only_filesystem(tmp_path, make_readonly)
 
 
 def test_retire_moves_failures_aside_keeping_them(tmp_path):
-    with RunStore.open(tmp_path, IDENTITY, {}) as store:
+    with RunStore.open(tmp_path, IDENTITY, {}, Judgment) as store:
         store.append([judgment("a", 0), judgment("b", 0, "error", None), judgment("c", 0, "truncated", None),
                       judgment("d", 0, "unparseable", None)])
         assert store.retire(["error", "truncated"]) == 2
@@ -110,7 +111,7 @@ def test_retire_moves_failures_aside_keeping_them(tmp_path):
 
 
 def test_no_temporary_files_are_left(tmp_path):
-    with RunStore.open(tmp_path, IDENTITY, {}) as store:
+    with RunStore.open(tmp_path, IDENTITY, {}, Judgment) as store:
         store.append([judgment("a", 0)])
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -118,3 +119,37 @@ def test_no_temporary_files_are_left(tmp_path):
 def test_reading_a_directory_without_a_run_says_so(tmp_path):
     with pytest.raises(RunDirError, match="no judgments"):
         read_judgments(tmp_path)
+
+
+# The judgments table as every run before the task seam made it: a run directory from then must stay readable
+# and resumable, so the table the score task's record type makes has to be this one, column for column.
+TABLE_BEFORE_TASKS = """CREATE TABLE judgments (
+    item_id TEXT NOT NULL, sample_idx INTEGER NOT NULL, status TEXT NOT NULL, score INTEGER,
+    detail TEXT NOT NULL, raw_text TEXT NOT NULL, finish_reason TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    parser TEXT NOT NULL, template TEXT NOT NULL, score_method TEXT NOT NULL, expected_score REAL,
+    score_entropy REAL, score_mass REAL, score_probs TEXT, top_logprobs TEXT, created_at REAL NOT NULL,
+    PRIMARY KEY (item_id, sample_idx)) WITHOUT ROWID"""
+
+
+def test_the_score_task_makes_the_table_runs_were_made_with(tmp_path):
+    import sqlite3
+
+    before = sqlite3.connect(tmp_path / "before.sqlite")
+    before.execute(TABLE_BEFORE_TASKS)
+    with RunStore.open(tmp_path / "run", IDENTITY, {}, Judgment) as store:
+        store.append([judgment("a", 0)])
+    now = sqlite3.connect(tmp_path / "run" / "judgments.sqlite")
+    assert now.execute("PRAGMA table_info(judgments)").fetchall() == before.execute(
+        "PRAGMA table_info(judgments)").fetchall()
+
+
+def test_reading_a_column_another_task_does_not_store_names_the_run_kind(tmp_path):
+    from curate.errors import RunDirError
+    from curate.tasks.responses import Response
+
+    with RunStore.open(tmp_path, {**IDENTITY, "task": "solve"}, {}, Response) as store:
+        store.append([Response("a", 0, "correct", "", "#### 4", "stop", 5, 3, "t@1", "gsm8k@1", "4")])
+    assert read_judgments(tmp_path)["answer"].to_list() == ["4"]
+    with pytest.raises(RunDirError, match="is a solve run: its records have no score"):
+        read_judgments(tmp_path, columns=["item_id", "score"])

@@ -7,17 +7,17 @@ from collections.abc import Callable
 from curate.backends.base import (
     Alternatives, Backend, Completion, Request, TokenLogprobs, model_fingerprint, resolve_model, sample_seed,
 )
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.errors import BackendError, ConfigError
 
 
-def _transformers(config: ScoreConfig) -> Backend:
+def _transformers(config: RunConfig) -> Backend:
     from curate.backends.transformers import TransformersBackend  # imports torch: only when chosen
 
     return TransformersBackend(config)
 
 
-def _openai(config: ScoreConfig) -> Backend:
+def _openai(config: RunConfig) -> Backend:
     try:
         from curate.backends.openai import OpenAIBackend
     except ImportError as exc:
@@ -26,19 +26,19 @@ def _openai(config: ScoreConfig) -> Backend:
     return OpenAIBackend(config)
 
 
-def _vllm(config: ScoreConfig) -> Backend:
+def _vllm(config: RunConfig) -> Backend:
     from curate.backends.vllm import VLLMBackend  # imports vllm itself only when constructed
 
     return VLLMBackend(config)
 
 
-BACKENDS: dict[str, Callable[[ScoreConfig], Backend]] = {"transformers": _transformers, "openai": _openai,
+BACKENDS: dict[str, Callable[[RunConfig], Backend]] = {"transformers": _transformers, "openai": _openai,
                                                          "vllm": _vllm}
 
 
 # How a backend of ours draws sampled tokens, recorded in a sampled run's identity: a resumed run must draw as
 # it began. (vLLM and servers sample with their own seeded generators.) See curate/backends/sampling.py.
-SAMPLERS = {"transformers": "inverse-cdf, splitmix64 uniforms per (item, sample, step), v1"}
+SAMPLERS = {"transformers": "inverse-cdf in vocabulary order, splitmix64 uniforms per (item, sample, step), v2"}
 
 
 def check_backend_name(name: str) -> None:
@@ -46,7 +46,7 @@ def check_backend_name(name: str) -> None:
         raise ConfigError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
 
 
-def create_backend(config: ScoreConfig) -> Backend:
+def create_backend(config: RunConfig) -> Backend:
     check_backend_name(config.backend)
     return BACKENDS[config.backend](config)
 

@@ -43,7 +43,7 @@ from curate.backends.base import (
 from curate.backends.openai_answer import (
     RequestFailed, RetryableError, completions, read_answer, retry_after_seconds, server_message,
 )
-from curate.config import SamplingConfig, ScoreConfig
+from curate.config import SamplingConfig, RunConfig
 from curate.errors import BackendError
 from curate.parse import SCORE_DIGITS
 
@@ -72,7 +72,7 @@ def _paced(per_minute: int, window_seconds: float) -> AsyncLimiter:
 class OpenAIBackend:
     name = "openai"
 
-    def __init__(self, config: ScoreConfig):
+    def __init__(self, config: RunConfig):
         settings = config.endpoint
         base_url = settings.base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:

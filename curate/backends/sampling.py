@@ -39,20 +39,19 @@ def uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
 
 def next_tokens(logits: torch.Tensor, temperature: float, top_p: float, uniform: torch.Tensor | None) -> torch.Tensor:
     """One token per row of `logits` [rows, vocab]: the argmax at temperature 0, else the token whose
-    cumulative probability interval (within the top_p nucleus) holds `uniform` [rows] times the mass."""
+    cumulative probability interval (within the top_p nucleus) holds `uniform` [rows] times the mass.
+
+    The intervals lie in vocabulary order, the nucleus only masks tokens out: sorted by probability, two
+    near-equal tokens would swap places whenever a batch's arithmetic rounds them the other way, and every
+    draw between them would change token with them."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    order = None
-    if top_p < 1:
-        probs, order = probs.sort(dim=-1, descending=True)
+    if top_p < 1:  # the nucleus: the most likely tokens, those reached before top_p of the mass
+        ranked, order = probs.sort(dim=-1, descending=True)
+        probs = probs * torch.zeros_like(probs).scatter(-1, order, (ranked.cumsum(dim=-1) - ranked <= top_p).float())
     cumulative = probs.cumsum(dim=-1)
-    if order is None:
-        mass = cumulative[:, -1:]
-    else:  # the nucleus is a prefix of the sorted tokens: those reached before top_p of the mass
-        kept = (cumulative - probs <= top_p).sum(dim=-1, keepdim=True)
-        mass = cumulative.gather(-1, kept - 1)
+    mass = cumulative[:, -1:]
     # Strictly below the mass, the first cumulative sum above the target is a token of positive probability.
     target = torch.minimum(uniform[:, None] * mass, torch.nextafter(mass, torch.zeros_like(mass)))
-    picked = torch.searchsorted(cumulative, target, right=True)
-    return (picked if order is None else order.gather(-1, picked)).squeeze(-1)
+    return torch.searchsorted(cumulative, target, right=True).squeeze(-1)

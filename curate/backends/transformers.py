@@ -38,7 +38,7 @@ from curate.backends.base import (
     sample_seed, score_token_ids,
 )
 from curate.backends.sampling import next_tokens, uniforms
-from curate.config import SamplingConfig, ScoreConfig
+from curate.config import SamplingConfig, RunConfig
 from curate.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def _out_of_memory(exc: BaseException) -> bool:
 class TransformersBackend:
     name = "transformers"
 
-    def __init__(self, config: ScoreConfig, sort_by_length: bool = True, reuse_prefix: bool = True):
+    def __init__(self, config: RunConfig, sort_by_length: bool = True, reuse_prefix: bool = True):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.sort_by_length, self.reuse_prefix = sort_by_length, reuse_prefix

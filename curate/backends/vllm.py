@@ -24,7 +24,7 @@ from curate.backends.base import (
     Completion, Request, TokenLogprobs, chunked, context_exceeded, continues_answer, local_model, prompt_token_ids,
     sample_seed, score_token_ids,
 )
-from curate.config import SamplingConfig, ScoreConfig
+from curate.config import SamplingConfig, RunConfig
 from curate.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ INSTALL_HINT = ("--backend vllm needs vLLM, which is not installed: pip install 
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, config: ScoreConfig):
+    def __init__(self, config: RunConfig):
         try:
             import vllm
         except ImportError:

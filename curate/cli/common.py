@@ -13,14 +13,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from curate.config import SECTIONS, ScoreConfig
+from curate.config import SECTIONS, RunConfig
 from curate.errors import DereasonError, io_error_message
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 EXIT_ERROR, EXIT_FAILURES = 1, 3
-# Section classes last: their fields win over ScoreConfig's same-named section fields (`endpoint`).
-HELP = {f.name: f.metadata.get("help", "") for cls in (ScoreConfig, *SECTIONS.values()) for f in fields(cls)}
+# Section classes last: their fields win over RunConfig's same-named section fields (`endpoint`).
+HELP = {f.name: f.metadata.get("help", "") for cls in (RunConfig, *SECTIONS.values()) for f in fields(cls)}
 
 
 def option(name: str, *flags: str) -> Any:

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from curate.cli.common import EXIT_FAILURES, HELP, err, errors, option, out, print_error, setup_logging
-from curate.config import ScoreConfig, read_job_file
+from curate.config import RunConfig, read_job_file
 from curate.errors import ConfigError, FailureThresholdError
 
 
@@ -21,8 +21,8 @@ def _default_out(settings: dict[str, Any]) -> str:
     def slug(text: str) -> str:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(text)).stem if "/" in str(text) else str(text)).strip("-")
 
-    template = settings.get("template", ScoreConfig.__dataclass_fields__["template"].default)
-    model = settings.get("model", ScoreConfig.__dataclass_fields__["model"].default)
+    template = settings.get("template", RunConfig.__dataclass_fields__["template"].default)
+    model = settings.get("model", RunConfig.__dataclass_fields__["model"].default)
     return str(Path("runs") / f"{slug(settings['source'])}__{slug(template)}__{slug(model)}")
 
 
@@ -91,7 +91,7 @@ def score(
 ) -> None:
     """Judge the reasoning intensity (1-5) of every problem in DATA; rerun to resume."""
     setup_logging(verbose)
-    flags = {k: v for k, v in locals().items() if v is not None and k in ScoreConfig.flat_keys()}
+    flags = {k: v for k, v in locals().items() if v is not None and k in RunConfig.flat_keys()}
     flags.update({"source": data} if data is not None else {})
     flags.update({"out": out_dir} if out_dir is not None else {})
     with errors():
@@ -100,7 +100,7 @@ def score(
         settings = {**(read_job_file(config) if config else {}), **flags}
         if "source" in settings and "out" not in settings:
             settings["out"] = _default_out(settings)
-        job = ScoreConfig.from_flat(settings)
+        job = RunConfig.from_flat(settings)
         from curate.engine import score as run_score
 
         with _failures_reported(job.out_path, as_json), _progress_bar(disabled=as_json) as on_progress:

@@ -12,7 +12,7 @@ from curate.errors import DereasonError, io_error_message
 
 
 def templates(template_dir: Annotated[str | None, typer.Option(help="Also list templates here.")] = None) -> None:
-    """List judge templates with their parsers. A template that does not load gets an error line of
+    """List templates: judge templates with their parsers, and response templates. One that does not load gets an error line of
     its own after the table (the others are still listed), and the exit status is then 1."""
     from curate.templates import available_templates, load_template
 
@@ -30,7 +30,8 @@ def templates(template_dir: Annotated[str | None, typer.Option(help="Also list t
         except OSError as exc:
             failures.append(io_error_message(exc))
         else:
-            table.add_row(name, loaded.parser.name, loaded.content_hash, loaded.description)
+            table.add_row(name, loaded.parser.name if loaded.parser else "(response: --verify reads it)",
+                          loaded.content_hash, loaded.description)
     out.print(table)
     for message in failures:
         print_error(message)

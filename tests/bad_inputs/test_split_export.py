@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_one_line_error, invoke, write_jsonl
 from fakes import ScriptedBackend
 
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.engine import score
 
 ROWS = [{"id": f"q{i:02d}", "question": f"Problem {i}: how many ways are there to pick {i} of {i + 3} things?",
@@ -23,7 +23,7 @@ def work(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("split-bad-inputs")
     write_jsonl(work / "data.jsonl", ROWS)
     level = {r["id"]: r["level"] for r in ROWS}
-    score(ScoreConfig.from_flat({"source": str(work / "data.jsonl"), "out": str(work / "run"),
+    score(RunConfig.from_flat({"source": str(work / "data.jsonl"), "out": str(work / "run"),
                                  "template": "difficulty/intensity"}),
           backend=ScriptedBackend(lambda item_id, idx: (f"<score>{level[item_id]}</score>", "stop")))
     assert invoke("split", work / "run", "--out", work / "split").exit_code == 0

@@ -7,7 +7,7 @@ import pytest
 from conftest import assert_one_line_error, invoke, write_jsonl
 from fakes import ScriptedBackend
 
-from curate.config import ScoreConfig
+from curate.config import RunConfig
 from curate.engine import score
 
 ROWS = [{"id": f"q{i}", "question": f"Problem {i}", "level": i % 5 + 1, "level_text": f"Level {i % 5 + 1}",
@@ -17,7 +17,7 @@ ROWS = [{"id": f"q{i}", "question": f"Problem {i}", "level": i % 5 + 1, "level_t
 
 def make_run(folder, rows, name):
     data = write_jsonl(folder / f"{name}.jsonl", rows)
-    config = ScoreConfig.from_flat({"source": str(data), "out": str(folder / name), "template": "difficulty/intensity",
+    config = RunConfig.from_flat({"source": str(data), "out": str(folder / name), "template": "difficulty/intensity",
                                     "samples": 2, "temperature": 1.0})
     score(config, backend=ScriptedBackend(lambda item_id, idx: (f"{idx}: <score>{int(item_id[1:]) % 5 + 1}</score>",
                                                                 "stop")))

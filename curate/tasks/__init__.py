@@ -1,0 +1,37 @@
+"""Tasks the engine runs (curate.tasks.base has the seam): `score` judges, `solve` and `respond` answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from curate.errors import ConfigError
+from curate.parse import PARSERS
+from curate.tasks.base import Task
+from curate.tasks.responses import ResponseTask
+from curate.tasks.score import ScoreTask
+from curate.verify import get_verifier
+
+RESPONSE_TASKS = ("solve", "respond")
+
+
+def rebuild_task(identity: dict[str, Any], parser_name: str | None = None, verifier: str | None = None) -> Task:
+    """The task a run directory's identity describes, for deciding its stored records again (a reparse):
+    with another parser (score runs) or verifier (solve and respond runs) when one is named."""
+    task = identity["task"]
+    if task == "score":
+        if verifier is not None:
+            raise ConfigError("--verify applies to solve and respond runs; this is a score run (use --parser)")
+        name = parser_name or identity["parser"]
+        if name not in PARSERS:
+            raise ConfigError(f"unknown parser {name!r}; choose one of {sorted(PARSERS)}")
+        return ScoreTask(PARSERS[name], template_identity="", sampled=identity["temperature"] > 0,
+                         constrained=identity["constrain_score"])
+    if task in RESPONSE_TASKS:
+        if parser_name is not None:
+            raise ConfigError(f"--parser applies to score runs; this is a {task} run (use --verify)")
+        name = verifier or identity["verifier"]
+        return ResponseTask(task, get_verifier(name) if name else None, template_identity="")
+    raise ConfigError(f"this run directory was made by a task this version does not know: {task!r}")
+
+
+__all__ = ["RESPONSE_TASKS", "ResponseTask", "ScoreTask", "Task", "rebuild_task"]

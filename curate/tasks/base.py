@@ -1,0 +1,57 @@
+"""The task seam: what a run asks a model for, and what it keeps of each answer.
+
+The engine (curate.engine) is the same for every task: it renders the task's template for each
+(item, sample) still missing from the run's store, hands the requests to a backend, turns each
+completion into the task's record, commits records in chunks, and aggregates them per item. A task
+says only what differs:
+
+    name               the run's kind, recorded in its identity ("score", "solve", "respond")
+    records_word       what its records are called in messages ("judgments", "responses")
+    record_type        the NamedTuple stored per (item, sample); its annotations make the table
+    aggregated_columns the record columns aggregate() and settled() read
+    reparsed_columns   what `curate reparse` decides again from a stored raw output
+    failed_statuses    statuses counted against --max-failure-fraction
+    retried_statuses   statuses --retry-failed requests again
+    identity()         what the records depend on beyond the model, template and sampling
+    record(...)        one completion → one record
+    reread(...)        one stored record → the record decided again (no model call)
+    aggregate(...)     the run's records → (per-item frame, summary)
+    settled(...)       items that need no further sample (rejection sampling), or None: every sample is wanted
+
+Every record starts with the fields the engine and store rely on: item_id, sample_idx, status,
+detail, raw_text, finish_reason, prompt_tokens, completion_tokens, template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import polars as pl
+
+from curate.backends import Completion
+
+
+class Task(Protocol):
+    name: str
+    records_word: str
+    record_type: type
+    aggregated_columns: tuple[str, ...]
+    reparsed_columns: tuple[str, ...]
+    failed_statuses: tuple[str, ...]
+    retried_statuses: tuple[str, ...]
+
+    def identity(self) -> dict[str, Any]:
+        """What the stored records depend on beyond model, template and sampling (a parser, a verifier)."""
+
+    def record(self, completion: Completion, item: Mapping[str, Any]) -> tuple:
+        """The record stored for one completion of `item` (a row of the run's items)."""
+
+    def reread(self, row: Mapping[str, Any], item: Mapping[str, Any]) -> tuple:
+        """A stored record (a row of the store) decided again from its raw output, without a model."""
+
+    def aggregate(self, records: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+        """The run's stored records → (one row per item, the run's summary)."""
+
+    def settled(self, records: pl.DataFrame) -> pl.Series | None:
+        """Ids of items that need no further sample, or None when every sample is wanted."""
