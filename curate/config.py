@@ -18,6 +18,7 @@ from curate.errors import ConfigError
 
 BUNDLED_JUDGE = "bundled:tiny-judge"
 DEFAULT_TEMPLATE = "difficulty/intensity_score_only"
+DEFAULT_RESPONSE_TEMPLATE = "solve/step_by_step"  # what `curate solve` and `curate respond` use unless told
 
 
 def described(text: str, **kwargs: Any) -> Any:
@@ -132,12 +133,14 @@ class EndpointConfig:
 class RunConfig:
     data: DataConfig
     out: str = described("Run directory: manifest, judgments store, aggregates.")
-    template: str = described("Judge template name (e.g. difficulty/intensity) or path to a .jinja file.",
-                          default=DEFAULT_TEMPLATE)
+    template: str = described(
+        "Template name or path to a .jinja file: a judge template for score (default "
+        f"{DEFAULT_TEMPLATE}), a response template for solve and respond (default {DEFAULT_RESPONSE_TEMPLATE}).",
+        default=DEFAULT_TEMPLATE)
     template_dir: str | None = described("Extra directory searched for templates before the bundled ones.",
                                      default=None)
-    model: str = described("Judge model: local path or Hub id; default is the bundled tiny judge.",
-                       default=BUNDLED_JUDGE)
+    model: str = described("Model: local path, Hub id or bundled:NAME; score defaults to the bundled tiny judge, "
+                           "solve and respond need one.", default=BUNDLED_JUDGE)
     backend: str = described("Backend name (see curate.backends.BACKENDS).", default="transformers")
     verify: str | None = described(
         "Verifier that decides each response of `curate solve` and `curate respond` against the item's reference: "

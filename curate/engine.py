@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from curate.backends import (
     create_backend,
     model_fingerprint,
 )
-from curate.config import RunConfig
+from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig
 from curate.data import fingerprint, load_items
 from curate.errors import ConfigError, FailureThresholdError
 from curate.store import (
@@ -43,8 +44,9 @@ from curate.store import (
     write_atomic,
     write_parquet_atomic,
 )
-from curate.tasks import ScoreTask, Task, rebuild_task
+from curate.tasks import ResponseTask, ScoreTask, Task, rebuild_task
 from curate.templates import JudgeTemplate, load_template
+from curate.verify import VERIFIERS, get_verifier
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,18 @@ def score(config: RunConfig, progress: Callable[[Progress], None] | None = None,
     return run(config, score_task, progress, backend)
 
 
+def solve(config: RunConfig, progress: Callable[[Progress], None] | None = None,
+          backend: Backend | None = None) -> RunResult:
+    """`config.sampling.samples` rollouts per item, each verified (`config.verify`): per-item pass rates."""
+    return run(config, partial(response_task, "solve"), progress, backend)
+
+
+def respond(config: RunConfig, progress: Callable[[Progress], None] | None = None,
+            backend: Backend | None = None) -> RunResult:
+    """A response per item, kept when verified (with `config.verify`): up to `samples` tries per item."""
+    return run(config, partial(response_task, "respond"), progress, backend)
+
+
 def run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress], None] | None = None,
         backend: Backend | None = None) -> RunResult:
     """Run the task `make_task` builds for `config` and its template over `config.data` into `config.out`,
@@ -162,6 +176,9 @@ def run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress]
 
 
 def score_task(config: RunConfig, template: JudgeTemplate) -> ScoreTask:
+    if config.verify is not None:
+        raise ConfigError("--verify decides the responses of `curate solve` and `curate respond`; a judge's scores "
+                          "are parsed, not verified: drop --verify")
     if template.parser is None:
         raise ConfigError(f"template {template.name!r} is a response template; `curate score` needs a judge template "
                           "such as difficulty/intensity_score_only (`curate templates` lists them)")
@@ -171,6 +188,19 @@ def score_task(config: RunConfig, template: JudgeTemplate) -> ScoreTask:
                           "such as difficulty/intensity_score_only, or drop --constrain-score")
     return ScoreTask(template.parser, template.identity, sampled=config.sampling.temperature > 0,
                      constrained=config.sampling.constrain_score)
+
+
+def response_task(name: str, config: RunConfig, template: JudgeTemplate) -> ResponseTask:
+    if template.parser is not None:
+        raise ConfigError(f"template {template.name!r} is a judge template; `curate {name}` needs a response "
+                          f"template such as {DEFAULT_RESPONSE_TEMPLATE} (`curate templates` lists them)")
+    if config.sampling.constrain_score:
+        raise ConfigError(f"--constrain-score restricts a judge's answer to a score; `curate {name}` writes "
+                          "responses: drop it")
+    if name == "solve" and config.verify is None:
+        raise ConfigError(f"`curate solve` measures pass rates, so it needs --verify NAME (one of "
+                          f"{', '.join(VERIFIERS)}) to decide each response")
+    return ResponseTask(name, get_verifier(config.verify) if config.verify else None, template.identity)
 
 
 def _rounds(task: Task, run_dir: Path, items: pl.DataFrame, samples: int) -> Iterator[pl.DataFrame]:

@@ -92,7 +92,7 @@ class FakeOpenAIServer:
     faults: dict[str, float] = field(default_factory=dict)  # fault → fraction of prompts it hits
     retry_after: float = 1.0
     hang_seconds: float = 30.0
-    answer_format: str = "tagged"  # "tagged": "... <score>k</score>"; "digit": "k"
+    answer_format: str = "tagged"  # "tagged": "... <score>k</score>"; "digit": "k"; "boxed": "... \\boxed{k}"
     fail_attempts: int = 1  # transport faults hit a prompt's first this-many attempts
     honour_n: bool = True  # False: answer one choice whatever `n` asks, as `transformers serve` does
     require_key: str | None = None  # answer 401 unless "Authorization: Bearer <key>"
@@ -163,7 +163,7 @@ class FakeOpenAIServer:
             return web.json_response({"object": "error", "message": CONTEXT_EXCEEDED, "type": "BadRequestError",
                                       "param": None, "code": 400}, status=400)
         score = self.score_for(key)
-        text = f"Needs {score} steps. <score>{score}</score>" if self.answer_format == "tagged" else str(score)
+        text = ANSWERS[self.answer_format].format(score=score)
         finish = "stop"
         if self.hits("truncate", key):
             text, finish = "Needs several steps and then", "length"
@@ -259,6 +259,10 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+ANSWERS = {"tagged": "Needs {score} steps. <score>{score}</score>", "digit": "{score}",
+           "boxed": "Adding up the steps gives {score}.\n\\boxed{{{score}}}"}
 
 
 def _logprobs(text: str, score: int, chat: bool) -> dict:

@@ -11,6 +11,8 @@ from curate.cli import score, split, stats, templates
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Difficulty-aware curation of reasoning data.")
 app.command()(score.score)
+app.command()(score.solve)
+app.command()(score.respond)
 app.command()(score.reparse)
 app.command()(stats.stats)
 app.command()(stats.compare)
