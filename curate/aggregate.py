@@ -15,7 +15,6 @@ import polars as pl
 
 from curate.parse import FAILED, METHODS, MIN_SCORE_MASS, SCORE_MAX, SCORE_MIN, Status
 
-
 AGGREGATED_COLUMNS = ("item_id", "sample_idx", "status", "score", "score_method", "expected_score", "score_entropy",
                       "score_mass", "prompt_tokens", "completion_tokens")
 

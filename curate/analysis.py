@@ -8,15 +8,24 @@ RUN_DIR/calibrated.parquet) so that the split step can threshold the calibrated 
 Calibration is fitted on the items that carry the target field and applied to every scored item.
 Agreement figures computed on those same items are therefore in-sample: say so where you quote them.
 
+Measured difficulty (`curate.measured`): `--pass-rate` and `--calibrate` take an input field or a solve
+run directory. A value naming a folder that holds a manifest.json is a run, and it must be a `curate
+solve` run over the items the judge scored (its pass rates are aggregated from the records stored now, as
+`curate solve` aggregates them); any other value is an input field. A calibration onto a solve run's pass
+rates is fitted decreasing. `--irt` takes two or more solve runs, each one model of a crowd, and fits Rasch
+difficulties over all their rollouts.
+
 Every bad input is a one-line `ConfigError` or `RunDirError` naming the option, the field and what to
-do: a folder that is not a finished run directory, an input field that is not numeric (numbers
-written as text, as CSV gives them, count), pass rates outside 0..1, and two runs whose shared ids
-name different items (question, reference or choices differ), unless comparing them is asked for.
+do: a folder that is not a finished run directory, a run of the wrong kind (a solve or respond run given
+as the judge run, a score or respond run given as a solve run), an input field that is not numeric
+(numbers written as text, as CSV gives them, count), pass rates outside 0..1, two runs whose shared ids
+name different items (question, reference or choices differ) unless comparing them is asked for, and a
+judge run and a solve run with no item in common.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,56 +34,58 @@ import polars as pl
 
 from curate.aggregate import AGGREGATED_COLUMNS, per_item
 from curate.calibrate import Calibration, fit_isotonic, reliability_table
-from curate.compare import compare_runs, item_differences
+from curate.compare import compare_runs
 from curate.consistency import self_consistency
-from curate.errors import ConfigError, RunDirError
+from curate.errors import ConfigError
+from curate.irt import fit_rasch, responses_from_rollouts
+from curate.measured import (
+    coverage_note,
+    irt_agreement,
+    join_pass_rates,
+    pass_rate_noise,
+)
+from curate.runs import (
+    SCORE,
+    SOLVE,
+    is_run_directory,
+    item_mismatch,
+    read_response_run,
+    read_run_of,
+    refuse_other_items,
+)
 from curate.stats import (
-    JUDGMENT_COLUMNS, failure_rates, item_field, item_scores, pass_rate_agreement, reference_agreement,
+    JUDGMENT_COLUMNS,
+    failure_rates,
+    item_field,
+    item_scores,
+    pass_rate_agreement,
+    reference_agreement,
     score_distribution,
 )
-from curate.store import DATABASE, MANIFEST, read_judgments, read_manifest, write_parquet_atomic
+from curate.store import MANIFEST, read_items, read_judgments, write_parquet_atomic
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATED_FILE = "calibrated.parquet"
-ITEMS_FILE = "items.parquet"
-SHOWN_CHARS = 60  # of a question quoted in a message
 
 
 @dataclass(frozen=True)
 class RunAnalysis:
     stats: dict[str, Any]  # JSON-serialisable: what `curate stats --json` prints
-    items: pl.DataFrame  # item_id, score, domain, and reference / pass_rate / calibrated when asked
+    items: pl.DataFrame  # item_id, score, domain, and reference / pass_rate / calibrated / irt_* when asked
     reliability: pl.DataFrame | None
 
 
-def read_run_identity(run_dir: str | Path) -> dict[str, Any]:
-    """The identity in a run directory's manifest; RunDirError (one line) for any other folder or file."""
-    run_dir = Path(run_dir)
-    hint = "pass the --out folder of `curate score`"
-    if not (run_dir / MANIFEST).is_file():
-        state = "it does not exist" if not run_dir.exists() else "it is a file" if not run_dir.is_dir() else \
-            f"it has no {MANIFEST}"
-        raise RunDirError(f"{run_dir} is not a run directory ({state}); {hint}")
-    try:
-        identity = read_manifest(run_dir).get("identity")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        identity = None
-    if not isinstance(identity, dict):
-        raise RunDirError(f"{run_dir} is not a run directory: its {MANIFEST} holds no run identity (a split or "
-                          f"export folder?); {hint}")
-    missing = [name for name in (DATABASE, ITEMS_FILE) if not (run_dir / name).is_file()]
-    if missing:
-        raise RunDirError(f"{run_dir} is an unfinished run directory (no {' or '.join(missing)}); run the same "
-                          "`curate score` command again to complete it")
-    return identity
-
-
-def _numeric_field(items: pl.DataFrame, name: str, option: str, alias: str, holds: str) -> pl.DataFrame:
-    """item_id and an input field as Float64 (numbers written as text, as CSV gives them, count)."""
+def _numeric_field(items: pl.DataFrame, name: str, option: str, alias: str, holds: str,
+                   or_run: bool = False) -> pl.DataFrame:
+    """item_id and an input field as Float64 (numbers written as text, as CSV gives them, count); `or_run`:
+    the option takes a solve run directory too, and the error says so."""
     try:
         field = item_field(items, name)
     except ValueError as exc:
-        raise ConfigError(f"{option} {name!r}: {exc}; pass an input field that the scored file carried") from None
+        advice = "pass an input field that the scored file carried" + " or a solve run directory" * or_run
+        if or_run and Path(name).exists():
+            advice += f" ({name} exists but holds no {MANIFEST}, so it is not a run directory)"
+        raise ConfigError(f"{option} {name!r}: {exc}; {advice}") from None
     values = field[name]
     if values.dtype.is_numeric() or values.dtype == pl.Null:
         return field.select("item_id", values.cast(pl.Float64).alias(alias))
@@ -92,12 +103,66 @@ def _numeric_field(items: pl.DataFrame, name: str, option: str, alias: str, hold
                       "field, or convert this one in the input")
 
 
-def _check_pass_rates(frame: pl.DataFrame, name: str) -> None:
+def _field_pass_rates(items: pl.DataFrame, name: str) -> pl.DataFrame:
+    frame = _numeric_field(items, name, "--pass-rate", "pass_rate", "pass rates in 0..1", or_run=True)
     outside = frame.filter((pl.col("pass_rate") < 0) | (pl.col("pass_rate") > 1))
     if outside.height:
         raise ConfigError(f"--pass-rate {name!r} must lie in 0..1, but {outside.height} of "
                           f"{frame['pass_rate'].drop_nulls().len()} values do not (e.g. {outside['pass_rate'][0]} for "
                           f"item {outside['item_id'][0]!r}); a percentage? divide it by 100 in the input")
+    return frame
+
+
+def _solve_summary(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any]:
+    return {"run_dir": str(run_dir), "model": identity["model"], "template": identity["template"],
+            "verifier": identity.get("verifier"), "samples": identity["samples"], "n_items": identity["n_items"]}
+
+
+def _solve_pass_rates(judge_dir: Path, scores: pl.DataFrame, solve_dir: Path,
+                      option: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """A solve run's measured pass rates of the scored items (`curate.measured.join_pass_rates`), and where
+    they come from: the run, the items on one side only, how noisy the rates are."""
+    identity, items, solve_items = read_response_run(solve_dir, SOLVE, option)
+    refuse_other_items(read_items(judge_dir), str(judge_dir), solve_dir, items, option)
+    joined, counts = join_pass_rates(scores, solve_items)
+    if joined.height == 0:
+        raise ConfigError(f"{option} {solve_dir}: no item is both scored in {judge_dir} ({scores.height} scored) and "
+                          f"measured in {solve_dir} ({counts['n_solved_only']} measured); pass a solve run over the "
+                          "data the judge scored")
+    note = coverage_note(counts, str(judge_dir), str(solve_dir))
+    return joined, {"source": "solve_run", "solve_run": _solve_summary(solve_dir, identity), **counts,
+                    "noise": pass_rate_noise(joined), "notes": [note] if note else []}
+
+
+def _irt(judge_dir: Path, scores: pl.DataFrame, runs: list[Path],
+         bootstrap: dict[str, int]) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Rasch difficulties fitted over the rollouts of solve runs (one model each) against the item scores."""
+    if len(runs) < 2:
+        raise ConfigError(f"--irt needs at least two solve runs, each one model of the crowd, but got {len(runs)} "
+                          f"({', '.join(map(str, runs))}); with one solve run use --pass-rate {runs[0]}")
+    given: dict[Path, Path] = {}
+    for run in runs:
+        if (first := given.setdefault(run.resolve(), run)) is not run:
+            spelled = f" (as {first} and {run})" if str(first) != str(run) else ""
+            raise ConfigError(f"--irt names one run twice{spelled}; each solve run is one model of the crowd")
+    identities = [read_run_of(run, SOLVE, "--irt") for run in runs]
+    judged, first = read_items(judge_dir), read_items(runs[0])
+    for run in runs:
+        refuse_other_items(judged, str(judge_dir), run, read_items(run), "--irt")
+    for run in runs[1:]:  # ids the judge run lacks still place the models on one scale
+        refuse_other_items(first, str(runs[0]), run, read_items(run), "--irt")
+    names = [f"{identity['model']} ({run.name})" for run, identity in zip(runs, identities, strict=True)]
+    if len(set(names)) < len(names):
+        names = [f"{identity['model']} ({run})" for run, identity in zip(runs, identities, strict=True)]
+    rollouts = {name: read_judgments(run, columns=("item_id", "sample_idx", "status")).rename({"status": "verdict"})
+                for name, run in zip(names, runs, strict=True)}
+    difficulties, result = irt_agreement(scores, fit_rasch(responses_from_rollouts(rollouts)), **bootstrap)
+    if result["n"] == 0:
+        raise ConfigError(f"--irt: no item is both scored in {judge_dir} ({scores.height} scored) and answered in "
+                          f"the solve runs ({result['n_crowd_only']} items); pass solve runs over the data the judge "
+                          "scored")
+    return difficulties, {"runs": [_solve_summary(run, identity) for run, identity in zip(runs, identities,
+                                                                                        strict=True)], **result}
 
 
 def _run_summary(run_dir: Path, identity: dict[str, Any], scored: int) -> dict[str, Any]:
@@ -115,40 +180,44 @@ def run_item_scores(run_dir: Path, per: pl.DataFrame, score: str) -> pl.DataFram
 
 
 def analyze_run(run_dir: str | Path, score: str = "mean", reference: str | None = None,
-                pass_rate: str | None = None, calibrate: str | None = None, unsolved_at: float = 0.0,
-                n_resamples: int = 1000, seed: int = 0) -> RunAnalysis:
-    """Statistics of one run; with `calibrate=FIELD`, fit and save an isotonic map onto FIELD."""
+                pass_rate: str | None = None, calibrate: str | None = None, irt: Sequence[str | Path] = (),
+                unsolved_at: float = 0.0, n_resamples: int = 1000, seed: int = 0) -> RunAnalysis:
+    """Statistics of one judge run; `pass_rate` and `calibrate` name an input field or a solve run directory
+    (`is_run_directory`), `irt` two or more solve runs; with `calibrate`, fit and save an isotonic map onto it."""
     run_dir = Path(run_dir)
-    identity = read_run_identity(run_dir)
+    identity = read_run_of(run_dir, SCORE, "stats:")
     if not 0 <= unsolved_at <= 1:
         raise ConfigError(f"--unsolved-at {unsolved_at} must lie in 0..1: it is the pass rate at or below which an "
                           "item counts as not solved")
     judgments = read_judgments(run_dir, columns=JUDGMENT_COLUMNS)
-    items_frame = pl.read_parquet(run_dir / ITEMS_FILE)
+    items_frame = read_items(run_dir)
     per = per_item(judgments)
     scores = run_item_scores(run_dir, per, score)
     frame = scores.join(items_frame.select(pl.col("id").alias("item_id"), "domain"), on="item_id", how="left")
-    fields = {"reference": (reference, "--reference", "numeric labels like 1..5"),
-              "pass_rate": (pass_rate, "--pass-rate", "pass rates in 0..1")}
-    for alias, (name, option, holds) in fields.items():
-        if name:
-            values = _numeric_field(items_frame, name, option, alias, holds)
-            if alias == "pass_rate":
-                _check_pass_rates(values, name)
-            frame = frame.join(values, on="item_id", how="left")
+    if reference:
+        frame = frame.join(_numeric_field(items_frame, reference, "--reference", "reference", "numeric labels like "
+                                          "1..5"), on="item_id", how="left")
     bootstrap = {"n_resamples": n_resamples, "seed": seed}
     stats: dict[str, Any] = {
         "run": _run_summary(run_dir, identity, frame.height), "score": score,
         "distribution": score_distribution(per, items_frame, score), "failures": failure_rates(judgments),
         "self_consistency": self_consistency(judgments, temperature=identity.get("temperature"), **bootstrap),
-        "reference": None, "pass_rate": None, "calibration": None, "notes": [],
+        "reference": None, "pass_rate": None, "irt": None, "calibration": None, "notes": [],
     }
     if reference:
         stats["reference"] = {"field": reference, **reference_agreement(frame["score"], frame["reference"],
                                                                         **bootstrap)}
     if pass_rate:
-        stats["pass_rate"] = {"field": pass_rate, **pass_rate_agreement(frame["score"], frame["pass_rate"],
-                                                                        unsolved_at, **bootstrap)}
+        if is_run_directory(pass_rate):
+            values, source = _solve_pass_rates(run_dir, scores, Path(pass_rate), "--pass-rate")
+        else:
+            values, source = _field_pass_rates(items_frame, pass_rate), {"source": "field", "notes": []}
+        frame = frame.join(values, on="item_id", how="left")
+        agreement = pass_rate_agreement(frame["score"], frame["pass_rate"], unsolved_at, **bootstrap)
+        stats["pass_rate"] = {"field": pass_rate, **source, **agreement, "notes": source["notes"] + agreement["notes"]}
+    if irt:
+        difficulties, stats["irt"] = _irt(run_dir, scores, [Path(run) for run in irt], bootstrap)
+        frame = frame.join(difficulties, on="item_id", how="left")
     reliability = None
     if calibrate:
         frame, reliability, stats["calibration"] = _calibrate(run_dir, frame, items_frame, calibrate, score)
@@ -159,10 +228,19 @@ def analyze_run(run_dir: str | Path, score: str = "mean", reference: str | None 
 
 def _calibrate(run_dir: Path, frame: pl.DataFrame, items_frame: pl.DataFrame, target: str,
                score: str) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    targets = _numeric_field(items_frame, target, "--calibrate", "target", "numbers (a reference scale or a pass rate)")
+    # A measured pass rate falls as difficulty rises: fixing the direction keeps noise from fitting it rising,
+    # which the split would read as "a higher pass rate is harder".
+    increasing: bool | str = "auto"
+    if is_run_directory(target):
+        measured = _solve_pass_rates(run_dir, frame, Path(target), "--calibrate")[0]
+        targets, increasing = measured.select("item_id", pl.col("pass_rate").alias("target")), False
+    else:
+        targets = _numeric_field(items_frame, target, "--calibrate", "target",
+                                 "numbers (a reference scale or a pass rate)", or_run=True)
     fit_on = frame.join(targets, on="item_id", how="left").filter(pl.col("target").is_not_null())
     try:
-        calibration = fit_isotonic(fit_on["score"], fit_on["target"], target=target, score=score)
+        calibration = fit_isotonic(fit_on["score"], fit_on["target"], target=target, score=score,
+                                   increasing=increasing)
     except ValueError as exc:
         raise ConfigError(f"cannot calibrate onto {target!r}: {exc}") from None
     calibration.save(run_dir / CALIBRATION_FILE)
@@ -179,20 +257,11 @@ def load_calibration(run_dir: str | Path) -> Calibration:
     return Calibration.load(Path(run_dir) / CALIBRATION_FILE)
 
 
-def _quoted(question: str) -> str:
-    return repr(question if len(question) <= SHOWN_CHARS else question[:SHOWN_CHARS] + "…")
-
-
 def _same_items_note(run_a: Path, run_b: Path, allow_different_items: bool) -> list[str]:
     """Refuse (or, when allowed, note) shared ids that name different items in the two runs."""
-    shared = item_differences(pl.read_parquet(run_a / ITEMS_FILE), pl.read_parquet(run_b / ITEMS_FILE))
-    different = shared.filter(~pl.col("same"))
-    if different.height == 0:
+    what = item_mismatch(read_items(run_a), read_items(run_b), str(run_a), str(run_b))
+    if what is None:
         return []
-    first = different.row(0, named=True)
-    what = (f"{different.height} of the {shared.height} ids both runs hold name different items (question, reference "
-            f"or choices differ; e.g. id {first['id']!r}: {_quoted(first['question_a'])} in {run_a}, "
-            f"{_quoted(first['question_b'])} in {run_b})")
     if not allow_different_items:
         raise ConfigError(f"{what}: these runs did not score the same data; compare runs over the same items, or pass "
                           "--allow-different-items to compare them by id anyway")
@@ -204,7 +273,7 @@ def analyze_comparison(run_a: str | Path, run_b: str | Path, score: str = "mean"
     """`compare_runs` over two run directories, with each run's identity alongside. Refuses runs whose
     shared ids name different items, unless `allow_different_items` (then a note says how many)."""
     runs = [Path(run_a), Path(run_b)]
-    identities = [read_run_identity(run) for run in runs]
+    identities = [read_run_of(run, SCORE, "compare:") for run in runs]
     frames = [per_item(read_judgments(run, columns=AGGREGATED_COLUMNS)) for run in runs]
     scored = [run_item_scores(run, frame, score).height for run, frame in zip(runs, frames, strict=True)]
     notes = _same_items_note(runs[0], runs[1], allow_different_items)

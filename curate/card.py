@@ -54,9 +54,28 @@ def _rows(header: tuple[str, str], pairs: list[tuple[Any, Any]]) -> list[str]:
     return [f"| {header[0]} | {header[1]} |", "|---|---|", *body, ""]
 
 
-def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png_name: str = HISTOGRAM) -> str:
+def _responses(responses: dict[str, Any]) -> list[str]:
+    """Where the SFT responses came from (`curate.export`'s responses.json) and which items have none."""
+    checked = (f"each one a response the verifier `{responses['verifier']}` judged correct" if responses["verified"]
+               else ("**not verified**: the respond run had no verifier, so each is the model's first finished "
+                     "response, unchecked"))
+    lines = ["## SFT responses", "",
+             (f"The `response` of the SFT-side splits is the kept response of the respond run "
+              f"`{responses['respond_run']}` (model `{responses['model']}`, template `{responses['template']}`): "
+              f"{checked}."), ""]
+    if responses["unanswered"]:
+        lines += [(f"{responses['unanswered']} of the {responses['sft_items']} SFT-side items have no kept response "
+                   "and are left out (never filled in); they are listed in unanswered.jsonl."), "",
+                  *_rows(("reason", "items"), list(responses["unanswered_reasons"].items())),
+                  *_rows(("split", "rows left out"), list(responses["unanswered_rows"].items()))]
+    return lines
+
+
+def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png_name: str = HISTOGRAM,
+                 responses: dict[str, Any] | None = None) -> str:
     """The dataset card: YAML front matter (license, task, tags, configs in push_to_hub's layout), then
-    the split rule, counts, judge identity and sampling, calibration, the score histogram and provenance."""
+    the split rule, counts, where the SFT responses came from (when a respond run gave them), judge identity
+    and sampling, calibration, the score histogram and provenance."""
     front = {"license": manifest.get("license") or "unknown", "task_categories": ["text-generation"],
              "tags": ["dereason", "difficulty", "reasoning"],
              "configs": [{"config_name": "default",
@@ -78,7 +97,11 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png
     if arms := manifest.get("arms"):
         lines += [f"Ablation arms (splits `<arm>_sft`, `<arm>_rl`): {', '.join(map(str, arms))}.", ""]
     if stages := manifest.get("stages"):  # a count, or {stage: rows}
-        lines += [f"RL curriculum: {len(stages) if isinstance(stages, dict) else stages} stages, stage_1 easiest.", ""]
+        solve = manifest.get("stage_run")
+        by = f" by the pass rate of the solve run `{solve['run_dir']}` (model `{solve['model']}`)" if solve else ""
+        count = len(stages) if isinstance(stages, dict) else stages
+        lines += [f"RL curriculum: {count} stages{by}, stage_1 easiest.", ""]
+    lines += _responses(responses) if responses else []
     sampling = [(f"sampling.{k}", v) for k, v in (run.get("sampling") or {}).items()]
     lines += ["## Judge", "", *_rows(("field", "value"), [("model", run.get("model")),
                                                          ("template", run.get("template")), *sampling])]

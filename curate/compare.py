@@ -26,9 +26,16 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import confusion_matrix
 
-from curate.stats import LABELS, MIN_PAIRS, N_RESAMPLES, headline, item_scores, ordinal_alpha, quadratic_kappa, \
-    round_score
-
+from curate.stats import (
+    LABELS,
+    MIN_PAIRS,
+    N_RESAMPLES,
+    headline,
+    item_scores,
+    ordinal_alpha,
+    quadratic_kappa,
+    round_score,
+)
 
 ITEM_TEXT = ("question", "reference", "choices")
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import polars as pl
 
@@ -152,10 +153,18 @@ def _summary(quarantined: pl.DataFrame) -> str:
                      for (reason,), group in grouped.group_by("reason", maintain_order=True))
 
 
+SPLIT_MANIFEST, SPLIT_SFT = "manifest.json", "sft.parquet"
+
+
 def load_items(config: DataConfig) -> LoadedItems:
     """Read, map, validate. Bad rows raise `DataError` unless `config.on_bad_rows == "quarantine"`;
     so does an input left without a single item."""
     source = resolve_source(config.source)
+    if isinstance(source, Path) and (source / SPLIT_MANIFEST).is_file() and (source / SPLIT_SFT).is_file():
+        # A split directory (`curate split`): its SFT side, the items a teacher answers (`curate respond`).
+        source = source / SPLIT_SFT
+        config = replace(config, id_field=config.id_field or "item_id",
+                         reference_field=config.reference_field or "reference")
     where = str(source)
     choices_field = config.choices_field or CONVENTIONAL["choices"]
     frame, broken = read_table(source, config.split, config.question_field,

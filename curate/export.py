@@ -26,6 +26,14 @@ non-empty out_dir is replaced only with `overwrite=True`, and never the split di
              `ability` is the `ability` argument, else the item's domain, else "multiple_choice" for an item
              with choices, else "unspecified". SFT-side files also hold `messages` (verl's multi-turn SFT key)
              when the response field exists.
+SFT responses: `response_field` names a column of the split (default `response`), or `responses` names a
+respond run (`curate respond`) over the same items (shared ids naming other items are refused): each SFT-side
+item (splits sft and <arm>_sft) then gets that run's kept response as `response` (an input field so named
+becomes `extra_response`), in every format. An item without one (reason none_kept: every try failed;
+not_responded: the run has not reached it; not_in_respond_run) is never filled: the export is refused,
+or with `skip_unanswered` the item is left out of its split and listed in unanswered.jsonl (split,
+item_id, reason, n_tried). responses.json (and the hf card) says which run, model and template wrote the
+responses, and which verifier passed them, or that none did.
 The user prompt of trl and verl is `curate.choices.question_with_choices`: the question, then one
 `LABEL. text` line per option when the item has choices (`choices`: a list of {label, text}); hf, parquet
 and jsonl keep `choices` as that list. trl and verl leave the unscored split out (nothing to train on).
@@ -49,8 +57,10 @@ import pyarrow.parquet as pq
 
 from curate.card import CARD, HISTOGRAM, dataset_card, histogram_png
 from curate.choices import CHOICE, question_with_choices
+from curate.compare import ITEM_TEXT
 from curate.errors import ConfigError, DataError, DereasonError
 from curate.outdir import atomic_directory, check_output_dir, is_run_dir
+from curate.runs import RESPOND, read_response_run, refuse_other_items
 from curate.store import write_atomic
 
 log = logging.getLogger(__name__)
@@ -58,6 +68,8 @@ FORMATS = ("hf", "parquet", "jsonl", "trl", "verl")
 BASE_SPLITS = ("sft", "rl", "unscored")
 _ARM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
 _STAGE = re.compile(r"stage_(\d+)")
+RESPONSE = "response"  # the column of the SFT response
+UNANSWERED, RESPONSES = "unanswered.jsonl", "responses.json"
 
 
 def read_split_dir(split_dir: str | Path) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
@@ -170,6 +182,55 @@ def _check_response(name: str, frame: pl.DataFrame, field: str) -> None:
                           "; SFT needs a target response for every item")
 
 
+def _with_responses(splits: dict[str, pl.DataFrame], respond_dir: Path,
+                    skip_unanswered: bool) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, dict[str, Any]]:
+    """The splits with the respond run's kept responses on the SFT side, the SFT-side items left without one
+    (split, item_id, reason, n_tried), and where the responses came from (module docstring)."""
+    identity, run_items, per = read_response_run(respond_dir, RESPOND, "--responses")
+    sft = [name for name in splits if _side(name) == "sft"]
+    items = pl.concat([_with_prompt_fields(n, splits[n]).select(pl.col("item_id").alias("id"), *ITEM_TEXT)
+                       for n in sft]).unique("id", keep="first", maintain_order=True)
+    refuse_other_items(items, "the split's SFT side", respond_dir, run_items, "--responses")
+    if items.height and not items["id"].is_in(run_items["id"].implode()).any():
+        raise ConfigError(f"--responses {respond_dir} holds none of the split's {items.height} SFT-side items (ids "
+                          f"such as {run_items['id'][0]!r} there, {items['id'][0]!r} here): respond over the split's "
+                          "items, e.g. `curate respond SPLIT_DIR --model TEACHER --verify NAME --out RUN`")
+    answers = (run_items.select(pl.col("id").alias("item_id"))
+               .join(per.select("item_id", "n_tried", "item_status", RESPONSE), on="item_id", how="left")
+               .with_columns(pl.col("item_status").fill_null("not_responded").alias("reason")))
+    if any(RESPONSE in f.columns for f in splits.values()):
+        if any(f"extra_{RESPONSE}" in f.columns for f in splits.values()):
+            raise ConfigError(f"the split has both {RESPONSE!r} and 'extra_{RESPONSE}' fields, so --responses has no "
+                              f"name for its {RESPONSE!r}: rename one in the input")
+        splits = {n: f.rename({RESPONSE: f"extra_{RESPONSE}"}, strict=False) for n, f in splits.items()}
+    unanswered = []
+    for name in sft:
+        joined = splits[name].join(answers, on="item_id", how="left", maintain_order="left").with_columns(
+            pl.col("reason").fill_null("not_in_respond_run"))
+        unanswered.append(joined.filter(pl.col(RESPONSE).is_null()).select(
+            pl.lit(name).alias("split"), "item_id", "reason", pl.col("n_tried").fill_null(0)))
+        splits[name] = joined.filter(pl.col(RESPONSE).is_not_null()).drop("n_tried", "item_status", "reason")
+    left_out = pl.concat(unanswered)
+    n_unanswered = left_out["item_id"].n_unique()
+    by_split = {name: frame.height for name, frame in zip(sft, unanswered, strict=True) if frame.height}
+    by_reason = dict(sorted(left_out.unique("item_id")["reason"].value_counts().rows()))
+    if left_out.height and not skip_unanswered:
+        raise ConfigError(f"{n_unanswered} SFT-side item(s) have no kept response in the respond run "
+                          f"{respond_dir} ({', '.join(f'{n} {why}' for why, n in by_reason.items())}; rows by split: "
+                          f"{', '.join(f'{name} {n}' for name, n in by_split.items())}), and none is filled in: ask "
+                          "for them (`curate respond` again with more --samples, or over the items the arms train on), "
+                          f"or pass --skip-unanswered to leave them out, listed in {UNANSWERED}")
+    verifier = identity.get("verifier")
+    if verifier is None:
+        log.warning("the responses of %s were not verified (it was run without --verify): the export says so",
+                    respond_dir)
+    provenance = {"respond_run": str(respond_dir), "model": identity.get("model"), "template": identity.get("template"),
+                  "verifier": verifier, "verified": verifier is not None, "sft_items": items.height,
+                  "answered": items.height - n_unanswered, "unanswered": n_unanswered, "unanswered_rows": by_split,
+                  "unanswered_reasons": by_reason}
+    return splits, left_out, provenance
+
+
 def _trl(splits: dict[str, pl.DataFrame], response_field: str, system_prompt: str | None) -> dict[str, pl.DataFrame]:
     out = {}
     for name, frame in splits.items():
@@ -216,15 +277,27 @@ def _verl(splits: dict[str, pl.DataFrame], response_field: str, system_prompt: s
     return out
 
 
-def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_field: str = "response",
+def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_field: str | None = None,
                  system_prompt: str | None = None, data_source: str = "dereason", ability: str | None = None,
-                 overwrite: bool = False) -> Path:
-    """Write the split directory in format `fmt` (one of FORMATS, see the module docstring) to out_dir, whole."""
+                 overwrite: bool = False, responses: str | Path | None = None,
+                 skip_unanswered: bool = False) -> Path:
+    """Write the split directory in format `fmt` (one of FORMATS, see the module docstring) to out_dir, whole.
+    The SFT response is the column `response_field` (default "response") or the respond run `responses`."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if responses is not None and response_field is not None:
+        raise ConfigError("--responses and --response-field both name the SFT response: pass the respond run or the "
+                          "field, not both")
+    if skip_unanswered and responses is None:
+        raise ConfigError("--skip-unanswered leaves out SFT items without a kept response of --responses RUN: pass "
+                          "the respond run too")
     manifest, splits = read_split_dir(split_dir)
-    inputs = [("split directory", Path(split_dir))]
+    inputs = [("split directory", Path(split_dir)), *([("respond run", Path(responses))] if responses else [])]
     out = check_output_dir(out_dir, overwrite, inputs)
+    provenance = None
+    if responses is not None:
+        splits, unanswered, provenance = _with_responses(splits, Path(responses), skip_unanswered)
+    response_field = response_field or RESPONSE
     if fmt == "trl":  # converted before anything is written, so a bad split leaves no export
         tables = _trl(splits, response_field, system_prompt)
     elif fmt == "verl":
@@ -240,13 +313,17 @@ def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_
             dataset.save_to_disk(str(staging), num_shards={name: 1 for name, f in tables.items() if not f.height})
             histogram = histogram_png(splits, manifest.get("tau"), manifest.get("score") or "item")
             write_atomic(staging / HISTOGRAM, histogram)
-            write_atomic(staging / CARD, dataset_card(manifest, {n: f.height for n, f in tables.items()}, HISTOGRAM))
+            write_atomic(staging / CARD, dataset_card(manifest, {n: f.height for n, f in tables.items()}, HISTOGRAM,
+                                                      provenance))
         elif fmt == "jsonl":
             for name, frame in tables.items():
                 write_atomic(staging / f"{name}.jsonl", frame.write_ndjson())
         else:
             for name, frame in tables.items():
                 _write_parquet(frame, staging / f"{name}.parquet")
+        if provenance is not None:
+            write_atomic(staging / UNANSWERED, unanswered.write_ndjson())
+            write_atomic(staging / RESPONSES, json.dumps(provenance, indent=2, sort_keys=True))
     return out
 
 

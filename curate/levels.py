@@ -47,6 +47,9 @@ LEVEL_RULES = {"small_partial": 1, "small_fails_middle_solves": 2, "small_fails_
 DROP_RULES = ("unmeasured", "never_solved", "not_sampled")
 LEVELS_SCHEMA = {"item_id": pl.String, "level": pl.Int64, "rule": pl.String, "reason": pl.String}
 DROPPED_SCHEMA = {"item_id": pl.String, "rule": pl.String, "reason": pl.String}
+PAPER = {"authors": "Ji et al.", "year": 2025, "arxiv": "2504.00829", "sections": "3.2, 3.2.1",
+         "title": "How Difficulty-Aware Staged Reinforcement Learning Enhances LLMs' Reasoning Capabilities: "
+                  "A Preliminary Experimental Study"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class LevelConfig:
                f"solvers must be a tuple of solver names, got {self.solvers!r}")
         check(len(self.solvers) >= len(ROLES),
                f"levels need at least three solvers (small, middle, large), got {len(self.solvers)}: "
-               f"{list(self.solvers)}")
+               f"{list(self.solvers)}; give a solve run of each, smallest first")
         check(len(set(self.solvers)) == len(self.solvers), f"solvers must differ, got {list(self.solvers)}")
         check(0 <= self.level3_success_fraction <= 1,
                f"level3_success_fraction must be in [0, 1], got {self.level3_success_fraction}")

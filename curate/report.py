@@ -16,6 +16,8 @@ Figures, each skipped with a "not available: why" line when its data is missing:
     4 score vs pass rate   items (jittered) and the mean pass rate per rounded score
     5 reliability diagram  mean predicted vs mean target per bin, the diagonal, counts per bin
     6 run shift matrix     rows = run A's rounded score, columns = run B's (plus a τ churn table)
+    7 score vs IRT         items' Rasch difficulty (± 1 standard error) against their score; items
+                           every model solved or none did (difficulty from the prior) drawn apart
 Missing statistics are shown as "undefined", never as a number; `notes` from every part are listed.
 """
 
@@ -32,11 +34,19 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from curate.stats import LABELS, SCORE_MAX, SCORE_MIN, all_notes, format_interval, round_score
+from curate.stats import (
+    LABELS,
+    SCORE_MAX,
+    SCORE_MIN,
+    all_notes,
+    format_interval,
+    round_score,
+)
 from curate.store import write_atomic
 
 MAX_DOMAINS = 15
-SECTIONS = ("run", "score", "distribution", "failures", "self_consistency", "reference", "pass_rate", "calibration")
+SECTIONS = ("run", "score", "distribution", "failures", "self_consistency", "reference", "pass_rate", "irt",
+            "calibration")
 CSS = """body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
 table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
 th{background:#f2f2f2}td.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -44,9 +54,11 @@ img{max-width:100%;height:auto;display:block;border:1px solid #eee}
 p.cap{color:#555;font-size:.9em;margin:.3em 0 1.5em}p.na{color:#a33;font-style:italic}
 h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"""
 FIGURES = ("Item score histogram", "Item scores by domain", "Confusion matrix against the reference",
-           "Score vs pass rate", "Reliability diagram of the calibration", "Run A vs run B: shift of rounded scores")
+           "Score vs pass rate", "Reliability diagram of the calibration", "Run A vs run B: shift of rounded scores",
+           "Score vs IRT difficulty")
 STATISTICS = {"spearman": "Spearman ρ", "kendall": "Kendall τ-b", "qwk": "quadratic κ", "auroc": "AUROC (unsolved)",
-              "alpha": "Krippendorff α (ordinal)"}
+              "alpha": "Krippendorff α (ordinal)", "spearman_with_extremes": "Spearman ρ, all right/wrong items too"}
+IRT_COLORS = {"measured": "#4878a8", "all_correct": "#999999", "all_wrong": "#c0392b"}
 esc = html.escape
 
 
@@ -179,10 +191,31 @@ def pass_rate_figure(items: pl.DataFrame, pass_rate: dict[str, Any] | None) -> t
            ylim=(-0.05, 1.05))
     fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
     caption = f"{len(x)} items."
+    if noise := (pass_rate or {}).get("noise"):
+        caption += (f" Pass rates from {pass_rate['field']}: mean 95% Wilson interval width "
+                    f"{_num(noise['mean_interval_width'])} at a median {noise['attempts_median']:g} attempts per item.")
     if pass_rate:
         caption += (f" Spearman {format_interval(pass_rate.get('spearman'))}; AUROC for unsolved "
                     f"(pass rate ≤ {pass_rate.get('unsolved_at')}) {format_interval(pass_rate.get('auroc'))}.")
     return fig, caption
+
+
+def irt_figure(items: pl.DataFrame, irt: dict[str, Any] | None) -> tuple[Figure | str, str]:
+    data = _scores(items, "irt_difficulty", "irt_se", "irt_status")
+    if not irt or data is None or data.height == 0:
+        return "no IRT difficulties in this run (curate stats --irt SOLVE_RUN --irt SOLVE_RUN)", ""
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    data = data.with_columns(pl.col("score") + np.random.default_rng(0).uniform(-0.08, 0.08, data.height))
+    for (status,), group in data.group_by("irt_status", maintain_order=True):
+        label = "measured" if status == "measured" else f"{status.replace('_', ' ')} (prior)"
+        ax.errorbar(group["score"], group["irt_difficulty"], yerr=group["irt_se"], fmt="o", ms=3, alpha=0.5,
+                    color=IRT_COLORS[status], label=label)
+    ax.set(xlabel="item score", ylabel="IRT difficulty (logits, ± 1 s.e.)")
+    fig.legend(loc="outside upper center", ncols=3, fontsize=8, frameon=False)
+    return fig, (f"{data.height} items, {len(irt.get('models', []))} models; Spearman over measured items "
+                 f"{format_interval(irt.get('spearman'))}, with all right/wrong items "
+                 f"{format_interval(irt.get('spearman_with_extremes'))}.")
 
 
 def reliability_figure(reliability: pl.DataFrame | None, calibration: dict[str, Any] | None
@@ -226,12 +259,15 @@ def _headline_rows(stats: dict[str, Any], comparison: dict[str, Any] | None) -> 
     rows = []
     sources = [("reference", stats.get("reference"), ("spearman", "kendall", "qwk"), "n"),
                ("pass rate", stats.get("pass_rate"), ("spearman", "auroc"), "n"),
+               ("IRT difficulty", stats.get("irt"), ("spearman", "spearman_with_extremes"), ("n_measured", "n")),
                ("self-consistency", stats.get("self_consistency"), ("alpha",), "n_units"),
                ("run A vs B", comparison, ("alpha", "qwk"), "n_common")]
     for source, part, keys, n_key in sources:
         if part:
             field = f" ({part['field']})" if part.get("field") else ""
-            rows += [[source + field, STATISTICS[k], format_interval(part.get(k)), part.get(n_key)] for k in keys]
+            n_keys = n_key if isinstance(n_key, tuple) else (n_key,) * len(keys)
+            rows += [[source + field, STATISTICS[k], format_interval(part.get(k)), part.get(n)]
+                     for k, n in zip(keys, n_keys, strict=True)]
     return rows
 
 
@@ -303,7 +339,8 @@ def render_report(stats: dict, items: pl.DataFrame, reliability: pl.DataFrame | 
                 '<p class="na">not available: no reference, pass rate, self-consistency or comparison</p>')
     figures = [histogram_figure(items, score), domain_figure(items), reference_figure(stats.get("reference")),
                pass_rate_figure(items, stats.get("pass_rate")),
-               reliability_figure(reliability, stats.get("calibration")), shift_figure(comparison)]
+               reliability_figure(reliability, stats.get("calibration")), shift_figure(comparison),
+               irt_figure(items, stats.get("irt"))]
     body += ["<h2>Figures</h2>", *(_figure(i, heading, fig, caption)
                                    for i, (heading, (fig, caption)) in enumerate(zip(FIGURES, figures), 1))]
     if comparison:

@@ -140,7 +140,7 @@ def test_compare_refuses_other_items_unless_asked_and_says_so(tmp_path):
     run = make_run(tmp_path, "run")
     other = make_run(tmp_path, "other", rows=[{**row, "question": f"Unrelated {i}"} for i, row in enumerate(ROWS)])
     refused = CliRunner().invoke(app, ["compare", str(run), str(other)])
-    assert refused.exit_code == 1 and "60 of the 60 ids both runs hold name different items" in refused.stderr
+    assert refused.exit_code == 1 and "60 of the 60 ids both hold name different items" in refused.stderr
     report = tmp_path / "reports" / "compare.html"
     allowed = CliRunner().invoke(app, ["compare", str(run), str(other), "--allow-different-items", "--resamples", "0",
                                        "--report", str(report)], env={"COLUMNS": "200"})

@@ -63,3 +63,37 @@ def test_prefilled_and_constrained_logprob_scoring_gives_every_judgment_a_score_
     assert prefilled["raw_text"].is_in(list("12345")).all()
     assert prefilled["score_mass"].min() > 0.3  # measured 0.78-0.96 on MATH train: the prefill put it there
     assert prefilled["expected_score"].is_between(1, 5).all()
+
+
+def test_the_real_model_solves_and_responds_through_its_own_chat_template(tmp_path):
+    """SmolLM2 as solver and teacher on three GSM8K training problems: every response is stored and decided by the
+    gsm8k verifier (correct, wrong or no_answer when it finished; truncated at max_tokens), never left undecided.
+    (Its pass rate, measured on 200 problems, is in the README; here the path is what is checked.)"""
+    from pathlib import Path
+
+    from curate.backends.transformers import TransformersBackend
+    from curate.config import DataConfig, RunConfig
+    from curate.engine import respond, solve
+
+    gsm8k = Path(__file__).parent / "data" / "gsm8k_train_head6.jsonl"
+
+    def job(name: str, **settings) -> RunConfig:
+        return RunConfig.from_flat({"source": str(gsm8k), "limit": 3, "model": "bundled:smollm2-135m",
+                                    "template": "solve/step_by_step", "verify": "gsm8k", "max_tokens": 96,
+                                    "out": str(tmp_path / name), "max_failure_fraction": 0.0, **settings})
+
+    backend = TransformersBackend(RunConfig(data=DataConfig(source="unused"), out="unused",
+                                            model="bundled:smollm2-135m", batch_size=4))
+    solved = solve(job("solve", samples=2, temperature=0.7), backend=backend)
+    responded = respond(job("respond"), backend=backend)
+    rollouts = curate.load_judgments(tmp_path / "solve")
+    assert rollouts.height == 6 and rollouts["status"].is_in(["correct", "wrong", "no_answer", "truncated"]).all()
+    assert rollouts["raw_text"].str.contains(r"[A-Za-z]{3,} [A-Za-z]{3,}").all()  # English prose, not token soup
+    finished = rollouts.filter(pl.col("status") != "truncated")
+    assert (finished["answer"].str.len_chars() > 0).sum() == finished.filter(pl.col("status") != "no_answer").height
+    assert solved.per_item["attempts"].sum() == 6 and solved.summary["measured"] == 3
+    kept = responded.per_item.filter(pl.col("item_status") == "kept")
+    assert kept.height + len(responded.summary["items_without_response"]) == 3
+    assert curate.load_judgments(tmp_path / "respond").filter(
+        pl.col("item_id").is_in(kept["item_id"].implode()))["status"].is_in(["correct", "wrong", "no_answer",
+                                                                             "truncated"]).all()

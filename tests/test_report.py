@@ -15,6 +15,8 @@ from curate.compare import compare_runs
 from curate.report import MAX_DOMAINS, histogram_figure, render_report, write_report
 from curate.stats import format_interval
 from curate.consistency import self_consistency
+from curate.irt import fit_rasch
+from curate.measured import irt_agreement
 from curate.stats import failure_rates, item_scores, pass_rate_agreement, reference_agreement, score_distribution
 
 JUDGMENT_COLUMNS = ["item_id", "sample_idx", "status", "score", "score_method", "expected_score", "score_entropy",
@@ -62,6 +64,15 @@ def judgments(n_items: int, seed: int, shift: float = 0.0) -> tuple[pl.DataFrame
                                           "score_probs": pl.String, "score_mass": pl.Float64}), level
 
 
+def crowd(level: np.ndarray):
+    """A Rasch fit over four models answering each item three times, harder as its level rises; the easiest
+    items end up solved every time."""
+    rng = np.random.default_rng(4)
+    rows = [(f"i{i:03d}", f"model {m}", int(rng.random() < 1 / (1 + np.exp(level[i] - 2 - m))))
+            for i in range(len(level)) for m in range(4) for _ in range(3)]
+    return fit_rasch(pl.DataFrame(rows, schema=["item_id", "model", "correct"], orient="row"))
+
+
 @pytest.fixture(scope="module")
 def full():
     """stats, items, reliability and comparison, each computed by the curate functions they document."""
@@ -87,6 +98,8 @@ def full():
                              "increasing": calibration.increasing},
              "notes": ["synthetic"]}
     reliability = reliability_table(items["calibrated"], items["reference"], n_bins=5)
+    difficulties, stats["irt"] = irt_agreement(items.select("item_id", "score"), crowd(level), n_resamples=N_RESAMPLES)
+    items = items.join(difficulties, on="item_id")
     comparison = compare_runs(table, per_item(judgments(60, seed=3, shift=0.3)[0]), n_resamples=N_RESAMPLES)
     return stats, items, reliability, comparison
 
@@ -102,11 +115,11 @@ def check_png(uri: str) -> np.ndarray:
     return image
 
 
-def test_full_report_has_six_valid_figures_the_stats_and_no_network_reference(full):
+def test_full_report_has_seven_valid_figures_the_stats_and_no_network_reference(full):
     stats, items, reliability, comparison = full
     page = render_report(stats, items, reliability, comparison)
     parsed = Page(page)
-    assert len(parsed.images) == 6
+    assert len(parsed.images) == 7
     for uri in parsed.images:
         check_png(uri)
     assert "not available" not in page
@@ -114,9 +127,14 @@ def test_full_report_has_six_valid_figures_the_stats_and_no_network_reference(fu
     assert "http://" not in page and "https://" not in page
     for heading in ("Figure 1. Item score histogram", "Figure 2. Item scores by domain",
                     "Figure 3. Confusion matrix", "Figure 4. Score vs pass rate", "Figure 5. Reliability diagram",
-                    "Figure 6. Run A vs run B", "Failures by kind", "SFT/RL churn"):
+                    "Figure 6. Run A vs run B", "Figure 7. Score vs IRT difficulty", "Failures by kind",
+                    "SFT/RL churn"):
         assert heading in page
     assert format_interval(stats["reference"]["spearman"]) in page
+    irt_rows = [f"<td>IRT difficulty</td><td>Spearman ρ</td><td>{format_interval(stats['irt']['spearman'])}</td>"
+                f"<td class=\"n\">{stats['irt']['n_measured']}</td>",
+                f"<td>{format_interval(stats['irt']['spearman_with_extremes'])}</td><td class=\"n\">60</td>"]
+    assert all(row in page for row in irt_rows) and stats["irt"]["n_all_correct"] > 0
     assert "runs/demo" in page and "synthetic" in page
 
 
@@ -127,8 +145,8 @@ def test_missing_inputs_skip_their_figures_with_a_reason(full):
     parsed = Page(page)
     assert len(parsed.images) == 1  # the histogram
     check_png(parsed.images[0])
-    assert page.count("not available:") == 6  # five figures and the headline table
-    assert "absent from these stats: run, self_consistency, reference, pass_rate, calibration" in page
+    assert page.count("not available:") == 7  # six figures and the headline table
+    assert "absent from these stats: run, self_consistency, reference, pass_rate, irt, calibration" in page
     assert json.loads(parsed.json) == partial
 
 
@@ -160,7 +178,7 @@ def test_compare_report_names_both_runs_and_embeds_the_comparison(full):
     _, _, _, comparison = full
     runs = {"run_a": {"run_dir": "runs/a", "model": "judge-1", "n_scored": 60},
             "run_b": {"run_dir": "runs/b", "model": "judge-2", "n_scored": 58}}
-    compared = {**comparison, **runs, "notes": ["3 of the 60 ids both runs hold name different items"]}
+    compared = {**comparison, **runs, "notes": ["3 of the 60 ids both hold name different items"]}
     page = render_report({"score": "mean"}, pl.DataFrame(schema={"item_id": pl.String, "score": pl.Float64}),
                          comparison=compared)
     assert "<h2>Runs compared</h2>" in page and "<h2>Run</h2>" not in page

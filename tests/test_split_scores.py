@@ -1,6 +1,7 @@
 """`curate split` on what a run really holds: unfinished runs, calibrations older than the scores,
-calibrations onto a pass rate, curricula by an input field, and benchmarks with different fields."""
+calibrations onto a pass rate, curricula by an input field or a solve run, and benchmarks with different fields."""
 
+import itertools
 import json
 import sqlite3
 
@@ -10,7 +11,7 @@ from conftest import assert_one_line_error, invoke, write_jsonl
 from fakes import ScriptedBackend
 
 from curate.config import RunConfig
-from curate.engine import score
+from curate.engine import score, solve
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu",
          "xi", "omicron", "pi", "rho", "sigma"]
@@ -20,9 +21,9 @@ ROWS = [{"id": f"q{i:02d}", "question": f"Problem {i}: {' '.join(WORDS[i % 7:i %
 FLAKY = {"q03", "q08", "q14", "q21"}
 
 
-def make_run(tmp_path, answer=None, **settings):
-    data = write_jsonl(tmp_path / "data.jsonl", ROWS)
-    level = {r["id"]: r["level"] for r in ROWS}
+def make_run(tmp_path, answer=None, rows=ROWS, **settings):
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    level = {r["id"]: r["level"] for r in rows}
     backend = ScriptedBackend(answer or (lambda item_id, idx: (f"<score>{level[item_id]}</score>", "stop")))
     score(RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "template": "difficulty/intensity",
                                  "max_failure_fraction": 1.0, **settings}), backend=backend)
@@ -116,6 +117,58 @@ def test_stages_by_a_field_that_rl_items_lack_is_one_line(tmp_path):
     assert_one_line_error(invoke("split", tmp_path / "run", "--out", tmp_path / "split", "--stages", "2",
                                  "--stage-by", "solve_rate", "--harder-when", "low"),
                           "3 of 12 RL item(s) lack 'solve_rate'")
+    assert not (tmp_path / "split").exists()
+
+
+ANSWERED = [{**r, "answer": "3"} for r in ROWS]
+RIGHT = {r["id"]: i % 4 for i, r in enumerate(ROWS)}  # right rollouts of 4: pass rates 0, 1/4, 1/2, 3/4
+
+
+def make_solve_run(tmp_path, rows=ANSWERED, failing=()):
+    """A solve run over `rows`: item q's first RIGHT[q] of 4 rollouts answer 3 (the reference), the others 4;
+    every rollout of an item in `failing` is an error."""
+    def answer(item_id: str, idx: int):
+        if item_id in failing:
+            return RuntimeError("HTTP 500")
+        return (f"So \\boxed{{{3 if idx < RIGHT[item_id] else 4}}}", "stop")
+
+    data = write_jsonl(tmp_path / "solve.jsonl", rows)
+    solve(RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "solve"), "model": "solver",
+                                 "template": "solve/step_by_step", "verify": "gsm8k", "samples": 4, "temperature": 1.0,
+                                 "max_failure_fraction": 1.0}), backend=ScriptedBackend(answer))
+    return tmp_path / "solve"
+
+
+def test_stages_by_a_solve_runs_pass_rate_with_tau_on_the_judge_score(tmp_path):
+    """--stage-by took only `score` or an input field: a measured pass rate had to be copied into the input."""
+    run, solved = make_run(tmp_path, rows=ANSWERED), make_solve_run(tmp_path)
+    manifest = split_json(run, "--out", tmp_path / "split", "--stages", "3", "--stage-by", solved)
+    assert (manifest["stage_by"], manifest["harder_when"]) == ("solve_pass_rate", "low")
+    assert {k: manifest["stage_run"][k] for k in ("run_dir", "task", "model", "verifier", "samples")} == {
+        "run_dir": str(solved), "task": "solve", "model": "solver", "verifier": "gsm8k", "samples": 4}
+    sft, rl = (pl.read_parquet(tmp_path / "split" / f"{side}.parquet") for side in ("sft", "rl"))
+    assert manifest["tau"] == 3 and (rl["score"] > 3).all() and (sft["score"] <= 3).all()  # the judge's split
+    for side in (sft, rl):  # every item carries its measured pass rate
+        assert side["solve_pass_rate"].to_list() == [RIGHT[i] / 4 for i in side["item_id"]]
+    stages = [pl.read_parquet(tmp_path / "split" / "stages" / f"stage_{i}.parquet") for i in (1, 2, 3)]
+    assert sum(stage.height for stage in stages) == rl.height
+    for easier, harder in itertools.pairwise(stages):  # a lower pass rate is harder: later
+        assert easier["solve_pass_rate"].min() >= harder["solve_pass_rate"].max()
+    assert stages[0]["solve_pass_rate"].max() > stages[2]["solve_pass_rate"].min()  # not all ties
+    assert invoke("export", tmp_path / "split", "--format", "hf", "--out", tmp_path / "hf").exit_code == 0
+    assert f"3 stages by the pass rate of the solve run `{solved}`" in (tmp_path / "hf" / "README.md").read_text()
+
+
+def test_rl_items_without_a_measured_pass_rate_are_refused_by_reason(tmp_path):
+    """An RL item the solve run lacks, has not reached, or could not measure has no place in a curriculum."""
+    run = make_run(tmp_path, rows=ANSWERED)
+    rl_ids = [r["id"] for r in ROWS if r["level"] > 3]
+    solved = make_solve_run(tmp_path, rows=[r for r in ANSWERED if r["id"] != rl_ids[0]], failing={rl_ids[1]})
+    with sqlite3.connect(solved / "judgments.sqlite") as db:  # as if the run had been killed before these
+        db.execute("DELETE FROM judgments WHERE item_id = ?", (rl_ids[2],))
+    assert_one_line_error(invoke("split", run, "--out", tmp_path / "split", "--stages", "2", "--stage-by", solved),
+                          f"3 of {len(rl_ids)} RL items have no measured pass rate in the solve run {solved} "
+                          "(1 no_countable_attempt, 1 not_in_solve_run, 1 not_solved_yet)")
     assert not (tmp_path / "split").exists()
 
 

@@ -25,7 +25,8 @@ from curate.templates import (
     load_template,
 )
 
-BUNDLED = ["difficulty/intensity", "difficulty/intensity_prefilled", "difficulty/intensity_score_only"]
+BUNDLED = ["difficulty/intensity", "difficulty/intensity_prefilled", "difficulty/intensity_score_only",
+           "solve/step_by_step"]
 HEADER = "{#-\nparser: score_only\ndescription: a test template\n-#}\n"  # lines 1-4
 CHOICES = [{"label": "A", "text": "3"}, {"label": "B", "text": "4"}]
 ITEM = {"id": "item-7", "question": "What is 17 * 23?", "reference": "391", "choices": None,

@@ -5,14 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from curate.backends.base import (
-    Alternatives, Backend, Completion, Request, TokenLogprobs, model_fingerprint, resolve_model, sample_seed,
+    Alternatives,
+    Backend,
+    Completion,
+    Request,
+    TokenLogprobs,
+    model_fingerprint,
+    resolve_model,
+    sample_seed,
 )
 from curate.config import RunConfig
 from curate.errors import BackendError, ConfigError
 
 
 def _transformers(config: RunConfig) -> Backend:
-    from curate.backends.transformers import TransformersBackend  # imports torch: only when chosen
+    from curate.backends.transformers import (
+        TransformersBackend,  # imports torch: only when chosen
+    )
 
     return TransformersBackend(config)
 
@@ -27,7 +36,9 @@ def _openai(config: RunConfig) -> Backend:
 
 
 def _vllm(config: RunConfig) -> Backend:
-    from curate.backends.vllm import VLLMBackend  # imports vllm itself only when constructed
+    from curate.backends.vllm import (
+        VLLMBackend,  # imports vllm itself only when constructed
+    )
 
     return VLLMBackend(config)
 

@@ -35,15 +35,31 @@ from typing import Any
 
 import aiohttp
 from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from curate.backends.base import (
-    Completion, Request, continues_answer, load_error, local_model, prompt_text, sample_seed,
+    Completion,
+    Request,
+    continues_answer,
+    load_error,
+    local_model,
+    prompt_text,
+    sample_seed,
 )
 from curate.backends.openai_answer import (
-    RequestFailed, RetryableError, completions, read_answer, retry_after_seconds, server_message,
+    RequestFailed,
+    RetryableError,
+    completions,
+    read_answer,
+    retry_after_seconds,
+    server_message,
 )
-from curate.config import SamplingConfig, RunConfig
+from curate.config import RunConfig, SamplingConfig
 from curate.errors import BackendError
 from curate.parse import SCORE_DIGITS
 

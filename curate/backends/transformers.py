@@ -34,11 +34,19 @@ from typing import NamedTuple
 import torch
 
 from curate.backends.base import (
-    Completion, Request, TokenLogprobs, context_exceeded, gguf_file, load_error, local_model, prompt_token_ids,
-    sample_seed, score_token_ids,
+    Completion,
+    Request,
+    TokenLogprobs,
+    context_exceeded,
+    gguf_file,
+    load_error,
+    local_model,
+    prompt_token_ids,
+    sample_seed,
+    score_token_ids,
 )
 from curate.backends.sampling import next_tokens, uniforms
-from curate.config import SamplingConfig, RunConfig
+from curate.config import RunConfig, SamplingConfig
 from curate.errors import BackendError
 
 log = logging.getLogger(__name__)

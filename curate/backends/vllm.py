@@ -21,10 +21,18 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from curate.backends.base import (
-    Completion, Request, TokenLogprobs, chunked, context_exceeded, continues_answer, local_model, prompt_token_ids,
-    sample_seed, score_token_ids,
+    Completion,
+    Request,
+    TokenLogprobs,
+    chunked,
+    context_exceeded,
+    continues_answer,
+    local_model,
+    prompt_token_ids,
+    sample_seed,
+    score_token_ids,
 )
-from curate.config import SamplingConfig, RunConfig
+from curate.config import RunConfig, SamplingConfig
 from curate.errors import BackendError
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from curate.cli import score, split, stats, templates
+from curate.cli import levels, score, split, stats, templates
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Difficulty-aware curation of reasoning data.")
 app.command()(score.score)
@@ -19,6 +19,7 @@ app.command()(stats.compare)
 app.command()(split.split)
 app.command(name="export")(split.export_command)
 app.command()(templates.templates)
+app.command()(levels.levels)
 
 
 def main() -> None:

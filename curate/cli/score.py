@@ -5,16 +5,32 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from curate.cli.common import EXIT_FAILURES, HELP, err, errors, option, out, print_error, setup_logging
+from curate.cli.common import (
+    EXIT_FAILURES,
+    HELP,
+    err,
+    errors,
+    option,
+    out,
+    print_error,
+    setup_logging,
+)
 from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig, read_job_file
 from curate.errors import ConfigError, FailureThresholdError
 

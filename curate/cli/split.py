@@ -13,7 +13,7 @@ from curate.cli.common import errors, out, setup_logging
 
 
 def split(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory made by `curate score`.")],
+    run_dir: Annotated[Path, typer.Argument(help="Run directory made by `curate score` (τ is on its judge score).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Split directory to write (whole, or not at all).")],
     tau: Annotated[float | None, typer.Option(
         help="SFT: score ≤ τ; RL: score > τ. Default 3 when neither --quantile nor --rl-budget is given.",
@@ -25,7 +25,9 @@ def split(
         help="Apply --quantile within each domain; share --rl-budget across domains by size.")] = False,
     arms: Annotated[str, typer.Option(help="Ablation arms, comma-separated: random,reversed,sft_all,rl_all.")] = "random,reversed,sft_all,rl_all",
     stages: Annotated[int | None, typer.Option(help="Write a k-stage RL curriculum, easy to hard.")] = None,
-    stage_by: Annotated[str, typer.Option(help="Stage RL items by 'score' or by a numeric input field.")] = "score",
+    stage_by: Annotated[str, typer.Option(
+        help="Stage RL items by 'score', by a numeric input field, or by the pass rate of a solve run over the same "
+             "items (its folder; a lower pass rate is harder).")] = "score",
     harder_when: Annotated[str | None, typer.Option(
         help="With --stage-by FIELD: 'high' if a higher value is harder (a level), 'low' if easier (a pass rate).",
         show_default=False)] = None,
@@ -63,7 +65,8 @@ def split(
         for arm, counts in manifest["arms"].items():
             table.add_row(f"arm {arm}", f"sft {counts['sft']}, rl {counts['rl']}")
         if manifest["stages"]:
-            table.add_row("RL stages", ", ".join(f"{k}: {v}" for k, v in manifest["stages"].items()))
+            by = f"pass rate in {manifest['stage_run']['run_dir']}" if manifest["stage_run"] else manifest["stage_by"]
+            table.add_row(f"RL stages by {by}", ", ".join(f"{k}: {v}" for k, v in manifest["stages"].items()))
         table.add_row("removed by hygiene", f"{manifest['hygiene']['removed']} (see removed.jsonl)")
         out.print(table)
 
@@ -72,7 +75,14 @@ def export_command(
     split_dir: Annotated[Path, typer.Argument(help="Split directory made by `curate split`.")],
     fmt: Annotated[str, typer.Option("--format", help="hf, parquet, jsonl, trl or verl.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write the export.")],
-    response_field: Annotated[str, typer.Option(help="SFT target field for --format trl and verl.")] = "response",
+    response_field: Annotated[str | None, typer.Option(
+        help="SFT target field for --format trl and verl (default: response).", show_default=False)] = None,
+    responses: Annotated[Path | None, typer.Option(
+        help="Respond run (`curate respond`) over the split's items: its kept responses are the SFT responses.",
+        show_default=False)] = None,
+    skip_unanswered: Annotated[bool, typer.Option(
+        help="With --responses: leave SFT items without a kept response out (listed in unanswered.jsonl) instead "
+             "of refusing the export.")] = False,
     ability: Annotated[str | None, typer.Option(
         help="verl `ability` of every row (default: the item's domain, else multiple_choice for items with "
              "choices, else unspecified).", show_default=False)] = None,
@@ -83,14 +93,20 @@ def export_command(
     """Export a split for the Hub, TRL, verl or plain files."""
     setup_logging()
     with errors():
-        from curate.export import check_push, export_split
+        from curate.export import RESPONSES, UNANSWERED, check_push, export_split
         from curate.export import push_to_hub as push
 
         if push_to_hub:
             check_push(fmt)  # before anything is written
         written = export_split(split_dir, fmt, out_dir, response_field=response_field, ability=ability,
-                               overwrite=overwrite)
+                               overwrite=overwrite, responses=responses, skip_unanswered=skip_unanswered)
         out.print(f"{fmt} export written to {written}")
+        if responses is not None:
+            made = json.loads((written / RESPONSES).read_text(encoding="utf-8"))
+            verified = f"verified by {made['verifier']}" if made["verified"] else "NOT verified"
+            out.print(f"SFT responses from {responses} ({verified}): {made['answered']} of {made['sft_items']} items"
+                      + (f"; {made['unanswered']} left out, listed in {written / UNANSWERED}" if made["unanswered"]
+                         else ""))
         if push_to_hub:
             push(written, push_to_hub, private=not public)
             out.print(f"pushed to {push_to_hub}")

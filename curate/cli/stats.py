@@ -45,7 +45,10 @@ def _print_notes(notes: list[str]) -> None:
 
 
 def _print_stats(stats: dict[str, Any]) -> None:
-    from curate.stats import all_notes, format_interval  # scipy and scikit-learn: only for the commands that need them
+    from curate.stats import (  # scipy and scikit-learn: only for the commands that need them
+        all_notes,
+        format_interval,
+    )
 
     run = stats["run"]
     table = Table(title=f"Run {run['run_dir']} — item score: {stats['score']}", show_header=False)
@@ -77,6 +80,23 @@ def _print_stats(stats: dict[str, Any]) -> None:
         table.add_row(f"vs {rate['field']}: Spearman", format_interval(rate.get("spearman"), digits=3))
         table.add_row(f"AUROC for not solved ({rate.get('n_unsolved')} of {rate.get('n')})",
                       format_interval(rate.get("auroc"), digits=3))
+        if rate["source"] == "solve_run":
+            table.add_row("items joined", f"{rate['n']} · scored only {rate['n_judged_only']} · measured only "
+                                          f"{rate['n_solved_only']}")
+            noise = rate["noise"]
+            table.add_row("pass-rate noise", f"mean 95% Wilson width {noise['mean_interval_width']:.3f} "
+                                             f"({noise['attempts_median']:g} attempts per item, median)")
+    if stats["irt"]:
+        irt = stats["irt"]
+        table.add_row(f"vs IRT difficulty ({len(irt['models'])} models): Spearman",
+                      format_interval(irt.get("spearman"), digits=3))
+        table.add_row("  with all right / all wrong items",
+                      format_interval(irt.get("spearman_with_extremes"), digits=3))
+        table.add_row("IRT items", f"{irt['n']} · measured {irt['n_measured']} · all right {irt['n_all_correct']} · "
+                                   f"all wrong {irt['n_all_wrong']} (difficulty from the prior)")
+        fit = irt["fit"]
+        table.add_row("IRT fit", f"{'converged' if fit['converged'] else 'did not converge'} in {fit['iterations']} "
+                                 f"iterations; {fit['identification']}")
     if stats["calibration"]:
         cal = stats["calibration"]
         table.add_row("calibration", f"isotonic onto {cal['target']} from {cal['n_fit']} items → {cal['path']}")
@@ -92,13 +112,19 @@ def _print_stats(stats: dict[str, Any]) -> None:
 
 
 def stats(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory made by `curate score`.")],
+    run_dir: Annotated[Path, typer.Argument(help="Run directory made by `curate score` (a judge run).")],
     reference: Annotated[str | None, typer.Option(
         help="Input field with a numeric reference difficulty label (e.g. level, 1..5).")] = None,
-    pass_rate: Annotated[str | None, typer.Option(help="Input field with a measured pass rate (0..1).")] = None,
+    pass_rate: Annotated[str | None, typer.Option(
+        help="Measured pass rates: a solve run directory (`curate solve` over the same items; any folder holding a "
+             "manifest.json is read as a run), or else an input field holding pass rates in 0..1.")] = None,
     score_column: Annotated[str, typer.Option("--score", help="Item score: mean, median or expected.")] = "mean",
     calibrate: Annotated[str | None, typer.Option(
-        help="Fit an isotonic map from the item score onto this field and save it with the run.")] = None,
+        help="Fit an isotonic map from the item score onto this input field, or onto a solve run's pass rates (a "
+             "run directory, as for --pass-rate), and save it with the run.")] = None,
+    irt: Annotated[list[Path] | None, typer.Option(
+        help="A solve run over the same items, one model of a crowd; repeat for each (two or more): the judge is "
+             "checked against Rasch (IRT) difficulties fitted over all their rollouts.")] = None,
     unsolved_at: Annotated[float, typer.Option(help="Pass rate at or below which an item counts as not solved.")] = 0.0,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")] = 1000,
     report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here.")] = None,
@@ -110,7 +136,7 @@ def stats(
 
         _check_report_path(report)
         analysis = analyze_run(run_dir, score=score_column, reference=reference, pass_rate=pass_rate,
-                               calibrate=calibrate, unsolved_at=unsolved_at, n_resamples=resamples)
+                               calibrate=calibrate, irt=irt or (), unsolved_at=unsolved_at, n_resamples=resamples)
         if report is not None:
             from curate.report import render_report
 

@@ -30,7 +30,7 @@ def templates(template_dir: Annotated[str | None, typer.Option(help="Also list t
         except OSError as exc:
             failures.append(io_error_message(exc))
         else:
-            table.add_row(name, loaded.parser.name if loaded.parser else "(response: --verify reads it)",
+            table.add_row(name, loaded.parser.name if loaded.parser else "(response)",
                           loaded.content_hash, loaded.description)
     out.print(table)
     for message in failures:

@@ -2,6 +2,7 @@
 no traceback, and nothing written or changed."""
 
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -10,11 +11,23 @@ from conftest import assert_one_line_error, invoke, write_jsonl
 from fakes import ScriptedBackend
 
 from curate.config import RunConfig
-from curate.engine import score
+from curate.engine import respond, score, solve
 
 ROWS = [{"id": f"q{i:02d}", "question": f"Problem {i}: how many ways are there to pick {i} of {i + 3} things?",
          "level": i % 5 + 1, "solve_rate": None if i % 5 == 4 else 1 - (i % 5) / 5, "note": f"n{i}"}
         for i in range(20)]
+TEACHER_FAILS = {"q00", "q05"}  # level 1: SFT items the respond run has no response for
+
+
+def response_run(task, work: Path, name: str, rows: list[dict], **settings) -> None:
+    """A solve or respond run whose scripted model answers "... \\boxed{3}" (an error for TEACHER_FAILS)."""
+    def answer(item_id: str, idx: int):
+        return RuntimeError("HTTP 500") if item_id in TEACHER_FAILS else ("So \\boxed{3}", "stop")
+
+    write_jsonl(work / f"{name}.jsonl", rows)
+    task(RunConfig.from_flat({"source": str(work / f"{name}.jsonl"), "out": str(work / name), "model": "teacher",
+                              "template": "solve/step_by_step", "max_failure_fraction": 1.0, **settings}),
+         backend=ScriptedBackend(answer))
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +50,14 @@ def work(tmp_path_factory) -> Path:
     write_jsonl(work / "bench" / "both.jsonl", [{"question": "a", "problem": "b"}])
     write_jsonl(work / "bench" / "empty_text.jsonl", [{"problem": "fine"}, {"problem": "  "}, {"answer": "1"}])
     (work / "bench" / "no_rows.jsonl").write_text("")
+    response_run(respond, work, "respond", ROWS)
+    response_run(solve, work, "solve", ROWS, verify="gsm8k", samples=2, temperature=1.0)  # no reference: no rate
+    other = [{**r, "question": f"Another problem {i}.", "answer": "3"} for i, r in enumerate(ROWS)]
+    response_run(respond, work, "respond-other", other)
+    response_run(solve, work, "solve-other", other, verify="gsm8k", samples=2, temperature=1.0)
+    response_run(respond, work, "respond-elsewhere", [{**r, "id": f"r{i}"} for i, r in enumerate(ROWS)])
+    shutil.copytree(work / "respond", work / "teachers" / "deep" / "respond")  # for --out folders that hold them
+    shutil.copytree(work / "solve", work / "solvers" / "deep" / "solve")
     old = work / "old-choices"
     old.mkdir()
     (old / "manifest.json").write_text((work / "split" / "manifest.json").read_text())
@@ -74,7 +95,22 @@ SPLIT_CASES = [
     ("score staged the wrong way", ["--stages", "2", "--harder-when", "low"],
      "--stage-by score needs no --harder-when"),
     ("stage field missing", ["--stages", "2", "--stage-by", "steps", "--harder-when", "high"],
-     "--stage-by 'steps' is not a field of the run's items"),
+     "--stage-by 'steps' is neither a field of the run's items nor a solve run's folder"),
+    ("stage by a respond run", ["--stages", "2", "--stage-by", "{work}/respond"],
+     "--stage-by {work}/respond is a respond run, not a solve run (curate solve DATA"),
+    ("stage by a score run", ["--stages", "2", "--stage-by", "{run}"], "is a score run, not a solve run"),
+    ("stage by a folder that is no run", ["--stages", "2", "--stage-by", "{work}/bench"],
+     "--stage-by {work}/bench is not a run directory (it has no manifest.json); pass the --out folder of `curate solve`"),
+    ("stage by a solve run the wrong way", ["--stages", "2", "--stage-by", "{work}/solve", "--harder-when", "high"],
+     "orders the RL stages by the solve run's pass rate, which is lower for harder items: drop --harder-when high"),
+    ("stage by a solve run over other items", ["--stages", "2", "--stage-by", "{work}/solve-other"],
+     "--stage-by {work}/solve-other: 20 of the 20 ids both hold name different items"),
+    ("stage by a solve run that measured nothing", ["--stages", "2", "--stage-by", "{work}/solve"],
+     "8 of 8 RL items have no measured pass rate in the solve run {work}/solve (8 no_countable_attempt)"),
+    ("stage by a solve run without stages", ["--stage-by", "{work}/solve"], "they need --stages"),
+    ("out holds the solve run",
+     ["--out", "{work}/solvers", "--overwrite", "--stages", "2", "--stage-by", "{work}/solvers/deep/solve"],
+     "--out {work}/solvers holds the solve run it reads ({work}/solvers/deep/solve)"),
     ("stage field not numeric", ["--stages", "2", "--stage-by", "note", "--harder-when", "high"],
      "--stage-by 'note' must be numeric, but 20 item(s) hold text such as 'n0'"),
     ("stage field missing for RL items", ["--stages", "2", "--stage-by", "solve_rate", "--harder-when", "low"],
@@ -112,13 +148,19 @@ def test_split_bad_input_is_one_line(work, args, expected):
     before = tree(work)
     args = fill(args, work)
     out = [] if "--out" in args else ["--out", str(work / "new-split")]
-    assert_one_line_error(invoke("split", work / "run", *out, *args), expected)
+    assert_one_line_error(invoke("split", work / "run", *out, *args), fill([expected], work)[0])
     assert tree(work) == before
 
 
-def test_split_of_a_folder_that_is_not_a_run(work):
+def test_split_of_a_folder_that_is_not_a_score_run(work):
     assert_one_line_error(invoke("split", work / "split", "--out", work / "x"), "is not a run directory")
     assert_one_line_error(invoke("split", work / "nowhere", "--out", work / "x"), "is not a run directory")
+    assert_one_line_error(invoke("split", work / "solve", "--out", work / "x"),
+                          f"split: {work / 'solve'} is a solve run, not a score run (curate score DATA --out RUN); with "
+                          "a solve run, check a judge run against it")
+    assert_one_line_error(invoke("split", work / "respond", "--out", work / "x"),
+                          "with a respond run, export its responses (`curate export SPLIT_DIR --responses RUN`)")
+    assert not (work / "x").exists()
 
 
 EXPORT_CASES = [
@@ -144,14 +186,40 @@ EXPORT_CASES = [
      "the sft split has no 'response' column"),
     ("unlabelled choices", ["{work}/old-choices", "--format", "verl", "--out", "{work}/x"],
      "`choices` are List(String), not labelled options"),
+    ("responses from a score run", ["{split}", "--format", "trl", "--out", "{work}/x", "--responses", "{run}"],
+     "--responses {run} is a score run, not a respond run (curate respond DATA"),
+    ("responses from a solve run", ["{split}", "--format", "trl", "--out", "{work}/x", "--responses", "{work}/solve"],
+     "is a solve run, not a respond run"),
+    ("responses from no run", ["{split}", "--format", "trl", "--out", "{work}/x", "--responses", "{work}/full"],
+     "--responses {work}/full is not a run directory"),
+    ("responses over other items",
+     ["{split}", "--format", "trl", "--out", "{work}/x", "--responses", "{work}/respond-other"],
+     "--responses {work}/respond-other: 20 of the 20 ids both hold name different items"),
+    ("responses over none of the items",
+     ["{split}", "--format", "trl", "--out", "{work}/x", "--responses", "{work}/respond-elsewhere"],
+     "holds none of the split's 20 SFT-side items (ids such as 'r0' there, 'q00' here)"),
+    ("responses and a response field",
+     ["{split}", "--format", "trl", "--out", "{work}/x", "--responses", "{work}/respond", "--response-field", "note"],
+     "--responses and --response-field both name the SFT response"),
+    ("skipping without responses", ["{split}", "--format", "trl", "--out", "{work}/x", "--skip-unanswered"],
+     "--skip-unanswered leaves out SFT items without a kept response of --responses RUN"),
+    ("out holds the respond run", ["{split}", "--format", "trl", "--out", "{work}/teachers", "--overwrite",
+                                   "--responses", "{work}/teachers/deep/respond", "--skip-unanswered"],
+     "--out {work}/teachers holds the respond run it reads ({work}/teachers/deep/respond)"),
+    ("responses missing for some items",
+     ["{split}", "--format", "jsonl", "--out", "{work}/x", "--responses", "{work}/respond"],
+     "2 SFT-side item(s) have no kept response in the respond run {work}/respond (2 none_kept; rows by split: sft 2"),
 ]
 
 
 @pytest.mark.parametrize(("args", "expected"), [c[1:] for c in EXPORT_CASES], ids=[c[0] for c in EXPORT_CASES])
 def test_export_bad_input_is_one_line(work, args, expected):
     before = tree(work)
-    assert_one_line_error(invoke("export", *(a.format(run=work / "run", split=work / "split", work=work)
-                                             for a in args)), expected)
+
+    def fill_export(text: str) -> str:
+        return text.format(run=work / "run", split=work / "split", work=work)
+
+    assert_one_line_error(invoke("export", *map(fill_export, args)), fill_export(expected))
     assert tree(work) == before
 
 
@@ -162,6 +230,10 @@ def test_the_split_still_works_after_all_that(work, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["counts"] == {"sft": 12, "rl": 8, "unscored": 0}
     assert invoke("export", work / "split", "--format", "verl", "--out", tmp_path / "verl").exit_code == 0
+    responses = invoke("export", work / "split", "--format", "trl", "--out", tmp_path / "trl", "--responses",
+                       work / "respond", "--skip-unanswered")
+    assert responses.exit_code == 0, responses.output
+    assert len(pl.read_parquet(tmp_path / "trl" / "sft.parquet")) == 12 - len(TEACHER_FAILS)
 
 
 def test_out_that_is_the_current_folder_is_refused(work, monkeypatch):

@@ -8,7 +8,8 @@ from conftest import assert_one_line_error, invoke, write_jsonl
 from fakes import ScriptedBackend
 
 from curate.config import RunConfig
-from curate.engine import score
+from curate.engine import respond, score, solve
+from curate.testing import FakeOpenAIServer
 
 ROWS = [{"id": f"q{i}", "question": f"Problem {i}", "level": i % 5 + 1, "level_text": f"Level {i % 5 + 1}",
          "level_csv": str(i % 5 + 1), "meta": {"source": "book"}, "percent": 20.0 * (i % 5), "solved": i % 2 == 0}
@@ -30,6 +31,26 @@ def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs")
     other = [{**row, "question": f"Another data set's problem {i}"} for i, row in enumerate(ROWS)]
     return make_run(folder, ROWS, "run"), make_run(folder, other, "other")
+
+
+@pytest.fixture(scope="module")
+def response_runs(runs, tmp_path_factory):
+    """The judge run, and solve and respond runs, by name: over the judge's ids with other problems ("other"), over
+    other ids ("elsewhere"), and a respond run."""
+    folder = tmp_path_factory.mktemp("response_runs")
+    other = write_jsonl(folder / "other.jsonl", [{"id": row["id"], "question": f"What is {i} + 3 - {i}?",
+                                                   "answer": "3"} for i, row in enumerate(ROWS)])
+    elsewhere = write_jsonl(folder / "elsewhere.jsonl", [{"id": f"z{i}", "question": f"What is {i} + 3 - {i}?",
+                                                          "answer": "3"} for i in range(4)])
+    made = {"judge": runs[0]}
+    with FakeOpenAIServer(answer_format="boxed") as server:
+        for name, data, make in (("solve_other", other, solve), ("solve_elsewhere", elsewhere, solve),
+                                 ("solve_elsewhere_too", elsewhere, solve), ("respond", elsewhere, respond)):
+            make(RunConfig.from_flat({"source": str(data), "out": str(folder / name), "backend": "openai",
+                                      "base_url": server.base_url, "model": "solver", "template": "solve/step_by_step",
+                                      "verify": "gsm8k", "samples": 2, "temperature": 1.0, "max_tokens": 64}))
+            made[name] = folder / name
+    return made
 
 
 def not_a_run(tmp, content=None, files=()):
@@ -98,7 +119,7 @@ CASES = {
         "is an unfinished run directory (no items.parquet)"),
     "compare: other items under the same ids": (
         lambda run, other, tmp: ["compare", run, other],
-        ("12 of the 12 ids both runs hold name different items (question, reference or choices differ; e.g. id 'q0': "
+        ("12 of the 12 ids both hold name different items (question, reference or choices differ; e.g. id 'q0': "
          "'Problem 0' in")),
     "compare: not a run directory": (
         lambda run, other, tmp: ["compare", run, tmp / "nowhere"], "is not a run directory (it does not exist)"),
@@ -113,6 +134,66 @@ CASES = {
 def test_one_line(runs, tmp_path, case):
     args, expected = CASES[case]
     assert_one_line_error(invoke(*args(*runs, tmp_path)), expected)
+
+
+MEASURED_CASES = {  # runs: the judge run and the response runs of the fixture, by name
+    "stats on a solve run": (
+        lambda runs, tmp: ["stats", runs["solve_other"]],
+        "solve_other is a solve run, not a score run (curate score DATA --out RUN); with a solve run, check a judge "
+        "run against it (`curate stats JUDGE_RUN --pass-rate RUN`"),
+    "stats on a respond run": (
+        lambda runs, tmp: ["stats", runs["respond"]],
+        "respond is a respond run, not a score run (curate score DATA --out RUN); with a respond run, export its "
+        "responses"),
+    "compare with a solve run": (
+        lambda runs, tmp: ["compare", runs["judge"], runs["solve_other"]],
+        "solve_other is a solve run, not a score run"),
+    "compare with a respond run": (
+        lambda runs, tmp: ["compare", runs["respond"], runs["judge"]], "respond is a respond run, not a score run"),
+    "--pass-rate a solve run over other items": (
+        lambda runs, tmp: ["stats", runs["judge"], "--pass-rate", runs["solve_other"]],
+        "12 of the 12 ids both hold name different items (question, reference or choices differ; e.g. id 'q0'"),
+    "--pass-rate a solve run with no item in common": (
+        lambda runs, tmp: ["stats", runs["judge"], "--pass-rate", runs["solve_elsewhere"]],
+        "(12 scored) and measured in"),
+    "--pass-rate a respond run": (
+        lambda runs, tmp: ["stats", runs["judge"], "--pass-rate", runs["respond"]],
+        "respond is a respond run, not a solve run (curate solve DATA"),
+    "--pass-rate a judge run": (
+        lambda runs, tmp: ["stats", runs["judge"], "--pass-rate", runs["judge"]],
+        "is a score run, not a solve run (curate solve"),
+    "--pass-rate a folder that is not a run": (
+        lambda runs, tmp: ["stats", runs["judge"], "--pass-rate", tmp],
+        "exists but holds no manifest.json, so it is not a run directory"),
+    "--calibrate a respond run": (
+        lambda runs, tmp: ["stats", runs["judge"], "--calibrate", runs["respond"]],
+        "respond is a respond run, not a solve run (curate solve"),
+    "--calibrate a solve run over other items": (
+        lambda runs, tmp: ["stats", runs["judge"], "--calibrate", runs["solve_other"]],
+        "12 of the 12 ids both hold name different items"),
+    "--irt one run only": (
+        lambda runs, tmp: ["stats", runs["judge"], "--irt", runs["solve_elsewhere"]],
+        "--irt needs at least two solve runs, each one model of the crowd, but got 1"),
+    "--irt one run twice": (
+        lambda runs, tmp: ["stats", runs["judge"], "--irt", runs["solve_other"], "--irt", runs["solve_other"]],
+        "--irt names one run twice; each solve run is one model of the crowd"),
+    "--irt a respond run": (
+        lambda runs, tmp: ["stats", runs["judge"], "--irt", runs["solve_other"], "--irt", runs["respond"]],
+        "respond is a respond run, not a solve run (curate solve"),
+    "--irt solve runs over other items": (
+        lambda runs, tmp: ["stats", runs["judge"], "--irt", runs["solve_other"], "--irt", runs["solve_elsewhere"]],
+        "pass a run over the same items"),
+    "--irt solve runs with no item in common": (
+        lambda runs, tmp: ["stats", runs["judge"], "--irt", runs["solve_elsewhere"], "--irt",
+                           runs["solve_elsewhere_too"]],
+        "--irt: no item is both scored in"),  # each shares no id with the judge run, so none names another item
+}
+
+
+@pytest.mark.parametrize("case", list(MEASURED_CASES))
+def test_one_line_about_measured_difficulty(response_runs, tmp_path, case):
+    args, expected = MEASURED_CASES[case]
+    assert_one_line_error(invoke(*args(response_runs, tmp_path), "--resamples", 0), expected)
 
 
 def test_numbers_written_as_text_count_as_numbers(runs):
