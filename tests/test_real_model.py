@@ -82,8 +82,9 @@ def test_the_real_model_solves_and_responds_through_its_own_chat_template(tmp_pa
                                     "template": "solve/step_by_step", "verify": "gsm8k", "max_tokens": 96,
                                     "out": str(tmp_path / name), "max_failure_fraction": 0.0, **settings})
 
+    # One batch for all six rollouts: a decode step reads all 540 MB of weights, whatever the batch holds.
     backend = TransformersBackend(RunConfig(data=DataConfig(source="unused"), out="unused",
-                                            model="bundled:smollm2-135m", batch_size=4))
+                                            model="bundled:smollm2-135m", batch_size=8))
     solved = solve(job("solve", samples=2, temperature=0.7), backend=backend)
     responded = respond(job("respond"), backend=backend)
     rollouts = curate.load_judgments(tmp_path / "solve")
