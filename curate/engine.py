@@ -207,7 +207,7 @@ def _rounds(task: Task, run_dir: Path, items: pl.DataFrame, samples: int) -> Ite
     """The (item_id, sample_idx) pairs wanted: all at once, or a sample index at a time for the items the
     task has not settled yet (read after the previous round was stored)."""
     ids = items.select(pl.col("id").alias("item_id"))
-    if task.settled(_stored(run_dir, task)) is None:
+    if not task.asks_in_rounds:
         yield ids.join(pl.DataFrame({"sample_idx": range(samples)}, schema={"sample_idx": pl.Int64}), how="cross")
         return
     for sample_idx in range(samples):

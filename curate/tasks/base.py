@@ -16,7 +16,8 @@ says only what differs:
     record(...)        one completion → one record
     reread(...)        one stored record → the record decided again (no model call)
     aggregate(...)     the run's records → (per-item frame, summary)
-    settled(...)       items that need no further sample (rejection sampling), or None: every sample is wanted
+    asks_in_rounds     whether samples are asked a sample index at a time, until settled(...) says an item
+                       needs no further one (rejection sampling); otherwise every sample is wanted at once
 
 Every record starts with the fields the engine and store rely on: item_id, sample_idx, status,
 detail, raw_text, finish_reason, prompt_tokens, completion_tokens, template.
@@ -37,6 +38,7 @@ class Task(Protocol):
     records_word: str
     record_type: type
     aggregated_columns: tuple[str, ...]
+    asks_in_rounds: bool
     reparsed_columns: tuple[str, ...]
     failed_statuses: tuple[str, ...]
     retried_statuses: tuple[str, ...]
@@ -53,5 +55,5 @@ class Task(Protocol):
     def aggregate(self, records: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
         """The run's stored records → (one row per item, the run's summary)."""
 
-    def settled(self, records: pl.DataFrame) -> pl.Series | None:
-        """Ids of items that need no further sample, or None when every sample is wanted."""
+    def settled(self, records: pl.DataFrame) -> pl.Series:
+        """Ids of items that need no further sample (read by tasks that ask in rounds)."""

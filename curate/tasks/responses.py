@@ -106,9 +106,11 @@ class ResponseTask:
                           "prompt_tokens": int(records["prompt_tokens"].sum()),
                           "completion_tokens": int(records["completion_tokens"].sum())}
 
-    def settled(self, records: pl.DataFrame) -> pl.Series | None:
-        if self.name != "respond":
-            return None
+    @property
+    def asks_in_rounds(self) -> bool:
+        return self.name == "respond"
+
+    def settled(self, records: pl.DataFrame) -> pl.Series:
         return records.filter(pl.col("status") == self.kept_status)["item_id"].unique()
 
     @property

@@ -53,6 +53,7 @@ class ScoreTask:
     records_word = "judgments"
     record_type = Judgment
     aggregated_columns = AGGREGATED_COLUMNS
+    asks_in_rounds = False
     reparsed_columns = ("status", "score", "detail", "parser", "score_method", "expected_score", "score_entropy",
                         "score_mass", "score_probs")
     failed_statuses = tuple(FAILED)
@@ -89,5 +90,5 @@ class ScoreTask:
         items = per_item(records)
         return items, summary(records, items)
 
-    def settled(self, records: pl.DataFrame) -> pl.Series | None:
-        return None
+    def settled(self, records: pl.DataFrame) -> pl.Series:
+        return records["item_id"].unique()  # never asked: a judge's samples are all wanted at once
