@@ -36,6 +36,7 @@ from curate.data import fingerprint, load_items
 from curate.errors import ConfigError, FailureThresholdError
 from curate.store import (
     IDENTITY_DEFAULTS,
+    ITEMS,
     RunStore,
     append_jsonl,
     read_items,
@@ -155,7 +156,7 @@ def run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress]
     run_dir = config.out_path
     with RunStore.open(run_dir, identity, manifest_extra, task.record_type) as store:
         # Rewritten every time: fields outside the identity (extras added to the input later) reach stats.
-        write_parquet_atomic(items, run_dir / "items.parquet")
+        write_parquet_atomic(items, run_dir / ITEMS)
         if loaded.quarantined.height:
             write_atomic(run_dir / "quarantine.jsonl", "".join(
                 json.dumps(r) + "\n" for r in loaded.quarantined.iter_rows(named=True)))
