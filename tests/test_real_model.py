@@ -41,11 +41,23 @@ def test_other_models_have_no_gguf_file(model):
     assert base.gguf_file(model) is None
 
 
-def test_prefilled_and_constrained_logprob_scoring_gives_every_judgment_a_score_on_the_real_model(tmp_path):
-    """The measured failure this guards against: SmolLM2 opens the score-only answer with a word, so reading the
-    first token scores nothing. Prefilled, the next token is mostly a digit; constrained, every answer is one."""
+@pytest.fixture(scope="module")
+def smollm2():
+    """One load of the real model (about 20 s) for the tests that drive the engine with it directly."""
     from curate.backends.transformers import TransformersBackend
     from curate.config import DataConfig, RunConfig
+
+    # One batch for a test's rows: a decode step reads all 540 MB of weights, whatever the batch holds.
+    backend = TransformersBackend(RunConfig(data=DataConfig(source="unused"), out="unused",
+                                            model="bundled:smollm2-135m", batch_size=8))
+    yield backend
+    backend.close()
+
+
+def test_prefilled_and_constrained_logprob_scoring_gives_every_judgment_a_score_on_the_real_model(tmp_path, smollm2):
+    """The measured failure this guards against: SmolLM2 opens the score-only answer with a word, so reading the
+    first token scores nothing. Prefilled, the next token is mostly a digit; constrained, every answer is one."""
+    from curate.config import RunConfig
     from curate.engine import score
 
     def job(name: str, **sampling) -> RunConfig:
@@ -53,10 +65,8 @@ def test_prefilled_and_constrained_logprob_scoring_gives_every_judgment_a_score_
                                       "out": str(tmp_path / name), "max_tokens": 1, "top_logprobs": 20,
                                       "max_failure_fraction": 1.0, **sampling})
 
-    backend = TransformersBackend(RunConfig(data=DataConfig(source="unused"), out="unused",
-                                              model="bundled:smollm2-135m"))
-    score(job("first_token"), backend=backend)
-    score(job("prefilled", template="difficulty/intensity_prefilled", constrain_score=True), backend=backend)
+    score(job("first_token"), backend=smollm2)
+    score(job("prefilled", template="difficulty/intensity_prefilled", constrain_score=True), backend=smollm2)
     first_token, prefilled = (curate.load_judgments(tmp_path / name) for name in ("first_token", "prefilled"))
     assert (first_token["status"] != "ok").all() and first_token["score_mass"].fill_null(0).max() < 0.2
     assert (prefilled["status"] == "ok").all() and set(prefilled["score_method"]) == {"constrained"}
@@ -65,14 +75,13 @@ def test_prefilled_and_constrained_logprob_scoring_gives_every_judgment_a_score_
     assert prefilled["expected_score"].is_between(1, 5).all()
 
 
-def test_the_real_model_solves_and_responds_through_its_own_chat_template(tmp_path):
+def test_the_real_model_solves_and_responds_through_its_own_chat_template(tmp_path, smollm2):
     """SmolLM2 as solver and teacher on three GSM8K training problems: every response is stored and decided by the
     gsm8k verifier (correct, wrong or no_answer when it finished; truncated at max_tokens), never left undecided.
     (Its pass rate, measured on 200 problems, is in the README; here the path is what is checked.)"""
     from pathlib import Path
 
-    from curate.backends.transformers import TransformersBackend
-    from curate.config import DataConfig, RunConfig
+    from curate.config import RunConfig
     from curate.engine import respond, solve
 
     gsm8k = Path(__file__).parent / "data" / "gsm8k_train_head6.jsonl"
@@ -82,11 +91,8 @@ def test_the_real_model_solves_and_responds_through_its_own_chat_template(tmp_pa
                                     "template": "solve/step_by_step", "verify": "gsm8k", "max_tokens": 96,
                                     "out": str(tmp_path / name), "max_failure_fraction": 0.0, **settings})
 
-    # One batch for all six rollouts: a decode step reads all 540 MB of weights, whatever the batch holds.
-    backend = TransformersBackend(RunConfig(data=DataConfig(source="unused"), out="unused",
-                                            model="bundled:smollm2-135m", batch_size=8))
-    solved = solve(job("solve", samples=2, temperature=0.7), backend=backend)
-    responded = respond(job("respond"), backend=backend)
+    solved = solve(job("solve", samples=2, temperature=0.7), backend=smollm2)
+    responded = respond(job("respond"), backend=smollm2)
     rollouts = curate.load_judgments(tmp_path / "solve")
     assert rollouts.height == 6 and rollouts["status"].is_in(["correct", "wrong", "no_answer", "truncated"]).all()
     assert rollouts["raw_text"].str.contains(r"[A-Za-z]{3,} [A-Za-z]{3,}").all()  # English prose, not token soup
