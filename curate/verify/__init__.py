@@ -29,7 +29,6 @@ from dataclasses import fields, replace
 from typing import Any
 
 from curate.errors import ConfigError
-from curate.parse import answer_part
 from curate.verify.base import Verdict, VerdictStatus, Verifier
 from curate.verify.math import MathVerifier
 from curate.verify.simple import (
@@ -57,4 +56,4 @@ def get_verifier(name: str, **settings: Any) -> Verifier:
     return replace(verifier, **settings)
 
 
-__all__ = ["VERIFIERS", "Verdict", "VerdictStatus", "Verifier", "answer_part", "get_verifier"]
+__all__ = ["VERIFIERS", "Verdict", "VerdictStatus", "Verifier", "get_verifier"]
