@@ -19,6 +19,7 @@ from curate.errors import ConfigError
 BUNDLED_JUDGE = "bundled:tiny-judge"
 DEFAULT_TEMPLATE = "difficulty/intensity_score_only"
 DEFAULT_RESPONSE_TEMPLATE = "solve/step_by_step"  # what `curate solve` and `curate respond` use unless told
+DEFAULT_VERIFIER_TEMPLATE = "verify/equivalence"
 
 
 def described(text: str, **kwargs: Any) -> Any:
@@ -130,6 +131,27 @@ class EndpointConfig:
 
 
 @dataclass(frozen=True)
+class JudgeVerifierConfig:
+    """The judge model of `--verify model` (curate.verify.model). It shares the run's device, dtype, batch and
+    endpoint settings (rate limits, retries, API key variable); what differs is set here."""
+
+    verify_model: str | None = described(
+        "Judge model for --verify model: local path, Hub id, bundled:NAME, or the served model's name.", default=None)
+    verify_backend: str | None = described("Backend of the --verify model judge (default: the run's --backend).",
+                                       default=None)
+    verify_base_url: str | None = described(
+        "Server URL of the --verify model judge, for an openai backend (default: the run's --base-url).",
+        default=None)
+    verify_template: str = described("Verifier template (kind: verifier) the --verify model judge is asked through.",
+                                     default=DEFAULT_VERIFIER_TEMPLATE)
+    verify_max_tokens: int = described("Most tokens the --verify model judge's answer (yes or no) may take.",
+                                       default=16)
+
+    def __post_init__(self) -> None:
+        check(self.verify_max_tokens >= 1, f"verify_max_tokens must be >= 1, got {self.verify_max_tokens}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig
     out: str = described("Run directory: manifest, judgments store, aggregates.")
@@ -145,7 +167,8 @@ class RunConfig:
     verify: str | None = described(
         "Verifier that decides each response of `curate solve` and `curate respond` against the item's reference: "
         "math (math-verify on the last \\boxed{}), gsm8k (#### N), numeric, choice (an option's label or text) or "
-        "exact (see curate.verify).", default=None)
+        "exact, or model: a judge model (--verify-model) decides equivalence (see curate.verify).", default=None)
+    verifier: JudgeVerifierConfig = field(default_factory=JudgeVerifierConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     engine_args: dict[str, Any] = described(
@@ -175,6 +198,14 @@ class RunConfig:
         check(0 <= self.max_failure_fraction <= 1,
                f"max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")
         check(self.dtype in ("auto", "float32", "bfloat16", "float16"), f"unknown dtype {self.dtype!r}")
+        judge_settings = [key for key, value in asdict(self.verifier).items()
+                          if value != JudgeVerifierConfig.__dataclass_fields__[key].default]
+        check(self.verify == "model" or not judge_settings,
+              f"{', '.join('--' + key.replace('_', '-') for key in judge_settings)} set the judge of --verify model; "
+              f"this run verifies with {self.verify!r}: drop them, or use --verify model")
+        check(self.verify != "model" or self.verifier.verify_model is not None,
+              "--verify model asks a judge model whether each answer equals the reference: name it with "
+              "--verify-model (e.g. the served model's name, or a local path)")
 
     @property
     def out_path(self) -> Path:
@@ -183,7 +214,7 @@ class RunConfig:
     # Flat view: the keys a YAML job file and the CLI flags share.
     @staticmethod
     def flat_keys() -> dict[str, str]:
-        """Flat key → section ('data', 'sampling', 'endpoint' or 'score')."""
+        """Flat key → section ('data', 'verifier', 'sampling', 'endpoint' or 'score')."""
         keys = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
         keys.update({f.name: "score" for f in fields(RunConfig) if f.name not in SECTIONS})
         return keys
@@ -213,7 +244,8 @@ class RunConfig:
         return flat
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "sampling": SamplingConfig, "endpoint": EndpointConfig}
+SECTIONS: dict[str, type] = {"data": DataConfig, "verifier": JudgeVerifierConfig, "sampling": SamplingConfig,
+                             "endpoint": EndpointConfig}
 # Flat key → type; section classes last, as in `flat_keys` (EndpointConfig.endpoint is the flat `endpoint`).
 _FIELD_TYPES = {name: hint for cls in (RunConfig, *SECTIONS.values()) for name, hint in get_type_hints(cls).items()
                 if cls is not RunConfig or name not in SECTIONS}

@@ -14,7 +14,8 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,12 @@ from curate.backends import (
     SAMPLERS,
     Backend,
     Completion,
+    LazyBackend,
     Request,
     check_backend_name,
-    create_backend,
     model_fingerprint,
 )
-from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig
+from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig, SamplingConfig
 from curate.data import fingerprint, load_items
 from curate.errors import ConfigError, FailureThresholdError
 from curate.store import (
@@ -47,7 +48,7 @@ from curate.store import (
 )
 from curate.tasks import ResponseTask, ScoreTask, Task, rebuild_task
 from curate.templates import JudgeTemplate, load_template
-from curate.verify import VERIFIERS, get_verifier
+from curate.verify import MODEL_VERIFIER, VERIFIER_NAMES, Verifier, get_verifier
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ def _unanswered(outstanding: dict[tuple[str, int], None]) -> list[Completion]:
             for item_id, idx in outstanding]
 
 
-TaskFactory = Callable[[RunConfig, JudgeTemplate], Task]
+# Builds the task for a run; what the task holds open (a judge model's backend) is closed with the stack.
+TaskFactory = Callable[[RunConfig, JudgeTemplate, ExitStack], Task]
 
 
 def score(config: RunConfig, progress: Callable[[Progress], None] | None = None,
@@ -143,10 +145,16 @@ def run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress]
         backend: Backend | None = None) -> RunResult:
     """Run the task `make_task` builds for `config` and its template over `config.data` into `config.out`,
     resuming whatever that run directory already holds."""
+    with ExitStack() as resources:
+        return _run(config, make_task, progress, backend, resources)
+
+
+def _run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress], None] | None,
+         backend: Backend | None, resources: ExitStack) -> RunResult:
     loaded = load_items(config.data)
     items = loaded.items if config.data.limit is None else loaded.items.head(config.data.limit)
     template = load_template(config.template, config.template_dir)
-    task = make_task(config, template)
+    task = make_task(config, template, resources)
     if items.height:  # template errors surface here, before any model is loaded or called
         template.render(items.row(0, named=True))
     check_backend_name(config.backend)
@@ -165,24 +173,27 @@ def run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress]
         if config.retry_failed:
             log.info("retrying %d record(s) stored as %s", store.retire(task.retried_statuses),
                      " or ".join(task.retried_statuses))
-        requester = _Requester(store, task, config, template, items, progress, backend)
-        try:
-            for wanted in _rounds(task, run_dir, items, config.sampling.samples):
-                requester.request(store.missing(wanted), total=wanted.height)
-        finally:
-            requester.close()
-        result_summary, items_frame = write_aggregates(run_dir, task, requested=requester.requested)
+        backend = backend or resources.enter_context(closing(LazyBackend(config)))
+        requested = 0
+        for wanted in _rounds(task, run_dir, items, config.sampling.samples):
+            pending = store.missing(wanted)
+            log.info("%s: %d (item, sample) pair(s) wanted, %d stored, %d to request", run_dir, wanted.height,
+                     wanted.height - pending.height, pending.height)
+            if pending.height:
+                requested += pending.height
+                _request_missing(store, backend, config, task, template, pending, items, progress)
+        result_summary, items_frame = write_aggregates(run_dir, task, requested=requested)
     _check_failures(result_summary, config.max_failure_fraction, task)
-    return RunResult(run_dir=run_dir, requested=requester.requested, summary=result_summary, per_item=items_frame)
+    return RunResult(run_dir=run_dir, requested=requested, summary=result_summary, per_item=items_frame)
 
 
-def score_task(config: RunConfig, template: JudgeTemplate) -> ScoreTask:
+def score_task(config: RunConfig, template: JudgeTemplate, resources: ExitStack) -> ScoreTask:
     if config.verify is not None:
         raise ConfigError("--verify decides the responses of `curate solve` and `curate respond`; a judge's scores "
                           "are parsed, not verified: drop --verify")
     if template.parser is None:
-        raise ConfigError(f"template {template.name!r} is a response template; `curate score` needs a judge template "
-                          "such as difficulty/intensity_score_only (`curate templates` lists them)")
+        raise ConfigError(f"template {template.name!r} is a {template.kind} template; `curate score` needs a judge "
+                          "template such as difficulty/intensity_score_only (`curate templates` lists them)")
     if config.sampling.constrain_score and not template.parser.whole_answer_is_score:
         raise ConfigError(f"--constrain-score restricts the answer to one score token, but template {template.name!r} "
                           f"(parser {template.parser.name}) answers with more than a score; use a score-only template "
@@ -191,17 +202,35 @@ def score_task(config: RunConfig, template: JudgeTemplate) -> ScoreTask:
                      constrained=config.sampling.constrain_score)
 
 
-def response_task(name: str, config: RunConfig, template: JudgeTemplate) -> ResponseTask:
-    if template.parser is not None:
-        raise ConfigError(f"template {template.name!r} is a judge template; `curate {name}` needs a response "
+def response_task(name: str, config: RunConfig, template: JudgeTemplate, resources: ExitStack) -> ResponseTask:
+    if template.kind != "response":
+        raise ConfigError(f"template {template.name!r} is a {template.kind} template; `curate {name}` needs a response "
                           f"template such as {DEFAULT_RESPONSE_TEMPLATE} (`curate templates` lists them)")
     if config.sampling.constrain_score:
         raise ConfigError(f"--constrain-score restricts a judge's answer to a score; `curate {name}` writes "
                           "responses: drop it")
     if name == "solve" and config.verify is None:
         raise ConfigError(f"`curate solve` measures pass rates, so it needs --verify NAME (one of "
-                          f"{', '.join(VERIFIERS)}) to decide each response")
-    return ResponseTask(name, get_verifier(config.verify) if config.verify else None, template.identity)
+                          f"{', '.join(VERIFIER_NAMES)}) to decide each response")
+    verifier = (None if config.verify is None else model_verifier(config, resources)
+                if config.verify == MODEL_VERIFIER else get_verifier(config.verify))
+    return ResponseTask(name, verifier, template.identity)
+
+
+def model_verifier(config: RunConfig, resources: ExitStack) -> Verifier:
+    """The judge of `--verify model`: the run's settings with the judge's model, backend and URL; its backend is
+    created at the first answer it must judge and closed with `resources`."""
+    settings = config.verifier
+    judge = replace(config, model=settings.verify_model, backend=settings.verify_backend or config.backend,
+                    endpoint=replace(config.endpoint, base_url=settings.verify_base_url or config.endpoint.base_url),
+                    sampling=SamplingConfig(max_tokens=settings.verify_max_tokens, seed=config.sampling.seed))
+    template = load_template(settings.verify_template, config.template_dir)
+    backend = resources.enter_context(closing(LazyBackend(judge)))
+    identity = {"verifier_model": judge.model, "verifier_model_fingerprint": model_fingerprint(judge.model),
+                "verifier_backend": judge.backend, "verifier_template": template.identity}
+    if judge.backend == "openai":
+        identity["verifier_endpoint"] = judge.endpoint.endpoint
+    return get_verifier(MODEL_VERIFIER, backend=backend, template=template, sampling=judge.sampling, judge=identity)
 
 
 def _rounds(task: Task, run_dir: Path, items: pl.DataFrame, samples: int) -> Iterator[pl.DataFrame]:
@@ -221,31 +250,6 @@ def _stored(run_dir: Path, task: Task) -> pl.DataFrame:
     return read_judgments(run_dir, columns=task.aggregated_columns)
 
 
-class _Requester:
-    """Requests missing pairs from one backend, created when first needed and closed at the end."""
-
-    def __init__(self, store: RunStore, task: Task, config: RunConfig, template: JudgeTemplate,
-                 items: pl.DataFrame, progress: Callable[[Progress], None] | None, backend: Backend | None):
-        self.store, self.task, self.config, self.template, self.items = store, task, config, template, items
-        self.progress, self.backend, self.own_backend = progress, backend, backend is None
-        self.requested = 0
-
-    def request(self, pending: pl.DataFrame, total: int) -> None:
-        log.info("%s: %d (item, sample) pair(s) wanted, %d stored, %d to request", self.store.run_dir, total,
-                 total - pending.height, pending.height)
-        if not pending.height:
-            return
-        if self.backend is None:
-            self.backend = create_backend(self.config)
-        self.requested += pending.height
-        _request_missing(self.store, self.backend, self.config, self.task, self.template, pending, self.items,
-                         self.progress)
-
-    def close(self) -> None:
-        if self.own_backend and self.backend is not None:
-            self.backend.close()
-
-
 def _request_missing(store: RunStore, backend: Backend, config: RunConfig, task: Task, template: JudgeTemplate,
                      pending: pl.DataFrame, items: pl.DataFrame,
                      progress: Callable[[Progress], None] | None) -> None:
@@ -261,14 +265,15 @@ def _request_missing(store: RunStore, backend: Backend, config: RunConfig, task:
             yield request
 
     done = failed = 0
-    buffer: list[tuple] = []
+    buffer: list[Completion] = []  # answered, not yet turned into records and committed
     last_commit = time.monotonic()
 
     def commit() -> None:
         nonlocal done, failed, last_commit
-        store.append(buffer)
-        done += len(buffer)
-        failed += sum(record.status in task.failed_statuses for record in buffer)
+        records = task.records(buffer, [rows[completion.item_id] for completion in buffer])
+        store.append(records)
+        done += len(records)
+        failed += sum(record.status in task.failed_statuses for record in records)
         buffer.clear()
         last_commit = time.monotonic()
         if progress:
@@ -276,10 +281,10 @@ def _request_missing(store: RunStore, backend: Backend, config: RunConfig, task:
 
     for completion in backend.generate(requests(), config.sampling):
         outstanding.pop((completion.item_id, completion.sample_idx), None)
-        buffer.append(task.record(completion, rows[completion.item_id]))
+        buffer.append(completion)
         if len(buffer) >= config.chunk_size or time.monotonic() - last_commit >= COMMIT_INTERVAL_SECONDS:
             commit()
-    buffer.extend(task.record(c, rows[c.item_id]) for c in _unanswered(outstanding))
+    buffer.extend(_unanswered(outstanding))
     if buffer:
         commit()
 

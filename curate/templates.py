@@ -11,7 +11,9 @@ A template is a `.jinja` file whose first thing is a Jinja comment holding YAML 
 
 A judge template (for `curate score`) declares its parser. A response template (for `curate solve`
 and `curate respond`: a model answers the problem, and a verifier, not a parser, reads the answer)
-declares `kind: response` instead.
+declares `kind: response` instead. A verifier template (`kind: verifier`, for `--verify model`: a judge
+model says whether an answer is equivalent to the reference, curate.verify.model) declares no parser
+either, and sees one more variable: `answer`, the final answer read from the response.
     {% block system %}...{% endblock %}
     {% block user %}Problem: {{ question }}{% endblock %}
 
@@ -71,25 +73,22 @@ def available_templates(template_dir: str | Path | None = None) -> list[str]:
     return sorted({str(p.relative_to(root).with_suffix("")) for root in roots for p in root.rglob(f"*{SUFFIX}")})
 
 
-KINDS = ("judge", "response")
+KINDS = ("judge", "response", "verifier")
 
 
 @dataclass(frozen=True)
 class JudgeTemplate:
     name: str
     source: str
-    parser: Parser | None  # a judge template's; None for a response template
+    parser: Parser | None  # a judge template's; None for the other kinds
     description: str
     _template: jinja2.Template
+    kind: str = "judge"
     prefill: str = ""
     included: tuple[tuple[str, str], ...] = ()  # (name, source) of every template it includes or imports
     content_hash: str = field(init=False)
     identity: str = field(init=False)
     _globals: dict[str, Any] = field(init=False, repr=False)
-
-    @property
-    def kind(self) -> str:
-        return "judge" if self.parser is not None else "response"
 
     def __post_init__(self) -> None:
         digest = hashlib.sha256(self.source.encode())
@@ -118,7 +117,7 @@ class JudgeTemplate:
                 message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
                 raise TemplateError(f"template {self.name!r}, line {_template_line(exc, self._template)}: "
                                     f"{message} (rendering item {item.get('id')!r}); available "
-                                    "variables: id, question, reference, choices, domain, extra") from exc
+                                    f"variables: {', '.join(_context(item))}") from exc
             messages.append({"role": role, "content": content})
         if self.prefill:
             messages.append({"role": "assistant", "content": self.prefill})
@@ -126,8 +125,10 @@ class JudgeTemplate:
 
 
 def _context(item: dict[str, Any]) -> dict[str, Any]:
-    return {"id": item["id"], "question": item["question"], "reference": item.get("reference"),
-            "choices": item.get("choices"), "domain": item.get("domain"), "extra": item.get("extra") or {}}
+    context = {"id": item["id"], "question": item["question"], "reference": item.get("reference"),
+               "choices": item.get("choices"), "domain": item.get("domain"), "extra": item.get("extra") or {}}
+    # Only a verifier template is rendered with an answer; in the others `answer` stays an undefined name.
+    return {**context, "answer": item["answer"]} if "answer" in item else context
 
 
 def _template_line(exc: BaseException, template: jinja2.Template) -> int | str:
@@ -174,9 +175,9 @@ def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTem
         raise TemplateError(f"template {display!r} declares kind {kind!r}; declare one of {list(KINDS)} (judge by "
                             "default)")
     parser_name = metadata.get("parser")
-    if kind == "response" and parser_name is not None:
-        raise TemplateError(f"template {display!r} is a response template: a verifier reads its answers (--verify), "
-                            "so it declares no parser")
+    if kind != "judge" and parser_name is not None:
+        raise TemplateError(f"template {display!r} is a {kind} template, so it declares no parser (a verifier reads "
+                            "a response template's answers; curate.verify.model reads a verifier template's)")
     if kind == "judge" and parser_name not in PARSERS:
         raise TemplateError(f"template {display!r} declares parser {parser_name!r}; "
                             f"declare one of {sorted(PARSERS)} in its header comment (or `kind: response` for a "
@@ -191,7 +192,7 @@ def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTem
         raise TemplateError(f"template {display!r}: prefill must be a string with some text, got {prefill!r}")
     return JudgeTemplate(name=display, source=source, parser=PARSERS.get(parser_name),
                          description=str(metadata.get("description", "")), _template=template,
-                         included=_included(env, source, display), prefill=prefill)
+                         included=_included(env, source, display), prefill=prefill, kind=kind)
 
 
 def _included(env: jinja2.Environment, source: str, display: str) -> tuple[tuple[str, str], ...]:

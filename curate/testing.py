@@ -92,7 +92,9 @@ class FakeOpenAIServer:
     faults: dict[str, float] = field(default_factory=dict)  # fault → fraction of prompts it hits
     retry_after: float = 1.0
     hang_seconds: float = 30.0
-    answer_format: str = "tagged"  # "tagged": "... <score>k</score>"; "digit": "k"; "boxed": "... \\boxed{k}"
+    # "tagged": "... <score>k</score>"; "digit": "k"; "boxed": "... \\boxed{k}"; "verdict": an equivalence judge
+    # (prompts/verify/equivalence): "Yes." when the candidate answer and the reference are the same number
+    answer_format: str = "tagged"
     fail_attempts: int = 1  # transport faults hit a prompt's first this-many attempts
     honour_n: bool = True  # False: answer one choice whatever `n` asks, as `transformers serve` does
     require_key: str | None = None  # answer 401 unless "Authorization: Bearer <key>"
@@ -163,7 +165,8 @@ class FakeOpenAIServer:
             return web.json_response({"object": "error", "message": CONTEXT_EXCEEDED, "type": "BadRequestError",
                                       "param": None, "code": 400}, status=400)
         score = self.score_for(key)
-        text = ANSWERS[self.answer_format].format(score=score)
+        text = (_equivalence_verdict(body) if self.answer_format == "verdict"
+                else ANSWERS[self.answer_format].format(score=score))
         finish = "stop"
         if self.hits("truncate", key):
             text, finish = "Needs several steps and then", "length"
@@ -263,6 +266,16 @@ if __name__ == "__main__":
 
 ANSWERS = {"tagged": "Needs {score} steps. <score>{score}</score>", "digit": "{score}",
            "boxed": "Adding up the steps gives {score}.\n\\boxed{{{score}}}"}
+
+
+def _equivalence_verdict(body: dict) -> str:
+    prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+    found = dict(re.findall(r"^(Reference|Candidate) answer: (.*)$", prompt, re.MULTILINE))
+    try:
+        same = float(found["Reference"]) == float(found["Candidate"])
+    except (KeyError, ValueError):
+        same = False
+    return "Yes." if same else "No."
 
 
 def _logprobs(text: str, score: int, chat: bool) -> dict:

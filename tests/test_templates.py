@@ -26,7 +26,7 @@ from curate.templates import (
 )
 
 BUNDLED = ["difficulty/intensity", "difficulty/intensity_prefilled", "difficulty/intensity_score_only",
-           "solve/step_by_step"]
+           "solve/step_by_step", "verify/equivalence"]
 HEADER = "{#-\nparser: score_only\ndescription: a test template\n-#}\n"  # lines 1-4
 CHOICES = [{"label": "A", "text": "3"}, {"label": "B", "text": "4"}]
 ITEM = {"id": "item-7", "question": "What is 17 * 23?", "reference": "391", "choices": None,
@@ -136,10 +136,33 @@ def test_load_by_relative_path(tmp_path, monkeypatch):
 # Rendering
 # --------------------------------------------------------------------------------------------
 
+def render(name: str, item: dict) -> list[dict]:
+    """A bundled template's messages for item; a verifier template also sees the answer it judges."""
+    template = load_template(name)
+    return template.render({**item, "answer": "4"} if template.kind == "verifier" else item)
+
+
+def test_a_verifier_template_renders_the_answer_it_judges():
+    template = load_template("verify/equivalence")
+    assert (template.kind, template.parser) == ("verifier", None)
+    item = {"id": "x", "question": "What is 2+2?", "reference": "4"}
+    user = template.render({**item, "answer": "four"})[1]["content"]
+    assert "Reference answer: 4\nCandidate answer: four" in user
+    with pytest.raises(TemplateError, match="'answer' is undefined .*available variables: id, question, reference"):
+        template.render(item)  # items alone (what judge and response templates get) hold no answer
+
+
+def test_a_verifier_template_declares_no_parser(tmp_path):
+    path = tmp_path / "v.jinja"
+    path.write_text("{#-\nkind: verifier\nparser: score_only\n-#}\n{% block user %}{{ answer }}{% endblock %}\n")
+    with pytest.raises(TemplateError, match="is a verifier template, so it declares no parser"):
+        load_template(str(path))
+
+
 @pytest.mark.parametrize("name", BUNDLED)
 def test_render_gives_system_then_user_with_question(name):
     template = load_template(name)
-    messages = template.render({"id": "x", "question": "Prove that sqrt(2) is irrational."})
+    messages = render(name, {"id": "x", "question": "Prove that sqrt(2) is irrational."})
     assert [m["role"] for m in messages] == ["system", "user"] + (["assistant"] if template.prefill else [])
     assert all(set(m) == {"role", "content"} for m in messages)
     assert all(isinstance(m["content"], str) and m["content"] for m in messages)
@@ -154,7 +177,7 @@ def test_render_shows_labelled_choices_in_order(name, labels):
     texts = ["4", "6", "7", "9", "10"]
     item = {"id": "x", "question": "Which is prime?",
             "choices": [{"label": label, "text": text} for label, text in zip(labels, texts)]}
-    user = load_template(name).render(item)[1]["content"]
+    user = render(name, item)[1]["content"]
     lines = user.splitlines()
     labelled = [line for line in lines if re.match(r"^[A-Z0-9]\. ", line)]
     assert labelled == [f"{label}. {text}" for label, text in zip(labels, texts)]
@@ -164,7 +187,7 @@ def test_render_shows_labelled_choices_in_order(name, labels):
 @pytest.mark.parametrize("name", BUNDLED)
 @pytest.mark.parametrize("choices", [None, []])
 def test_render_without_choices_has_no_letters(name, choices):
-    user = load_template(name).render({"id": "x", "question": "What is 2+2?", "choices": choices})[1]["content"]
+    user = render(name, {"id": "x", "question": "What is 2+2?", "choices": choices})[1]["content"]
     assert not any(re.match(r"^[A-Z]\. ", line) for line in user.splitlines())
     assert "Choices" not in user
 

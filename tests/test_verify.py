@@ -166,7 +166,7 @@ def test_worker_pool_reports_failures_and_ignores_what_the_function_prints():
 
 
 def test_get_verifier_names_the_choices():
-    with pytest.raises(ConfigError, match="verifier 'maths': choose one of math, gsm8k, numeric, choice, exact$"):
+    with pytest.raises(ConfigError, match="verifier 'maths': choose one of math, gsm8k, numeric, choice, exact, model$"):
         get_verifier("maths")
 
 

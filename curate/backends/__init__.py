@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from curate.backends.base import (
     Alternatives,
@@ -14,7 +14,7 @@ from curate.backends.base import (
     resolve_model,
     sample_seed,
 )
-from curate.config import RunConfig
+from curate.config import RunConfig, SamplingConfig
 from curate.errors import BackendError, ConfigError
 
 
@@ -62,5 +62,23 @@ def create_backend(config: RunConfig) -> Backend:
     return BACKENDS[config.backend](config)
 
 
-__all__ = ["BACKENDS", "SAMPLERS", "Alternatives", "Backend", "Completion", "Request", "TokenLogprobs",
+class LazyBackend:
+    """The backend `config` names, created at its first request: a run with nothing left to ask loads no model."""
+
+    def __init__(self, config: RunConfig):
+        check_backend_name(config.backend)
+        self.config, self.name, self.model_id = config, config.backend, config.model
+        self._backend: Backend | None = None
+
+    def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
+        if self._backend is None:
+            self._backend = create_backend(self.config)
+        return self._backend.generate(requests, sampling)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+
+__all__ = ["BACKENDS", "SAMPLERS", "Alternatives", "Backend", "Completion", "LazyBackend", "Request", "TokenLogprobs",
            "check_backend_name", "create_backend", "model_fingerprint", "resolve_model", "sample_seed"]

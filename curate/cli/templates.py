@@ -12,7 +12,7 @@ from curate.errors import DereasonError, io_error_message
 
 
 def templates(template_dir: Annotated[str | None, typer.Option(help="Also list templates here.")] = None) -> None:
-    """List templates: judge templates with their parsers, and response templates. One that does not load gets an error line of
+    """List templates: judge templates with their parsers, response and verifier templates. One that does not load gets an error line of
     its own after the table (the others are still listed), and the exit status is then 1."""
     from curate.templates import available_templates, load_template
 
@@ -30,7 +30,7 @@ def templates(template_dir: Annotated[str | None, typer.Option(help="Also list t
         except OSError as exc:
             failures.append(io_error_message(exc))
         else:
-            table.add_row(name, loaded.parser.name if loaded.parser else "(response)",
+            table.add_row(name, loaded.parser.name if loaded.parser else f"({loaded.kind})",
                           loaded.content_hash, loaded.description)
     out.print(table)
     for message in failures:

@@ -9,7 +9,7 @@ from curate.parse import PARSERS
 from curate.tasks.base import Task
 from curate.tasks.responses import ResponseTask
 from curate.tasks.score import ScoreTask
-from curate.verify import get_verifier
+from curate.verify import MODEL_VERIFIER, get_verifier
 
 RESPONSE_TASKS = ("solve", "respond")
 
@@ -30,6 +30,10 @@ def rebuild_task(identity: dict[str, Any], parser_name: str | None = None, verif
         if parser_name is not None:
             raise ConfigError(f"--parser applies to score runs; this is a {task} run (use --verify)")
         name = verifier or identity["verifier"]
+        if name == MODEL_VERIFIER:
+            raise ConfigError("a reparse decides stored responses again without calling a model, and --verify model "
+                              "asks a judge model: rerun the run's command with --retry-failed to have the judge "
+                              "decide its errors again, or reparse with a rule verifier (--verify math, exact, ...)")
         return ResponseTask(task, get_verifier(name) if name else None, template_identity="")
     raise ConfigError(f"this run directory was made by a task this version does not know: {task!r}")
 

@@ -13,7 +13,8 @@ says only what differs:
     failed_statuses    statuses counted against --max-failure-fraction
     retried_statuses   statuses --retry-failed requests again
     identity()         what the records depend on beyond the model, template and sampling
-    record(...)        one completion → one record
+    records(...)       a chunk of completions → their records, at once (a verifier that asks a judge model
+                       gets the chunk as one batch, and its verdicts are stored in the chunk's transaction)
     reread(...)        one stored record → the record decided again (no model call)
     aggregate(...)     the run's records → (per-item frame, summary)
     asks_in_rounds     whether samples are asked a sample index at a time, until settled(...) says an item
@@ -25,7 +26,7 @@ detail, raw_text, finish_reason, prompt_tokens, completion_tokens, template.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import polars as pl
@@ -46,8 +47,8 @@ class Task(Protocol):
     def identity(self) -> dict[str, Any]:
         """What the stored records depend on beyond model, template and sampling (a parser, a verifier)."""
 
-    def record(self, completion: Completion, item: Mapping[str, Any]) -> tuple:
-        """The record stored for one completion of `item` (a row of the run's items)."""
+    def records(self, completions: Sequence[Completion], items: Sequence[Mapping[str, Any]]) -> list[tuple]:
+        """The records stored for completions, each of the item beside it (a row of the run's items)."""
 
     def reread(self, row: Mapping[str, Any], item: Mapping[str, Any]) -> tuple:
         """A stored record (a row of the store) decided again from its raw output, without a model."""

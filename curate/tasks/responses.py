@@ -20,7 +20,7 @@ respond   teacher responses, a sample index at a time: an item is settled by its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -28,7 +28,7 @@ import polars as pl
 
 from curate.backends import Completion
 from curate.passrate import pass_rates, summarize
-from curate.verify import VerdictStatus, Verifier
+from curate.verify import ModelVerifier, Verdict, VerdictStatus, Verifier, verify_all
 
 OK, TRUNCATED, ERROR = "ok", "truncated", "error"
 STATUSES = (VerdictStatus.CORRECT, VerdictStatus.WRONG, VerdictStatus.NO_ANSWER, OK, TRUNCATED,
@@ -72,17 +72,28 @@ class ResponseTask:
         return AGGREGATED_COLUMNS[self.name]
 
     def identity(self) -> dict[str, Any]:
-        return {"verifier": self.verifier.name if self.verifier else None}
+        judge = dict(self.verifier.judge) if isinstance(self.verifier, ModelVerifier) else {}
+        return {"verifier": self.verifier.name if self.verifier else None, **judge}
 
-    def record(self, completion: Completion, item: Mapping[str, Any]) -> Response:
-        return self._response(completion, item, self.template_identity)
+    def records(self, completions: Sequence[Completion], items: Sequence[Mapping[str, Any]]) -> list[Response]:
+        return self._responses(completions, items, [self.template_identity] * len(completions))
 
     def reread(self, row: Mapping[str, Any], item: Mapping[str, Any]) -> Response:
         completion = Completion(row["item_id"], row["sample_idx"], row["raw_text"], row["finish_reason"],
                                 row["prompt_tokens"], row["completion_tokens"])
-        return self._response(completion, item, row["template"])
+        return self._responses([completion], [item], [row["template"]])[0]
 
-    def _response(self, completion: Completion, item: Mapping[str, Any], template: str) -> Response:
+    def _responses(self, completions: Sequence[Completion], items: Sequence[Mapping[str, Any]],
+                   templates: Sequence[str]) -> list[Response]:
+        """Every finished completion's verdict is asked of the verifier at once (a judge model gets one batch)."""
+        finished = [i for i, completion in enumerate(completions)
+                    if self.verifier and not completion.error and completion.finish_reason != "length"]
+        verdicts = dict(zip(finished, verify_all(self.verifier, [completions[i].text for i in finished],
+                                                 [items[i] for i in finished]), strict=True)) if finished else {}
+        return [self._response(completion, verdicts.get(i), template)
+                for i, (completion, template) in enumerate(zip(completions, templates, strict=True))]
+
+    def _response(self, completion: Completion, verdict: Verdict | None, template: str) -> Response:
         def made(status: str, detail: str = "", answer: str = "") -> Response:
             return Response(completion.item_id, completion.sample_idx, str(status), detail, completion.text,
                             completion.finish_reason, completion.prompt_tokens, completion.completion_tokens,
@@ -92,9 +103,8 @@ class ResponseTask:
             return made(ERROR, completion.error)
         if completion.finish_reason == "length":
             return made(TRUNCATED, "hit max_tokens before the end of the response; not verified")
-        if self.verifier is None:
+        if verdict is None:
             return made(OK)
-        verdict = self.verifier.verify(completion.text, item)
         return made(verdict.status, verdict.detail, verdict.extracted)
 
     def aggregate(self, records: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -62,9 +62,10 @@ class ScoreTask:
     def identity(self) -> dict[str, Any]:
         return {"parser": self.parser.name}
 
-    def record(self, completion: Completion, item: Mapping[str, Any]) -> Judgment:
-        alternatives = score_alternatives(self.parser, completion.logprobs) if self.parser.reads_logprobs else ()
-        return self._judgment(completion, alternatives, self.template_identity)
+    def records(self, completions: Sequence[Completion], items: Sequence[Mapping[str, Any]]) -> list[Judgment]:
+        return [self._judgment(completion, score_alternatives(self.parser, completion.logprobs)
+                               if self.parser.reads_logprobs else (), self.template_identity)
+                for completion in completions]
 
     def reread(self, row: Mapping[str, Any], item: Mapping[str, Any]) -> Judgment:
         completion = Completion(row["item_id"], row["sample_idx"], row["raw_text"], row["finish_reason"],

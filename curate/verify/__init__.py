@@ -12,12 +12,15 @@ response's text after its last closed `</think>`, and never raise for a bad item
     choice   the chosen option's label = the reference (a label or an option's text)
     exact    final answer = reference, after normalising case, spacing and LaTeX wrappers
 
-All but `math` are pure functions of their inputs; `math` runs sympy in a time-bounded worker process. Each
-is a frozen dataclass whose fields other than name and version are its settings, so a verifier that needs more
-to be built (a model judging equivalence: its backend and template) registers with those fields unset and is
-made whole by `get_verifier(name, backend=…, template=…)`.
+    model    a judge model says whether the final answer is equivalent to the reference, through any curate
+             backend and its own template (curate.verify.model); an exact match needs no judge
 
-A reward for TRL is one line around any verifier:
+The rule verifiers are pure functions of their inputs; `math` runs sympy in a time-bounded worker process. Each
+is a frozen dataclass whose fields other than name and version are its settings. The `model` verifier needs a
+backend and a verifier template to exist: `get_verifier("model", backend=…, template=…)` (curate.engine builds
+one from a run's --verify-* settings). `verify_all` decides a batch: one call to the judge for the batch.
+
+A reward for TRL is one line around any rule verifier:
     def reward(completions, reference, choices, **kwargs):
         return [float(verifier.verify(c, {"reference": r, "choices": o}).status == "correct")
                 for c, r, o in zip(completions, reference, choices)]
@@ -25,12 +28,14 @@ A reward for TRL is one line around any verifier:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
 from curate.errors import ConfigError
-from curate.verify.base import Verdict, VerdictStatus, Verifier
+from curate.verify.base import BatchVerifier, Verdict, VerdictStatus, Verifier
 from curate.verify.math import MathVerifier
+from curate.verify.model import ModelVerifier
 from curate.verify.simple import (
     ChoiceVerifier,
     ExactVerifier,
@@ -40,14 +45,23 @@ from curate.verify.simple import (
 
 VERIFIERS: dict[str, Verifier] = {verifier.name: verifier for verifier in (
     MathVerifier(), Gsm8kVerifier(), NumericVerifier(), ChoiceVerifier(), ExactVerifier())}
+MODEL_VERIFIER = "model"
+VERIFIER_NAMES = (*VERIFIERS, MODEL_VERIFIER)
 
 
 def get_verifier(name: str, **settings: Any) -> Verifier:
-    """The verifier called `name`, with `settings` replacing its defaults."""
+    """The verifier called `name`, with `settings` replacing its defaults (the model verifier's: backend and
+    template, which it cannot do without)."""
+    if name == MODEL_VERIFIER:
+        try:
+            return ModelVerifier(**settings)
+        except TypeError as exc:
+            raise ConfigError(f"verifier 'model' needs backend= and template= (and takes sampling=, judge=): {exc}"
+                              ) from None
     try:
         verifier = VERIFIERS[name]
     except KeyError:
-        raise ConfigError(f"unknown verifier {name!r}: choose one of {', '.join(VERIFIERS)}") from None
+        raise ConfigError(f"unknown verifier {name!r}: choose one of {', '.join(VERIFIER_NAMES)}") from None
     known = [field.name for field in fields(verifier) if field.name not in ("name", "version")]
     unknown = sorted(set(settings) - set(known))
     if unknown:
@@ -56,4 +70,12 @@ def get_verifier(name: str, **settings: Any) -> Verifier:
     return replace(verifier, **settings)
 
 
-__all__ = ["VERIFIERS", "Verdict", "VerdictStatus", "Verifier", "get_verifier"]
+def verify_all(verifier: Verifier, responses: Sequence[str], items: Sequence[Mapping[str, Any]]) -> list[Verdict]:
+    """A verdict per (response, item): a verifier that asks a model gets the whole batch at once."""
+    if isinstance(verifier, BatchVerifier):
+        return verifier.verify_batch(responses, items)
+    return [verifier.verify(response, item) for response, item in zip(responses, items, strict=True)]
+
+
+__all__ = ["MODEL_VERIFIER", "VERIFIERS", "VERIFIER_NAMES", "ModelVerifier", "Verdict", "VerdictStatus", "Verifier",
+           "get_verifier", "verify_all"]

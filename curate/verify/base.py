@@ -13,9 +13,9 @@ Only `correct` means right; nothing is folded into a silent False.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from curate.errors import ConfigError
 
@@ -43,6 +43,13 @@ class Verifier(Protocol):
     version: int
 
     def verify(self, response: str, item: Mapping[str, Any]) -> Verdict: ...
+
+
+@runtime_checkable
+class BatchVerifier(Protocol):
+    """A verifier that decides a batch at once (one that asks a model: a request per response, sent together)."""
+
+    def verify_batch(self, responses: Sequence[str], items: Sequence[Mapping[str, Any]]) -> list[Verdict]: ...
 
 
 def require_number(verifier: Verifier, setting: str, positive: bool) -> None:
