@@ -61,7 +61,7 @@ def build_model(directory: Path, args: argparse.Namespace) -> None:
     from curate.testing import build_tokenizer
 
     corpus = [p.read_text() for p in bundled_prompts_dir().rglob("*.jinja")]
-    corpus += [row["question"] for row in items(args, max(args.score_items, args.decode_items))]
+    corpus += [row["question"] for row in items(args, "score" if args.score_items >= args.decode_items else "decode")]
     tokenizer = build_tokenizer(corpus, vocab_size=8192)
     family, dims = SHAPES[args.shape]
     config = AutoConfig.for_model(family, vocab_size=VOCAB, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
@@ -77,21 +77,33 @@ def build_model(directory: Path, args: argparse.Namespace) -> None:
         torch.cuda.empty_cache()
 
 
-def items(args: argparse.Namespace, n: int) -> list[dict]:
-    """The first n items of --data, as the engine reads them."""
+def arm_data(args: argparse.Namespace, kind: str) -> Path:
+    """The file an arm of `kind` (score, decode) reads: the first --score-items or --decode-items lines of --data,
+    so that the engine reads what it scores, as a user's run over such a file would."""
+    return args.model_dir.parent / f"{kind}.jsonl"
+
+
+def write_arm_data(args: argparse.Namespace) -> None:
+    with open(args.data, encoding="utf-8") as source:
+        lines = source.readlines()
+    for kind, n in (("score", args.score_items), ("decode", args.decode_items)):
+        arm_data(args, kind).write_text("".join(lines[:n]), encoding="utf-8")
+
+
+def items(args: argparse.Namespace, kind: str) -> list[dict]:
+    """The items of an arm's file, as the engine reads them."""
     from curate.config import DataConfig
     from curate.data import load_items
 
-    loaded = load_items(DataConfig(source=args.data, question_field=args.question_field, limit=n))
-    return loaded.items.head(n).to_dicts()
+    return load_items(DataConfig(source=str(arm_data(args, kind)), question_field=args.question_field)).items.to_dicts()
 
 
 def engine_config(args: argparse.Namespace, arm: str, work: Path) -> dict:
-    n, settings = (args.score_items, {"template": SCORE_TEMPLATE, "max_tokens": 1, "top_logprobs": 20}) \
-        if arm.startswith("score") else (args.decode_items, {"template": DECODE_TEMPLATE, "max_tokens": args.new_tokens,
-                                                             "temperature": 1.0})
+    kind = arm.split("/")[0]
+    settings = {"template": SCORE_TEMPLATE, "max_tokens": 1, "top_logprobs": 20} if kind == "score" else \
+        {"template": DECODE_TEMPLATE, "max_tokens": args.new_tokens, "temperature": 1.0}
     chosen = {"batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens}
-    return {"source": args.data, "question_field": args.question_field, "limit": n, "out": str(work / "run"),
+    return {"source": str(arm_data(args, kind)), "question_field": args.question_field, "out": str(work / "run"),
             "model": str(args.model_dir), "device": args.device, "max_failure_fraction": 1.0, **settings,
             **{k: v for k, v in chosen.items() if v is not None}}
 
@@ -127,7 +139,7 @@ def run_arm(args: argparse.Namespace) -> dict:
                       max_batch_tokens=config.max_batch_tokens)
     else:
         template = load_template(config.template)
-        rows = items(args, config.data.limit)
+        rows = items(args, kind)
         start = now()  # not part of the raw arm's time, but the engine's: reported apart
         prompts = sorted((backend.prompt_ids(template.render(row)) for row in rows), key=len)
         result["render_and_tokenize_seconds"] = now() - start
@@ -222,6 +234,7 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="dereason-bench-"))
     args.model_dir = work / "model"
+    write_arm_data(args)
     build_model(args.model_dir, args)
     results = {"date": datetime.date.today().isoformat(), "machine": machine(), **versions(),
                "settings": {k: str(v) for k, v in vars(args).items() if k not in ("arm", "out")}, "arms": {}}

@@ -156,7 +156,13 @@ def prompt_text(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
 
 def prompt_token_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
     """The chat prompt as token ids: the template renders the special tokens itself."""
-    return tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    return prompts_token_ids(tokenizer, [messages])[0]
+
+
+def prompts_token_ids(tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]) -> list[list[int]]:
+    """Each conversation's chat prompt as token ids, encoded in one call (a fast tokenizer spreads it over cores)."""
+    texts = [prompt_text(tokenizer, messages) for messages in conversations]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
 
 def score_token_ids(tokenizer: Any) -> list[int]:

@@ -42,6 +42,7 @@ from curate.backends.base import (
     load_error,
     local_model,
     prompt_token_ids,
+    prompts_token_ids,
     sample_seed,
     score_token_ids,
 )
@@ -158,15 +159,21 @@ class TransformersBackend:
 
     def _windows(self, requests: Iterable[Request]) -> Iterator[list[Row]]:
         """Rows (item_id, sample_idx, prompt ids), WINDOW_ROWS at a time: enough to sort by length."""
-        window: list[Row] = []
+        window: list[Request] = []
+        rows = 0
         for request in requests:
-            ids = self.prompt_ids(request.messages)
-            window.extend((request.item_id, idx, ids) for idx in request.sample_indices)
-            if len(window) >= WINDOW_ROWS:
-                yield window
-                window = []
+            window.append(request)
+            rows += len(request.sample_indices)
+            if rows >= WINDOW_ROWS:
+                yield self._rows(window)
+                window, rows = [], 0
         if window:
-            yield window
+            yield self._rows(window)
+
+    def _rows(self, requests: list[Request]) -> list[Row]:
+        prompts = prompts_token_ids(self.tokenizer, [request.messages for request in requests])
+        return [(request.item_id, idx, ids) for request, ids in zip(requests, prompts, strict=True)
+                for idx in request.sample_indices]
 
     def _limit(self, prompt_tokens: int, sampling: SamplingConfig) -> int:
         """Tokens a row may generate: max_tokens, or what is left of the model's context if that is less."""
@@ -290,8 +297,9 @@ class TransformersBackend:
                 logits = torch.full_like(logits, torch.finfo(logits.dtype).min).index_copy(
                     -1, score_ids, logits[:, score_ids])
             running = ~finished
-            tokens = next_tokens(logits, sampling.temperature, sampling.top_p,
-                                 None if draws is None else draws[:, step])
+            # A greedy token is the top-1 of the top k already taken (an argmax over the vocabulary costs as much).
+            tokens = top_ids[:, step, 0] if k and draws is None and score_logprobs is None else next_tokens(
+                logits, sampling.temperature, sampling.top_p, None if draws is None else draws[:, step])
             tokens = tokens.masked_fill(finished, self.pad_id)
             generated[:, step] = tokens
             lengths += running
