@@ -425,3 +425,45 @@ def test_a_draw_does_not_change_when_rounding_swaps_two_near_equal_tokens():
         draws = [(next_tokens(one_way, 1.0, top_p, u[None]).item(), next_tokens(other_way, 1.0, top_p, u[None]).item())
                  for u in uniforms]
         assert sum(a != b for a, b in draws) <= 1, top_p  # at most a draw on the boundary itself
+
+
+def test_prefetching_keeps_order_raises_what_the_producer_raised_and_stops_with_the_consumer():
+    import threading
+
+    from curate.backends.base import prefetched
+
+    def failing():
+        yield from (1, 2)
+        raise ValueError("template line 3: boom")
+
+    seen = []
+    with pytest.raises(ValueError, match="boom"):
+        for value in prefetched(failing()):
+            seen.append(value)
+    assert seen == [1, 2]
+    pulled = []
+
+    def counting():
+        for value in itertools.count():
+            pulled.append(value)
+            yield value
+
+    for value in prefetched(counting()):
+        if value == 3:
+            break
+    assert 4 <= len(pulled) <= 6  # at most one item ahead waiting, one being handed over
+    assert not any(thread.name == "dereason-prefetch" for thread in threading.enumerate())
+
+
+def test_a_template_error_in_a_later_window_reaches_the_caller(tmp_path, random_model, monkeypatch):
+    from curate.backends import transformers
+
+    monkeypatch.setattr(transformers, "FIRST_WINDOW_ROWS", 2)
+    source = write_jsonl(tmp_path / "d.jsonl", [{"id": f"q{i}", "question": f"What is {i}?"} for i in range(6)])
+    template = tmp_path / "t.jinja"
+    template.write_text("{#-\nparser: score_only\n-#}\n{% block user %}{{ question }}{{ 1 // (id != 'q4') }}"
+                        "{% endblock %}\n")
+    result = invoke("score", source, "--model", random_model, "--template", template, "--out", tmp_path / "run",
+                    "--max-tokens", "1")
+    # Raised in the thread that renders the next window while the model runs the first, it surfaces as a run error.
+    assert result.exit_code == 1 and "ZeroDivisionError" in result.stderr and "'q4'" in result.stderr

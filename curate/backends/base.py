@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import queue
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -82,6 +84,51 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the model or connections."""
+
+
+class _Raised(NamedTuple):
+    exception: BaseException
+
+
+_EXHAUSTED = object()
+
+
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """`items`, each produced in a background thread while the consumer works on the one before: a local backend
+    renders and tokenizes its next window while the model runs this one (the tokenizer and torch release the
+    GIL). What the producer raises is raised here; leaving the loop early stops the producer."""
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(value: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(value, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not hand_over(item):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - raised again in the consumer's thread
+            hand_over(_Raised(exc))
+            return
+        hand_over(_EXHAUSTED)
+
+    producer = threading.Thread(target=produce, name="dereason-prefetch", daemon=True)
+    producer.start()
+    try:
+        while (item := ready.get()) is not _EXHAUSTED:
+            if isinstance(item, _Raised):
+                raise item.exception
+            yield item
+    finally:
+        stop.set()
+        producer.join()
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:

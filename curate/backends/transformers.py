@@ -8,7 +8,8 @@ one uninterrupted run. The loop otherwise does what `generate` does, at its spee
 the device, and each step syncs with the host once, to learn whether every row has stopped.
 
 Scheduling: requests are taken a window at a time and sorted by prompt length, so a batch pads
-little. Every prompt of a template starts with the same tokens (chat preamble and rubric): that
+little. The next window is rendered and tokenized in a background thread while the model runs this
+one (the first window is small, so the model starts early). Every prompt of a template starts with the same tokens (chat preamble and rubric): that
 shared prefix is run once, its KV cache kept and copied across each batch, and only the rest of
 each prompt is run per row (left-padded between prefix and suffix, with explicit position ids, so
 every row sees exactly the positions it would alone). Only the last position's logits are computed.
@@ -41,6 +42,7 @@ from curate.backends.base import (
     gguf_file,
     load_error,
     local_model,
+    prefetched,
     prompt_token_ids,
     prompts_token_ids,
     sample_seed,
@@ -53,6 +55,7 @@ from curate.errors import BackendError
 log = logging.getLogger(__name__)
 
 WINDOW_ROWS = 1024
+FIRST_WINDOW_ROWS = 128  # small, so the model starts while the next window is rendered and tokenized
 MIN_SHARED_PREFIX = 8  # tokens; below this, running the prefix apart is not worth a cache copy
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # What the CPU allocator says when it cannot allocate (CUDA raises torch.cuda.OutOfMemoryError; MPS says "out of memory").
@@ -143,7 +146,7 @@ class TransformersBackend:
         return prompt_token_ids(self.tokenizer, messages)
 
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
-        for window in self._windows(requests):
+        for window in prefetched(self._windows(requests)):
             fitting = []
             for item_id, idx, ids in window:
                 if self.context is None or len(ids) < self.context:
@@ -158,15 +161,16 @@ class TransformersBackend:
                 yield from self._answer(batch, sampling, shared)
 
     def _windows(self, requests: Iterable[Request]) -> Iterator[list[Row]]:
-        """Rows (item_id, sample_idx, prompt ids), WINDOW_ROWS at a time: enough to sort by length."""
+        """Rows (item_id, sample_idx, prompt ids), WINDOW_ROWS at a time (enough to sort by length), the first
+        FIRST_WINDOW_ROWS."""
         window: list[Request] = []
-        rows = 0
+        rows, size = 0, FIRST_WINDOW_ROWS
         for request in requests:
             window.append(request)
             rows += len(request.sample_indices)
-            if rows >= WINDOW_ROWS:
+            if rows >= size:
                 yield self._rows(window)
-                window, rows = [], 0
+                window, rows, size = [], 0, WINDOW_ROWS
         if window:
             yield self._rows(window)
 
