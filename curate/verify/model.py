@@ -28,11 +28,12 @@ from curate.config import SamplingConfig
 from curate.errors import ConfigError
 from curate.parse import answer_part
 from curate.templates import JudgeTemplate
-from curate.verify.base import NO_REFERENCE, UNCLOSED_THINK, Verdict, VerdictStatus, reference_of
-from curate.verify.simple import exact_verdict
+from curate.verify.base import Verdict, VerdictStatus
+from curate.verify.simple import ExactVerifier
 
 _VERDICT = re.compile(r"\s*(?P<word>yes|no)[\s.!]*", re.IGNORECASE)
 DETAIL_CHARACTERS = 200  # of a judge's answer, quoted in the verdict's detail
+_EXACT = ExactVerifier()
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,7 @@ class ModelVerifier:
 
 def _without_judge(response: str, item: Mapping[str, Any]) -> Verdict | str:
     """A verdict the rules settle (no reference, no answer, an exact match), else the final answer to ask about."""
-    reference = reference_of(item)
-    if reference is None:
-        return NO_REFERENCE
-    answer = answer_part(response)
-    if answer is None:
-        return UNCLOSED_THINK
-    verdict = exact_verdict(answer, reference)
+    verdict = _EXACT.verify(response, item)
     # Differs from the reference as a string: only the judge can tell whether it is another form of it.
     return verdict.extracted if verdict.status == VerdictStatus.WRONG else verdict
 

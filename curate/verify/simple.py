@@ -197,17 +197,12 @@ class ExactVerifier:
         answer = answer_part(response)
         if answer is None:
             return UNCLOSED_THINK
-        return exact_verdict(answer, reference)
-
-
-def exact_verdict(answer: str, reference: str) -> Verdict:
-    """The `exact` verifier's verdict on an answer part (no thinking block) against a present reference."""
-    boxed = last_boxed(answer)
-    anchored = anchored_answers(answer)
-    final = boxed if boxed is not None else anchored[-1] if anchored else answer.strip()
-    read, wanted = normalise(final), normalise(reference)
-    if not read:
-        return EMPTY_BOX if boxed is not None else Verdict(VerdictStatus.NO_ANSWER, "", "the answer is empty")
-    if read == wanted:
-        return Verdict(VerdictStatus.CORRECT, final)
-    return Verdict(VerdictStatus.WRONG, final, f"{read[:60]!r} is not {wanted[:60]!r}")
+        boxed = last_boxed(answer)
+        anchored = anchored_answers(answer)
+        final = boxed if boxed is not None else anchored[-1] if anchored else answer.strip()
+        read, wanted = normalise(final), normalise(reference)
+        if not read:
+            return EMPTY_BOX if boxed is not None else Verdict(VerdictStatus.NO_ANSWER, "", "the answer is empty")
+        if read == wanted:
+            return Verdict(VerdictStatus.CORRECT, final)
+        return Verdict(VerdictStatus.WRONG, final, f"{read[:60]!r} is not {wanted[:60]!r}")
