@@ -457,6 +457,12 @@ def test_template_and_system_prompt_write_the_prompts(tmp_path):
     assert [m["role"] for m in prompt] == ["system", "user"] and "\\boxed{answer}" in prompt[0]["content"]
     assert prompt[1]["content"].startswith("Which gas is noble?\n\n1. oxygen\n2. carbon\n3. neon")
     assert "solve/step_by_step@" in (out / "README.md").read_text(encoding="utf-8")
+    result = invoke("export", split_dir, "--format", "verl", "--out", tmp_path / "verl", "--system-prompt", "Be brief.",
+                    "--data-source", "dereason/math", "--ability", "science", "--template", "instruct/boxed")
+    assert result.exit_code == 0 and "README.md says how to train on it" in " ".join(result.stdout.split())
+    row = pl.read_parquet(tmp_path / "verl" / "rl.parquet").row(1, named=True)
+    assert (row["data_source"], row["ability"]) == ("dereason/math", "science")
+    assert row["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPTS[2]}]
     assert_one_line_error(invoke("export", split_dir, "--format", "verl", "--out", tmp_path / "v1", "--template",
                                  "solve/step_by_step", "--system-prompt", "Be brief."),
                           "writes its own system message, so --system-prompt has no place")
