@@ -1,9 +1,12 @@
-"""The dataset card of an `hf` export: YAML front matter for the Hub, then how the split was made, and a
-PNG of the item scores per side that the card links."""
+"""The cards of exports. `hf`: the dataset card, YAML front matter for the Hub, then how the split was made, and
+a PNG of the item scores per side that the card links. `trl` and `verl`: what each file holds, the prompt template
+with the first prompt as an example, how answers are rewarded, and the commands that train on the files.
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,14 @@ from curate.report import png_bytes
 
 CARD = "README.md"
 HISTOGRAM = "score_histogram.png"
+# How verl loads curate's reward (curate.rewards.compute_score); verl 0.9 reads `reward.custom_reward_function`, and
+# ignores the top-level `custom_reward_function` of older releases in main_ppo.
+VERL_CUSTOM_REWARD = ("reward.custom_reward_function.path=pkg://curate.rewards",
+                      "reward.custom_reward_function.name=compute_score")
+# The DeReason recipe's GRPO settings (lr 1e-6, batch 128, mini-batch 64, responses up to 8,192 tokens).
+VERL_RECIPE = ("algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=8", "data.train_batch_size=128",
+               "actor_rollout_ref.actor.ppo_mini_batch_size=64", "actor_rollout_ref.actor.optim.lr=1e-6",
+               "data.max_prompt_length=1024", "data.max_response_length=8192", "data.filter_overlong_prompts=True")
 
 
 def histogram_png(splits: dict[str, pl.DataFrame], tau: float | dict | None, score: str) -> bytes:
@@ -118,3 +129,73 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png
               "Load it with `datasets.load_dataset(<repo id>)` from the Hub, or `datasets.load_from_disk(<dir>)` "
               "from the exported directory.", ""]
     return "\n".join(lines)
+
+
+def verl_command(out_dir: str, files: list[str], custom_reward: bool) -> str:
+    """`verl.trainer.main_ppo` over `files` of the export in `out_dir`, in order (several: a curriculum, unshuffled);
+    `$MODEL` and `$VAL_FILES` are the user's."""
+    paths = [f"{out_dir}/{name}" for name in files]
+    train = paths[0] if len(paths) == 1 else f"[{','.join(paths)}]"
+    overrides = [shlex.quote(f"data.train_files={train}"), "data.val_files=$VAL_FILES"]
+    if len(paths) > 1:
+        overrides.append("data.shuffle=False")  # verl then reads the files in the order given
+    overrides += ["actor_rollout_ref.model.path=$MODEL", *VERL_RECIPE, *(VERL_CUSTOM_REWARD if custom_reward else ())]
+    return " \\\n    ".join(["python -m verl.trainer.main_ppo", *overrides])
+
+
+def _prompt_lines(prompt: dict[str, Any]) -> list[str]:
+    lines = ["## Prompt", "", f"Each prompt is rendered by the template `{prompt['template']}`"
+             + (" after the system prompt given to the export" if prompt["system_prompt"] is not None else "")
+             + f": {prompt['description'].strip()}", ""]
+    if prompt["example"]:
+        lines += ["The first one:", ""]
+        for message in prompt["example"]:
+            lines += [f"{message['role']}:", "", "````text", message["content"], "````", ""]
+    return lines
+
+
+def trainer_card(fmt: str, out_dir: str, counts: dict[str, int], prompt: dict[str, Any], data_source: str,
+                 default_data_source: str) -> str:
+    """README.md of a trl or verl export (see the module docstring): `counts` has every split's rows (those without
+    any were not written), `prompt` the template identity and description, the system prompt and the first prompt."""
+    empty = [name for name, rows in counts.items() if not rows]
+    lines = [f"# dereason export for {'TRL' if fmt == 'trl' else 'verl'}", "",
+             *_rows(("file", "rows"), [(f"{name}.parquet", rows) for name, rows in counts.items() if rows]),
+             *([f"Not written, as they hold no rows: {', '.join(empty)}.", ""] if empty else []),
+             *_prompt_lines(prompt)]
+    if fmt == "trl":
+        return "\n".join([*lines, "## Train", "", "`grpo.parquet` keeps `reference` and `choices`, which TRL passes to "
+                          "reward functions by name; `curate.rewards.trl_reward` checks each completion with curate's "
+                          "verifiers. `MODEL` is the model to train (a Hub id or a folder).", "",
+                          "```python", *trl_snippet(out_dir), "```", ""])
+    custom = data_source != default_data_source
+    reward = (f"verl's default reward has no scorer for `data_source` `{data_source}`, so the commands load curate's "
+              "reward (`curate.rewards.compute_score`: curate's verifiers; dereason must be installed where verl "
+              "runs)." if custom else
+              f"verl's default reward scores `data_source` `{data_source}` with its MATH scorer: 1.0 when the last "
+              "`\\boxed{}` of a response equals `reward_model.ground_truth` after normalisation (for multiple "
+              "choice, the boxed option label), else 0.0. To score with curate's verifiers instead (math-verify "
+              f"equivalence; an option by its label or its text), add `{' '.join(VERL_CUSTOM_REWARD)}`.")
+    lines += ["## Reward", "", "`reward_model.ground_truth` is the reference's final answer; `extra_info` holds "
+              "`item_id`, `difficulty` (the judge's score), `index` (one per item, the same in every file) and "
+              f"`choices`. {reward}", "", "## Train", "",
+              "`$MODEL` is the model to train (a Hub id or a folder), `$VAL_FILES` a verl parquet file (or a list) of "
+              "held-out problems; the rest is the DeReason recipe's GRPO settings. Add your hardware's settings "
+              "(`trainer.n_gpus_per_node`, `actor_rollout_ref.rollout.tensor_model_parallel_size`, ...).", "",
+              "```bash", verl_command(out_dir, ["rl.parquet"], custom), "```", ""]
+    if stages := [f"{name}.parquet" for name, rows in counts.items() if name.startswith("stage_") and rows]:
+        lines += ["The RL curriculum, easiest stage first:", "", "```bash", verl_command(out_dir, stages, custom),
+                  "```", ""]
+    return "\n".join(lines)
+
+
+def trl_snippet(out_dir: str) -> list[str]:
+    """SFT on sft.parquet, then GRPO on grpo.parquet rewarded by curate's verifiers; `MODEL` is the user's."""
+    return ["from datasets import load_dataset",
+            "from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer",
+            "from curate.rewards import trl_reward", "",
+            f"sft = load_dataset(\"parquet\", data_files={json.dumps(f'{out_dir}/sft.parquet')}, split=\"train\")",
+            "SFTTrainer(model=MODEL, train_dataset=sft, args=SFTConfig(output_dir=\"sft\")).train()",
+            f"grpo = load_dataset(\"parquet\", data_files={json.dumps(f'{out_dir}/grpo.parquet')}, split=\"train\")",
+            "GRPOTrainer(model=MODEL, reward_funcs=trl_reward(\"math\"), train_dataset=grpo,",
+            "            args=GRPOConfig(output_dir=\"grpo\")).train()"]

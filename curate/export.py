@@ -14,18 +14,13 @@ non-empty out_dir is replaced only with `overwrite=True`, and never the split di
              score_histogram.png, which the card links relatively. `push_to_hub` uploads all three.
     parquet  <split>.parquet per split, the columns of hf.
     jsonl    <split>.jsonl per split, one JSON object a line, the columns of hf.
-    trl      sft.parquet: `messages` = [system?, user: prompt, assistant: <response_field>], item_id,
-             score (conversational language modelling, for SFTTrainer). grpo.parquet: `prompt` =
-             [system?, user: prompt], reference (the ground truth; TRL passes extra columns to reward
-             functions), item_id, score (conversational prompt-only, for GRPOTrainer). Arms give
-             <arm>_sft.parquet / <arm>_grpo.parquet; stages give stage_<i>.parquet in the GRPO form.
-             An SFT split without the response field raises ConfigError.
-    verl     rl.parquet, sft.parquet (and <arm>_rl, <arm>_sft, stage_<i>) with verl's RL dataset
-             columns: data_source, prompt (list of {role, content}), ability, reward_model {style: "rule",
-             ground_truth: reference}, extra_info {item_id, difficulty: score, index: row in the file}.
-             `ability` is the `ability` argument, else the item's domain, else "multiple_choice" for an item
-             with choices, else "unspecified". SFT-side files also hold `messages` (verl's multi-turn SFT key)
-             when the response field exists.
+    trl      sft.parquet (`messages`, for SFTTrainer) and grpo.parquet (`prompt`, `reference`, `choices`, for
+             GRPOTrainer), <arm>_sft / <arm>_grpo, stage_<i>: see `curate.export_trainers`.
+    verl     rl.parquet, sft.parquet, <arm>_rl, <arm>_sft, stage_<i> with the columns of verl's RLHFDataset
+             (data_source, prompt, ability, reward_model, extra_info): see `curate.export_trainers`.
+             trl and verl write README.md beside the files: what each holds, the prompt template with an
+             example prompt, how the answers are rewarded, and the commands that train on them
+             (`curate.card.trainer_card`).
 SFT responses: `response_field` names a column of the split (default `response`), or `responses` names a
 respond run (`curate respond`) over the same items (shared ids naming other items are refused): each SFT-side
 item (splits sft and <arm>_sft) then gets that run's kept response as `response` (an input field so named
@@ -34,9 +29,9 @@ not_responded: the run has not reached it; not_in_respond_run) is never filled: 
 or with `skip_unanswered` the item is left out of its split and listed in unanswered.jsonl (split,
 item_id, reason, n_tried). responses.json (and the hf card) says which run, model and template wrote the
 responses, and which verifier passed them, or that none did.
-The user prompt of trl and verl is `curate.choices.question_with_choices`: the question, then one
-`LABEL. text` line per option when the item has choices (`choices`: a list of {label, text}); hf, parquet
-and jsonl keep `choices` as that list. trl and verl leave the unscored split out (nothing to train on).
+The prompts of trl and verl are rendered by a response template (`template`, default instruct/boxed: the
+question, its `LABEL. text` options, and an instruction to put the final answer in \\boxed{}), after an optional
+`system_prompt`. hf, parquet and jsonl keep the question and `choices` (a list of {label, text}) as they are.
 Strings and lists are stored as Arrow string / list (not large_string / large_list), what most readers
 expect. Nothing is pickled.
 The Hub token is read from the environment by `push_to_hub` and handed to the client; it is never written.
@@ -55,10 +50,18 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.card import CARD, HISTOGRAM, dataset_card, histogram_png
-from curate.choices import CHOICE, question_with_choices
+from curate.card import CARD, HISTOGRAM, dataset_card, histogram_png, trainer_card
 from curate.compare import ITEM_TEXT
 from curate.errors import ConfigError, DataError, DereasonError
+from curate.export_trainers import (
+    RESPONSE,
+    VERL_DATA_SOURCE,
+    prompt_template,
+    side_of,
+    trl_tables,
+    verl_tables,
+    with_prompt_fields,
+)
 from curate.outdir import atomic_directory, check_output_dir, is_run_dir
 from curate.runs import RESPOND, read_response_run, refuse_other_items
 from curate.store import write_atomic
@@ -68,7 +71,6 @@ FORMATS = ("hf", "parquet", "jsonl", "trl", "verl")
 BASE_SPLITS = ("sft", "rl", "unscored")
 _ARM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
 _STAGE = re.compile(r"stage_(\d+)")
-RESPONSE = "response"  # the column of the SFT response
 UNANSWERED, RESPONSES = "unanswered.jsonl", "responses.json"
 
 
@@ -106,10 +108,6 @@ def read_split_dir(split_dir: str | Path) -> tuple[dict[str, Any], dict[str, pl.
     return manifest, splits
 
 
-def _side(name: str) -> str:
-    return "sft" if name == "sft" or name.endswith("_sft") else "unscored" if name == "unscored" else "rl"
-
-
 def _small(dtype: pa.DataType) -> pa.DataType:
     """The Arrow type with large/view strings and lists replaced by the plain ones, recursively."""
     if pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
@@ -139,56 +137,13 @@ def _harmonized(splits: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
                                 for c, t in schema.items()]) for name, frame in splits.items()}
 
 
-def _with(frame: pl.DataFrame, column: str) -> pl.DataFrame:
-    return frame if column in frame.columns else frame.with_columns(pl.lit(None, pl.String).alias(column))
-
-
-def _with_prompt_fields(name: str, frame: pl.DataFrame) -> pl.DataFrame:
-    """The columns prompts are built from, with `choices` as labelled options (a split without any has nulls)."""
-    frame = _with(_with(_with(frame, "reference"), "score"), "domain")
-    dtype = frame.schema.get("choices")
-    if dtype == pl.List(CHOICE):
-        return frame
-    if isinstance(dtype, pl.List) and (frame["choices"].list.len() > 0).any():
-        raise DataError(f"the {name} split's `choices` are {dtype}, not labelled options (a list of {{label, text}}); "
-                        "split a run scored by this version of dereason")
-    return frame.with_columns(pl.lit(None, pl.List(CHOICE)).alias("choices"))
-
-
-def _user_prompt() -> pl.Expr:
-    return pl.struct("question", "choices").map_elements(
-        lambda item: question_with_choices(item["question"], item["choices"]), return_dtype=pl.String)
-
-
-def _messages(turns: list[tuple[str, pl.Expr]]) -> pl.Expr:
-    return pl.concat_list([pl.struct(pl.lit(role, pl.String).alias("role"), content.cast(pl.String).alias("content"))
-                           for role, content in turns])
-
-
-def _prompt(system_prompt: str | None) -> list[tuple[str, pl.Expr]]:
-    return [("system", pl.lit(system_prompt, pl.String))] * (system_prompt is not None) + [("user", _user_prompt())]
-
-
-def _conversation(system_prompt: str | None, response_field: str) -> pl.Expr:
-    return _messages([*_prompt(system_prompt), ("assistant", pl.col(response_field))]).alias("messages")
-
-
-def _check_response(name: str, frame: pl.DataFrame, field: str) -> None:
-    if frame.height and field not in frame.columns:
-        raise ConfigError(f"the {name} split has no {field!r} column: SFT needs a target response per item (e.g. "
-                          "generated by a teacher model); add that column, or name another with response_field")
-    if frame.height and (missing := frame[field].null_count()):
-        raise ConfigError(f"{missing} of {frame.height} items of the {name} split have no {field!r} (response_field)"
-                          "; SFT needs a target response for every item")
-
-
 def _with_responses(splits: dict[str, pl.DataFrame], respond_dir: Path,
                     skip_unanswered: bool) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, dict[str, Any]]:
     """The splits with the respond run's kept responses on the SFT side, the SFT-side items left without one
     (split, item_id, reason, n_tried), and where the responses came from (module docstring)."""
     identity, run_items, per = read_response_run(respond_dir, RESPOND, "--responses")
-    sft = [name for name in splits if _side(name) == "sft"]
-    items = pl.concat([_with_prompt_fields(n, splits[n]).select(pl.col("item_id").alias("id"), *ITEM_TEXT)
+    sft = [name for name in splits if side_of(name) == "sft"]
+    items = pl.concat([with_prompt_fields(n, splits[n]).select(pl.col("item_id").alias("id"), *ITEM_TEXT)
                        for n in sft]).unique("id", keep="first", maintain_order=True)
     refuse_other_items(items, "the split's SFT side", respond_dir, run_items, "--responses")
     if items.height and not items["id"].is_in(run_items["id"].implode()).any():
@@ -231,60 +186,17 @@ def _with_responses(splits: dict[str, pl.DataFrame], respond_dir: Path,
     return splits, left_out, provenance
 
 
-def _trl(splits: dict[str, pl.DataFrame], response_field: str, system_prompt: str | None) -> dict[str, pl.DataFrame]:
-    out = {}
-    for name, frame in splits.items():
-        frame = _with_prompt_fields(name, frame)
-        if _side(name) == "sft":
-            _check_response(name, frame, response_field)
-            frame = _with(frame, response_field)
-            out[name] = frame.select(
-                "item_id", _conversation(system_prompt, response_field), pl.col("score").cast(pl.Float64))
-        elif _side(name) == "rl":
-            out["grpo" if name == "rl" else re.sub(r"_rl$", "_grpo", name)] = frame.select(
-                _messages(_prompt(system_prompt)).alias("prompt"), pl.col("reference").cast(pl.String), "item_id",
-                pl.col("score").cast(pl.Float64))
-    return out
-
-
-def _ability(ability: str | None) -> pl.Expr:
-    if ability is not None:
-        return pl.lit(ability, pl.String)
-    return pl.coalesce(pl.col("domain").cast(pl.String),
-                       pl.when(pl.col("choices").list.len() > 0).then(pl.lit("multiple_choice", pl.String)),
-                       pl.lit("unspecified", pl.String))
-
-
-def _verl(splits: dict[str, pl.DataFrame], response_field: str, system_prompt: str | None, data_source: str,
-          ability: str | None) -> dict[str, pl.DataFrame]:
-    out = {}
-    for name, frame in ((n, f) for n, f in splits.items() if _side(n) != "unscored"):
-        frame = _with_prompt_fields(name, frame)
-        if name == "rl" and (missing := frame["reference"].null_count()):
-            log.warning("%d of %d items of the rl split have no reference, so verl's rule reward has no ground truth "
-                        "for them; map one with `curate score --reference-field`", missing, frame.height)
-        columns = [pl.lit(data_source, pl.String).alias("data_source"),
-                   _messages(_prompt(system_prompt)).alias("prompt"),
-                   _ability(ability).alias("ability"),
-                   pl.struct(pl.lit("rule", pl.String).alias("style"),
-                             pl.col("reference").cast(pl.String).alias("ground_truth")).alias("reward_model"),
-                   pl.struct(pl.col("item_id").cast(pl.String), pl.col("score").cast(pl.Float64).alias("difficulty"),
-                             pl.int_range(pl.len(), dtype=pl.Int64).alias("index")).alias("extra_info")]
-        if _side(name) == "sft" and response_field in frame.columns:
-            _check_response(name, frame, response_field)
-            columns.append(_conversation(system_prompt, response_field))
-        out[name] = frame.select(columns)
-    return out
-
-
 def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_field: str | None = None,
-                 system_prompt: str | None = None, data_source: str = "dereason", ability: str | None = None,
-                 overwrite: bool = False, responses: str | Path | None = None,
-                 skip_unanswered: bool = False) -> Path:
+                 system_prompt: str | None = None, data_source: str | None = None, ability: str | None = None,
+                 overwrite: bool = False, responses: str | Path | None = None, skip_unanswered: bool = False,
+                 template: str | None = None) -> Path:
     """Write the split directory in format `fmt` (one of FORMATS, see the module docstring) to out_dir, whole.
-    The SFT response is the column `response_field` (default "response") or the respond run `responses`."""
+    The SFT response is the column `response_field` (default "response") or the respond run `responses`; `template`
+    and `system_prompt` make the trl and verl prompts, `data_source` (default lighteval/MATH) and `ability` are
+    verl's (curate.export_trainers)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    _check_options(fmt, template=template, system_prompt=system_prompt, data_source=data_source, ability=ability)
     if responses is not None and response_field is not None:
         raise ConfigError("--responses and --response-field both name the SFT response: pass the respond run or the "
                           "field, not both")
@@ -298,10 +210,19 @@ def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_
     if responses is not None:
         splits, unanswered, provenance = _with_responses(splits, Path(responses), skip_unanswered)
     response_field = response_field or RESPONSE
-    if fmt == "trl":  # converted before anything is written, so a bad split leaves no export
-        tables = _trl(splits, response_field, system_prompt)
-    elif fmt == "verl":
-        tables = _verl(splits, response_field, system_prompt, data_source, ability)
+    card = None
+    # Converted before anything is written, so a bad split leaves no export.
+    if fmt in ("trl", "verl"):
+        prompts = prompt_template(template)
+        data_source = data_source or VERL_DATA_SOURCE
+        tables = (trl_tables(splits, response_field, prompts, system_prompt) if fmt == "trl" else
+                  verl_tables(splits, response_field, prompts, system_prompt, data_source, ability))
+        counts = {name: frame.height for name, frame in tables.items()}
+        # `datasets` (so TRL and verl) cannot load a parquet file without rows: the card lists such splits instead.
+        tables = {name: frame for name, frame in tables.items() if frame.height}
+        prompt = {"template": prompts.identity, "description": prompts.description, "system_prompt": system_prompt,
+                  "example": _first_prompt(tables)}
+        card = trainer_card(fmt, str(out), counts, prompt, data_source, VERL_DATA_SOURCE)
     else:
         tables = _harmonized(splits)
     with atomic_directory(out, overwrite, inputs) as staging:
@@ -321,10 +242,32 @@ def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_
         else:
             for name, frame in tables.items():
                 _write_parquet(frame, staging / f"{name}.parquet")
+        if card is not None:
+            write_atomic(staging / CARD, card)
         if provenance is not None:
             write_atomic(staging / UNANSWERED, unanswered.write_ndjson())
             write_atomic(staging / RESPONSES, json.dumps(provenance, indent=2, sort_keys=True))
     return out
+
+
+def _check_options(fmt: str, **given: str | None) -> None:
+    """Refuse options that the format would ignore."""
+    uses = {"template": ("trl", "verl"), "system_prompt": ("trl", "verl"), "data_source": ("verl",),
+            "ability": ("verl",)}
+    if ignored := [name for name, value in given.items() if value is not None and fmt not in uses[name]]:
+        formats = " and ".join(sorted({f for name in ignored for f in uses[name]}))
+        options = ", ".join("--" + name.replace("_", "-") for name in ignored)
+        raise ConfigError(f"{options}: only the {formats} export uses {'it' if len(ignored) == 1 else 'them'}, and "
+                          f"--format {fmt} keeps each item's fields as they are: drop {options}, or export {formats}")
+
+
+def _first_prompt(tables: dict[str, pl.DataFrame]) -> list[dict[str, str]] | None:
+    """The card's example: the first RL prompt, else the first SFT conversation without its answer."""
+    names = sorted(tables, key=lambda name: side_of(name) != "rl")  # sorted is stable: the RL side first, in order
+    if not names:
+        return None
+    first = tables[names[0]]
+    return first["prompt"][0].to_list() if "prompt" in first.columns else first["messages"][0].to_list()[:-1]
 
 
 def check_push(fmt: str) -> None:

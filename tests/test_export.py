@@ -30,6 +30,13 @@ UNSCORED = [("f", "What is 7-4?", "3", "arith", None, "unscored", 1)]
 SPLITS = ["sft", "rl", "unscored", "random_sft", "random_rl", "stage_1", "stage_2"]
 ROWS = {"sft": 3, "rl": 2, "unscored": 1, "random_sft": 2, "random_rl": 3, "stage_1": 1, "stage_2": 1}
 VERL_COLUMNS = ["data_source", "prompt", "ability", "reward_model", "extra_info"]
+BOXED = "Let's think step by step and output the final answer within \\boxed{}."  # instruct/boxed, the default
+LABEL_BOXED = "Let's think step by step and output the label of the correct option within \\boxed{}."
+
+
+def user(question: str) -> str:
+    """The user turn instruct/boxed writes for a question without options."""
+    return f"{question}\n\n{BOXED}"
 
 
 def frame(rows, response: bool) -> pl.DataFrame:
@@ -119,16 +126,17 @@ def test_trl_export_is_conversational_for_trl(split_dir, tmp_path, tokenizer, sy
 
     out = export_split(split_dir, "trl", tmp_path / "trl", system_prompt=system_prompt)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["sft.parquet", "grpo.parquet", "random_sft.parquet", "random_grpo.parquet", "stage_1.parquet",
+        ["README.md", "sft.parquet", "grpo.parquet", "random_sft.parquet", "random_grpo.parquet", "stage_1.parquet",
          "stage_2.parquet"])
     sft = datasets.load_dataset("parquet", data_files=str(out / "sft.parquet"), split="train")
     grpo = datasets.load_dataset("parquet", data_files=str(out / "grpo.parquet"), split="train")
     assert sft.column_names == ["item_id", "messages", "score"] and sft.num_rows == 3
-    assert grpo.column_names == ["prompt", "reference", "item_id", "score"] and grpo.num_rows == 2
+    assert grpo.column_names == ["prompt", "reference", "choices", "item_id", "score"] and grpo.num_rows == 2
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    assert sft[0]["messages"] == [*system, {"role": "user", "content": "What is 1+1?"},
+    assert sft[0]["messages"] == [*system, {"role": "user", "content": user("What is 1+1?")},
                                   {"role": "assistant", "content": "1+1 = 2"}]
     assert grpo["reference"] == [None, "1, 3"] and grpo["item_id"] == ["d", "e"] and grpo["score"] == [4.0, 5.0]
+    assert grpo["choices"] == [None, None]
     for example in sft:
         assert is_conversational(example)
         text = maybe_apply_chat_template(example, tokenizer)["text"]
@@ -162,20 +170,24 @@ def test_trl_export_needs_a_response_column(tmp_path):
 
 def test_verl_export_has_verl_columns(split_dir, tmp_path):
     out = export_split(split_dir, "verl", tmp_path / "verl", system_prompt="Be brief.", data_source="math/dereason")
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["sft.parquet", "rl.parquet", "random_sft.parquet", "random_rl.parquet", "stage_1.parquet", "stage_2.parquet"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["README.md", "sft.parquet", "rl.parquet",
+                                                            "random_sft.parquet", "random_rl.parquet",
+                                                            "stage_1.parquet", "stage_2.parquet"])
     message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    option = pa.list_(pa.struct([("label", pa.string()), ("text", pa.string())]))
     expected = pa.schema([("data_source", pa.string()), ("prompt", message), ("ability", pa.string()),
                           ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
                           ("extra_info", pa.struct([("item_id", pa.string()), ("difficulty", pa.float64()),
-                                                    ("index", pa.int64())]))])
+                                                    ("index", pa.int64()), ("choices", option)]))])
     schema = pq.read_schema(out / "rl.parquet")
     assert schema.names == VERL_COLUMNS and schema.equals(expected)
     rows = pq.read_table(out / "rl.parquet").to_pylist()
     assert [r["reward_model"] for r in rows] == [{"style": "rule", "ground_truth": ref} for _, _, ref, *_ in RL]
-    assert [r["extra_info"] for r in rows] == [{"item_id": "d", "difficulty": 4.0, "index": 0},
-                                               {"item_id": "e", "difficulty": 5.0, "index": 1}]
-    assert rows[1]["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": RL[1][1]}]
+    # index: the item's place among the export's items (sft a, b, c first), not its row in the file
+    assert [r["extra_info"] for r in rows] == [{"item_id": "d", "difficulty": 4.0, "index": 3, "choices": None},
+                                               {"item_id": "e", "difficulty": 5.0, "index": 4, "choices": None}]
+    assert rows[1]["prompt"] == [{"role": "system", "content": "Be brief."},
+                                 {"role": "user", "content": user(RL[1][1])}]
     assert {r["data_source"] for r in rows} == {"math/dereason"}
     assert [r["ability"] for r in rows] == ["number theory", "number theory"]  # the domain, by default
     sft = pq.read_table(out / "sft.parquet")
@@ -238,10 +250,13 @@ def test_empty_arm_and_missing_calibration(tmp_path, tokenizer):
     (split_dir / "arms" / "rl_all").mkdir()
     frame([], False).write_parquet(split_dir / "arms" / "rl_all" / "sft.parquet")  # empty, and no response column
     pl.concat([frame(RL, False), frame(UNSCORED, False)]).write_parquet(split_dir / "arms" / "rl_all" / "rl.parquet")
+    # `datasets` cannot load a parquet file without rows, so trl and verl list an empty split instead of writing it
     trl = export_split(split_dir, "trl", tmp_path / "trl")
-    assert pl.read_parquet(trl / "rl_all_sft.parquet").height == 0
+    assert not (trl / "rl_all_sft.parquet").exists() and pl.read_parquet(trl / "rl_all_grpo.parquet").height == 3
+    assert "Not written, as they hold no rows: rl_all_sft." in (trl / "README.md").read_text(encoding="utf-8")
     verl = export_split(split_dir, "verl", tmp_path / "verl")
-    assert pq.read_schema(verl / "rl_all_sft.parquet").names == VERL_COLUMNS
+    assert not (verl / "rl_all_sft.parquet").exists()
+    assert pq.read_schema(verl / "rl_all_rl.parquet").names == VERL_COLUMNS
     assert pq.read_table(verl / "rl_all_rl.parquet").column("extra_info").to_pylist()[2]["difficulty"] is None
     hf = datasets.load_from_disk(str(export_split(split_dir, "hf", tmp_path / "hf")))
     assert list(hf)[5:7] == ["rl_all_sft", "rl_all_rl"] and hf["rl_all_sft"].num_rows == 0
@@ -251,10 +266,13 @@ def test_empty_arm_and_missing_calibration(tmp_path, tokenizer):
 
 
 def test_trl_trainers_accept_the_export(split_dir, tmp_path, random_model):
-    """One SFT and one GRPO step on a random tiny Qwen2: TRL's own preprocessing takes the files as written,
-    and the GRPO reward function receives the `reference` and `item_id` columns."""
+    """One SFT and one GRPO step on a random tiny Qwen2: TRL's own preprocessing takes the files as written, and
+    curate's reward function (curate.rewards.trl_reward) receives each item's `reference` (its final answer) and
+    `choices` from the GRPO file, with or without options."""
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+
+    from curate.rewards import trl_reward
 
     out = export_split(split_dir, "trl", tmp_path / "trl", system_prompt="Be brief.")
     tokenizer = AutoTokenizer.from_pretrained(random_model)
@@ -264,18 +282,22 @@ def test_trl_trainers_accept_the_export(split_dir, tmp_path, random_model):
     trainer = SFTTrainer(model=str(random_model), processing_class=tokenizer, train_dataset=sft,
                          args=SFTConfig(output_dir=str(tmp_path / "sft-run"), **common))
     assert trainer.train().global_step == 1
-    seen = []
+    seen, dereason = [], trl_reward("math")
 
-    def reward(completions, reference, item_id, **kwargs):
-        seen.extend(zip(item_id, reference))
-        return [0.0] * len(completions)
+    def reward(completions, reference, choices, item_id, **kwargs):
+        scores = dereason(completions, reference=reference, choices=choices, item_id=item_id, **kwargs)
+        seen.extend(zip(item_id, reference, map(json.dumps, choices), scores, strict=True))
+        return scores
 
-    grpo = datasets.load_dataset("parquet", data_files=str(out / "grpo.parquet"), split="train")
+    grpo_out = export_split(build_choice_split(tmp_path / "choice-split"), "trl", tmp_path / "trl-choices")
+    grpo = datasets.load_dataset("parquet", data_files=str(grpo_out / "grpo.parquet"), split="train")
     trainer = GRPOTrainer(model=str(random_model), processing_class=tokenizer, reward_funcs=reward, train_dataset=grpo,
                           args=GRPOConfig(output_dir=str(tmp_path / "grpo-run"), num_generations=2,
-                                          max_completion_length=4, seed=0, **common))
+                                          max_completion_length=4, seed=0,
+                                          **{**common, "per_device_train_batch_size": 4}))  # both prompts, twice
     assert trainer.train().global_step == 1
-    assert seen and set(seen) <= {("d", None), ("e", "1, 3")}
+    assert {item[:3] for item in seen} == {("m2", None, "null"), ("m3", "3", json.dumps(CHOICES[2]))}
+    assert {item[3] for item in seen} == {0.0}  # four random tokens answer nothing
 
 
 def test_per_domain_tau_without_unscored(tmp_path):
@@ -321,7 +343,8 @@ def build_choice_split(root):
     return root
 
 
-PROMPTS = ["What is 1+2?\n\nA. 3\nB. 4", "Prove it.", "Which gas is noble?\n\n1. oxygen\n2. carbon\n3. neon"]
+PROMPTS = [f"What is 1+2?\n\nA. 3\nB. 4\n\n{LABEL_BOXED}", user("Prove it."),
+           f"Which gas is noble?\n\n1. oxygen\n2. carbon\n3. neon\n\n{LABEL_BOXED}"]
 
 
 def test_trl_and_verl_prompts_carry_the_labelled_choices(tmp_path):
@@ -404,3 +427,91 @@ def test_the_cli_shows_no_progress_bars_of_other_libraries(split_dir, tmp_path):
                              "--out", str(tmp_path / "hf")], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Saving the dataset" not in result.stderr and "it/s" not in result.stderr
+
+
+@pytest.mark.parametrize("reference, choices, expected", [
+    ("\\frac{3}{4}", None, "\\frac{3}{4}"),  # a MATH answer, as it is
+    ("$\\frac{3}{4}$ ", None, "\\frac{3}{4}"),
+    ("1 + 2 + 3 + 4 = $\\boxed{10}$.", None, "10"),  # a MATH solution: its last box
+    ("48 + 1,032 = 1,080 clips.\n#### 1,080", None, "1080"),  # GSM8K: after ####, without thousands commas
+    ("B", CHOICES[0], "B"),
+    ("4", CHOICES[0], "B"),  # an option's text: its label
+    ("neon", CHOICES[2], "3"),
+    ("xenon", CHOICES[2], "xenon"),  # names no option: as it is (the choice verifier calls it an error)
+    (None, None, None), ("  ", CHOICES[0], None),
+])
+def test_final_answer_is_what_verls_preprocessing_writes(reference, choices, expected):
+    from curate.export_trainers import final_answer
+
+    assert final_answer(reference, choices) == expected
+
+
+def test_template_and_system_prompt_write_the_prompts(tmp_path):
+    """--template picks the response template (solve/step_by_step writes a system message of its own, so a
+    --system-prompt beside it is refused); judge templates, prefills and options a format ignores are refused."""
+    from conftest import assert_one_line_error, invoke
+
+    split_dir = build_choice_split(tmp_path / "split")
+    out = export_split(split_dir, "trl", tmp_path / "trl", template="solve/step_by_step")
+    prompt = pl.read_parquet(out / "grpo.parquet")["prompt"][1].to_list()
+    assert [m["role"] for m in prompt] == ["system", "user"] and "\\boxed{answer}" in prompt[0]["content"]
+    assert prompt[1]["content"].startswith("Which gas is noble?\n\n1. oxygen\n2. carbon\n3. neon")
+    assert "solve/step_by_step@" in (out / "README.md").read_text(encoding="utf-8")
+    result = invoke("export", split_dir, "--format", "verl", "--out", tmp_path / "verl", "--system-prompt", "Be brief.",
+                    "--data-source", "dereason/math", "--ability", "science", "--template", "instruct/boxed")
+    assert result.exit_code == 0 and "README.md says how to train on it" in " ".join(result.stdout.split())
+    row = pl.read_parquet(tmp_path / "verl" / "rl.parquet").row(1, named=True)
+    assert (row["data_source"], row["ability"]) == ("dereason/math", "science")
+    assert row["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPTS[2]}]
+    assert_one_line_error(invoke("export", split_dir, "--format", "verl", "--out", tmp_path / "v1", "--template",
+                                 "solve/step_by_step", "--system-prompt", "Be brief."),
+                          "writes its own system message, so --system-prompt has no place")
+    assert_one_line_error(invoke("export", split_dir, "--format", "verl", "--out", tmp_path / "v2", "--template",
+                                 "difficulty/intensity"), "is a judge template")
+    prefilled = tmp_path / "prefilled.jinja"
+    prefilled.write_text("{#-\nkind: response\nprefill: 'The answer is '\n-#}\n{% block user %}{{ question }}"
+                         "{% endblock %}\n", encoding="utf-8")
+    assert_one_line_error(invoke("export", split_dir, "--format", "trl", "--out", tmp_path / "v3", "--template",
+                                 prefilled), "has a prefill")
+    assert_one_line_error(invoke("export", split_dir, "--format", "hf", "--out", tmp_path / "v4", "--system-prompt",
+                                 "Be brief.", "--ability", "math"), "--system-prompt, --ability: only the trl and verl")
+    assert_one_line_error(invoke("export", split_dir, "--format", "trl", "--out", tmp_path / "v5", "--data-source",
+                                 "x"), "--data-source: only the verl export uses it")
+    assert not any((tmp_path / f"v{i}").exists() for i in range(1, 6))
+
+
+def test_a_renamed_input_field_is_named(tmp_path):
+    """`--response-field answer` failed with "no 'answer' column": curate reads an input's `answer` as the reference."""
+    from conftest import assert_one_line_error, invoke
+
+    split_dir = build_split_dir(tmp_path / "split", with_response=False)
+    assert_one_line_error(invoke("export", split_dir, "--format", "trl", "--out", tmp_path / "trl", "--response-field",
+                                 "answer"), "reads an input field 'answer' as the item's 'reference', which is what "
+                                            "the split holds: pass --response-field reference")
+    result = invoke("export", split_dir, "--format", "trl", "--out", tmp_path / "trl", "--response-field", "reference")
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(tmp_path / "trl" / "sft.parquet")["messages"][0].to_list()[-1]["content"] == "2"
+    assert_one_line_error(invoke("export", split_dir, "--format", "trl", "--out", tmp_path / "trl2"),
+                          "has no 'response' column (it has item_id, question, reference,")
+
+
+def test_the_cards_tell_how_to_train(split_dir, tmp_path):
+    """The trl and verl cards: files and rows, the template and the first prompt, and the next command: verl's
+    default reward for lighteval/MATH (curate's as an option), curate's in the command for any other data_source."""
+    from curate.card import VERL_CUSTOM_REWARD
+
+    verl = export_split(split_dir, "verl", tmp_path / "verl")
+    card = (verl / "README.md").read_text(encoding="utf-8")
+    for text in ("| rl.parquet | 2 |", "| stage_2.parquet | 1 |", "instruct/boxed@",
+                 f"````text\n{user(RL[0][1])}\n````", "`data_source` `lighteval/MATH` with its MATH scorer",
+                 f"data.train_files={verl}/rl.parquet",
+                 f"'data.train_files=[{verl}/stage_1.parquet,{verl}/stage_2.parquet]'", "data.shuffle=False"):
+        assert text in card, text
+    assert card.count(VERL_CUSTOM_REWARD[0]) == 1  # offered, not in the commands
+    custom = export_split(split_dir, "verl", tmp_path / "custom", data_source="dereason/math")
+    custom = (custom / "README.md").read_text(encoding="utf-8")
+    assert "no scorer for `data_source` `dereason/math`" in custom and custom.count(VERL_CUSTOM_REWARD[0]) == 2
+    trl = (export_split(split_dir, "trl", tmp_path / "trl") / "README.md").read_text(encoding="utf-8")
+    for text in ("| grpo.parquet | 2 |", "from curate.rewards import trl_reward", "reward_funcs=trl_reward(\"math\")",
+                 f'data_files="{tmp_path}/trl/grpo.parquet"'):
+        assert text in trl, text

@@ -83,6 +83,17 @@ def export_command(
     skip_unanswered: Annotated[bool, typer.Option(
         help="With --responses: leave SFT items without a kept response out (listed in unanswered.jsonl) instead "
              "of refusing the export.")] = False,
+    template: Annotated[str | None, typer.Option(
+        help="Response template (name or .jinja file) that writes the trl and verl prompts (default: instruct/boxed: "
+             "the question, its options, and an instruction to put the final answer in \\boxed{}).",
+        show_default=False)] = None,
+    system_prompt: Annotated[str | None, typer.Option(
+        help="System message put before every trl and verl prompt (refused with a template that writes its own).",
+        show_default=False)] = None,
+    data_source: Annotated[str | None, typer.Option(
+        help="verl `data_source` of every row (default: lighteval/MATH, which verl's default reward scores; any "
+             "other needs curate's reward: reward.custom_reward_function.path=pkg://curate.rewards).",
+        show_default=False)] = None,
     ability: Annotated[str | None, typer.Option(
         help="verl `ability` of every row (default: the item's domain, else multiple_choice for items with "
              "choices, else unspecified).", show_default=False)] = None,
@@ -93,14 +104,17 @@ def export_command(
     """Export a split for the Hub, TRL, verl or plain files."""
     setup_logging()
     with errors():
+        from curate.card import CARD
         from curate.export import RESPONSES, UNANSWERED, check_push, export_split
         from curate.export import push_to_hub as push
 
         if push_to_hub:
             check_push(fmt)  # before anything is written
-        written = export_split(split_dir, fmt, out_dir, response_field=response_field, ability=ability,
-                               overwrite=overwrite, responses=responses, skip_unanswered=skip_unanswered)
-        out.print(f"{fmt} export written to {written}")
+        written = export_split(split_dir, fmt, out_dir, response_field=response_field, system_prompt=system_prompt,
+                               data_source=data_source, ability=ability, overwrite=overwrite, responses=responses,
+                               skip_unanswered=skip_unanswered, template=template)
+        out.print(f"{fmt} export written to {written}"
+                  + (f"; {written / CARD} says how to train on it" if fmt in ("trl", "verl") else ""))
         if responses is not None:
             made = json.loads((written / RESPONSES).read_text(encoding="utf-8"))
             verified = f"verified by {made['verifier']}" if made["verified"] else "NOT verified"
