@@ -90,8 +90,3 @@ def _as_text(value: Any) -> str:
 def format_choices(choices: list[dict[str, str]] | None) -> str:
     """Options as the judge, the exports and the verifiers show them: one `LABEL. text` line each."""
     return "\n".join(f"{choice['label']}. {choice['text']}" for choice in choices or ())
-
-
-def question_with_choices(question: str, choices: list[dict[str, str]] | None) -> str:
-    """The question followed by its options, for prompts that carry no template (exports)."""
-    return f"{question}\n\n{format_choices(choices)}" if choices else question
