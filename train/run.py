@@ -1,0 +1,77 @@
+"""`dereason-train run`: a recipe's stages in order (SFT, then GRPO from its final model, by default), and the
+run manifest that names what produced the result.
+
+    RUN_DIR/
+      run.json     the recipe as resolved (every stage's full settings), then per stage: its status, its
+                   settings, data fingerprint and rows, starting model (name and file fingerprint), what it
+                   resolved (device, TRL arguments, template, responses' provenance), its final model and its
+                   closing metrics; the package versions. Written whole (a temporary file renamed) after
+                   every change.
+      sft/, grpo/  the stage directories (train.stage)
+
+A rerun after a kill goes through the stages again: a done stage is found done (its stage.json) and not
+trained again, and the stage that was stopped resumes from its last checkpoint. A rerun of a run directory
+with another recipe is refused, naming what differs. `STAGES` is the registry a recipe's `stages` name: a new
+stage (evaluation, next) is a config class in train.config.STAGE_CONFIGS and a function here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from curate.errors import ConfigError, RunDirError
+from curate.outdir import is_run_dir
+from curate.store import write_atomic
+from train.config import RunRecipe, StageConfig, identity
+from train.grpo import train_grpo
+from train.sft import train_sft
+from train.stage import TRAINING, differences, versions
+
+log = logging.getLogger(__name__)
+RUN_MANIFEST = "run.json"
+STAGES: dict[str, Callable[[Any], dict[str, Any]]] = {"sft": train_sft, "grpo": train_grpo}
+
+
+def read_run_manifest(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / RUN_MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def run_recipe(recipe: RunRecipe) -> dict[str, Any]:
+    """Train every stage of the recipe in order (resuming what a kill stopped); the run manifest."""
+    out = Path(recipe.out)
+    if is_run_dir(out):
+        raise ConfigError(f"--out {out} is a curate run directory; give the training run a directory of its own")
+    wanted: dict[str, Any] = {name: identity(config) for name, config in recipe.configs}
+    stored = read_run_manifest(out)
+    if stored is not None and (changed := differences(stored["recipe"], wanted)):
+        raise RunDirError(f"run directory {out} holds a run of another recipe ({'; '.join(changed)}); rerun the same "
+                          "recipe to resume it, or choose another --out")
+    manifest: dict[str, Any] = {"out": str(out), "recipe": wanted, "status": TRAINING, "stages": [],
+                                "versions": versions()}
+    for name, config in recipe.configs:
+        _write(out, {**manifest, "stages": [*manifest["stages"], _pending(name, config)]})
+        manifest["stages"].append({"name": name, "dir": name, **STAGES[name](config)})
+    manifest["status"] = "done"
+    _write(out, manifest)
+    return manifest
+
+
+def _pending(name: str, config: StageConfig) -> dict[str, Any]:
+    return {"name": name, "dir": name, "status": TRAINING, "identity": {"stage": name, "config": identity(config)}}
+
+
+def _write(out: Path, manifest: dict[str, Any]) -> None:
+    if _is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / RUN_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str))

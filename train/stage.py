@@ -1,0 +1,264 @@
+"""A stage directory: what a training stage writes, how a rerun resumes it, and what it records.
+
+    STAGE_DIR/
+      stage.json          what the stage is (settings, data fingerprint, model) and where it stands: status
+                          training or done, the final model, steps and the trainer's closing metrics
+      invocations.jsonl   one line per command that ran it: start time, versions, the checkpoint it resumed from
+      metrics.jsonl       one line per logging step: TRL's logs (loss; GRPO's reward, frac_reward_zero_std,
+                          completions/mean_length, …) and the verdict counts of train.rewards
+      checkpoint-N/       the Trainer's checkpoints (weights, optimiser, scheduler, RNG and data position)
+      final/              the trained model and tokenizer (LoRA adapters merged), renamed into place whole
+
+Resume: rerunning the same command finds the last complete checkpoint (the Trainer writes trainer_state.json
+last, so a checkpoint without a readable one was cut by a kill and is deleted) and hands it to
+`Trainer.train(resume_from_checkpoint=…)`, which restores the optimiser, scheduler, RNG and position in the
+data. A rerun whose settings (other than how often it saves and logs), data or starting model differ is
+refused, naming what changed. A stage that is done is not trained again. One process at a time holds a
+stage directory (an OS lock the kernel releases when the process dies).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from curate.errors import ConfigError, RunDirError
+from curate.outdir import is_run_dir
+from curate.store import append_jsonl, write_atomic
+from train.config import CADENCE, FINAL, TRL_NAMES, StageConfig, identity
+from train.data import StageData
+from train.model import Hardware
+
+log = logging.getLogger(__name__)
+STAGE_RECORD, INVOCATIONS, METRICS, LOCK = "stage.json", "invocations.jsonl", "metrics.jsonl", ".lock"
+TRAINING, DONE = "training", "done"
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+TrainerFactory = Callable[[Any, Any, Any, dict[str, Any]], Any]
+PACKAGES = ("dereason", "trl", "transformers", "torch", "peft", "accelerate", "datasets")
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for package in PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def read_record(stage_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(stage_dir) / STAGE_RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    old, new = _flat(stored), _flat(wanted)
+    return [f"{key}: {old.get(key)!r} then, {new.get(key)!r} now" for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key)]
+
+
+def last_checkpoint(stage_dir: Path) -> Path | None:
+    """The newest checkpoint that was written whole; newer ones a kill cut short are deleted."""
+    numbered = sorted(((int(m[1]), p) for p in stage_dir.glob("checkpoint-*")
+                       if p.is_dir() and (m := _CHECKPOINT.fullmatch(p.name))), reverse=True)
+    for _, checkpoint in numbered:
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+            return checkpoint
+        except (OSError, ValueError):
+            log.warning("deleting %s: it was cut short (no readable trainer_state.json)", checkpoint)
+            shutil.rmtree(checkpoint)
+    return None
+
+
+class Stage:
+    """An open stage directory, locked; `start` records the stage, `finish` its final model."""
+
+    def __init__(self, name: str, config: StageConfig, data: dict[str, Any], model: dict[str, str]):
+        self.name, self.config, self.dir = name, config, Path(config.out)
+        self.identity = {"stage": name, "config": identity(config), "data": data, "model": model}
+        self._lock: Any = None
+
+    def __enter__(self) -> Stage:
+        if is_run_dir(self.dir):
+            raise ConfigError(f"--out {self.dir} is a curate run directory; give a stage directory of its own")
+        if self.dir.is_dir() and any(self.dir.iterdir()) and not (self.dir / STAGE_RECORD).is_file():
+            raise ConfigError(f"--out {self.dir} exists and is not a stage directory (no {STAGE_RECORD}); choose a new "
+                              "or empty folder")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.dir / LOCK, "a")  # noqa: SIM115 - held until __exit__
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RunDirError(f"stage directory {self.dir} is in use by another process; wait for it to finish or "
+                              "stop it") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.close()
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        return read_record(self.dir)
+
+    def finished(self) -> dict[str, Any] | None:
+        """The record of this stage when it is done; None when it is new or stopped early. A stage directory
+        that holds another stage (other settings, data or model) is refused, naming what differs."""
+        stored = self.record
+        if stored is not None and (changed := differences(stored["identity"], self.identity)):
+            raise RunDirError(f"stage directory {self.dir} was trained with other settings ({'; '.join(changed)}); "
+                              "rerun with the same settings to resume it, or choose another --out")
+        return stored if stored is not None and stored["status"] == DONE else None
+
+    def start(self, details: dict[str, Any]) -> Path | None:
+        """Record the stage and this invocation (`details`: what it resolved, such as the device); return the
+        checkpoint to resume from."""
+        checkpoint = last_checkpoint(self.dir)
+        self._write({"identity": self.identity, "status": TRAINING, **details})
+        if checkpoint is not None:
+            self._keep_metrics_until(int(_CHECKPOINT.fullmatch(checkpoint.name)[1]))
+            log.warning("%s: resuming from %s", self.name, checkpoint)
+        append_jsonl(self.dir / INVOCATIONS, {"started_at": time.time(), "versions": versions(),
+                                              "resumed_from": checkpoint.name if checkpoint else None,
+                                              "config": asdict(self.config), **details})
+        return checkpoint
+
+    def _keep_metrics_until(self, step: int) -> None:
+        """Logs written after the checkpoint were lost with the kill's progress, and will be written again."""
+        path = self.dir / METRICS
+        if path.is_file():
+            lines = [line for line in path.read_text(encoding="utf-8").splitlines()
+                     if line.strip() and json.loads(line)["step"] <= step]
+            write_atomic(path, "".join(line + "\n" for line in lines))
+
+    def finish(self, trainer: Any, merge_adapters: bool, result: Any, details: dict[str, Any]) -> dict[str, Any]:
+        """Save the final model whole (a staging folder renamed into place) and record the stage as done."""
+        final, staging = self.dir / FINAL, self.dir / f".{FINAL}.tmp"
+        if trainer.accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        if merge_adapters:
+            model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            if trainer.accelerator.is_main_process:
+                model.save_pretrained(staging)
+                trainer.processing_class.save_pretrained(staging)
+        else:
+            trainer.save_model(str(staging))
+        trainer.accelerator.wait_for_everyone()
+        if not trainer.accelerator.is_main_process:
+            return self.record or {}
+        if final.exists():  # a kill between this rename and the record's update: the new one replaces it
+            shutil.rmtree(final)
+        os.rename(staging, final)
+        record = {"identity": self.identity, "status": DONE, **details, "final": FINAL,
+                  "steps": trainer.state.global_step, "metrics": result.metrics}
+        self._write(record)
+        return record
+
+    def _write(self, record: dict[str, Any]) -> None:
+        write_atomic(self.dir / STAGE_RECORD, json.dumps(record, indent=2, sort_keys=True, default=str))
+
+
+def trainer_arguments(config: StageConfig, hardware: Hardware, own: dict[str, Any]) -> dict[str, Any]:
+    """The TrainingArguments every stage shares, then the stage's `own`, then `config.trainer_args` as given."""
+    warmup = config.warmup if config.warmup < 1 else int(config.warmup)
+    return {"output_dir": config.out, "learning_rate": config.learning_rate, TRL_NAMES["epochs"]: config.epochs,
+            "max_steps": config.max_steps or -1, TRL_NAMES["batch_size"]: config.batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps, TRL_NAMES["warmup"]: warmup,
+            TRL_NAMES["lr_scheduler"]: config.lr_scheduler, "weight_decay": config.weight_decay,
+            "max_grad_norm": config.max_grad_norm, "seed": config.seed, "save_strategy": "steps",
+            **{name: getattr(config, name) for name in CADENCE}, "report_to": "none",
+            "gradient_checkpointing": config.gradient_checkpointing, **hardware.trainer_args(), **own, **config.trainer_args}
+
+
+def trl_settings(cls: type, arguments: dict[str, Any], stage: str) -> Any:
+    """TRL's config object; TRL's own refusals (a value out of range, an unknown argument) become one line."""
+    try:
+        return cls(**arguments)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"TRL refused the {stage} settings: {' '.join(str(exc).split())}") from None
+
+
+def lora_config(config: StageConfig) -> Any:
+    if not config.lora:
+        return None
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise ConfigError("--lora needs peft: pip install 'dereason[train]'") from None
+    targets = config.lora_target_modules
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                      task_type="CAUSAL_LM")
+
+
+# The few numbers of a log that say how a stage is going, in the order they are shown.
+SHOWN = {"loss": "loss", "reward": "reward", "frac_reward_zero_std": "zero-std groups",
+         "completions/mean_length": "length", "verdicts/correct": "correct", "learning_rate": "lr"}
+
+
+def metrics_callback(name: str, stage_dir: Path) -> Any:
+    """A TrainerCallback that appends each log (with its step) to metrics.jsonl and logs one line about it."""
+    from transformers import TrainerCallback
+
+    class MetricsFile(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+            if not (state.is_world_process_zero and logs):
+                return
+            append_jsonl(stage_dir / METRICS, {"step": state.global_step, **logs})
+            shown = ", ".join(f"{label} {logs[key]:.4g}" for key, label in SHOWN.items()
+                              if isinstance(logs.get(key), int | float))
+            log.info("%s step %d/%d: %s", name, state.global_step, state.max_steps, shown or json.dumps(logs))
+
+    return MetricsFile()
+
+
+def run_stage(name: str, config: StageConfig, data: StageData, make_trainer: TrainerFactory,
+              own_arguments: Callable[[Hardware], dict[str, Any]], details: dict[str, Any]) -> dict[str, Any]:
+    """Train one stage in its directory, resuming from its last checkpoint; its record (stage.json) once done.
+    `make_trainer(model, tokenizer, dataset, arguments)` builds the stage's TRL trainer, where `arguments` are its
+    TRL config's: the shared ones, then `own_arguments(hardware)`, then the config's trainer_args. `details` are
+    what the stage resolved (recorded, not part of its identity)."""
+    from train.model import hardware, load_model, model_identity
+
+    where = hardware(config)
+    identity_of_data = {"fingerprint": data.record["fingerprint"], "rows": data.record["rows"]}
+    with Stage(name, config, identity_of_data, model_identity(config)) as stage:
+        if (done := stage.finished()) is not None:
+            log.warning("%s: already trained in %s (final model: %s)", name, stage.dir, stage.dir / FINAL)
+            return done
+        arguments = trainer_arguments(config, where, own_arguments(where))
+        details = {"hardware": where._asdict(), "data": data.record, **details, "trl_arguments": arguments}
+        checkpoint = stage.start(details)
+        model, tokenizer = load_model(config, where)
+        trainer = make_trainer(model, tokenizer, data.dataset(), arguments)
+        _replace_printing(trainer, metrics_callback(name, stage.dir))
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        return stage.finish(trainer, config.lora, result, details)
+
+
+def _replace_printing(trainer: Any, callback: Any) -> None:
+    """The stage's own log line instead of transformers' progress bar or printed dicts (stdout stays the CLI's)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(callback)
