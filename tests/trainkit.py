@@ -45,3 +45,47 @@ def build_split(root: Path, sft: int = 8, rl: int = 4) -> Path:
 def write_chat_template(path: Path) -> Path:
     path.write_text(TRAINING_CHATML, encoding="utf-8")
     return path
+
+
+def invoke_train(*args, columns: int = 80):
+    """Run `dereason-train ARGS` in this process (on a terminal `columns` wide); stdout and stderr come back apart."""
+    from typer.testing import CliRunner
+
+    from train.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": str(columns)})
+
+
+def weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
+def changed(before: dict, after: dict) -> list[str]:
+    """The tensors that differ (TRL's own tests' check that a trainer trained)."""
+    import torch
+
+    assert before.keys() == after.keys()
+    return [name for name in before if not torch.equal(before[name], after[name])]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def tiny_recipe(root: Path, model: Path, split: Path, **sections) -> Path:
+    """SFT (6 steps) then GRPO (3 steps) of the random tiny Qwen2 on the arithmetic split, on one CPU thread."""
+    import yaml
+
+    recipe = {"model": str(model), "data": str(split), "out": str(root / "run"), "gradient_checkpointing": False,
+              "batch_size": 4, "save_steps": 2,
+              "sft": {"learning_rate": 1e-3, "max_steps": 6, "chat_template": str(write_chat_template(
+                  root / "chatml.jinja"))},
+              "grpo": {"learning_rate": 1e-3, "max_steps": 3, "num_generations": 4, "max_completion_length": 8,
+                       "verifier": "numeric", "format_weight": 0.5}}
+    for name, values in sections.items():
+        recipe[name] = {**recipe.get(name, {}), **values} if isinstance(values, dict) else values
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path

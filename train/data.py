@@ -28,7 +28,7 @@ import polars as pl
 
 from curate.choices import CHOICE
 from curate.errors import ConfigError, DataError
-from curate.export import RESPONSE, read_split_dir
+from curate.export import RESPONSE, UNANSWERED, read_split_dir
 from curate.templates import load_template
 from train.config import GrpoConfig, SftConfig, StageConfig
 
@@ -41,6 +41,7 @@ SUFFIXES = (".parquet", ".jsonl")
 class StageData(NamedTuple):
     rows: pl.DataFrame  # the columns the trainer gets
     record: dict[str, Any]  # where they came from, how many, and their fingerprint
+    left_out: pl.DataFrame | None = None  # SFT items without a kept response (split, item_id, reason, n_tried)
 
     def dataset(self) -> Any:
         import datasets
@@ -62,8 +63,9 @@ def sft_data(config: SftConfig) -> StageData:
         rows, where = _exported(config, "messages", ("messages",))
         return _finished(rows.select("messages", *_ids(rows)), {"source": where, "prompts": "as exported"})
     frame, prompts, record = _rendered(config, source)
+    left_out = None
     if config.responses is not None:
-        frame, provenance = _responses(config, frame, prompts.get("template"))
+        frame, left_out, provenance = _responses(config, frame, prompts.get("template"))
         response, record["responses"] = RESPONSE, provenance
     else:
         response, record["responses"] = config.response_field, {"column": config.response_field}
@@ -77,7 +79,7 @@ def sft_data(config: SftConfig) -> StageData:
                             "or give a respond run (--responses)")
     conversation = pl.concat_list(pl.col("prompt"), pl.concat_list(pl.struct(
         pl.lit("assistant").alias("role"), pl.col(response).cast(pl.String).alias("content"))))
-    return _finished(frame.select(conversation.alias("messages"), "item_id"), {**record, **prompts})
+    return _finished(frame.select(conversation.alias("messages"), "item_id"), {**record, **prompts}, left_out)
 
 
 def grpo_data(config: GrpoConfig) -> StageData:
@@ -104,8 +106,8 @@ def grpo_data(config: GrpoConfig) -> StageData:
     return _finished(rows, {**record, **prompts, "left_out_without_reference": no_reference.height})
 
 
-def _finished(rows: pl.DataFrame, record: dict[str, Any]) -> StageData:
-    return StageData(rows, {**record, "rows": rows.height, "fingerprint": fingerprint(rows)})
+def _finished(rows: pl.DataFrame, record: dict[str, Any], left_out: pl.DataFrame | None = None) -> StageData:
+    return StageData(rows, {**record, "rows": rows.height, "fingerprint": fingerprint(rows)}, left_out)
 
 
 def _ids(rows: pl.DataFrame) -> list[str]:
@@ -145,8 +147,10 @@ def _rendered(config: StageConfig, source: Path) -> tuple[pl.DataFrame, dict[str
     return frame, {"prompts": "template", "template": template.identity}, record
 
 
-def _responses(config: SftConfig, frame: pl.DataFrame, template: str | None) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The split's items with the respond run's kept `response`, as `curate export --responses` joins them."""
+def _responses(config: SftConfig, frame: pl.DataFrame,
+               template: str | None) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """The split's items with the respond run's kept `response`, as `curate export --responses` joins them; the
+    items left out (skip_unanswered); where the responses came from."""
     from curate.export import _with_responses  # one join for export and training (see the report: make it public)
 
     if not (config.split == "sft" or config.split.endswith("_sft")):
@@ -156,16 +160,14 @@ def _responses(config: SftConfig, frame: pl.DataFrame, template: str | None) -> 
     splits, left_out, provenance = _with_responses({config.split: frame}, Path(config.responses),
                                                    config.skip_unanswered)
     if left_out.height:
-        log.warning("%d item(s) of split %r have no kept response in %s and are left out (skip_unanswered)",
-                    left_out.height, config.split, config.responses)
-    if not provenance["verified"]:
-        log.warning("the responses of %s were not verified (it ran without --verify)", config.responses)
+        log.warning("%d item(s) of split %r have no kept response in %s and are left out (skip_unanswered; listed in "
+                    "the stage directory's %s)", left_out.height, config.split, config.responses, UNANSWERED)
     if provenance["template"] != template:
         log.warning("the responses of %s answer prompts of template %s; training renders the prompts with %s",
                     config.responses, provenance["template"], template)
     if splits[config.split].height == 0:
         raise DataError(f"no item of split {config.split!r} has a kept response in {config.responses}")
-    return splits[config.split], provenance
+    return splits[config.split], left_out, provenance
 
 
 def _exported(config: StageConfig, kind: str, needed: tuple[str, ...]) -> tuple[pl.DataFrame, str]:

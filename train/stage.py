@@ -8,6 +8,7 @@
                           completions/mean_length, …) and the verdict counts of train.rewards
       checkpoint-N/       the Trainer's checkpoints (weights, optimiser, scheduler, RNG and data position)
       final/              the trained model and tokenizer (LoRA adapters merged), renamed into place whole
+      unanswered.jsonl    SFT with skip_unanswered: the items left out for want of a kept response, with the reason
 
 Resume: rerunning the same command finds the last complete checkpoint (the Trainer writes trainer_state.json
 last, so a checkpoint without a readable one was cut by a kill and is deleted) and hands it to
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import ConfigError, RunDirError
+from curate.export import UNANSWERED
 from curate.outdir import is_run_dir
 from curate.store import append_jsonl, write_atomic
 from train.config import CADENCE, FINAL, TRL_NAMES, StageConfig, identity
@@ -248,6 +250,8 @@ def run_stage(name: str, config: StageConfig, data: StageData, make_trainer: Tra
         arguments = trainer_arguments(config, where, own_arguments(where))
         details = {"hardware": where._asdict(), "data": data.record, **details, "trl_arguments": arguments}
         checkpoint = stage.start(details)
+        if data.left_out is not None and data.left_out.height:
+            write_atomic(stage.dir / UNANSWERED, data.left_out.write_ndjson())
         model, tokenizer = load_model(config, where)
         trainer = make_trainer(model, tokenizer, data.dataset(), arguments)
         _replace_printing(trainer, metrics_callback(name, stage.dir))

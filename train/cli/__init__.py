@@ -42,7 +42,7 @@ def _stage_command(name: str, doc: str) -> Callable[..., None]:
         config = stage_config(cls, settings, f"--config {config_file}" if config_file else f"dereason-train {name}")
         from train.run import STAGES
 
-        _print_record(name, STAGES[name].train(config))
+        _print_record(name, STAGES[name](config))
 
     return config_command(cls, run, name, doc)
 
