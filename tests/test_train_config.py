@@ -8,7 +8,8 @@ from conftest import assert_one_line_error
 from trainkit import build_split, invoke_train
 
 from curate.errors import ConfigError
-from train.config import GrpoConfig, SftConfig, read_recipe
+from train.config import GrpoConfig, SftConfig
+from train.recipe import read_recipe
 
 
 def write_recipe(path, **values):
@@ -21,16 +22,16 @@ def test_a_recipe_gives_each_stage_the_shared_settings_it_has_and_its_own_sectio
                           verifier="gsm8k", sft={"learning_rate": "2e-5", "max_steps": 4},
                           grpo={"num_generations": 4, "batch_size": 8, "seed": 5})
     run = read_recipe(recipe)
-    (sft_name, sft), (grpo_name, grpo) = run.configs
+    (_, sft_name, sft), (_, grpo_name, grpo) = run.configs
     assert (sft_name, grpo_name, run.out) == ("sft", "grpo", "runs/x")
     assert isinstance(sft, SftConfig) and isinstance(grpo, GrpoConfig)
     assert (sft.model, sft.out, sft.learning_rate, sft.seed, sft.split) == ("base", "runs/x/sft", 2e-5, 3, "sft")
     # GRPO starts from SFT's final model; its section wins over the top level; `verifier` reached only GRPO
     assert (grpo.model, grpo.out, grpo.seed, grpo.verifier, grpo.split) == ("runs/x/sft/final", "runs/x/grpo", 5,
                                                                              "gsm8k", "rl")
-    assert read_recipe(recipe, out="elsewhere").configs[1][1].model == "elsewhere/sft/final"
+    assert read_recipe(recipe, out="elsewhere").configs[1][2].model == "elsewhere/sft/final"
     only_rl = read_recipe(write_recipe(tmp_path / "rl.yaml", model="base", data="d", out="o", stages=["grpo"]))
-    assert [(name, config.model) for name, config in only_rl.configs] == [("grpo", "base")]
+    assert [(name, config.model) for _, name, config in only_rl.configs] == [("grpo", "base")]
 
 
 @pytest.mark.parametrize(("values", "expected"), [
@@ -38,7 +39,7 @@ def test_a_recipe_gives_each_stage_the_shared_settings_it_has_and_its_own_sectio
     ({"sft": {"model": "other"}}, "section 'sft' sets ['model']"),
     ({"sft": {"batch_size": "many"}}, "stage sft: setting 'batch_size' must be an integer, got 'many'"),
     ({"stages": ["sft"], "grpo": {"verifier": "math"}}, "section 'grpo' is given but stages are ['sft']"),
-    ({"stages": ["sft", "dpo"]}, "stages must be a list of distinct stage names from ['sft', 'grpo']"),
+    ({"stages": ["sft", "dpo"]}, "stages must be a list of stage names from ['sft', 'grpo', 'eval']"),
     ({"model": None}, "no model"),
     ({"grpo": {"batch_size": 6, "num_generations": 4}}, "must be a multiple of num_generations (4)"),
     ({"sft": {"trainer_args": {"num_train_epochs": 3}}}, "trainer_args sets ['num_train_epochs'], which are settings"),

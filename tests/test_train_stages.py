@@ -1,6 +1,6 @@
-"""SFT then GRPO of a random tiny Qwen2 on a tiny arithmetic split: both stages train (their weights change),
-the run manifest names every stage's settings, data fingerprint, starting model and final model, and reruns
-either find the work done or refuse other settings."""
+"""SFT then GRPO of a random tiny Qwen2 on a tiny arithmetic split, evaluated before and after: both stages
+train (their weights change), the run manifest names every stage's settings, data fingerprint, starting model
+and final model, and reruns either find the work done or refuse other settings."""
 
 import json
 
@@ -10,7 +10,7 @@ import yaml
 from conftest import assert_one_line_error
 from trainkit import build_split, changed, invoke_train, read_jsonl, tiny_recipe, weights
 
-from train.config import read_recipe
+from train.recipe import read_recipe
 from train.data import fingerprint, grpo_data, sft_data
 from train.stage import INVOCATIONS, METRICS, STAGE_RECORD
 
@@ -19,7 +19,7 @@ from train.stage import INVOCATIONS, METRICS, STAGE_RECORD
 def trained(tmp_path_factory, random_model):
     root = tmp_path_factory.mktemp("train-run")
     split = build_split(root / "split")
-    recipe = tiny_recipe(root, random_model, split)
+    recipe = tiny_recipe(root, random_model, split, stages=["eval", "sft", "grpo", "eval"])
     result = invoke_train("run", recipe, "--json")
     assert result.exit_code == 0, result.output
     return root, recipe, json.loads(result.stdout)
@@ -36,9 +36,16 @@ def test_sft_then_grpo_change_the_weights(trained, random_model):
 def test_the_run_manifest_names_settings_data_model_and_final_model(trained, random_model):
     root, recipe, manifest = trained
     assert manifest == json.loads((root / "run" / "run.json").read_text(encoding="utf-8"))
-    assert manifest["status"] == "done" and [s["name"] for s in manifest["stages"]] == ["sft", "grpo"]
-    configs = dict(read_recipe(recipe).configs)
-    sft, grpo = manifest["stages"]
+    assert manifest["status"] == "done"
+    assert [(s["name"], s["dir"]) for s in manifest["stages"]] == [("eval", "eval"), ("sft", "sft"), ("grpo", "grpo"),
+                                                                   ("eval", "eval_2")]
+    configs = {name: config for _, name, config in read_recipe(recipe).configs}
+    before, sft, grpo, after = manifest["stages"]
+    assert before["identity"]["model"]["name"] == str(random_model)
+    assert after["identity"]["model"]["name"] == str(root / "run" / "grpo" / "final")
+    for evaluation in (before, after):  # 4 held-out items x 2 samples, each a solve run of its own
+        assert evaluation["sets"]["heldout"]["measured"] == 4 and evaluation["sets"]["heldout"]["pass_at_1"]
+        assert sum(evaluation["sets"]["heldout"]["rollouts"].values()) == 8
     assert sft["identity"]["config"]["learning_rate"] == 1e-3 and grpo["identity"]["config"]["verifier"] == "numeric"
     assert sft["identity"]["data"] == {"fingerprint": fingerprint(sft_data(configs["sft"]).rows), "rows": 8}
     assert grpo["identity"]["data"] == {"fingerprint": fingerprint(grpo_data(configs["grpo"]).rows), "rows": 4}
@@ -51,7 +58,7 @@ def test_the_run_manifest_names_settings_data_model_and_final_model(trained, ran
     assert grpo["trl_arguments"]["use_vllm"] is False and grpo["trl_arguments"]["bf16"] is False
     assert grpo["verifier"] == "numeric@1" and grpo["reward_weights"] == [1.0, 0.5]
     for stage in manifest["stages"]:  # each stage directory holds the same record
-        assert json.loads((root / "run" / stage["name"] / STAGE_RECORD).read_text()) == {
+        assert json.loads((root / "run" / stage["dir"] / STAGE_RECORD).read_text()) == {
             k: v for k, v in stage.items() if k not in ("name", "dir")}
 
 
@@ -80,7 +87,7 @@ def test_a_rerun_finds_the_run_done_and_another_recipe_is_refused(trained):
              "--max-steps", 6, "--batch-size", 4, "--no-gradient-checkpointing", "--learning-rate", 1e-3,
              "--chat-template", changed_recipe["sft"]["chat_template"]]
     assert invoke_train("sft", *stage).exit_code == 0  # the same stage, given as flags: done
-    assert_one_line_error(invoke_train("sft", *stage, "--seed", 1), "was trained with other settings "
+    assert_one_line_error(invoke_train("sft", *stage, "--seed", 1), "was made with other settings "
                                                                     "(config.seed: 0 then, 1 now)")
 
 

@@ -74,18 +74,29 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def write_heldout(path: Path, count: int = 4) -> Path:
+    path.write_text("".join(json.dumps({"question": f"What is {i} + {i + 3}?", "answer": str(2 * i + 3)}) + "\n"
+                            for i in range(500, 500 + count)), encoding="utf-8")
+    return path
+
+
 def tiny_recipe(root: Path, model: Path, split: Path, **sections) -> Path:
-    """SFT (6 steps) then GRPO (3 steps) of the random tiny Qwen2 on the arithmetic split, on one CPU thread."""
+    """SFT (6 steps) then GRPO (3 steps) of the random tiny Qwen2 on the arithmetic split, on one CPU thread, with
+    the numeric verifier; an eval section (2 samples of 8 tokens on 4 held-out items) for recipes that evaluate."""
     import yaml
 
     recipe = {"model": str(model), "data": str(split), "out": str(root / "run"), "gradient_checkpointing": False,
-              "batch_size": 4, "save_steps": 2,
+              "batch_size": 4, "save_steps": 2, "verifier": "numeric", "stages": ["sft", "grpo"],
               "sft": {"learning_rate": 1e-3, "max_steps": 6, "chat_template": str(write_chat_template(
                   root / "chatml.jinja"))},
               "grpo": {"learning_rate": 1e-3, "max_steps": 3, "num_generations": 4, "max_completion_length": 8,
-                       "verifier": "numeric", "format_weight": 0.5}}
+                       "format_weight": 0.5},
+              "eval": {"heldout": str(write_heldout(root / "heldout.jsonl")), "samples": 2, "temperature": 1.0,
+                       "max_tokens": 8}}
     for name, values in sections.items():
         recipe[name] = {**recipe.get(name, {}), **values} if isinstance(values, dict) else values
+    if "eval" not in recipe["stages"]:
+        del recipe["eval"]
     path = root / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path

@@ -3,26 +3,17 @@
 Each field's help text is the help of its flag (`dereason-train sft --learning-rate`, built from the fields by
 train.cli.flags) and the meaning of the same key in a YAML recipe (`learning_rate: 1e-5`). `stage_config(cls,
 mapping, where)` builds a config from such a flat mapping, naming the key and where it came from when a value is
-wrong; `asdict(config)` gives it back, which is what a stage records.
-
-A run recipe (`dereason-train run RECIPE`) is one YAML file for several stages:
-
-    model: ...            # the first stage's model; each later stage starts from the previous one's final model
-    out: runs/train/x     # the run directory: one folder per stage (out/sft, out/grpo) and run.json
-    stages: [sft, grpo]   # the default; [sft] or [grpo] trains one stage (the SFT-only and RL-only arms)
-    data: split/          # any other top-level key applies to every stage that has that setting
-    sft: {learning_rate: 1e-5}      # a stage's own section overrides the top level for that stage
-    grpo: {verifier: gsm8k}
+wrong; `asdict(config)` gives it back, which is what a stage records. A run recipe puts several stages' settings
+in one file (train.recipe).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import MISSING, asdict, dataclass, fields
-from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
-from curate.config import DEFAULT_RESPONSE_TEMPLATE, _check_type, check, described, read_job_file
+from curate.config import DEFAULT_RESPONSE_TEMPLATE, _check_type, check, described
 from curate.errors import ConfigError
 
 DEVICES, DTYPES = ("auto", "cpu", "cuda"), ("auto", "float32", "bfloat16", "float16")
@@ -186,22 +177,26 @@ class GrpoConfig(StageConfig):
                                                         f"{self.vllm_gpu_memory_utilization}")
 
 
-Config = TypeVar("Config", bound=StageConfig)
+Config = TypeVar("Config")
 
 
-def _number(value: Any, hint: Any) -> Any:
-    """YAML reads `1e-5` as text (YAML 1.1 wants `1.0e-5`); a float setting takes it as the number it spells."""
+def _coerced(value: Any, hint: Any) -> Any:
+    """YAML reads `1e-5` as text (YAML 1.1 wants `1.0e-5`): a float setting takes it as the number it spells. A
+    list setting given one value takes it as a list of one."""
     if isinstance(value, str) and "float" in str(hint) and _FLOAT.fullmatch(value.strip()):
         return float(value)
+    if isinstance(value, str) and str(hint).startswith("list["):
+        return [value]
     return value
 
 
 def stage_config(cls: type[Config], values: dict[str, Any], where: str) -> Config:
-    """A `cls` from a flat mapping of its settings; ConfigError naming the key and `where` it came from."""
+    """A `cls` (a stage's config dataclass) from a flat mapping of its settings; ConfigError naming the key and
+    `where` it came from."""
     hints = get_type_hints(cls)
     unknown = sorted(set(values) - set(hints))
     check(not unknown, f"{where}: unknown setting(s) {unknown}; valid settings: {sorted(hints)}")
-    values = {key: _number(value, hints[key]) for key, value in values.items()}
+    values = {key: _coerced(value, hints[key]) for key, value in values.items()}
     try:
         for key, value in values.items():
             _check_type(key, value, hints[key])
@@ -214,53 +209,9 @@ def stage_config(cls: type[Config], values: dict[str, Any], where: str) -> Confi
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def identity(config: StageConfig) -> dict[str, Any]:
+def identity(config: Any) -> dict[str, Any]:
     """What a stage's result depends on: every setting but how often it writes (CADENCE)."""
     return {key: value for key, value in asdict(config).items() if key not in CADENCE}
 
 
-STAGE_CONFIGS: dict[str, type[StageConfig]] = {"sft": SftConfig, "grpo": GrpoConfig}
 FINAL = "final"  # a stage's final model, in its stage directory
-
-
-@dataclass(frozen=True)
-class RunRecipe:
-    """The stages of one run, in order, each config complete (its model the previous stage's final model)."""
-
-    out: str
-    configs: tuple[tuple[str, StageConfig], ...]
-
-
-def read_recipe(path: str | Path, out: str | None = None) -> RunRecipe:
-    """The recipe file at `path` (module docstring); `out` replaces its `out`."""
-    values = read_job_file(path)
-    where = f"recipe {path}"
-    stages = values.pop("stages", ["sft", "grpo"])
-    check(isinstance(stages, list) and stages and all(s in STAGE_CONFIGS for s in stages)
-          and len(set(stages)) == len(stages),
-          f"{where}: stages must be a list of distinct stage names from {list(STAGE_CONFIGS)}, got {stages!r}")
-    sections = {name: values.pop(name) for name in list(values) if name in STAGE_CONFIGS}
-    for name, section in sections.items():
-        check(name in stages, f"{where}: section {name!r} is given but stages are {stages}; add it to stages or "
-                              "remove the section")
-        check(isinstance(section, dict), f"{where}: section {name!r} must be a mapping of settings")
-        placed = sorted({"model", "out"} & set(section))
-        check(not placed, f"{where}: section {name!r} sets {placed}: set the first stage's model and the run's out "
-                          "at the top level (a later stage starts from the previous stage's final model)")
-    out = out or values.pop("out", None)
-    values.pop("out", None)
-    check(bool(out), f"{where}: no run directory (out: in the recipe, or --out)")
-    known = {name for cls in STAGE_CONFIGS.values() for name in get_type_hints(cls)}
-    unknown = sorted(set(values) - known)
-    check(not unknown, f"{where}: unknown setting(s) {unknown}; valid settings: {sorted(known)} and the sections "
-                       f"{list(STAGE_CONFIGS)}")
-    configs, model = [], values.pop("model", None)
-    check(bool(model), f"{where}: no model (model: at the top level, the first stage's)")
-    for name in stages:
-        cls = STAGE_CONFIGS[name]
-        own = {key: value for key, value in values.items() if key in get_type_hints(cls)}
-        stage_values = {**own, **{k.replace("-", "_"): v for k, v in sections.get(name, {}).items()},
-                        "model": model, "out": str(Path(out) / name)}
-        configs.append((name, stage_config(cls, stage_values, f"{where}, stage {name}")))
-        model = str(Path(out) / name / FINAL)
-    return RunRecipe(out=str(out), configs=tuple(configs))

@@ -9,10 +9,10 @@ run manifest that names what produced the result.
                    every change.
       sft/, grpo/  the stage directories (train.stage)
 
-A rerun after a kill goes through the stages again: a done stage is found done (its stage.json) and not
-trained again, and the stage that was stopped resumes from its last checkpoint. A rerun of a run directory
-with another recipe is refused, naming what differs. `STAGES` is the registry a recipe's `stages` name: a new
-stage (evaluation, next) is a config class in train.config.STAGE_CONFIGS and a function here.
+A rerun after a kill goes through the stages again: a done training stage is found done (its stage.json) and
+not trained again, the stage that was stopped resumes from its last checkpoint, and an eval stage asks only
+for the answers its solve runs lack. A rerun of a run directory with another recipe is refused, naming what
+differs. `STAGES` has each stage's function; its settings are in train.recipe.STAGE_CONFIGS.
 """
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ from typing import Any
 from curate.errors import ConfigError, RunDirError
 from curate.outdir import is_run_dir
 from curate.store import write_atomic
-from train.config import RunRecipe, StageConfig, identity
+from train.config import identity
+from train.eval import evaluate
 from train.grpo import train_grpo
+from train.recipe import RunRecipe
 from train.sft import train_sft
 from train.stage import TRAINING, differences, versions
 
 log = logging.getLogger(__name__)
 RUN_MANIFEST = "run.json"
-STAGES: dict[str, Callable[[Any], dict[str, Any]]] = {"sft": train_sft, "grpo": train_grpo}
+STAGES: dict[str, Callable[[Any], dict[str, Any]]] = {"sft": train_sft, "grpo": train_grpo, "eval": evaluate}
 
 
 def read_run_manifest(run_dir: str | Path) -> dict[str, Any] | None:
@@ -52,23 +54,23 @@ def run_recipe(recipe: RunRecipe) -> dict[str, Any]:
     out = Path(recipe.out)
     if is_run_dir(out):
         raise ConfigError(f"--out {out} is a curate run directory; give the training run a directory of its own")
-    wanted: dict[str, Any] = {name: identity(config) for name, config in recipe.configs}
+    wanted: dict[str, Any] = {folder: identity(config) for folder, _, config in recipe.configs}
     stored = read_run_manifest(out)
     if stored is not None and (changed := differences(stored["recipe"], wanted)):
         raise RunDirError(f"run directory {out} holds a run of another recipe ({'; '.join(changed)}); rerun the same "
                           "recipe to resume it, or choose another --out")
     manifest: dict[str, Any] = {"out": str(out), "recipe": wanted, "status": TRAINING, "stages": [],
                                 "versions": versions()}
-    for name, config in recipe.configs:
-        _write(out, {**manifest, "stages": [*manifest["stages"], _pending(name, config)]})
-        manifest["stages"].append({"name": name, "dir": name, **STAGES[name](config)})
+    for folder, name, config in recipe.configs:
+        _write(out, {**manifest, "stages": [*manifest["stages"], _pending(folder, name, config)]})
+        manifest["stages"].append({"name": name, "dir": folder, **STAGES[name](config)})
     manifest["status"] = "done"
     _write(out, manifest)
     return manifest
 
 
-def _pending(name: str, config: StageConfig) -> dict[str, Any]:
-    return {"name": name, "dir": name, "status": TRAINING, "identity": {"stage": name, "config": identity(config)}}
+def _pending(folder: str, name: str, config: Any) -> dict[str, Any]:
+    return {"name": name, "dir": folder, "status": TRAINING, "identity": {"stage": name, "config": identity(config)}}
 
 
 def _write(out: Path, manifest: dict[str, Any]) -> None:

@@ -93,7 +93,7 @@ def last_checkpoint(stage_dir: Path) -> Path | None:
 class Stage:
     """An open stage directory, locked; `start` records the stage, `finish` its final model."""
 
-    def __init__(self, name: str, config: StageConfig, data: dict[str, Any], model: dict[str, str]):
+    def __init__(self, name: str, config: Any, data: dict[str, Any], model: dict[str, str]):
         self.name, self.config, self.dir = name, config, Path(config.out)
         self.identity = {"stage": name, "config": identity(config), "data": data, "model": model}
         self._lock: Any = None
@@ -126,7 +126,7 @@ class Stage:
         that holds another stage (other settings, data or model) is refused, naming what differs."""
         stored = self.record
         if stored is not None and (changed := differences(stored["identity"], self.identity)):
-            raise RunDirError(f"stage directory {self.dir} was trained with other settings ({'; '.join(changed)}); "
+            raise RunDirError(f"stage directory {self.dir} was made with other settings ({'; '.join(changed)}); "
                               "rerun with the same settings to resume it, or choose another --out")
         return stored if stored is not None and stored["status"] == DONE else None
 
@@ -169,8 +169,11 @@ class Stage:
         if final.exists():  # a kill between this rename and the record's update: the new one replaces it
             shutil.rmtree(final)
         os.rename(staging, final)
-        record = {"identity": self.identity, "status": DONE, **details, "final": FINAL,
-                  "steps": trainer.state.global_step, "metrics": result.metrics}
+        return self.done({**details, "final": FINAL, "steps": trainer.state.global_step, "metrics": result.metrics})
+
+    def done(self, details: dict[str, Any]) -> dict[str, Any]:
+        """Record the stage as done, with what it produced (`details`); the record."""
+        record = {"identity": self.identity, "status": DONE, **details}
         self._write(record)
         return record
 
@@ -213,7 +216,8 @@ def lora_config(config: StageConfig) -> Any:
 
 # The few numbers of a log that say how a stage is going, in the order they are shown.
 SHOWN = {"loss": "loss", "reward": "reward", "frac_reward_zero_std": "zero-std groups",
-         "completions/mean_length": "length", "verdicts/correct": "correct", "learning_rate": "lr"}
+         "completions/mean_length": "length", "verdicts/correct": "correct", "learning_rate": "lr",
+         "train_loss": "mean loss", "train_runtime": "seconds"}
 
 
 def metrics_callback(name: str, stage_dir: Path) -> Any:

@@ -2,6 +2,7 @@
 
     dereason-train sft   --model M --data SPLIT_DIR --out DIR [flags | --config sft.yaml]
     dereason-train grpo  --model SFT_DIR/final --data SPLIT_DIR --out DIR --verifier math [flags | --config grpo.yaml]
+    dereason-train eval  --model DIR/final --heldout test.jsonl --out DIR --verifier math [--samples k]
     dereason-train run   RECIPE.yaml [--out DIR]      SFT, then GRPO from its final model (train.run)
 
 Each stage's flags are its config's fields (train.config, made into flags by train.cli.flags). Any of them
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +23,8 @@ import typer
 from curate.cli.common import errors, out, setup_logging
 from curate.config import read_job_file
 from train.cli.flags import config_command
-from train.config import STAGE_CONFIGS, stage_config
+from train.config import stage_config
+from train.recipe import STAGE_CONFIGS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train on curate's splits: SFT, then GRPO from its final model, with curate's verifiers as "
@@ -31,6 +34,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 def _setup_logging() -> None:
     setup_logging()
     logging.getLogger("train").setLevel(logging.INFO)  # each stage's progress: one line per logging step
+    # TRL 1.16 still passes `gradient_checkpointing`, which transformers 5 renamed: a warning per stage, nothing to do.
+    warnings.filterwarnings("ignore", message="`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def _stage_command(name: str, doc: str) -> Callable[..., None]:
@@ -49,13 +54,24 @@ def _stage_command(name: str, doc: str) -> Callable[..., None]:
 
 def _print_record(name: str, record: dict[str, Any]) -> None:
     config = record["identity"]["config"]
-    out.print(f"{name}: {record['status']} after {record['steps']} steps; final model {Path(config['out']) / record['final']}")
+    if "sets" in record:
+        from curate.stats import format_interval
+
+        for set_name, result in record["sets"].items():
+            out.print(f"{name} {set_name}: pass@1 {format_interval(result['pass_at_1'], 3)} over {result['measured']} "
+                      f"items x {config['samples']} samples ({result['no_countable_attempt']} without a countable "
+                      f"answer); solve run {result['solve_run']}")
+        return
+    out.print(f"{name}: {record['status']} after {record['steps']} steps; final model "
+              f"{Path(config['out']) / record['final']}")
 
 
 app.command()(_stage_command("sft", "Supervised fine-tuning (TRL SFTTrainer) on a split's conversations; rerun to "
                                     "resume from the last checkpoint."))
 app.command()(_stage_command("grpo", "GRPO (TRL GRPOTrainer) on a split's prompts, rewarded by a curate verifier; "
                                      "rerun to resume from the last checkpoint."))
+app.command(name="eval")(_stage_command("eval", "pass@1, averaged over --samples answers per item, of a model "
+                                                "on held-out sets: a `curate solve` run per set; rerun to resume."))
 
 
 @app.command()
@@ -70,7 +86,7 @@ def run(
     stopped."""
     _setup_logging()
     with errors():
-        from train.config import read_recipe
+        from train.recipe import read_recipe
         from train.run import run_recipe
 
         manifest = run_recipe(read_recipe(recipe, out_dir))

@@ -1,7 +1,8 @@
 """A stage command's flags, made from its config dataclass: one flag per field, with the field's help.
 
-`learning_rate: float` becomes `--learning-rate FLOAT`; a bool `--lora/--no-lora`; a mapping (`trainer_args`)
-a repeatable `--trainer-arg KEY=VALUE` whose VALUE is read as YAML (`--trainer-arg optim=adafactor`). Every flag
+`learning_rate: float` becomes `--learning-rate FLOAT`; a bool `--lora/--no-lora`; a list (`heldout`) a
+repeatable `--heldout PATH`; a mapping (`trainer_args`) a repeatable `--trainer-arg KEY=VALUE` whose VALUE is
+read as YAML (`--trainer-arg optim=adafactor`). Every flag
 defaults to "not given", so `--config FILE` (the same keys, in YAML) fills the rest and a flag given wins.
 """
 
@@ -40,6 +41,8 @@ def _flag(field: Field, hint: Any) -> tuple[Any, typer.models.OptionInfo]:
     kind = _base(hint)
     if kind is bool:
         return bool | None, typer.Option(f"--{name}/--no-{name}", help=text, show_default=False)
+    if get_origin(kind) is list:
+        return list[str] | None, typer.Option(f"--{name}", help=text + " Repeatable.", show_default=False)
     if get_origin(kind) is dict or kind is dict:
         return list[str] | None, typer.Option(f"--{name.removesuffix('s')}", help=text + " Repeatable: KEY=VALUE.",
                                               show_default=False)
