@@ -1,6 +1,8 @@
 """train.config and the dereason-train command line: one declaration per setting for flags and recipes, and
 every bad setting or input refused in one line naming what, where and what to do."""
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 import yaml
@@ -102,3 +104,35 @@ def test_exports_need_their_columns(tmp_path):
         tmp_path / "grpo.parquet")
     assert_one_line_error(invoke_train("grpo", *base, "--data", tmp_path, "--verifier", "choice"),
                           "the choice verifier needs each item's options")
+
+
+RECIPES = sorted((Path(__file__).resolve().parent.parent / "train" / "recipes").glob("*.yaml"))
+# SmolLM2-135M-Instruct's chat template, as its GGUF file carries it (bundled:smollm2-135m).
+SMOLLM2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou "
+    "are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + "
+    "message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_shipped_recipe_reads(recipe):
+    assert read_recipe(recipe).configs
+
+
+def test_the_smollm2_training_template_renders_smollm2s_own_text():
+    """Only the {% generation %} markers differ: training sees exactly the text `curate solve` prompts with."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    training = (RECIPES[0].parent / "chat_templates" / "smollm2_training.jinja").read_text(encoding="utf-8")
+    assert training.count("{% generation %}") == 1 and "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}" in \
+        training  # the end-of-turn token is learnt too
+    unmarked = training.replace("{% generation %}", "").replace("{% endgeneration %}", "").strip()
+    environment = ImmutableSandboxedEnvironment()
+    for messages in ([{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "#### 4"}],
+                     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}]):
+        for prompt in (False, True):
+            ours = environment.from_string(unmarked).render(messages=messages, add_generation_prompt=prompt)
+            theirs = environment.from_string(SMOLLM2_CHAT_TEMPLATE).render(messages=messages,
+                                                                           add_generation_prompt=prompt)
+            assert ours == theirs
