@@ -9,9 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-import train.stage
-from trainkit import build_split, changed, invoke_train, read_jsonl, tiny_recipe, weights
+from trainkit import (
+    build_split,
+    changed,
+    invoke_train,
+    read_jsonl,
+    tiny_recipe,
+    weights,
+)
 
+import train.stage
 from train.stage import INVOCATIONS, METRICS, read_record
 
 REPO = Path(__file__).resolve().parent.parent

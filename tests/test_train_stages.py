@@ -8,10 +8,17 @@ import polars as pl
 import pytest
 import yaml
 from conftest import assert_one_line_error
-from trainkit import build_split, changed, invoke_train, read_jsonl, tiny_recipe, weights
+from trainkit import (
+    build_split,
+    changed,
+    invoke_train,
+    read_jsonl,
+    tiny_recipe,
+    weights,
+)
 
-from train.recipe import read_recipe
 from train.data import fingerprint, grpo_data, sft_data
+from train.recipe import read_recipe
 from train.stage import INVOCATIONS, METRICS, STAGE_RECORD
 
 

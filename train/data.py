@@ -151,7 +151,9 @@ def _responses(config: SftConfig, frame: pl.DataFrame,
                template: str | None) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """The split's items with the respond run's kept `response`, as `curate export --responses` joins them; the
     items left out (skip_unanswered); where the responses came from."""
-    from curate.export import _with_responses  # one join for export and training (see the report: make it public)
+    from curate.export import (
+        _with_responses,  # one join for export and training (see the report: make it public)
+    )
 
     if not (config.split == "sft" or config.split.endswith("_sft")):
         raise ConfigError(f"--responses answer the SFT side of a split; {config.split!r} is not one (sft, <arm>_sft)")

@@ -10,7 +10,9 @@ and resumed by the same command).
 pass@1 of a set is the mean over its measured items of the item's pass rate (correct / attempts over its k
 samples; a truncated answer is a failed attempt). Items whose every answer failed in the machinery (error,
 timeout) have no pass rate: they are counted, never scored 0. A rerun goes through every set again: curate
-requests only what is missing and refuses a run whose settings or data changed.
+requests only what is missing and refuses a run whose settings or data changed. Under `accelerate launch` (an
+eval stage of a recipe trained on several GPUs) the main process evaluates while the others wait; an eval
+longer than the process group's timeout is better run on its own (`dereason-train eval`, vLLM backend).
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from curate.config import DEFAULT_RESPONSE_TEMPLATE, SECTIONS, RunConfig, check, described
+from curate.config import (
+    DEFAULT_RESPONSE_TEMPLATE,
+    SECTIONS,
+    RunConfig,
+    check,
+    described,
+)
 from train.model import model_identity
 
 log = logging.getLogger(__name__)
@@ -115,10 +123,16 @@ def pass_at_1(per_item: Any, seed: int) -> dict[str, Any]:
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Evaluate (or resume evaluating) every held-out set; the stage's record (stage.json)."""
+    from accelerate import PartialState
+
     from curate.engine import solve
     from curate.stats import format_interval
     from train.stage import Stage
 
+    state = PartialState()
+    if not state.is_main_process:  # under `accelerate launch` (a recipe's eval): one process evaluates
+        state.wait_for_everyone()
+        return {}
     with Stage(STAGE, config, {}, model_identity(config)) as stage:
         stage.finished()  # refuses a directory that evaluated something else; a done one is gone through again
         stage.start({})
@@ -129,4 +143,6 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             sets[set_name(source)] = {"source": source, "solve_run": str(result.run_dir),
                                       **pass_at_1(result.per_item, config.seed)}
             log.info("eval: %s: pass@1 %s", source, format_interval(sets[set_name(source)]["pass_at_1"], 3))
-        return stage.done({"sets": sets, "settings": asdict(config)})
+        record = stage.done({"sets": sets, "settings": asdict(config)})
+    state.wait_for_everyone()
+    return record

@@ -29,6 +29,13 @@ class Hardware(NamedTuple):
         return {"bf16": self.dtype == "bfloat16", "fp16": self.dtype == "float16"}
 
 
+def main_process() -> bool:
+    """Whether this is the process that writes (the only one, or rank 0 of an `accelerate launch`)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def hardware(config: StageConfig) -> Hardware:
     import torch
 

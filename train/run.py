@@ -29,6 +29,7 @@ from curate.store import write_atomic
 from train.config import identity
 from train.eval import evaluate
 from train.grpo import train_grpo
+from train.model import main_process
 from train.recipe import RunRecipe
 from train.sft import train_sft
 from train.stage import TRAINING, differences, versions
@@ -41,12 +42,6 @@ STAGES: dict[str, Callable[[Any], dict[str, Any]]] = {"sft": train_sft, "grpo": 
 def read_run_manifest(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / RUN_MANIFEST
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
 
 
 def run_recipe(recipe: RunRecipe) -> dict[str, Any]:
@@ -74,6 +69,6 @@ def _pending(folder: str, name: str, config: Any) -> dict[str, Any]:
 
 
 def _write(out: Path, manifest: dict[str, Any]) -> None:
-    if _is_main_process():
+    if main_process():
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / RUN_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str))

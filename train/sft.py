@@ -53,7 +53,10 @@ def _read_chat_template(config: SftConfig) -> str | None:
 
 
 def _check_generation_markers(tokenizer: Any, config: SftConfig) -> None:
-    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+    from trl.chat_template_utils import (
+        get_training_chat_template,
+        has_generation_markers,
+    )
 
     if has_generation_markers(tokenizer.chat_template):
         return

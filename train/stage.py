@@ -15,7 +15,8 @@ last, so a checkpoint without a readable one was cut by a kill and is deleted) a
 `Trainer.train(resume_from_checkpoint=…)`, which restores the optimiser, scheduler, RNG and position in the
 data. A rerun whose settings (other than how often it saves and logs), data or starting model differ is
 refused, naming what changed. A stage that is done is not trained again. One process at a time holds a
-stage directory (an OS lock the kernel releases when the process dies).
+stage directory (an OS lock the kernel releases when the process dies); under `accelerate launch` the
+processes of one job share it, and only the main one writes records.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from curate.outdir import is_run_dir
 from curate.store import append_jsonl, write_atomic
 from train.config import CADENCE, FINAL, TRL_NAMES, StageConfig, identity
 from train.data import StageData
-from train.model import Hardware
+from train.model import Hardware, main_process
 
 log = logging.getLogger(__name__)
 STAGE_RECORD, INVOCATIONS, METRICS, LOCK = "stage.json", "invocations.jsonl", "metrics.jsonl", ".lock"
@@ -99,12 +100,15 @@ class Stage:
         self._lock: Any = None
 
     def __enter__(self) -> Stage:
+        self.main = main_process()
         if is_run_dir(self.dir):
             raise ConfigError(f"--out {self.dir} is a curate run directory; give a stage directory of its own")
         if self.dir.is_dir() and any(self.dir.iterdir()) and not (self.dir / STAGE_RECORD).is_file():
             raise ConfigError(f"--out {self.dir} exists and is not a stage directory (no {STAGE_RECORD}); choose a new "
                               "or empty folder")
         self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.main:  # the processes of one `accelerate launch` share the directory; the main one holds it
+            return self
         self._lock = open(self.dir / LOCK, "a")  # noqa: SIM115 - held until __exit__
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -115,7 +119,8 @@ class Stage:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.close()
+        if self._lock is not None:
+            self._lock.close()
 
     @property
     def record(self) -> dict[str, Any] | None:
@@ -132,16 +137,20 @@ class Stage:
 
     def start(self, details: dict[str, Any]) -> Path | None:
         """Record the stage and this invocation (`details`: what it resolved, such as the device); return the
-        checkpoint to resume from."""
-        checkpoint = last_checkpoint(self.dir)
-        self._write({"identity": self.identity, "status": TRAINING, **details})
-        if checkpoint is not None:
-            self._keep_metrics_until(int(_CHECKPOINT.fullmatch(checkpoint.name)[1]))
-            log.warning("%s: resuming from %s", self.name, checkpoint)
-        append_jsonl(self.dir / INVOCATIONS, {"started_at": time.time(), "versions": versions(),
-                                              "resumed_from": checkpoint.name if checkpoint else None,
-                                              "config": asdict(self.config), **details})
-        return checkpoint
+        checkpoint to resume from. The main process writes and deletes cut checkpoints; the others then read."""
+        from accelerate import PartialState
+
+        if self.main:
+            checkpoint = last_checkpoint(self.dir)
+            self._write({"identity": self.identity, "status": TRAINING, **details})
+            if checkpoint is not None:
+                self._keep_metrics_until(int(_CHECKPOINT.fullmatch(checkpoint.name)[1]))
+                log.warning("%s: resuming from %s", self.name, checkpoint)
+            append_jsonl(self.dir / INVOCATIONS, {"started_at": time.time(), "versions": versions(),
+                                                  "resumed_from": checkpoint.name if checkpoint else None,
+                                                  "config": asdict(self.config), **details})
+        PartialState().wait_for_everyone()
+        return checkpoint if self.main else last_checkpoint(self.dir)
 
     def _keep_metrics_until(self, step: int) -> None:
         """Logs written after the checkpoint were lost with the kill's progress, and will be written again."""
@@ -174,7 +183,8 @@ class Stage:
     def done(self, details: dict[str, Any]) -> dict[str, Any]:
         """Record the stage as done, with what it produced (`details`); the record."""
         record = {"identity": self.identity, "status": DONE, **details}
-        self._write(record)
+        if self.main:
+            self._write(record)
         return record
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -190,7 +200,8 @@ def trainer_arguments(config: StageConfig, hardware: Hardware, own: dict[str, An
             TRL_NAMES["lr_scheduler"]: config.lr_scheduler, "weight_decay": config.weight_decay,
             "max_grad_norm": config.max_grad_norm, "seed": config.seed, "save_strategy": "steps",
             **{name: getattr(config, name) for name in CADENCE}, "report_to": "none",
-            "gradient_checkpointing": config.gradient_checkpointing, **hardware.trainer_args(), **own, **config.trainer_args}
+            "gradient_checkpointing": config.gradient_checkpointing, **hardware.trainer_args(), **own,
+            **config.trainer_args}
 
 
 def trl_settings(cls: type, arguments: dict[str, Any], stage: str) -> Any:
@@ -254,7 +265,7 @@ def run_stage(name: str, config: StageConfig, data: StageData, make_trainer: Tra
         arguments = trainer_arguments(config, where, own_arguments(where))
         details = {"hardware": where._asdict(), "data": data.record, **details, "trl_arguments": arguments}
         checkpoint = stage.start(details)
-        if data.left_out is not None and data.left_out.height:
+        if stage.main and data.left_out is not None and data.left_out.height:
             write_atomic(stage.dir / UNANSWERED, data.left_out.write_ndjson())
         model, tokenizer = load_model(config, where)
         trainer = make_trainer(model, tokenizer, data.dataset(), arguments)

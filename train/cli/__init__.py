@@ -24,6 +24,7 @@ from curate.cli.common import errors, out, setup_logging
 from curate.config import read_job_file
 from train.cli.flags import config_command
 from train.config import stage_config
+from train.model import main_process
 from train.recipe import STAGE_CONFIGS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -47,7 +48,9 @@ def _stage_command(name: str, doc: str) -> Callable[..., None]:
         config = stage_config(cls, settings, f"--config {config_file}" if config_file else f"dereason-train {name}")
         from train.run import STAGES
 
-        _print_record(name, STAGES[name](config))
+        record = STAGES[name](config)
+        if main_process():  # under `accelerate launch`, one process reports
+            _print_record(name, record)
 
     return config_command(cls, run, name, doc)
 
@@ -90,6 +93,8 @@ def run(
         from train.run import run_recipe
 
         manifest = run_recipe(read_recipe(recipe, out_dir))
+        if not main_process():
+            return
         if as_json:
             print(json.dumps(manifest, sort_keys=True, default=str))
             return
