@@ -70,7 +70,7 @@ def test_stage_command_mistakes_are_one_line(tmp_path):
     assert_one_line_error(invoke_train("sft", *base, "--data", split, "--trainer-arg", "fast"),
                           "--trainer-arg takes KEY=VALUE, got 'fast'")
     assert_one_line_error(invoke_train("grpo", *base, "--data", split, "--num-generations", 3),
-                          "batch_size x gradient_accumulation_steps (8 x 1) must be a multiple of num_generations (3)")
+                          "batch_size x processes x gradient_accumulation_steps (8 x 1 x 1) must be a multiple of num_generations (3)")
     assert_one_line_error(invoke_train("sft", *base, "--data", split, "--split", "hard"),
                           "has no split 'hard'; it has sft, rl, unscored, random_sft, random_rl")
     assert_one_line_error(invoke_train("sft", *base, "--data", tmp_path / "nowhere"), "does not exist")
@@ -136,3 +136,12 @@ def test_the_smollm2_training_template_renders_smollm2s_own_text():
             theirs = environment.from_string(SMOLLM2_CHAT_TEMPLATE).render(messages=messages,
                                                                            add_generation_prompt=prompt)
             assert ours == theirs
+
+
+def test_a_run_checks_every_stage_before_the_first_trains(tmp_path):
+    """A mistake in GRPO's settings that only TRL knows of is refused before SFT writes anything."""
+    recipe = write_recipe(tmp_path / "r.yaml", model="m", data=str(build_split(tmp_path / "split")),
+                          out=str(tmp_path / "run"), grpo={"trainer_args": {"num_generatoins": 4}})
+    assert_one_line_error(invoke_train("run", recipe), "TRL refused the grpo settings: GRPOConfig.__init__() got an "
+                                                       "unexpected keyword argument 'num_generatoins'")
+    assert not (tmp_path / "run" / "sft").exists()

@@ -9,6 +9,7 @@ in one file (train.recipe).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, TypeVar, get_type_hints
@@ -165,10 +166,11 @@ class GrpoConfig(StageConfig):
         super().__post_init__()
         check(self.num_generations >= 2, f"num_generations must be >= 2 (a group compares completions), got "
                                          f"{self.num_generations}")
-        check(self.batch_size * self.gradient_accumulation_steps % self.num_generations == 0,
-              f"batch_size x gradient_accumulation_steps ({self.batch_size} x {self.gradient_accumulation_steps}) "
-              f"must be a multiple of num_generations ({self.num_generations}): each prompt's group of completions "
-              "trains together")
+        processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by `accelerate launch`
+        check(self.batch_size * processes * self.gradient_accumulation_steps % self.num_generations == 0,
+              f"batch_size x processes x gradient_accumulation_steps ({self.batch_size} x {processes} x "
+              f"{self.gradient_accumulation_steps}) must be a multiple of num_generations ({self.num_generations}): "
+              "each prompt's group of completions trains together")
         check(self.max_completion_length >= 1, f"max_completion_length must be >= 1, got "
                                                f"{self.max_completion_length}")
         check(self.format_weight >= 0, f"format_weight must be >= 0, got {self.format_weight}")

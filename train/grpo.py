@@ -20,7 +20,7 @@ from train.config import GrpoConfig
 from train.data import grpo_data
 from train.model import Hardware
 from train.rewards import rewards
-from train.stage import lora_config, run_stage, trl_settings
+from train.stage import Prepared, lora_config, prepare, run_stage
 
 STAGE = "grpo"
 
@@ -34,11 +34,9 @@ def use_vllm(config: GrpoConfig, hardware: Hardware) -> bool:
     return config.vllm != "off" and hardware.device == "cuda" and installed
 
 
-def train_grpo(config: GrpoConfig) -> dict[str, Any]:
-    """Train (or resume, or find done) the GRPO stage; its record (stage.json)."""
+def prepare_grpo(config: GrpoConfig) -> Prepared:
+    """The GRPO stage's rows, reward functions and TRL settings, checked before any model is loaded."""
     reward_functions, weights = rewards(config.verifier, config.verifier_settings, config.format_weight)
-    verifier = get_verifier(config.verifier, **config.verifier_settings)
-    data = grpo_data(config)
 
     def own_arguments(hardware: Hardware) -> dict[str, Any]:
         vllm = use_vllm(config, hardware)
@@ -49,12 +47,21 @@ def train_grpo(config: GrpoConfig) -> dict[str, Any]:
                 "use_vllm": vllm, **({"vllm_mode": "colocate",
                                       "vllm_gpu_memory_utilization": config.vllm_gpu_memory_utilization} if vllm else {})}
 
-    def make_trainer(model: Any, tokenizer: Any, dataset: Any, arguments: dict[str, Any]) -> Any:
-        from trl import GRPOConfig, GRPOTrainer
+    return prepare(STAGE, "GRPOConfig", config, grpo_data(config), own_arguments, {"rewards": reward_functions})
 
-        return GRPOTrainer(model=model, reward_funcs=reward_functions, args=trl_settings(GRPOConfig, arguments, STAGE),
+
+def train_grpo(config: GrpoConfig, prepared: Prepared | None = None) -> dict[str, Any]:
+    """Train (or resume, or find done) the GRPO stage; its record (stage.json)."""
+    prepared = prepared or prepare_grpo(config)
+    verifier = get_verifier(config.verifier, **config.verifier_settings)
+
+    def make_trainer(model: Any, tokenizer: Any, dataset: Any, ready: Prepared) -> Any:
+        from trl import GRPOTrainer
+
+        return GRPOTrainer(model=model, reward_funcs=ready.inputs["rewards"], args=ready.settings,
                            train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(config))
 
-    return run_stage(STAGE, config, data, make_trainer, own_arguments,
+    return run_stage(STAGE, config, prepared, make_trainer,
                      {"verifier": f"{verifier.name}@{verifier.version}",
-                      "rewards": [f.__name__ for f in reward_functions], "reward_weights": weights})
+                      "rewards": [f.__name__ for f in prepared.inputs["rewards"]],
+                      "reward_weights": prepared.arguments["reward_weights"]})

@@ -12,7 +12,8 @@ run manifest that names what produced the result.
 A rerun after a kill goes through the stages again: a done training stage is found done (its stage.json) and
 not trained again, the stage that was stopped resumes from its last checkpoint, and an eval stage asks only
 for the answers its solve runs lack. A rerun of a run directory with another recipe is refused, naming what
-differs. `STAGES` has each stage's function; its settings are in train.recipe.STAGE_CONFIGS.
+differs. Before the first stage runs, every stage's data and TRL settings are built and checked. `STAGES` has
+each stage's functions; its settings are in train.recipe.STAGE_CONFIGS.
 """
 
 from __future__ import annotations
@@ -21,22 +22,30 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from curate.errors import ConfigError, RunDirError
 from curate.outdir import is_run_dir
 from curate.store import write_atomic
 from train.config import identity
 from train.eval import evaluate
-from train.grpo import train_grpo
+from train.grpo import prepare_grpo, train_grpo
 from train.model import main_process
 from train.recipe import RunRecipe
-from train.sft import train_sft
+from train.sft import prepare_sft, train_sft
 from train.stage import TRAINING, differences, versions
 
 log = logging.getLogger(__name__)
 RUN_MANIFEST = "run.json"
-STAGES: dict[str, Callable[[Any], dict[str, Any]]] = {"sft": train_sft, "grpo": train_grpo, "eval": evaluate}
+
+
+class StageKind(NamedTuple):
+    run: Callable[..., dict[str, Any]]  # run(config[, prepared]): the stage's record
+    prepare: Callable[[Any], Any] | None  # prepare(config): everything checked before a model is loaded
+
+
+STAGES: dict[str, StageKind] = {"sft": StageKind(train_sft, prepare_sft), "grpo": StageKind(train_grpo, prepare_grpo),
+                                "eval": StageKind(evaluate, None)}  # eval's settings are checked by curate on reading
 
 
 def read_run_manifest(run_dir: str | Path) -> dict[str, Any] | None:
@@ -54,11 +63,16 @@ def run_recipe(recipe: RunRecipe) -> dict[str, Any]:
     if stored is not None and (changed := differences(stored["recipe"], wanted)):
         raise RunDirError(f"run directory {out} holds a run of another recipe ({'; '.join(changed)}); rerun the same "
                           "recipe to resume it, or choose another --out")
+    # Every stage's data and settings are checked before the first one trains: a typo in GRPO's section is
+    # refused now, not after hours of SFT.
+    prepared = {folder: STAGES[name].prepare(config) for folder, name, config in recipe.configs
+                if STAGES[name].prepare is not None}
     manifest: dict[str, Any] = {"out": str(out), "recipe": wanted, "status": TRAINING, "stages": [],
                                 "versions": versions()}
     for folder, name, config in recipe.configs:
         _write(out, {**manifest, "stages": [*manifest["stages"], _pending(folder, name, config)]})
-        manifest["stages"].append({"name": name, "dir": folder, **STAGES[name](config)})
+        record = STAGES[name].run(config, prepared[folder]) if folder in prepared else STAGES[name].run(config)
+        manifest["stages"].append({"name": name, "dir": folder, **record})
     manifest["status"] = "done"
     _write(out, manifest)
     return manifest

@@ -15,31 +15,33 @@ from typing import Any
 from curate.errors import ConfigError
 from train.config import SftConfig
 from train.data import sft_data
-from train.model import Hardware
-from train.stage import lora_config, run_stage, trl_settings
+from train.stage import Prepared, lora_config, prepare, run_stage
 
 STAGE = "sft"
 
 
-def train_sft(config: SftConfig) -> dict[str, Any]:
+def prepare_sft(config: SftConfig) -> Prepared:
+    """The SFT stage's rows and TRL settings, checked before any model is loaded."""
+    return prepare(STAGE, "SFTConfig", config, sft_data(config),
+                   lambda hardware: {"max_length": config.max_length,
+                                     "assistant_only_loss": config.assistant_only_loss},
+                   {"chat_template": _read_chat_template(config)})
+
+
+def train_sft(config: SftConfig, prepared: Prepared | None = None) -> dict[str, Any]:
     """Train (or resume, or find done) the SFT stage; its record (stage.json)."""
-    data = sft_data(config)
-    chat_template = _read_chat_template(config)
 
-    def own_arguments(hardware: Hardware) -> dict[str, Any]:
-        return {"max_length": config.max_length, "assistant_only_loss": config.assistant_only_loss}
+    def make_trainer(model: Any, tokenizer: Any, dataset: Any, ready: Prepared) -> Any:
+        from trl import SFTTrainer
 
-    def make_trainer(model: Any, tokenizer: Any, dataset: Any, arguments: dict[str, Any]) -> Any:
-        from trl import SFTConfig, SFTTrainer
-
-        if chat_template is not None:
-            tokenizer.chat_template = chat_template
+        if ready.inputs["chat_template"] is not None:
+            tokenizer.chat_template = ready.inputs["chat_template"]
         if config.assistant_only_loss:
             _check_generation_markers(tokenizer, config)
-        return SFTTrainer(model=model, args=trl_settings(SFTConfig, arguments, STAGE), train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=lora_config(config))
+        return SFTTrainer(model=model, args=ready.settings, train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=lora_config(config))
 
-    return run_stage(STAGE, config, data, make_trainer, own_arguments,
+    return run_stage(STAGE, config, prepared or prepare_sft(config), make_trainer,
                      {"chat_template": config.chat_template, "assistant_only_loss": config.assistant_only_loss})
 
 

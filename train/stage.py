@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from curate.errors import ConfigError, RunDirError
 from curate.export import UNANSWERED
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 STAGE_RECORD, INVOCATIONS, METRICS, LOCK = "stage.json", "invocations.jsonl", "metrics.jsonl", ".lock"
 TRAINING, DONE = "training", "done"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
-TrainerFactory = Callable[[Any, Any, Any, dict[str, Any]], Any]
+TrainerFactory = Callable[[Any, Any, Any, "Prepared"], Any]
 PACKAGES = ("dereason", "trl", "transformers", "torch", "peft", "accelerate", "datasets")
 
 
@@ -248,27 +248,50 @@ def metrics_callback(name: str, stage_dir: Path) -> Any:
     return MetricsFile()
 
 
-def run_stage(name: str, config: StageConfig, data: StageData, make_trainer: TrainerFactory,
-              own_arguments: Callable[[Hardware], dict[str, Any]], details: dict[str, Any]) -> dict[str, Any]:
-    """Train one stage in its directory, resuming from its last checkpoint; its record (stage.json) once done.
-    `make_trainer(model, tokenizer, dataset, arguments)` builds the stage's TRL trainer, where `arguments` are its
-    TRL config's: the shared ones, then `own_arguments(hardware)`, then the config's trainer_args. `details` are
-    what the stage resolved (recorded, not part of its identity)."""
-    from train.model import hardware, load_model, model_identity
+class Prepared(NamedTuple):
+    """What a training stage needs before its model is loaded, all checked: its rows, hardware, TRL arguments
+    and TRL config object, and the stage's own trainer inputs (GRPO's reward functions)."""
+
+    data: StageData
+    hardware: Hardware
+    arguments: dict[str, Any]
+    settings: Any
+    inputs: dict[str, Any]
+
+
+def prepare(name: str, trl_class: str, config: StageConfig, data: StageData,
+            own_arguments: Callable[[Hardware], dict[str, Any]], inputs: dict[str, Any] | None = None) -> Prepared:
+    """A stage's Prepared: TRL's `trl_class` config built from the shared arguments, then `own_arguments(hardware)`,
+    then the config's trainer_args, so that TRL's own refusals come before anything trains."""
+    import trl
+
+    from train.model import hardware
 
     where = hardware(config)
+    arguments = trainer_arguments(config, where, own_arguments(where))
+    return Prepared(data, where, arguments, trl_settings(getattr(trl, trl_class), arguments, name), inputs or {})
+
+
+def run_stage(name: str, config: StageConfig, prepared: Prepared, make_trainer: TrainerFactory,
+              details: dict[str, Any]) -> dict[str, Any]:
+    """Train one stage in its directory, resuming from its last checkpoint; its record (stage.json) once done.
+    `make_trainer(model, tokenizer, dataset, prepared)` builds the stage's TRL trainer; `details` are what the
+    stage resolved (recorded, not part of its identity)."""
+    from train.model import load_model, model_identity
+
+    data = prepared.data
     identity_of_data = {"fingerprint": data.record["fingerprint"], "rows": data.record["rows"]}
     with Stage(name, config, identity_of_data, model_identity(config)) as stage:
         if (done := stage.finished()) is not None:
             log.warning("%s: already trained in %s (final model: %s)", name, stage.dir, stage.dir / FINAL)
             return done
-        arguments = trainer_arguments(config, where, own_arguments(where))
-        details = {"hardware": where._asdict(), "data": data.record, **details, "trl_arguments": arguments}
+        details = {"hardware": prepared.hardware._asdict(), "data": data.record, **details,
+                   "trl_arguments": prepared.arguments}
         checkpoint = stage.start(details)
         if stage.main and data.left_out is not None and data.left_out.height:
             write_atomic(stage.dir / UNANSWERED, data.left_out.write_ndjson())
-        model, tokenizer = load_model(config, where)
-        trainer = make_trainer(model, tokenizer, data.dataset(), arguments)
+        model, tokenizer = load_model(config, prepared.hardware)
+        trainer = make_trainer(model, tokenizer, data.dataset(), prepared)
         _replace_printing(trainer, metrics_callback(name, stage.dir))
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         return stage.finish(trainer, config.lora, result, details)

@@ -48,7 +48,7 @@ def _stage_command(name: str, doc: str) -> Callable[..., None]:
         config = stage_config(cls, settings, f"--config {config_file}" if config_file else f"dereason-train {name}")
         from train.run import STAGES
 
-        record = STAGES[name](config)
+        record = STAGES[name].run(config)
         if main_process():  # under `accelerate launch`, one process reports
             _print_record(name, record)
 
