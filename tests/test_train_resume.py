@@ -18,7 +18,7 @@ from trainkit import (
     weights,
 )
 
-import train.stage
+import train.trainer
 from train.stage import INVOCATIONS, METRICS, read_record
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def kill_after_a_checkpoint(recipe: Path, stage_dir: Path, limit_seconds: float 
 
 
 def crash_after_first_checkpoint(monkeypatch, stage: str) -> None:
-    original = train.stage.metrics_callback
+    original = train.trainer.metrics_callback
 
     def with_crash(name, stage_dir):
         callback = original(name, stage_dir)
@@ -56,7 +56,7 @@ def crash_after_first_checkpoint(monkeypatch, stage: str) -> None:
             callback.on_save = on_save
         return callback
 
-    monkeypatch.setattr(train.stage, "metrics_callback", with_crash)
+    monkeypatch.setattr(train.trainer, "metrics_callback", with_crash)
 
 
 def test_a_killed_run_resumes_each_stage_from_its_last_checkpoint(tmp_path, random_model, monkeypatch):

@@ -20,7 +20,7 @@ from train.config import GrpoConfig
 from train.data import grpo_data
 from train.model import Hardware
 from train.rewards import rewards
-from train.stage import Prepared, lora_config, prepare, run_stage
+from train.trainer import Prepared, lora_config, prepare, run_stage
 
 STAGE = "grpo"
 

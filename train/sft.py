@@ -15,7 +15,7 @@ from typing import Any
 from curate.errors import ConfigError
 from train.config import SftConfig
 from train.data import sft_data
-from train.stage import Prepared, lora_config, prepare, run_stage
+from train.trainer import Prepared, lora_config, prepare, run_stage
 
 STAGE = "sft"
 
