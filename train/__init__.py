@@ -5,7 +5,6 @@ curate's verifiers, and evaluated as `curate solve` runs of the trained model.
     train.rewards) → final model → eval (train.eval: pass@1 over k samples, a curate solve run per held-out set)
 
 Each stage drives TRL through train.trainer and writes a stage directory that resumes after a kill
-(train.stage); `dereason-train run RECIPE` runs
-stages in order from one YAML recipe (train.recipe) and records them in a run manifest (train.run). The
-command line is train.cli.
+(train.stage); `dereason-train run RECIPE` runs stages in order from one YAML recipe (train.recipe) and records
+them in a run manifest (train.run). The command line is train.cli.
 """
