@@ -61,8 +61,9 @@ class StageConfig:
     save_total_limit: int = described("Checkpoints kept (the oldest are deleted).", default=2)
     logging_steps: int = described("Log (and append to metrics.jsonl) every this many steps.", default=1)
     device: str = described("auto (CUDA when there is one), cpu or cuda.", default="auto")
-    dtype: str = described("Weights' dtype: auto (bfloat16 on a GPU that has it, else float32), float32, bfloat16, "
-                           "float16.", default="auto")
+    dtype: str = described("Weights' dtype: auto (float32 weights, computed under bfloat16 autocast on a GPU that has "
+                           "it), float32, bfloat16 or float16 (half-precision weights: without DeepSpeed or FSDP "
+                           "keeping float32 master weights, small learning rates may not move them).", default="auto")
     gradient_checkpointing: bool = described("Recompute activations in the backward pass: less memory, about a "
                                              "fifth more time (TRL's default: on).", default=True)
     trust_remote_code: bool = described("Allow model repos to run their own code (off unless you trust them).",

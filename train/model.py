@@ -3,7 +3,10 @@ trains on.
 
 `bundled:NAME` models are curate's (a packaged GGUF file is dequantised while loading and rebuilt as a plain
 model, because transformers will not save a model that came from GGUF). On CPU, TRL needs `use_cpu=True` and
-bf16 off (it would otherwise resolve bf16 to on and refuse); on a GPU, bf16 mixed precision when it has it.
+bf16 off (it would otherwise resolve bf16 to on and refuse). On a GPU the weights are float32 by default and
+computed under bfloat16 autocast where the GPU has it (TRL's bf16=True), so the optimiser updates full-precision
+weights; `dtype: bfloat16` loads bfloat16 weights instead (half the memory, but unless DeepSpeed or FSDP keeps
+float32 master weights, a small learning rate may not move them).
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ log = logging.getLogger(__name__)
 class Hardware(NamedTuple):
     device: str  # "cpu" or "cuda"
     dtype: str  # the weights' dtype: float32, bfloat16 or float16
+    autocast: str | None  # mixed precision over float32 weights: "bfloat16" or "float16"; None for none
 
     def trainer_args(self) -> dict[str, Any]:
         """The TrainingArguments that say where and in what precision to train."""
         if self.device == "cpu":
             return {"use_cpu": True, "bf16": False, "fp16": False}
-        return {"bf16": self.dtype == "bfloat16", "fp16": self.dtype == "float16"}
+        half = self.autocast or self.dtype
+        return {"bf16": half == "bfloat16", "fp16": half == "float16"}
 
 
 def main_process() -> bool:
@@ -43,12 +48,14 @@ def hardware(config: StageConfig) -> Hardware:
     if config.device == "cuda" and not cuda:
         raise ConfigError("device cuda: CUDA is not available on this machine; use --device cpu or auto")
     device = "cuda" if config.device == "cuda" or (config.device == "auto" and cuda) else "cpu"
-    dtype = config.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    if device == "cpu" and dtype != "float32":
-        raise ConfigError(f"dtype {dtype} on CPU: TRL trains in float32 there; use --dtype auto or float32")
-    return Hardware(device, dtype)
+    if device == "cpu" and config.dtype not in ("auto", "float32"):
+        raise ConfigError(f"dtype {config.dtype} on CPU: TRL trains in float32 there; use --dtype auto or float32")
+    if config.dtype != "auto":
+        return Hardware(device, config.dtype, None)
+    # float32 weights, so the optimiser's small steps (GRPO's 1e-6) are not lost to bfloat16's rounding, under
+    # bfloat16 autocast where the GPU has it
+    half = "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else None
+    return Hardware(device, "float32", half)
 
 
 def load_model(config: StageConfig, hardware: Hardware) -> tuple[Any, Any]:
