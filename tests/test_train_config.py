@@ -145,3 +145,43 @@ def test_a_run_checks_every_stage_before_the_first_trains(tmp_path):
     assert_one_line_error(invoke_train("run", recipe), "TRL refused the grpo settings: GRPOConfig.__init__() got an "
                                                        "unexpected keyword argument 'num_generatoins'")
     assert not (tmp_path / "run" / "sft").exists()
+
+
+def test_precision_on_cpu_and_on_a_gpu(monkeypatch):
+    """CPU: float32, use_cpu and bf16 off (TRL refuses otherwise). A bf16 GPU: float32 weights under bf16 autocast by
+    default, so small steps are not rounded away; bf16 weights only when asked."""
+    import torch
+
+    from train.model import Hardware, hardware
+
+    config = SftConfig(model="m", data="d", out="o")
+    assert hardware(SftConfig(model="m", data="d", out="o", device="cpu")).trainer_args() == {
+        "use_cpu": True, "bf16": False, "fp16": False}
+    with pytest.raises(ConfigError, match="dtype bfloat16 on CPU"):
+        hardware(SftConfig(model="m", data="d", out="o", device="cpu", dtype="bfloat16"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert hardware(config) == Hardware("cuda", "float32", "bfloat16")
+    assert hardware(config).trainer_args() == {"bf16": True, "fp16": False}
+    half = hardware(SftConfig(model="m", data="d", out="o", dtype="bfloat16"))
+    assert half == Hardware("cuda", "bfloat16", None) and half.trainer_args()["bf16"]
+    assert hardware(SftConfig(model="m", data="d", out="o", dtype="float32")).trainer_args() == {"bf16": False,
+                                                                                               "fp16": False}
+
+
+def test_vllm_generates_on_a_gpu_when_installed_and_never_on_cpu(monkeypatch):
+    import importlib.util
+
+    from train.grpo import use_vllm
+    from train.model import Hardware
+
+    gpu, cpu = Hardware("cuda", "float32", "bfloat16"), Hardware("cpu", "float32", None)
+    auto, on, off = (GrpoConfig(model="m", data="d", out="o", vllm=mode) for mode in ("auto", "on", "off"))
+    assert not use_vllm(auto, gpu) and not use_vllm(auto, cpu)  # vllm is not installed here
+    with pytest.raises(ConfigError, match="--vllm on needs vllm"):
+        use_vllm(on, gpu)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+    assert use_vllm(auto, gpu) and use_vllm(on, gpu) and not use_vllm(off, gpu) and not use_vllm(auto, cpu)
+    with pytest.raises(ConfigError, match="--vllm on needs a GPU"):
+        use_vllm(on, cpu)
