@@ -6,7 +6,7 @@ import pytest
 from conftest import invoke
 from trainkit import build_split
 
-from curate.errors import ConfigError
+from curate.errors import ConfigError, DataError
 from curate.export import export_split
 from curate.testing import FakeOpenAIServer
 from train.config import GrpoConfig, SftConfig
@@ -30,6 +30,19 @@ def test_sft_rows_are_the_rendered_prompt_and_the_reference(split):
     assert user == {"role": "user", "content": "What is 1 + 4?"} and assistant == {"role": "assistant", "content": "5"}
     assert data.record["rows"] == 8 and data.record["responses"] == {"column": "reference"}
     assert data.record["template"].startswith("solve/step_by_step@") and data.record["split"] == "sft"
+
+
+def test_items_without_a_target_are_refused_or_left_out_and_listed(split, tmp_path):
+    other = build_split(tmp_path / "other")
+    frame = pl.read_parquet(other / "sft.parquet")
+    frame.with_columns(pl.when(pl.col("item_id") == "sft-3").then(pl.lit(" ")).otherwise(pl.col("reference"))
+                       .alias("reference")).write_parquet(other / "sft.parquet")
+    with pytest.raises(DataError, match="1 of 8 items of split 'sft' .* have no 'reference' \\(response_field; e.g. "
+                                        "'sft-3'\\).* pass --skip-unanswered"):
+        sft_data(sft(other))
+    data = sft_data(sft(other, skip_unanswered=True))
+    assert data.record["rows"] == 7 and data.record["left_out_without_target"] == 1
+    assert data.left_out.select("item_id", "reason").rows() == [("sft-3", "no_reference")]
 
 
 def test_grpo_rows_carry_reference_and_choices_and_leave_out_items_without_a_reference(split, tmp_path):
@@ -70,6 +83,7 @@ def test_sft_targets_from_a_respond_run(split, tmp_path):
         sft_data(sft(split, responses=str(tmp_path / "some")))
     partial = sft_data(sft(split, responses=str(tmp_path / "some"), skip_unanswered=True))
     assert partial.record["rows"] == 5 and partial.record["responses"]["unanswered"] == 3
+    assert partial.record["left_out_without_target"] == 3
     assert partial.left_out["reason"].to_list() == ["not_in_respond_run"] * 3
     with pytest.raises(ConfigError, match="answer the SFT side of a split; 'rl' is not one"):
         sft_data(sft(split, split="rl", responses=str(tmp_path / "all")))

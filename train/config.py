@@ -113,8 +113,9 @@ class SftConfig(StageConfig):
         "it, the assistant turn is the split's column response_field.", default=None)
     response_field: str = described("Column of the split that holds the assistant turn when no respond run is "
                                     "given (reference: train on the reference solutions).", default="reference")
-    skip_unanswered: bool = described("With responses: leave out items that have no kept response (counted in "
-                                      "stage.json) instead of refusing.", default=False)
+    skip_unanswered: bool = described("Leave out items without a target (no kept response in the respond run, or "
+                                      "an empty response_field) instead of refusing; they are listed in the stage "
+                                      "directory's unanswered.jsonl and counted in stage.json.", default=False)
     max_length: int = described("Longest conversation in tokens; longer ones are truncated.", default=2048)
     assistant_only_loss: bool = described(
         "Learn only the assistant turn (the prompt is context, not a target). Needs {% generation %} markers in the "
@@ -129,8 +130,6 @@ class SftConfig(StageConfig):
         super().__post_init__()
         check(self.max_length >= 8, f"max_length must be >= 8, got {self.max_length}")
         check(bool(self.response_field), "response_field is empty")
-        check(not self.skip_unanswered or self.responses is not None,
-              "skip_unanswered leaves out items without a kept response of a respond run: give responses too")
 
 
 @dataclass(frozen=True, kw_only=True)

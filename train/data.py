@@ -3,9 +3,9 @@
 From a split directory (`curate split`, read with `curate.export.read_split_dir`) every item's prompt is
 rendered by the stage's response template, the one `curate solve` evaluates with:
     SFT   `messages` = the prompt, then the assistant turn: the kept response of a `curate respond` run
-          (`responses`, joined as `curate export --responses` joins it: items without one are refused, or left
-          out with `skip_unanswered`), else the split's column `response_field` (the reference, by default,
-          which the log says).
+          (`responses`, joined as `curate export --responses` joins it), else the split's column
+          `response_field` (the reference, by default, which the log says). Items without a target are
+          refused, or left out with `skip_unanswered` (listed, with the reason, in unanswered.jsonl).
     GRPO  `prompt`, `reference` and `choices` (TRL hands the extra columns to the reward functions); items
           without a reference can earn no reward, so they are left out and counted.
 From a TRL export (`curate export --format trl`: its folder, or one .parquet/.jsonl file) the rows are taken as
@@ -41,7 +41,7 @@ SUFFIXES = (".parquet", ".jsonl")
 class StageData(NamedTuple):
     rows: pl.DataFrame  # the columns the trainer gets
     record: dict[str, Any]  # where they came from, how many, and their fingerprint
-    left_out: pl.DataFrame | None = None  # SFT items without a kept response (split, item_id, reason, n_tried)
+    left_out: pl.DataFrame | None = None  # SFT items without a target (split, item_id, reason, n_tried)
 
     def dataset(self) -> Any:
         import datasets
@@ -72,11 +72,10 @@ def sft_data(config: SftConfig) -> StageData:
         log.warning("SFT targets are the %r column of split %r (no respond run given): the model learns to answer "
                     "with it as written", config.response_field, config.split)
         _require_column(frame, response, config, "response_field")
-        if missing := frame.filter(pl.col(response).is_null() | (pl.col(response).cast(pl.String).str.strip_chars()
-                                                                  == "")).height:
-            raise DataError(f"{missing} of {frame.height} items of split {config.split!r} in {source} have no "
-                            f"{response!r} (response_field): SFT needs a target for every item; name another column "
-                            "or give a respond run (--responses)")
+        frame, left_out = _with_targets(frame, config)
+    if frame.height == 0:
+        raise DataError(f"no item of split {config.split!r} in {source} has a target: nothing to train on")
+    record["left_out_without_target"] = 0 if left_out is None else left_out.height
     conversation = pl.concat_list(pl.col("prompt"), pl.concat_list(pl.struct(
         pl.lit("assistant").alias("role"), pl.col(response).cast(pl.String).alias("content"))))
     return _finished(frame.select(conversation.alias("messages"), "item_id"), {**record, **prompts}, left_out)
@@ -104,6 +103,24 @@ def grpo_data(config: GrpoConfig) -> StageData:
                     no_reference.height, rows.height, record["source"])
         rows = rows.filter(~pl.col("item_id").is_in(no_reference["item_id"].implode()))
     return _finished(rows, {**record, **prompts, "left_out_without_reference": no_reference.height})
+
+
+def _with_targets(frame: pl.DataFrame, config: SftConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The items whose `response_field` holds a target, and the others (as unanswered.jsonl lists them), which are
+    refused unless `skip_unanswered`."""
+    field = config.response_field
+    empty = pl.col(field).is_null() | (pl.col(field).cast(pl.String).str.strip_chars() == "")
+    left_out = frame.filter(empty).select(pl.lit(config.split).alias("split"), "item_id",
+                                          pl.lit(f"no_{field}").alias("reason"), pl.lit(0).alias("n_tried"))
+    if left_out.height and not config.skip_unanswered:
+        raise DataError(f"{left_out.height} of {frame.height} items of split {config.split!r} in {config.data} have "
+                        f"no {field!r} (response_field; e.g. {left_out['item_id'][0]!r}): SFT needs a target for "
+                        "every item; pass --skip-unanswered to leave them out, name another column, or give a "
+                        "respond run (--responses)")
+    if left_out.height:
+        log.warning("%d item(s) of split %r have no %r and are left out (skip_unanswered; listed in the stage "
+                    "directory's %s)", left_out.height, config.split, field, UNANSWERED)
+    return frame.filter(~empty), left_out
 
 
 def _finished(rows: pl.DataFrame, record: dict[str, Any], left_out: pl.DataFrame | None = None) -> StageData:
@@ -167,8 +184,6 @@ def _responses(config: SftConfig, frame: pl.DataFrame,
     if provenance["template"] != template:
         log.warning("the responses of %s answer prompts of template %s; training renders the prompts with %s",
                     config.responses, provenance["template"], template)
-    if splits[config.split].height == 0:
-        raise DataError(f"no item of split {config.split!r} has a kept response in {config.responses}")
     return splits[config.split], left_out, provenance
 
 
