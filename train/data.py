@@ -94,14 +94,15 @@ def grpo_data(config: GrpoConfig) -> StageData:
         rows = rows.select("prompt", pl.col("reference").cast(pl.String), *(["choices"] * ("choices" in rows.columns)),
                            *_ids(rows))
         prompts, record = {"prompts": "as exported"}, {"source": where}
-    no_reference = rows.filter(pl.col("reference").is_null() | (pl.col("reference").str.strip_chars() == ""))
+    missing = pl.col("reference").is_null() | (pl.col("reference").str.strip_chars() == "")
+    no_reference = rows.filter(missing)
     if no_reference.height == rows.height:
         raise DataError(f"none of the {rows.height} items of {record['source']} has a reference, so no completion can "
                         "earn a reward; map one with `curate score --reference-field`")
     if no_reference.height:
         log.warning("%d of %d items of %s have no reference and are left out (no reward can be computed for them)",
                     no_reference.height, rows.height, record["source"])
-        rows = rows.filter(~pl.col("item_id").is_in(no_reference["item_id"].implode()))
+        rows = rows.filter(~missing)
     return _finished(rows, {**record, **prompts, "left_out_without_reference": no_reference.height})
 
 
