@@ -33,15 +33,20 @@ def kill_after_a_checkpoint(recipe: Path, stage_dir: Path, limit_seconds: float 
     """Start `dereason-train run RECIPE`, SIGKILL it once the stage has written a whole checkpoint; the name of
     the newest whole checkpoint after the kill."""
     environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "train.cli", "run", str(recipe)], env=environment,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + limit_seconds
-    while not list(stage_dir.glob("checkpoint-*/trainer_state.json")) and process.poll() is None \
-            and time.monotonic() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "the command ended before it could be killed"
+    log = recipe.with_name("killed.log")
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "train.cli", "run", str(recipe)], env=environment,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + limit_seconds
+        while not list(stage_dir.glob("checkpoint-*/trainer_state.json")) and process.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        status = process.wait()
+    said = log.read_text()[-2000:]
+    assert status == -signal.SIGKILL, f"the command ended (status {status}) before it could be killed:\n{said}"
     whole = [p.parent.name for p in stage_dir.glob("checkpoint-*/trainer_state.json")]
+    assert whole, f"no checkpoint of {stage_dir} in {limit_seconds:g} s:\n{said}"
     return max(whole, key=lambda name: int(name.split("-")[1]))
 
 
