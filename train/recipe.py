@@ -37,8 +37,13 @@ class RunRecipe:
 
 def read_recipe(path: str | Path, out: str | None = None) -> RunRecipe:
     """The recipe file at `path` (module docstring); `out` replaces its `out`."""
-    values = read_job_file(path)
-    where = f"recipe {path}"
+    return recipe_from_mapping(read_job_file(path), f"recipe {path}", out)
+
+
+def recipe_from_mapping(values: dict[str, Any], where: str, out: str | None = None) -> RunRecipe:
+    """A recipe from its mapping (what a recipe file holds; `where` names it in errors), e.g. one arm's: the same
+    recipe with its splits replaced. `out` replaces the mapping's `out`."""
+    values = dict(values)
     stages = values.pop("stages", ["sft", "grpo"])
     check(isinstance(stages, list) and bool(stages) and all(s in STAGE_CONFIGS for s in stages),
           f"{where}: stages must be a list of stage names from {list(STAGE_CONFIGS)}, got {stages!r}")
