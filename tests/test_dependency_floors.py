@@ -19,7 +19,7 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-SCANNED = ("curate", "tests", "scripts", "benchmarks")
+SCANNED = ("curate", "train", "tests", "scripts", "benchmarks")
 
 # Each floor that is above a package's long-standing API: the release that introduced what this project calls, or
 # the floor of another dependency that the floors must install together with (found by scripts/check_floors.sh).
@@ -42,6 +42,9 @@ NEEDED = {
     "scikit-learn": ("1.9.0", "sklearn.metrics.cohen_kappa_score(replace_undefined_by=)"),
     "matplotlib": ("3.10.0", "Axes.boxplot(orientation=)"),
     "openai": ("1.98.0", "transformers[serving] 5.6's floor"),
+    "trl": ("1.16.0", "reward functions are handed `log_metric` (train.rewards logs the verdict counts with it); "
+                      "SFTTrainer swaps in TRL's training chat templates for assistant-only loss (train.sft)"),
+    "peft": ("0.21.2", "the only release train's LoRA path (--lora) was tested with"),
     "click": ("8.2.0", "typer.testing.CliRunner results with a separate .stderr (tests' invoke)"),
 }
 

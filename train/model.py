@@ -1,0 +1,97 @@
+"""The model a stage starts from, loaded the way curate's transformers backend finds it, and the hardware it
+trains on.
+
+`bundled:NAME` models are curate's (a packaged GGUF file is dequantised while loading and rebuilt as a plain
+model, because transformers will not save a model that came from GGUF). On CPU, TRL needs `use_cpu=True` and
+bf16 off (it would otherwise resolve bf16 to on and refuse). On a GPU the weights are float32 by default and
+computed under bfloat16 autocast where the GPU has it (TRL's bf16=True), so the optimiser updates full-precision
+weights; `dtype: bfloat16` loads bfloat16 weights instead (half the memory, but unless DeepSpeed or FSDP keeps
+float32 master weights, a small learning rate may not move them).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NamedTuple
+
+from curate.backends.base import gguf_file, load_error, local_model, model_fingerprint
+from curate.errors import BackendError, ConfigError
+from train.config import StageConfig
+
+log = logging.getLogger(__name__)
+
+
+class Hardware(NamedTuple):
+    device: str  # "cpu" or "cuda"
+    dtype: str  # the weights' dtype: float32, bfloat16 or float16
+    autocast: str | None  # mixed precision over float32 weights: "bfloat16" or "float16"; None for none
+
+    def trainer_args(self) -> dict[str, Any]:
+        """The TrainingArguments that say where and in what precision to train."""
+        if self.device == "cpu":
+            return {"use_cpu": True, "bf16": False, "fp16": False}
+        half = self.autocast or self.dtype
+        return {"bf16": half == "bfloat16", "fp16": half == "float16"}
+
+
+def main_process() -> bool:
+    """Whether this is the process that writes (the only one, or rank 0 of an `accelerate launch`)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def hardware(config: StageConfig) -> Hardware:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if config.device == "cuda" and not cuda:
+        raise ConfigError("device cuda: CUDA is not available on this machine; use --device cpu or auto")
+    device = "cuda" if config.device == "cuda" or (config.device == "auto" and cuda) else "cpu"
+    if device == "cpu" and config.dtype not in ("auto", "float32"):
+        raise ConfigError(f"dtype {config.dtype} on CPU: TRL trains in float32 there; use --dtype auto or float32")
+    if config.dtype != "auto":
+        return Hardware(device, config.dtype, None)
+    # float32 weights, so the optimiser's small steps (GRPO's 1e-6) are not lost to bfloat16's rounding, under
+    # bfloat16 autocast where the GPU has it
+    half = "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else None
+    return Hardware(device, "float32", half)
+
+
+def load_model(config: StageConfig, hardware: Hardware) -> tuple[Any, Any]:
+    """The model and tokenizer of `config.model`; BackendError (one line) when they cannot be loaded."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, gguf = local_model(config.model), gguf_file(config.model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf, trust_remote_code=config.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf, dtype=getattr(torch, hardware.dtype),
+                                                     trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError, ImportError) as exc:  # ImportError: e.g. no `gguf` for a GGUF model
+        raise BackendError(load_error("model", config.model, path, exc)) from exc
+    if gguf:
+        model = _without_gguf(model)
+    if tokenizer.chat_template is None:
+        raise BackendError(f"model {config.model!r} has no chat template: train a chat/instruct model, or give "
+                           "one with --chat-template")
+    log.info("loaded %s (%s, %s)", config.model, hardware.device, hardware.dtype)
+    return model, tokenizer
+
+
+def _without_gguf(model: Any) -> Any:
+    """The same weights in a model that transformers will save (a GGUF-loaded one carries its quantization config)."""
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    rebuilt = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.generation_config = model.generation_config
+    return rebuilt
+
+
+def model_identity(config: StageConfig) -> dict[str, str]:
+    """The model as a stage records it: its name and, for a local folder, a fingerprint of its files."""
+    return {"name": config.model, "fingerprint": model_fingerprint(config.model)}
