@@ -228,7 +228,7 @@ class RunConfig:
         for key, value in values.items():
             sections[keys[key]][key] = value
         for key, value in values.items():
-            _check_type(key, value, _FIELD_TYPES[key])
+            check_type(key, value, _FIELD_TYPES[key])
         check("source" in sections["data"], "no input data given (DATA argument or `source:` in the job file)")
         check("out" in sections["score"], "no run directory given (--out or `out:` in the job file)")
         try:
@@ -275,7 +275,7 @@ def _describe(hint: Any) -> str:
     return _TYPE_NAMES.get(origin or hint, getattr(hint, "__name__", str(hint)))
 
 
-def _check_type(key: str, value: Any, hint: Any) -> None:
+def check_type(key: str, value: Any, hint: Any) -> None:
     """Name the setting whose value has the wrong type (a job file says `samples: three`)."""
     check(_accepts(hint, value), f"setting {key!r} must be {_describe(hint)}, got {value!r} "
                                   f"({type(value).__name__})")

@@ -137,7 +137,7 @@ def _harmonized(splits: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
                                 for c, t in schema.items()]) for name, frame in splits.items()}
 
 
-def _with_responses(splits: dict[str, pl.DataFrame], respond_dir: Path,
+def with_responses(splits: dict[str, pl.DataFrame], respond_dir: Path,
                     skip_unanswered: bool) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, dict[str, Any]]:
     """The splits with the respond run's kept responses on the SFT side, the SFT-side items left without one
     (split, item_id, reason, n_tried), and where the responses came from (module docstring)."""
@@ -208,7 +208,7 @@ def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_
     out = check_output_dir(out_dir, overwrite, inputs)
     provenance = None
     if responses is not None:
-        splits, unanswered, provenance = _with_responses(splits, Path(responses), skip_unanswered)
+        splits, unanswered, provenance = with_responses(splits, Path(responses), skip_unanswered)
     response_field = response_field or RESPONSE
     card = None
     # Converted before anything is written, so a bad split leaves no export.

@@ -42,7 +42,7 @@ NEEDED = {
     "scikit-learn": ("1.9.0", "sklearn.metrics.cohen_kappa_score(replace_undefined_by=)"),
     "matplotlib": ("3.10.0", "Axes.boxplot(orientation=)"),
     "openai": ("1.98.0", "transformers[serving] 5.6's floor"),
-    "trl": ("1.16.0", "reward functions are handed `log_metric` (train.rewards logs the verdict counts with it); "
+    "trl": ("1.16.0", "reward functions are handed `log_metric` (curate.rewards logs the verdict counts with it); "
                       "SFTTrainer swaps in TRL's training chat templates for assistant-only loss (train.sft)"),
     "peft": ("0.21.2", "the only release train's LoRA path (--lora) was tested with"),
     "click": ("8.2.0", "typer.testing.CliRunner results with a separate .stderr (tests' invoke)"),

@@ -297,7 +297,8 @@ def test_trl_trainers_accept_the_export(split_dir, tmp_path, random_model):
                                           **{**common, "per_device_train_batch_size": 4}))  # both prompts, twice
     assert trainer.train().global_step == 1
     assert {item[:3] for item in seen} == {("m2", None, "null"), ("m3", "3", json.dumps(CHOICES[2]))}
-    assert {item[3] for item in seen} == {0.0}  # four random tokens answer nothing
+    # Four random tokens answer nothing (0.0); m2 has no reference, which the verifier cannot decide (no reward).
+    assert {(item[0], item[3]) for item in seen} == {("m2", None), ("m3", 0.0)}
 
 
 def test_per_domain_tau_without_unscored(tmp_path):

@@ -61,7 +61,8 @@ def test_a_trl_export_trains_as_exported(split, tmp_path):
     exported = export_split(split, "trl", tmp_path / "trl", response_field="reference")
     data = sft_data(sft(exported))
     assert data.record["prompts"] == "as exported" and data.record["source"] == str(exported / "sft.parquet")
-    assert data.rows["messages"][0].to_list() == [{"role": "user", "content": "What is 1 + 4?"},
+    assert data.rows["messages"][0].to_list() == [{"role": "user", "content": "What is 1 + 4?\n\nLet's think step by "
+                                                   "step and output the final answer within \\boxed{}."},
                                                   {"role": "assistant", "content": "5"}]
     grpo = grpo_data(GrpoConfig(model="m", data=str(exported / "grpo.parquet"), out="o", verifier="numeric"))
     assert grpo.rows["reference"].to_list() == ["203", "205", "207", "209"]

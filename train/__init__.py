@@ -2,7 +2,7 @@
 curate's verifiers, and evaluated as `curate solve` runs of the trained model.
 
     split dir (+ a respond run) → train.data → SFT (train.sft) → final model → GRPO (train.grpo, rewards:
-    train.rewards) → final model → eval (train.eval: pass@1 over k samples, a curate solve run per held-out set)
+    curate.rewards) → final model → eval (train.eval: pass@1 over k samples, a curate solve run per held-out set)
 
 Each stage drives TRL through train.trainer and writes a stage directory that resumes after a kill
 (train.stage); `dereason-train run RECIPE` runs stages in order from one YAML recipe (train.recipe) and records

@@ -14,7 +14,7 @@ import re
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, TypeVar, get_type_hints
 
-from curate.config import DEFAULT_RESPONSE_TEMPLATE, _check_type, check, described
+from curate.config import DEFAULT_RESPONSE_TEMPLATE, check_type, check, described
 from curate.errors import ConfigError
 
 DEVICES, DTYPES = ("auto", "cpu", "cuda"), ("auto", "float32", "bfloat16", "float16")
@@ -134,15 +134,16 @@ class SftConfig(StageConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class GrpoConfig(StageConfig):
-    """GRPO (TRL GRPOTrainer) on prompts with references: rewards are curate's verifiers (train.rewards)."""
+    """GRPO (TRL GRPOTrainer) on prompts with references: rewards are curate's verifiers (curate.rewards)."""
 
     split: str = described(StageConfig.__dataclass_fields__["split"].metadata["help"], default="rl")
     learning_rate: float = described("Peak learning rate (AdamW).", default=1e-6)
     verifier: str = described("curate verifier whose verdict is the reward (1 correct, 0 wrong or no answer): "
-                              "math, gsm8k, numeric, choice or exact.", default="math")
+                              "math, gsm8k, numeric, choice, exact or model (a judge model decides equivalence); "
+                              "items with options are checked by choice.", default="math")
     verifier_settings: dict[str, Any] = described(
-        "Settings of the verifier (math: timeout_s; numeric: rel_tol, abs_tol; a model-based one: its backend).",
-        default_factory=dict)
+        "Settings of the verifier (math: timeout_s; numeric: rel_tol, abs_tol; model: its judge's run settings, "
+        "verify_model and optionally verify_backend, verify_base_url, device, ...).", default_factory=dict)
     format_weight: float = described(
         "Weight of the format reward (1 when the verifier finds a final answer in its format, right or wrong); "
         "0 turns it off.", default=0.0)
@@ -201,7 +202,7 @@ def stage_config(cls: type[Config], values: dict[str, Any], where: str) -> Confi
     values = {key: _coerced(value, hints[key]) for key, value in values.items()}
     try:
         for key, value in values.items():
-            _check_type(key, value, hints[key])
+            check_type(key, value, hints[key])
         missing = [f.name for f in fields(cls) if f.name not in values and f.default is MISSING
                    and f.default_factory is MISSING]
         check(not missing, f"missing setting(s) {missing} (each is a flag, --{missing[0].replace('_', '-')}, and a "

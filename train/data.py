@@ -169,15 +169,13 @@ def _responses(config: SftConfig, frame: pl.DataFrame,
                template: str | None) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """The split's items with the respond run's kept `response`, as `curate export --responses` joins them; the
     items left out (skip_unanswered); where the responses came from."""
-    from curate.export import (
-        _with_responses,  # one join for export and training (see the report: make it public)
-    )
+    from curate.export import with_responses  # one join for `curate export --responses` and training
 
     if not (config.split == "sft" or config.split.endswith("_sft")):
         raise ConfigError(f"--responses answer the SFT side of a split; {config.split!r} is not one (sft, <arm>_sft)")
     if RESPONSE in frame.columns:
         frame = frame.drop(RESPONSE)  # the respond run's response is the target, not an input field of that name
-    splits, left_out, provenance = _with_responses({config.split: frame}, Path(config.responses),
+    splits, left_out, provenance = with_responses({config.split: frame}, Path(config.responses),
                                                    config.skip_unanswered)
     if left_out.height:
         log.warning("%d item(s) of split %r have no kept response in %s and are left out (skip_unanswered; listed in "

@@ -37,7 +37,8 @@ from train.model import model_identity
 log = logging.getLogger(__name__)
 STAGE = "eval"
 # curate's own help for the settings eval hands to `curate solve` under the same meaning.
-_CURATE_HELP = {f.name: f.metadata.get("help", "") for cls in (RunConfig, *SECTIONS.values()) for f in fields(cls)}
+_CURATE_HELP = {f.name: f.metadata.get("help", "") for cls in (RunConfig, *SECTIONS.values()) for f in fields(cls)
+                if f.name in RunConfig.flat_keys()}  # settings, not the sections that group them
 
 
 def _as_curate(name: str, default: Any, extra: str = "") -> Any:

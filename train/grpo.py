@@ -1,5 +1,5 @@
 """The GRPO stage: TRL's GRPOTrainer on prompts with references (train.data.grpo_data), rewarded by curate's
-verifiers (train.rewards), usually from the SFT stage's final model.
+verifiers (curate.rewards), usually from the SFT stage's final model.
 
 Generation: vLLM colocated with training (`use_vllm`, `vllm_mode="colocate"`) when on a GPU and vllm is
 installed (setting `vllm`: auto), else transformers' generate; never vLLM on CPU, where it does not run.
@@ -15,11 +15,10 @@ import importlib.util
 from typing import Any
 
 from curate.errors import ConfigError
-from curate.verify import get_verifier
+from curate.rewards import named_verifier, trl_rewards
 from train.config import GrpoConfig
 from train.data import grpo_data
 from train.model import Hardware
-from train.rewards import rewards
 from train.trainer import Prepared, lora_config, prepare, run_stage
 
 STAGE = "grpo"
@@ -36,7 +35,7 @@ def use_vllm(config: GrpoConfig, hardware: Hardware) -> bool:
 
 def prepare_grpo(config: GrpoConfig) -> Prepared:
     """The GRPO stage's rows, reward functions and TRL settings, checked before any model is loaded."""
-    reward_functions, weights = rewards(config.verifier, config.verifier_settings, config.format_weight)
+    reward_functions, weights = trl_rewards(config.verifier, config.verifier_settings, config.format_weight)
 
     def own_arguments(hardware: Hardware) -> dict[str, Any]:
         vllm = use_vllm(config, hardware)
@@ -53,7 +52,7 @@ def prepare_grpo(config: GrpoConfig) -> Prepared:
 def train_grpo(config: GrpoConfig, prepared: Prepared | None = None) -> dict[str, Any]:
     """Train (or resume, or find done) the GRPO stage; its record (stage.json)."""
     prepared = prepared or prepare_grpo(config)
-    verifier = get_verifier(config.verifier, **config.verifier_settings)
+    verifier = named_verifier(config.verifier, config.verifier_settings)
 
     def make_trainer(model: Any, tokenizer: Any, dataset: Any, ready: Prepared) -> Any:
         from trl import GRPOTrainer

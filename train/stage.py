@@ -5,7 +5,7 @@
                           training or done, the final model, steps and the trainer's closing metrics
       invocations.jsonl   one line per command that ran it: start time, versions, the checkpoint it resumed from
       metrics.jsonl       one line per logging step: TRL's logs (loss; GRPO's reward, frac_reward_zero_std,
-                          completions/mean_length, …) and the verdict counts of train.rewards
+                          completions/mean_length, …) and the verdict counts of curate.rewards
       checkpoint-N/       the Trainer's checkpoints (weights, optimiser, scheduler, RNG and data position)
       final/              the trained model and tokenizer (LoRA adapters merged), renamed into place whole
       unanswered.jsonl    SFT with skip_unanswered: the items left out for want of a kept response, with the reason
