@@ -20,10 +20,8 @@ is a frozen dataclass whose fields other than name and version are its settings.
 backend and a verifier template to exist: `get_verifier("model", backend=…, template=…)` (curate.engine builds
 one from a run's --verify-* settings). `verify_all` decides a batch: one call to the judge for the batch.
 
-A reward for TRL is one line around any rule verifier:
-    def reward(completions, reference, choices, **kwargs):
-        return [float(verifier.verify(c, {"reference": r, "choices": o}).status == "correct")
-                for c, r, o in zip(completions, reference, choices)]
+The rewards of RL trainers (verl's compute_score, TRL's reward functions, dereason-train's GRPO) are these same
+verifiers: curate.rewards.
 """
 
 from __future__ import annotations
