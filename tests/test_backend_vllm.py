@@ -73,8 +73,8 @@ class Tokenizer:
         text = " ".join(f"<{m['role']}> {m['content']}" for m in conversation)
         return text + (" <assistant>" if add_generation_prompt else "")
 
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": [1] * len(text.split())}
+    def __call__(self, text, add_special_tokens=True):  # one text, or a batch of them, as Hugging Face's
+        return {"input_ids": [[1] * len(t.split()) for t in text] if isinstance(text, list) else [1] * len(text.split())}
 
     def __len__(self):
         return len(VOCABULARY)
