@@ -33,6 +33,7 @@ import datetime
 import json
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -226,6 +227,9 @@ def main() -> None:
     parser.add_argument("--max-batch-tokens", type=int, help="the engine's token budget (default: its default)")
     parser.add_argument("--threads", type=int, help="torch CPU threads in each arm (default: torch's choice)")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the arms this many times, interleaved; every figure is the median over the repeats "
+                             "(on a shared machine, a pair run back to back sees about the same load)")
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # run one arm in this process
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -237,30 +241,38 @@ def main() -> None:
     write_arm_data(args)
     build_model(args.model_dir, args)
     results = {"date": datetime.date.today().isoformat(), "machine": machine(), **versions(),
-               "settings": {k: str(v) for k, v in vars(args).items() if k not in ("arm", "out")}, "arms": {}}
-    for arm in args.arms:
-        ticks = cpu_ticks()
-        command = [sys.executable, __file__, *sys.argv[1:], "--arm", arm, "--model-dir", str(args.model_dir)]
-        finished = subprocess.run(command, capture_output=True, text=True, check=True)
-        results["arms"][arm] = {**json.loads(finished.stdout.splitlines()[-1]),
-                                "cpu_steal": steal_fraction(ticks, cpu_ticks())}
-        measured = results["arms"][arm]
-        print(f"{arm:16s} {measured['items_per_s']:8.2f} items/s {measured['tokens_per_s']:9.1f} tokens/s  "
-              f"peak {measured['peak_bytes'] / 2**30:.2f} GiB (loaded {measured['loaded_bytes'] / 2**30:.2f})  "
-              f"steal {measured['cpu_steal']:.0%}", flush=True)
-        results["ratios"] = ratios(results["arms"])
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+               "settings": {k: str(v) for k, v in vars(args).items() if k not in ("arm", "out")}, "runs": {}}
+    for _ in range(args.repeats):
+        for arm in args.arms:
+            ticks = cpu_ticks()
+            command = [sys.executable, __file__, *sys.argv[1:], "--arm", arm, "--model-dir", str(args.model_dir)]
+            finished = subprocess.run(command, capture_output=True, text=True, check=True)
+            measured = {**json.loads(finished.stdout.splitlines()[-1]), "cpu_steal": steal_fraction(ticks, cpu_ticks())}
+            results["runs"].setdefault(arm, []).append(measured)
+            print(f"{arm:16s} {measured['items_per_s']:8.2f} items/s {measured['tokens_per_s']:9.1f} tokens/s  "
+                  f"peak {measured['peak_bytes'] / 2**30:.2f} GiB (loaded {measured['loaded_bytes'] / 2**30:.2f})  "
+                  f"steal {measured['cpu_steal']:.0%}", flush=True)
+            results["ratios"] = ratios(results["runs"])
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(results["ratios"], indent=2))
     shutil.rmtree(work)
 
 
-def ratios(arms: dict) -> dict:
-    """The done-when figures: engine over raw, for whichever pairs have run."""
+def ratios(runs: dict) -> dict:
+    """The done-when figures, engine over raw, for whichever pairs have run: the median over the repeats of each
+    repeat's ratio (its two arms ran back to back), and the ratio of the arms' medians."""
     pairs = {"score items/s, engine / raw forward": ("score/engine", "score/raw", "items_per_s"),
              "decode tokens/s, engine / generate": ("decode/engine", "decode/generate", "tokens_per_s"),
              "score peak memory, engine / raw forward": ("score/engine", "score/raw", "peak_bytes"),
              "decode peak memory, engine / generate": ("decode/engine", "decode/generate", "peak_bytes")}
-    return {name: arms[a][key] / arms[b][key] for name, (a, b, key) in pairs.items() if a in arms and b in arms}
+    found = {}
+    for name, (a, b, key) in pairs.items():
+        paired = [x[key] / y[key] for x, y in zip(runs.get(a, []), runs.get(b, []))]
+        if paired:
+            found[name] = {"median of paired ratios": statistics.median(paired), "paired ratios": paired,
+                           "ratio of medians": statistics.median(x[key] for x in runs[a]) /
+                           statistics.median(y[key] for y in runs[b])}
+    return found
 
 
 if __name__ == "__main__":

@@ -241,11 +241,11 @@ class TransformersBackend:
 
     def _shared_prefix(self, rows: list[Row]) -> int:
         """Length of the token prefix all rows share, leaving each row at least one token of its own."""
-        first = rows[0][2]
-        limit = min(len(ids) for _, _, ids in rows) - 1
-        length = 0
-        while length < limit and all(ids[length] == first[length] for _, _, ids in rows):
-            length += 1
+        prompts = [ids for _, _, ids in rows]
+        # What the lexicographically smallest and largest prompts share, every prompt shares (compared in C).
+        smallest, largest = min(prompts), max(prompts)
+        length = next((i for i, (a, b) in enumerate(zip(smallest, largest)) if a != b), min(len(smallest), len(largest)))
+        length = min(length, min(map(len, prompts)) - 1)
         return length if length >= MIN_SHARED_PREFIX else 0
 
     def _prefix_cache(self, prefix: tuple[int, ...], rows: int) -> object:
