@@ -57,16 +57,14 @@ from curate.runs import (
     refuse_other_items,
     run_items,
 )
+from curate.hygiene import check_disjoint, decontaminate, deduplicate
 from curate.split import (
     HARDER_WHEN,
     TauChoice,
     all_arm,
     assign_sides,
     budget_tau,
-    check_disjoint,
     curriculum_stages,
-    decontaminate,
-    deduplicate,
     fixed_tau,
     per_domain_tau,
     quantile_tau,

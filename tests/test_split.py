@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curate import split
-from curate.split import (SIDES, all_arm, assign_sides, budget_shares, budget_tau, check_disjoint, curriculum_stages,
-                          decontaminate, deduplicate, fixed_tau, normalize_question, per_domain_tau, quantile_tau,
-                          random_arm, reversed_arm)
+from curate import hygiene
+from curate.hygiene import check_disjoint, decontaminate, deduplicate, normalize_question
+from curate.split import (SIDES, all_arm, assign_sides, budget_shares, budget_tau, curriculum_stages, fixed_tau,
+                          per_domain_tau, quantile_tau, random_arm, reversed_arm)
 
 
 def frame(scores, domains=None, questions=None, **extra) -> pl.DataFrame:
@@ -269,7 +269,7 @@ def test_decontaminate_verifies_hash_candidates(monkeypatch):
     items = frame([1, 2, 3], questions=[" ".join(f"w{i}" for i in range(3, 16)), "a b c d e f g h i j k l w29",
                                         "w1 w2 w3 " + " ".join(f"z{i}" for i in range(9)) + " w29"])
     expected = decontaminate(items, [BENCH])
-    monkeypatch.setattr(split, "_MULTIPLIER", np.uint64(0))
+    monkeypatch.setattr(hygiene, "_MULTIPLIER", np.uint64(0))
     assert [r.equals(e) for r, e in zip(decontaminate(items, [BENCH]), expected, strict=True)] == [True, True]
     assert expected[1]["item_id"].to_list() == ["i00"]
 
