@@ -1,4 +1,4 @@
-"""A scored run directory → a split directory (the I/O around the pure functions of curate.split).
+"""A scored run directory → a split directory (the I/O around the pure functions of curate.split and curate.hygiene).
 
     SPLIT_DIR/
       manifest.json                  counts, τ and how it was chosen, the item score used and what it
