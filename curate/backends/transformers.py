@@ -9,10 +9,11 @@ the device, and each step syncs with the host once, to learn whether every row h
 
 Scheduling: requests are taken a window at a time and sorted by prompt length, so a batch pads
 little. The next window is rendered and tokenized in a background thread while the model runs this
-one (the first window is small, so the model starts early). Every prompt of a template starts with the same tokens (chat preamble and rubric): that
-shared prefix is run once, its KV cache kept and copied across each batch, and only the rest of
-each prompt is run per row (left-padded between prefix and suffix, with explicit position ids, so
-every row sees exactly the positions it would alone). Only the last position's logits are computed.
+one (the first window is small, so the model starts early). Every prompt of a template starts with
+the same tokens (chat preamble and rubric): that shared prefix is run once, its KV cache kept and
+copied across each batch, and only the rest of each prompt is run per row (left-padded between
+prefix and suffix, with explicit position ids, so every row sees exactly the positions it would
+alone). Only the last position's logits are computed.
 
 Batches hold at most `batch_size` rows and `max_batch_tokens` tokens (rows × (longest prompt +
 longest generation allowed)); a row over the budget runs alone. A batch that runs out of memory is
@@ -244,7 +245,8 @@ class TransformersBackend:
         prompts = [ids for _, _, ids in rows]
         # What the lexicographically smallest and largest prompts share, every prompt shares (compared in C).
         smallest, largest = min(prompts), max(prompts)
-        length = next((i for i, (a, b) in enumerate(zip(smallest, largest)) if a != b), min(len(smallest), len(largest)))
+        length = next((i for i, (a, b) in enumerate(zip(smallest, largest)) if a != b),
+                      min(len(smallest), len(largest)))
         length = min(length, min(map(len, prompts)) - 1)
         return length if length >= MIN_SHARED_PREFIX else 0
 
