@@ -27,9 +27,11 @@ import datetime
 import io
 import json
 import logging
+import os
 import shutil
 import statistics
 import tempfile
+import warnings
 from pathlib import Path
 
 from common import cpu_ticks, machine, now, steal_fraction
@@ -116,12 +118,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # train's per-step log lines would be timed as well as printed
-    import os
-
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renames, once per trainer
+    for variable in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"):  # datasets' and transformers' bars
+        os.environ.setdefault(variable, "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import torch
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TQDM_DISABLE", "1")
     torch.set_num_threads(args.threads)
     ticks = cpu_ticks()
     work = Path(tempfile.mkdtemp(prefix="dereason-bench-f-"))
