@@ -7,13 +7,14 @@ Both arms train the same tiny random Qwen2 (built here: hidden 64, 2 layers, a B
 with generation markers) on the same TRL export files (`messages` for SFT; `prompt` and `reference` for GRPO, with
 the numeric verifier as the reward: `curate.rewards.trl_reward`, which both arms use). The plain arm's TRL arguments
 are `train`'s own, taken from its prepared stage (so what differs is only what `train` does around TRL). Each
-repeat runs both arms, in alternating order, each in a fresh output folder, after one unmeasured warm-up pair; the
-result is the median over repeats of the paired ratios (train / plain) of
+repeat runs both arms, in alternating order (give an even --repeats, so each goes first equally often), each in a
+fresh output folder after a garbage collection, after one unmeasured warm-up pair; the result is the median over
+repeats of the paired ratios (train / plain) of
     step time     the trainer's own train_runtime / steps (what TRL's loop costs, callbacks included)
     whole stage   wall time of the call, model loading and final save included
 
-    python benchmarks/train_overhead.py --repeats 5 [--threads 1] [--out f-cpu.json]
-    python benchmarks/train_overhead.py --repeats 5 --device cuda --out f-gpu.json
+    python benchmarks/train_overhead.py --repeats 10 [--threads 1] [--out f-cpu.json]
+    python benchmarks/train_overhead.py --repeats 10 --device cuda --out f-gpu.json
 
 Torch runs on --threads threads (default 1: on a shared 2-core machine two threads make step times swing with
 other jobs' load far more than one does). What both arms print (TRL's log lines in the plain arm) is discarded.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import io
 import json
 import logging
@@ -104,12 +106,13 @@ def through_trl(stage: str, config) -> dict:
                                   reward_funcs=trl_reward(config.verifier), processing_class=tokenizer)
     result = trainer.train()
     trainer.save_model(str(Path(config.out) / "final"))
-    return {"wall": now() - started, "train_runtime": result.metrics["train_runtime"], "steps": trainer.state.global_step}
+    return {"wall": now() - started, "train_runtime": result.metrics["train_runtime"],
+            "steps": trainer.state.global_step}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--sft-steps", type=int, default=40)
     parser.add_argument("--grpo-steps", type=int, default=10)
     parser.add_argument("--save-steps", type=int, default=20, help="checkpoint cadence, the same in both arms")
@@ -136,6 +139,7 @@ def main() -> None:
             measured = {}
             for arm in order:
                 out = work / f"r{repeat}-{arm}"
+                gc.collect()  # the arm before left a model, a trainer and datasets behind: not this arm's cost
                 with contextlib.redirect_stdout(io.StringIO()):
                     measured[arm] = arms[arm](stage, configs(args, model, sft_data, grpo_data, out)[stage])
                 shutil.rmtree(out)

@@ -110,7 +110,8 @@ def test_each_arm_trains_its_own_splits_and_the_stages_it_has(tmp_path):
 
 def test_an_arm_that_fails_is_a_row_and_the_others_still_run(tmp_path, random_model):
     """The split has no reversed arm: that arm fails while preparing, its row says why, the random arm trains and
-    is evaluated, the command prints the table and exits 3; a rerun with other settings is refused."""
+    is evaluated, the command prints the table and exits 3. The same command again trains nothing that is done and
+    tries the failed arm again; a rerun with other settings is refused."""
     recipe = {"model": str(random_model), "data": str(build_split(tmp_path / "split")), "out": str(tmp_path / "arms"),
               "verifier": "numeric", "gradient_checkpointing": False, "batch_size": 4, "device": "cpu",
               "arms": {"arms": ["random", "reversed"], "base": False},
@@ -132,10 +133,15 @@ def test_an_arm_that_fails_is_a_row_and_the_others_still_run(tmp_path, random_mo
     assert [(row["arm"], row["status"]) for row in rows] == [("random", "done"), ("reversed", "failed")]
     assert rows[0]["sets"]["heldout"]["pass_at_1"]["value"] is not None
     assert (tmp_path / "arms" / "table.png").stat().st_size > 0
+    again = invoke_train("arms", path)
+    assert again.exit_code == 3 and json.loads((tmp_path / "arms" / "table.json").read_text())["rows"] == rows
+    for stage in ("sft", "grpo", "eval"):
+        assert len(read_jsonl(tmp_path / "arms" / "random" / stage / "invocations.jsonl")) == (2 if stage == "eval"
+                                                                                              else 1)
     recipe["grpo"]["learning_rate"] = 2e-3
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    assert_one_line_error(invoke_train("arms", path), "holds arms of other settings (recipes.random.grpo.learning_rate: "
-                                                      "0.001 then, 0.002 now; ")
+    assert_one_line_error(invoke_train("arms", path),
+                          "holds arms of other settings (recipes.random.grpo.learning_rate: 0.001 then, 0.002 now; ")
 
 
 # The shipped recipe, shrunk: fewer and shorter pre-training steps, items and held-out items, fewer training steps
@@ -182,7 +188,8 @@ def test_both_stages_change_the_weights_and_grpos_reward_rises(tiny_cpu):
     completions too few informative groups to rise every time: measured, 2 of 4 GRPO stages of one run rose.)"""
     out, _ = tiny_cpu
     arm = out / "arms" / "difficulty"
-    solver, sft, grpo = weights(out / "task" / "solver"), weights(arm / "sft" / "final"), weights(arm / "grpo" / "final")
+    solver, sft = weights(out / "task" / "solver"), weights(arm / "sft" / "final")
+    grpo = weights(arm / "grpo" / "final")
     assert changed(solver, sft) and changed(sft, grpo)
     rewards = [row["reward"] for row in read_jsonl(out / "arms" / "reversed" / "grpo" / "metrics.jsonl")
                if "reward" in row]

@@ -87,6 +87,7 @@ class ArmsPlan:
     out: Path
     config: ArmsConfig
     recipes: dict[str, RunRecipe]  # arm → its run, in the table's order (base first when evaluated)
+    notes: tuple[str, ...] = ()  # what the table's reader must know about the data (tiny-cpu: where scores came from)
 
 
 def read_arms_recipe(path: str | Path, out: str | None = None) -> ArmsPlan:
@@ -238,6 +239,7 @@ def table_notes(plan: ArmsPlan, result: dict[str, Any]) -> list[str]:
                  if name != "eval"), None)
     split = _read_json(Path(data) / "manifest.json") if data else None
     notes = [
+        *plan.notes,
         "Matched budgets: every arm that has a stage runs it for the same optimiser steps with the same sequences per "
         "step (SFT: sequences; GRPO: completions); the arms differ only in which items fill them.",
         f"Evaluation: pass@1 over {first.samples} samples per item (temperature {first.temperature}, top_p "
@@ -246,8 +248,8 @@ def table_notes(plan: ArmsPlan, result: dict[str, Any]) -> list[str]:
         f"Training seed: {sorted({c.seed for r in plan.recipes.values() for _, n, c in r.configs if n != 'eval'})}.",
     ]
     if split is not None:
-        notes.append(f"Split {data}: {split.get('score')} score, τ = {split.get('tau')} ({split.get('tau_method')}); "
-                     f"the random arm dealt with seed {split.get('seed')}.")
+        notes.append(f"Split {data}: {split.get('score')} score, τ = {split.get('tau'):.4g} "
+                     f"({split.get('tau_method')}); the random arm dealt with seed {split.get('seed')}.")
     for row in result["rows"]:
         for set_name, entry in row["sets"].items():
             notes += [f"{row['arm']}, {set_name}: {note}" for note in entry.get("notes", [])]

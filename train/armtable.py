@@ -72,8 +72,8 @@ def table(arms: dict[str, dict[str, Any]], baseline: str, seed: int = 0,
 
 def _budget(stages: list[dict[str, Any]]) -> str:
     """`sft 30×16 on sft (240 rows) → grpo 30×16 on rl (160 rows)`: steps × sequences per step, and the split."""
-    parts = [f"{s['stage']} {s['steps']}×{s['per_step']} on {s['split']} ({s['rows'] if s['rows'] is not None else '?'}"
-             f" rows)" for s in stages if s["stage"] != "eval"]
+    parts = [f"{s['stage']} {s['steps']}×{s['per_step']} on {s['split']} "
+             f"({'?' if s['rows'] is None else s['rows']} rows)" for s in stages if s["stage"] != "eval"]
     return " → ".join(parts) or "untrained"
 
 

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ from train.tinytask import JUDGE_TEMPLATE, TEMPLATE_DIR, TaskConfig, build_task
 log = logging.getLogger(__name__)
 RECIPE = Path(__file__).parent / "recipes" / "tiny-cpu.yaml"
 REPORT = "tiny-cpu.json"
+KNOWN_DIFFICULTY = ("Data: sums of one-digit numbers, known difficulty = terms − 1. The split read a tiny judge's "
+                    "scores (curate score, logprob scoring); the known difficulty was that judge's training label on a "
+                    "separate pre-training pool, and is used here only to check its scores.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,14 +125,16 @@ def _run(task: TaskConfig, split: SplitSettings, plan: Any, root: Path) -> dict[
         "max_tokens": 1, "top_logprobs": 20, "constrain_score": True, "device": "cpu", "batch_size": 64})
     score(judged)
     seconds["score"] = round(time.perf_counter() - started - sum(seconds.values()), 1)
+    # Written again on a rerun: the same run and settings write the same files, so the arms resume.
     manifest = make_split(root / "judge-run", root / "split", tau=split.tau, quantile=split.quantile,
-                          score=split.score, seed=split.seed, overwrite=True)  # the same run and settings write the same files: the arms resume
+                          score=split.score, seed=split.seed, overwrite=True)
     seconds["split"] = round(time.perf_counter() - started - sum(seconds.values()), 1)
-    arms = run_arms(plan)
+    judge = judge_agreement(root / "split")
+    arms = run_arms(replace(plan, notes=(KNOWN_DIFFICULTY, _agreement(judge, manifest))))
     seconds["arms"] = round(time.perf_counter() - started - sum(seconds.values()), 1)
     report = {"task": task_record["settings"], "split": {**asdict(split), "counts": manifest["counts"],
                                                          "chosen_tau": manifest["tau"]},
-              "judge": judge_agreement(root / "split"), "seconds": seconds, "arms": str(plan.out)}
+              "judge": judge, "seconds": seconds, "arms": str(plan.out)}
     write_atomic(root / REPORT, json.dumps(report, indent=2))
     return {**report, "table": arms["table"], "arms_manifest": arms}
 
@@ -151,6 +156,15 @@ def judge_agreement(split_dir: Path) -> dict[str, Any]:
     return {"spearman_score_vs_known_difficulty": rho, "sides": per_side, "notes": notes}
 
 
+def _agreement(judge: dict[str, Any], manifest: dict[str, Any]) -> str:
+    from curate.stats import format_interval
+
+    sides = judge["sides"]
+    return (f"Judge: Spearman {format_interval(judge['spearman_score_vs_known_difficulty'], 2)} with the known "
+            f"difficulty; mean known difficulty {_mean(sides['sft'])} on the SFT side ({manifest['counts']['sft']} "
+            f"items), {_mean(sides['rl'])} on the RL side ({manifest['counts']['rl']}).")
+
+
 def summary(report: dict[str, Any]) -> list[str]:
     """The lines `dereason-train tiny-cpu` prints above the table."""
     from curate.stats import format_interval
@@ -159,10 +173,10 @@ def summary(report: dict[str, Any]) -> list[str]:
     sides = judge["sides"]
     return [f"judge: Spearman {format_interval(judge['spearman_score_vs_known_difficulty'], 2)} between its "
             f"{report['split']['score']} score and the known difficulty of the {counts['sft'] + counts['rl']} items",
-            f"split at τ = {report['split']['chosen_tau']:.3g}: SFT {counts['sft']} items (known difficulty "
-            f"{_mean(sides['sft'])}), RL {counts['rl']} (known difficulty {_mean(sides['rl'])})",
+            f"split at τ = {report['split']['chosen_tau']:.3g}: SFT {counts['sft']} items (mean known difficulty "
+            f"{_mean(sides['sft'])}), RL {counts['rl']} (mean known difficulty {_mean(sides['rl'])})",
             "seconds: " + ", ".join(f"{phase} {value:g}" for phase, value in report["seconds"].items())]
 
 
 def _mean(side: dict[str, Any]) -> str:
-    return "none" if side["mean_known_difficulty"] is None else f"mean {side['mean_known_difficulty']:.2f}"
+    return "none" if side["mean_known_difficulty"] is None else f"{side['mean_known_difficulty']:.2f}"

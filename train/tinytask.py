@@ -70,8 +70,10 @@ class TaskConfig:
     layers: int = described("Layers of both models.", default=2)
     solver_steps: int = described("Pre-training steps of the solver: few enough that it is still unsure of long "
                                   "sums.", default=300)
-    judge_steps: int = described("Pre-training steps of the judge.", default=200)
-    learning_rate: float = described("Learning rate of both pre-trainings (AdamW; constant after a warm-up of a tenth of the steps, so that the solver is left mid-training, as a model to fine-tune is).", default=3e-3)
+    judge_steps: int = described("Pre-training steps of the judge.", default=100)
+    learning_rate: float = described("Learning rate of both pre-trainings (AdamW, constant after a warm-up over a "
+                                     "tenth of the steps, so that the solver is left mid-training, as a model to "
+                                     "fine-tune is).", default=3e-3)
     batch_size: int = described("Problems per pre-training step.", default=64)
 
     def __post_init__(self) -> None:
