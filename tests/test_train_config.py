@@ -123,7 +123,48 @@ SMOLLM2_CHAT_TEMPLATE = (
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_shipped_recipe_reads(recipe):
+    """Run recipes as `dereason-train run` reads them; tiny-cpu as `dereason-train tiny-cpu` does (its task, split
+    and every arm's stages)."""
+    if recipe.stem == "tiny-cpu":
+        from train.tinycpu import read_tiny_cpu
+
+        task, split, plan, root = read_tiny_cpu(recipe)
+        assert root == Path("runs/tiny-cpu") and split.quantile == 0.4 and task.max_terms == 6
+        assert list(plan.recipes) == ["base", "difficulty", "random", "reversed", "sft_all", "rl_all"]
+        return
     assert read_recipe(recipe).configs
+
+
+def test_the_dereason_recipe_has_the_papers_public_settings(monkeypatch):
+    """SFT lr 1e-5 over 128 sequences per step, GRPO lr 1e-6 over 64 prompts per step and 128 per rollout, 8,192
+    completion tokens, with 8 processes (accelerate's WORLD_SIZE)."""
+    import trl
+
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    configs = {name: config for _, name, config in read_recipe(RECIPES[0].parent / "dereason-qwen3-4b.yaml").configs}
+    sft, grpo = configs["sft"], configs["grpo"]
+    assert sft.learning_rate == 1e-5 and sft.batch_size * 8 * sft.gradient_accumulation_steps == 128
+    assert grpo.learning_rate == 1e-6 and grpo.max_completion_length == 8192
+    per_step = grpo.batch_size * 8 * grpo.gradient_accumulation_steps
+    assert per_step // grpo.num_generations == 64
+    generation = grpo.batch_size * 8 * grpo.trainer_args["steps_per_generation"]
+    assert generation // grpo.num_generations == 128
+    assert trl.GRPOConfig.__dataclass_fields__["steps_per_generation"]  # the TRL setting it relies on exists
+
+
+ACCELERATE = sorted((RECIPES[0].parent / "accelerate").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", ACCELERATE, ids=[p.stem for p in ACCELERATE])
+def test_the_accelerate_configs_read_as_accelerate_reads_them(config):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    cluster = ClusterConfig.from_yaml_file(str(config))
+    assert (cluster.num_processes, cluster.mixed_precision) == (8, "bf16")
+    stage = {"ddp": None, "zero2": 2, "zero3": 3}[config.stem]
+    assert str(cluster.distributed_type) == ("DistributedType.MULTI_GPU" if stage is None else
+                                             "DistributedType.DEEPSPEED")
+    assert (cluster.deepspeed_config or {}).get("zero_stage") == stage
 
 
 def test_the_smollm2_training_template_renders_smollm2s_own_text():

@@ -4,6 +4,8 @@
     dereason-train grpo  --model SFT_DIR/final --data SPLIT_DIR --out DIR --verifier math [flags | --config grpo.yaml]
     dereason-train eval  --model DIR/final --heldout test.jsonl --out DIR --verifier math [--samples k]
     dereason-train run   RECIPE.yaml [--out DIR]      SFT, then GRPO from its final model (train.run)
+    dereason-train arms  RECIPE.yaml [--out DIR]      every ablation arm of a split, and their table (train.arms)
+    dereason-train tiny-cpu [--out runs/tiny-cpu]     the whole pipeline on a synthetic task, on a CPU (train.tinycpu)
 
 Each stage's flags are its config's fields (train.config, made into flags by train.cli.flags). Any of them
 may run under `accelerate launch` for several GPUs: `accelerate launch --num_processes 8 -m train.cli run R`.
@@ -101,6 +103,70 @@ def run(
         for stage in manifest["stages"]:
             _print_record(stage["name"], stage)
         out.print(f"run manifest: {Path(manifest['out']) / 'run.json'}")
+
+
+def _print_table(manifest: dict[str, Any], lines: list[str] = ()) -> None:
+    """The arms table as markdown (no rich markup: its intervals are in brackets), then where it was written; a
+    failed arm makes the exit status 3 once the table is out."""
+    from curate.cli.common import EXIT_FAILURES, print_error
+    from train.armtable import FAILED, markdown
+
+    table, where = manifest["table"], Path(manifest["out"])
+    for line in lines:
+        print(line)
+    print(markdown(table, table["notes"]), end="")
+    out.print(f"table: {where / 'table.md'}, {where / 'table.json'}, {where / 'table.png'}", highlight=False)
+    failed = [row["arm"] for row in table["rows"] if row["status"] == FAILED]
+    if failed:
+        print_error(f"{len(failed)} arm(s) failed ({', '.join(failed)}): their rows say why, and each one's "
+                    f"error.log in {where} has the traceback; rerun the same command to try them again")
+        raise typer.Exit(EXIT_FAILURES)
+
+
+@app.command()
+def arms(
+    recipe: Annotated[Path, typer.Argument(help="YAML arms recipe: a run recipe whose data is a split directory, with "
+                                                "an eval section and optionally an arms section (see train.arms).")],
+    out_dir: Annotated[str | None, typer.Option("--out", help="Arms directory (replaces the recipe's out).",
+                                                show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Train every ablation arm of a split (difficulty, random, reversed, sft_all, rl_all) with matched budgets,
+    evaluate each on the same held-out sets, and print the comparison table; rerun to resume."""
+    _setup_logging()
+    with errors():
+        from train.arms import read_arms_recipe, run_arms
+
+        manifest = run_arms(read_arms_recipe(recipe, out_dir))
+        if not main_process():
+            return
+        if as_json:
+            print(json.dumps(manifest["table"], sort_keys=True, default=str))
+            return
+        _print_table(manifest)
+
+
+@app.command(name="tiny-cpu")
+def tiny_cpu(
+    recipe: Annotated[Path | None, typer.Option("--recipe", help="The tiny-cpu recipe (default: the shipped "
+                                                                 "train/recipes/tiny-cpu.yaml).",
+                                                show_default=False)] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="Where everything is written (default: the recipe's "
+                                                              "out, runs/tiny-cpu).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report and the table as JSON.")] = False,
+) -> None:
+    """The whole pipeline on a synthetic addition task, on a CPU: pre-train a tiny solver and a tiny judge, score
+    the items with curate's engine, split them, train every arm and print the table; rerun to resume."""
+    _setup_logging()
+    with errors():
+        from train.tinycpu import RECIPE, read_tiny_cpu, run_tiny_cpu, summary
+
+        report = run_tiny_cpu(*read_tiny_cpu(recipe or RECIPE, out_dir))
+        if as_json:
+            print(json.dumps({key: value for key, value in report.items() if key != "arms_manifest"},
+                             sort_keys=True, default=str))
+            return
+        _print_table(report["arms_manifest"], summary(report))
 
 
 def main() -> None:

@@ -1,0 +1,203 @@
+"""`dereason-train arms` and `tiny-cpu`: the table's statistics on frames whose answer is known, an arm that fails
+as a row of the table, the arms recipe's mistakes, and the tiny-cpu pipeline at a smaller size than the shipped
+recipe (pre-training, a judged split, every arm trained and evaluated): both stages train, GRPO's reward rises,
+the table has every arm with intervals and paired differences."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from conftest import assert_one_line_error
+from trainkit import (
+    build_split,
+    changed,
+    invoke_train,
+    read_jsonl,
+    weights,
+    write_chat_template,
+    write_heldout,
+)
+
+from curate.errors import ConfigError
+from train.arms import plan_arms
+from train.armtable import paired_difference, table
+from train.tinycpu import RECIPE
+
+
+def per_item(rates, ids=None, status=None):
+    ids = ids or [f"q{i}" for i in range(len(rates))]
+    return pl.DataFrame({"item_id": ids, "pass_rate": rates,
+                         "pass_status": status or ["measured"] * len(rates)})
+
+
+def test_a_constant_shift_is_exact_when_paired_though_the_pass_rates_overlap():
+    """Every item gains 0.25: the paired difference is 0.25 with a zero-width interval, while the two pass@1s
+    (items from 0 to 0.75) have intervals that overlap."""
+    baseline = np.linspace(0, 0.75, 40)
+    found = paired_difference(per_item(baseline + 0.25), per_item(baseline), seed=0)
+    assert found["paired_items"] == 40
+    assert found["difference"]["value"] == pytest.approx(0.25)
+    assert found["difference"]["low"] == pytest.approx(0.25) and found["difference"]["high"] == pytest.approx(0.25)
+
+
+def test_the_paired_interval_is_the_bootstrap_of_the_mean_difference():
+    """Half the items gain 1 and half nothing: the mean is 0.5 and the 95% interval 0.5 ± 1.96·√(0.25/n)."""
+    n = 400
+    baseline = np.zeros(n)
+    arm = np.where(np.arange(n) % 2 == 0, 1.0, 0.0)
+    found = paired_difference(per_item(arm), per_item(baseline), seed=1)["difference"]
+    half_width = 1.96 * np.sqrt(0.25 / n)
+    assert found["value"] == pytest.approx(0.5)
+    assert found["low"] == pytest.approx(0.5 - half_width, abs=0.01)
+    assert found["high"] == pytest.approx(0.5 + half_width, abs=0.01)
+
+
+def test_only_items_both_arms_measured_are_paired():
+    arm = per_item([1.0, 1.0, 0.5, 0.0], ["a", "b", "c", "d"], ["measured", "measured", "measured",
+                                                             "no_countable_attempt"])
+    baseline = per_item([0.0, 0.5, 0.5], ["a", "b", "d"])
+    found = paired_difference(arm, baseline)
+    assert found["paired_items"] == 2  # c: not in the baseline; d: the arm has no countable attempt
+    assert found["difference"]["value"] == pytest.approx(0.75)
+    assert found["difference"]["low"] is None and "bootstrap needs 10" in found["notes"][0]
+    nothing = paired_difference(arm, per_item([0.5], ["z"]))
+    assert nothing["difference"] is None and nothing["paired_items"] == 0
+
+
+def test_a_failed_arm_is_a_row_and_a_failed_baseline_leaves_no_difference():
+    done = {"status": "done", "stages": [], "sets": {"test": {"pass_at_1": {"value": 0.5, "low": 0.4, "high": 0.6},
+                                                              "measured": 12, "per_item": per_item([0.5] * 12)}}}
+    failed = {"status": "failed", "error": "DataError: no split 'x'", "stages": []}
+    result = table({"difficulty": done, "random": failed}, baseline="random")
+    difficulty, random = result["rows"]
+    assert random == {"arm": "random", "status": "failed", "error": "DataError: no split 'x'", "stages": [], "sets": {}}
+    assert difficulty["sets"]["test"]["difference"] is None
+    assert "baseline arm 'random' has no result on test" in difficulty["sets"]["test"]["notes"][0]
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"stages": ["sft"]}, "an arms recipe sets no stages"),
+    ({"sft": {"learning_rate": 1e-3}}, "set max_steps for sft"),
+    ({"grpo": {"max_steps": 2, "split": "rl"}}, "section 'grpo' sets split, which each arm chooses itself"),
+    ({"arms": {"arms": ["difficulty", "curriculum"]}}, "unknown arm(s) ['curriculum']"),
+    ({"arms": {"arms": ["difficulty"], "baseline": "random"}}, "baseline 'random' must be one of the arms"),
+    ({"eval": None}, "an eval section with heldout sets is needed"),
+])
+def test_arms_recipe_mistakes_are_refused_naming_them(tmp_path, change, expected):
+    values = {"model": "m", "data": str(tmp_path / "split"), "out": str(tmp_path / "arms"),
+              "sft": {"max_steps": 2}, "grpo": {"max_steps": 2}, "eval": {"heldout": ["test.jsonl"]}, **change}
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        plan_arms({k: v for k, v in values.items() if v is not None}, "recipe r.yaml")
+
+
+def test_each_arm_trains_its_own_splits_and_the_stages_it_has(tmp_path):
+    values = {"model": "m", "data": str(tmp_path / "split"), "sft": {"max_steps": 3}, "grpo": {"max_steps": 2},
+              "eval": {"heldout": ["test.jsonl"]}}
+    plan = plan_arms(values, "recipe r.yaml", str(tmp_path / "arms"))
+    stages = {arm: [(name, getattr(config, "split", None)) for _, name, config in recipe.configs]
+              for arm, recipe in plan.recipes.items()}
+    assert stages == {"base": [("eval", None)],
+                      "difficulty": [("sft", "sft"), ("grpo", "rl"), ("eval", None)],
+                      "random": [("sft", "random_sft"), ("grpo", "random_rl"), ("eval", None)],
+                      "reversed": [("sft", "reversed_sft"), ("grpo", "reversed_rl"), ("eval", None)],
+                      "sft_all": [("sft", "sft_all_sft"), ("eval", None)],
+                      "rl_all": [("grpo", "rl_all_rl"), ("eval", None)]}
+    assert plan.recipes["rl_all"].configs[0][2].model == "m"  # GRPO alone starts from the base model
+    assert plan.recipes["difficulty"].configs[-1][2].model == str(tmp_path / "arms" / "difficulty" / "grpo" / "final")
+
+
+def test_an_arm_that_fails_is_a_row_and_the_others_still_run(tmp_path, random_model):
+    """The split has no reversed arm: that arm fails while preparing, its row says why, the random arm trains and
+    is evaluated, the command prints the table and exits 3; a rerun with other settings is refused."""
+    recipe = {"model": str(random_model), "data": str(build_split(tmp_path / "split")), "out": str(tmp_path / "arms"),
+              "verifier": "numeric", "gradient_checkpointing": False, "batch_size": 4, "device": "cpu",
+              "arms": {"arms": ["random", "reversed"], "base": False},
+              "sft": {"learning_rate": 1e-3, "max_steps": 2, "chat_template": str(write_chat_template(
+                  tmp_path / "chatml.jinja"))},
+              "grpo": {"learning_rate": 1e-3, "max_steps": 1, "num_generations": 4, "max_completion_length": 4},
+              "eval": {"heldout": [str(write_heldout(tmp_path / "heldout.jsonl", 12))], "samples": 1,
+                       "max_tokens": 4}}
+    path = tmp_path / "arms.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    result = invoke_train("arms", path)
+    assert result.exit_code == 3, result.output
+    assert "1 arm(s) failed (reversed)" in result.stderr
+    assert "| random | sft 2×4 on random_sft (6 rows) → grpo 1×4 on random_rl (6 rows) | " in result.stdout
+    assert "| reversed | sft 2×4 on reversed_sft (? rows) → grpo 1×4 on reversed_rl (? rows) | **failed**: split " \
+           "directory" in result.stdout
+    assert "has no split 'reversed_sft'" in (tmp_path / "arms" / "reversed" / "error.log").read_text()
+    rows = json.loads((tmp_path / "arms" / "table.json").read_text())["rows"]
+    assert [(row["arm"], row["status"]) for row in rows] == [("random", "done"), ("reversed", "failed")]
+    assert rows[0]["sets"]["heldout"]["pass_at_1"]["value"] is not None
+    assert (tmp_path / "arms" / "table.png").stat().st_size > 0
+    recipe["grpo"]["learning_rate"] = 2e-3
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    assert_one_line_error(invoke_train("arms", path), "holds arms of other settings (recipes.random.grpo.learning_rate: "
+                                                      "0.001 then, 0.002 now; ")
+
+
+# The shipped recipe, shrunk: fewer and shorter pre-training steps, items and held-out items, fewer training steps
+# and samples. What it keeps: pre-training long enough that the solver is partly right, so GRPO has groups whose
+# rewards differ.
+SMALLER = {"task": {"items": 120, "heldout": 40, "pretrain_items": 800, "solver_steps": 180, "judge_steps": 40},
+           "arms": {"base": False}, "sft": {"max_steps": 4}, "grpo": {"max_steps": 16, "batch_size": 32},
+           "eval": {"samples": 2}}
+
+
+@pytest.fixture(scope="module")
+def tiny_cpu(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-cpu")
+    recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
+    for section, values in SMALLER.items():
+        recipe[section] = {**recipe[section], **values}
+    path = root / "tiny-cpu.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    result = invoke_train("tiny-cpu", "--recipe", path, "--out", root / "out")
+    assert result.exit_code == 0, result.output
+    return root / "out", result
+
+
+def test_tiny_cpu_prints_the_table_with_every_arm_its_intervals_and_paired_differences(tiny_cpu):
+    out, result = tiny_cpu
+    for arm in ("difficulty", "random", "reversed", "sft_all", "rl_all"):
+        assert f"| {arm} | " in result.stdout
+    saved = json.loads((out / "arms" / "table.json").read_text())
+    assert saved["baseline"] == "random" and saved["sets"] == ["heldout"]
+    for row in saved["rows"]:
+        entry = row["sets"]["heldout"]
+        assert row["status"] == "done" and entry["measured"] == 40
+        assert entry["pass_at_1"]["low"] <= entry["pass_at_1"]["value"] <= entry["pass_at_1"]["high"]
+        if row["arm"] != "random":
+            assert entry["paired_items"] == 40
+            assert entry["difference"]["low"] <= entry["difference"]["value"] <= entry["difference"]["high"]
+    assert (out / "arms" / "table.md").read_text() in result.stdout
+
+
+def test_both_stages_change_the_weights_and_grpos_reward_rises(tiny_cpu):
+    """SFT and GRPO each move the difficulty arm's weights. GRPO's mean reward, as TRL logs it per step, is higher
+    over the second half of its steps than over the first, in the reversed arm: its GRPO trains on the easy side,
+    where this partly trained solver's groups of completions disagree most. (The hard side gives 16 steps of 32
+    completions too few informative groups to rise every time: measured, 2 of 4 GRPO stages of one run rose.)"""
+    out, _ = tiny_cpu
+    arm = out / "arms" / "difficulty"
+    solver, sft, grpo = weights(out / "task" / "solver"), weights(arm / "sft" / "final"), weights(arm / "grpo" / "final")
+    assert changed(solver, sft) and changed(sft, grpo)
+    rewards = [row["reward"] for row in read_jsonl(out / "arms" / "reversed" / "grpo" / "metrics.jsonl")
+               if "reward" in row]
+    assert len(rewards) == 16 and np.mean(rewards[8:]) > np.mean(rewards[:8]), rewards
+
+
+def test_the_split_reads_the_judges_scores_from_curates_engine(tiny_cpu):
+    """The scores the split used are the judge run's (curate score, logprob scoring), and they track the known
+    difficulty the split never read."""
+    out, _ = tiny_cpu
+    judged = pl.read_parquet(out / "judge-run" / "per_item.parquet")
+    split = pl.concat([pl.read_parquet(out / "split" / f"{side}.parquet") for side in ("sft", "rl")])
+    joined = split.join(judged.select("item_id", "expected_mean"), on="item_id")
+    assert joined.height == 120 and (joined["score"] == joined["expected_mean"]).all()
+    report = json.loads((out / "tiny-cpu.json").read_text())
+    assert report["judge"]["spearman_score_vs_known_difficulty"]["value"] > 0.5
+    sides = report["judge"]["sides"]
+    assert sides["rl"]["mean_known_difficulty"] > sides["sft"]["mean_known_difficulty"]

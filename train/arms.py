@@ -1,0 +1,254 @@
+"""`dereason-train arms`: train every ablation arm of a split directory with matched budgets, evaluate each on
+the same held-out sets, and write one comparison table (train.armtable).
+
+An arms recipe is a run recipe (train.recipe) whose `data` is a split directory (`curate split`), with an
+`eval` section naming the held-out sets, and optionally an `arms` section (ArmsConfig). The arms decide the
+stages and the splits; every other setting is shared, so the arms differ only in which items they train on:
+
+    difficulty   SFT on sft, then GRPO on rl (the split itself: easy items to SFT, hard ones to RL)
+    random       SFT on random_sft, then GRPO on random_rl (the same sizes, items dealt at random)
+    reversed     SFT on reversed_sft, then GRPO on reversed_rl (hard items to SFT, easy ones to RL)
+    sft_all      SFT on every scored item, no GRPO
+    rl_all       GRPO on every scored item, no SFT
+    base         the starting model, untrained (with `base: true`)
+each followed by the eval stage. Matched budgets: every arm that has a stage runs it for the same number of
+optimiser steps (`max_steps`, which the recipe must set for sft and grpo) with the same batch, so each sees
+the same number of sequences (SFT) and completions (GRPO) per stage; what differs is which items fill them,
+and so how many passes over its split an arm makes (the table shows the split's rows). Single-stage arms get
+that stage's budget only. The seed, learning rates and every other setting are the same for all arms.
+
+    ARMS_DIR/
+      arms.json                  the arms settings, each arm's resolved recipe, then per arm its status (done or
+                                 failed, with the error) and run manifest; the table
+      table.md table.json table.png
+      <arm>/                     a run directory (train.run) per arm; error.log when it failed
+
+A killed `arms` resumes with the same command: a done arm is found done stage by stage, the stopped one
+resumes from its last checkpoint. A rerun with other settings is refused. An arm that fails is a row saying
+so (its traceback in <arm>/error.log), and the other arms still run; a rerun tries it again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from curate.config import check, described, read_job_file
+from curate.errors import DereasonError, RunDirError
+from curate.store import write_atomic
+from train.armtable import DONE, FAILED, markdown, plot, table
+from train.config import identity, stage_config
+from train.model import main_process
+from train.recipe import RunRecipe, recipe_from_mapping
+from train.stage import differences
+
+log = logging.getLogger(__name__)
+# Arm → its training stages and the split each trains on ("sft" and "rl" are the difficulty split's own sides).
+PLANS: dict[str, tuple[tuple[str, str], ...]] = {
+    "difficulty": (("sft", "sft"), ("grpo", "rl")),
+    "random": (("sft", "random_sft"), ("grpo", "random_rl")),
+    "reversed": (("sft", "reversed_sft"), ("grpo", "reversed_rl")),
+    "sft_all": (("sft", "sft_all_sft"),),
+    "rl_all": (("grpo", "rl_all_rl"),),
+}
+BASE = "base"
+ARMS_MANIFEST, LOCK = "arms.json", ".arms.lock"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArmsConfig:
+    """The `arms` section of an arms recipe: which arms, against which, and the table's statistics."""
+
+    arms: list[str] = described(f"Arms to train, in the table's order: any of {list(PLANS)}.",
+                                default_factory=lambda: list(PLANS))
+    baseline: str = described("The arm every paired difference is taken against.", default="random")
+    base: bool = described("Also evaluate the starting model untrained (the table's first row).", default=True)
+    bootstrap_seed: int = described("Seed of the bootstrap resamples of the table's intervals.", default=0)
+    resamples: int = described("Bootstrap resamples per interval.", default=1000)
+
+    def __post_init__(self) -> None:
+        unknown = [arm for arm in self.arms if arm not in PLANS]
+        check(not unknown, f"arms: unknown arm(s) {unknown}; choose from {list(PLANS)}")
+        check(bool(self.arms) and len(set(self.arms)) == len(self.arms), f"arms must name each arm once, got "
+                                                                         f"{self.arms}")
+        check(self.baseline in self.arms, f"baseline {self.baseline!r} must be one of the arms {self.arms}")
+        check(self.resamples >= 0, f"resamples must be >= 0, got {self.resamples}")
+
+
+@dataclass(frozen=True)
+class ArmsPlan:
+    out: Path
+    config: ArmsConfig
+    recipes: dict[str, RunRecipe]  # arm → its run, in the table's order (base first when evaluated)
+
+
+def read_arms_recipe(path: str | Path, out: str | None = None) -> ArmsPlan:
+    return plan_arms(read_job_file(path), f"recipe {path}", out)
+
+
+def plan_arms(values: dict[str, Any], where: str, out: str | None = None) -> ArmsPlan:
+    """Every arm's run recipe from an arms recipe's mapping (module docstring); `out` replaces its `out`."""
+    values = dict(values)
+    config = stage_config(ArmsConfig, values.pop("arms", None) or {}, f"{where}, section arms")
+    check("stages" not in values, f"{where}: an arms recipe sets no stages: each arm has its own (sft then grpo, "
+                                  "sft or grpo alone), followed by eval")
+    for stage in ("sft", "grpo"):
+        section = values.get(stage) or {}
+        check(isinstance(section, dict), f"{where}: section {stage!r} must be a mapping of settings")
+        check("split" not in section, f"{where}: section {stage!r} sets split, which each arm chooses itself")
+        check(section.get("max_steps") is not None or values.get("max_steps") is not None,
+              f"{where}: set max_steps for {stage}: the arms' budgets are matched in optimiser steps (epochs would "
+              "give an arm with more rows more steps)")
+    check(isinstance(values.get("eval"), dict) or "heldout" in values,
+          f"{where}: an eval section with heldout sets is needed: every arm is evaluated on them")
+    out = out or values.pop("out", None)
+    values.pop("out", None)
+    check(bool(out), f"{where}: no arms directory (out: in the recipe, or --out)")
+    arms = ([BASE] if config.base else []) + config.arms
+    recipes = {arm: recipe_from_mapping(_arm_mapping(values, arm), f"{where}, arm {arm}", str(Path(out) / arm))
+               for arm in arms}
+    return ArmsPlan(Path(out), config, recipes)
+
+
+def _arm_mapping(values: dict[str, Any], arm: str) -> dict[str, Any]:
+    plan = PLANS.get(arm, ())
+    trained = {stage: {**(values.get(stage) or {}), "split": split} for stage, split in plan}
+    shared = {key: value for key, value in values.items() if key not in ("sft", "grpo")}
+    return {**shared, **trained, "stages": [*trained, "eval"]}
+
+
+def _resolved(plan: ArmsPlan) -> dict[str, Any]:
+    """What the arms directory holds, for the manifest and for refusing a rerun with other settings."""
+    return {"arms": asdict(plan.config), "recipes": {arm: {folder: identity(config) for folder, _, config in
+                                                           recipe.configs} for arm, recipe in plan.recipes.items()}}
+
+
+def run_arms(plan: ArmsPlan) -> dict[str, Any]:
+    """Run (or resume) every arm in turn, then write the table; the arms manifest (with the table)."""
+    from train.run import run_recipe
+
+    resolved = _resolved(plan)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    with _held(plan.out):
+        stored = _read(plan.out)
+        if stored is not None and (changed := differences(stored["resolved"], resolved)):
+            raise RunDirError(f"arms directory {plan.out} holds arms of other settings ({'; '.join(changed[:5])}); "
+                              "rerun the same recipe to resume them, or choose another --out")
+        manifest: dict[str, Any] = {"out": str(plan.out), "resolved": resolved, "arms": {}}
+        for arm, recipe in plan.recipes.items():
+            log.info("arms: %s", arm)
+            try:
+                manifest["arms"][arm] = {"status": DONE, "run": run_recipe(recipe)}
+            except Exception as exc:  # noqa: BLE001 - failures are data: the arm becomes a row saying why
+                manifest["arms"][arm] = {"status": FAILED, "error": _one_line(exc)}
+                log.error("arms: %s failed: %s (traceback in %s)", arm, _one_line(exc), Path(recipe.out) / "error.log")
+                if main_process():
+                    Path(recipe.out).mkdir(parents=True, exist_ok=True)
+                    write_atomic(Path(recipe.out) / "error.log", traceback.format_exc())
+            _write(plan.out, manifest)
+        manifest["table"] = arms_table(plan, manifest["arms"])
+        _write(plan.out, manifest)
+    return manifest
+
+
+@contextmanager
+def _held(out: Path) -> Iterator[None]:
+    """One `arms` at a time in a directory (an OS lock the kernel releases when the process dies); under
+    `accelerate launch` the main process holds it for all."""
+    if not main_process():
+        yield
+        return
+    with open(out / LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(f"arms directory {out} is in use by another process; wait for it to finish or stop "
+                              "it") from None
+        yield
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split()) or "no message"
+    return text if isinstance(exc, DereasonError | OSError) else f"{type(exc).__name__}: {text}"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _read(out: Path) -> dict[str, Any] | None:
+    return _read_json(out / ARMS_MANIFEST)
+
+
+def _write(out: Path, manifest: dict[str, Any]) -> None:
+    if main_process():
+        write_atomic(out / ARMS_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str))
+
+
+def _stages(recipe: RunRecipe, run: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each stage's budget: steps, sequences per step (completions, for GRPO), split, and its rows once read."""
+    records = {stage["dir"]: stage for stage in (run or {}).get("stages", [])}
+    stages = []
+    for folder, name, config in recipe.configs:
+        if name == "eval":
+            stages.append({"stage": name, "seed": config.seed, "samples": config.samples})
+            continue
+        rows = records.get(folder, {}).get("identity", {}).get("data", {}).get("rows")
+        stages.append({"stage": name, "split": config.split, "steps": config.max_steps, "seed": config.seed,
+                       "per_step": config.batch_size * config.gradient_accumulation_steps, "rows": rows})
+    return stages
+
+
+def arms_table(plan: ArmsPlan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The comparison table of the arms' results (train.armtable), written as table.json, table.md and table.png."""
+    from curate.runs import SOLVE, read_response_run
+
+    arms = {}
+    for arm, recipe in plan.recipes.items():
+        result = results[arm]
+        entry: dict[str, Any] = {"status": result["status"], "error": result.get("error"),
+                                 "stages": _stages(recipe, result.get("run"))}
+        if result["status"] == DONE:
+            evaluation = result["run"]["stages"][-1]
+            entry["sets"] = {name: {**found, "per_item": read_response_run(Path(found["solve_run"]), SOLVE,
+                                                                              "arms")[2]}
+                             for name, found in evaluation["sets"].items()}
+        arms[arm] = entry
+    result = table(arms, plan.config.baseline, plan.config.bootstrap_seed, plan.config.resamples)
+    if main_process():
+        notes = table_notes(plan, result)
+        result["notes"] = notes
+        write_atomic(plan.out / "table.json", json.dumps(result, indent=2, sort_keys=True, default=str))
+        write_atomic(plan.out / "table.md", markdown(result, notes))
+        plot(result, plan.out / "table.png")
+    return result
+
+
+def table_notes(plan: ArmsPlan, result: dict[str, Any]) -> list[str]:
+    """What the table's reader needs: what is matched, the seeds, and every undefined number's reason."""
+    first = next(iter(plan.recipes.values())).configs[-1][2]
+    data = next((config.data for recipe in plan.recipes.values() for _, name, config in recipe.configs
+                 if name != "eval"), None)
+    split = _read_json(Path(data) / "manifest.json") if data else None
+    notes = [
+        "Matched budgets: every arm that has a stage runs it for the same optimiser steps with the same sequences per "
+        "step (SFT: sequences; GRPO: completions); the arms differ only in which items fill them.",
+        f"Evaluation: pass@1 over {first.samples} samples per item (temperature {first.temperature}, top_p "
+        f"{first.top_p}, seed {first.seed}); 95% percentile-bootstrap intervals over items ({plan.config.resamples} "
+        f"resamples, seed {plan.config.bootstrap_seed}); Δ is paired over the items both arms measured.",
+        f"Training seed: {sorted({c.seed for r in plan.recipes.values() for _, n, c in r.configs if n != 'eval'})}.",
+    ]
+    if split is not None:
+        notes.append(f"Split {data}: {split.get('score')} score, τ = {split.get('tau')} ({split.get('tau_method')}); "
+                     f"the random arm dealt with seed {split.get('seed')}.")
+    for row in result["rows"]:
+        for set_name, entry in row["sets"].items():
+            notes += [f"{row['arm']}, {set_name}: {note}" for note in entry.get("notes", [])]
+    return notes

@@ -1,0 +1,134 @@
+"""The arms comparison table: pass@1 of every arm on every held-out set with its bootstrap interval, and the
+paired difference against the baseline arm, as JSON, markdown and a plot.
+
+    pass@1        the eval stage's own (train.eval.pass_at_1): the mean over measured items of the item's pass
+                  rate, with a 95% percentile-bootstrap interval over items.
+    difference    for the items both the arm and the baseline measured: the mean of (arm's pass rate − the
+                  baseline's) per item, with a 95% percentile-bootstrap interval that resamples items, each
+                  with both of its rates. Pairing removes how hard each item is from the comparison, so the
+                  interval is narrower than the two pass@1 intervals side by side suggest whenever the arms
+                  agree on which items are hard.
+An arm that failed, or a baseline that failed, is a row that says so; its numbers are absent, never 0.
+`paired_difference` and `table` are pure functions of per-item frames; `write_table` and `plot` do the I/O.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from curate.stats import N_RESAMPLES, format_interval, headline
+
+DONE, FAILED = "done", "failed"
+
+
+def paired_difference(arm: pl.DataFrame, baseline: pl.DataFrame, seed: int = 0,
+                      n_resamples: int = N_RESAMPLES) -> dict[str, Any]:
+    """Mean per-item difference of pass rates (arm − baseline) over the items both measured, with its paired
+    bootstrap interval; each frame has item_id, pass_rate and pass_status (curate.passrate.PER_ITEM_SCHEMA)."""
+    def measured(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.filter(pl.col("pass_status") == "measured").select("item_id", "pass_rate")
+
+    joined = measured(arm).join(measured(baseline), on="item_id", how="inner", suffix="_baseline")
+    differences = (joined["pass_rate"] - joined["pass_rate_baseline"]).to_numpy()
+    notes: list[str] = []
+    value = headline("difference", np.mean, (differences,), notes,
+                     None if differences.size else "no item was measured by both arms", n_resamples=n_resamples,
+                     seed=seed)
+    return {"difference": value, "paired_items": int(differences.size), "notes": notes}
+
+
+def table(arms: dict[str, dict[str, Any]], baseline: str, seed: int = 0,
+          n_resamples: int = N_RESAMPLES) -> dict[str, Any]:
+    """The comparison: `arms` maps each arm to {"status", "error"?, "stages": [...], "sets": {set: {"pass_at_1",
+    "measured", "per_item": frame}}} (a failed arm has no sets); one row per arm, in the order given."""
+    base = arms.get(baseline, {})
+    sets = sorted({name for arm in arms.values() for name in arm.get("sets", {})})
+    rows = []
+    for name, arm in arms.items():
+        row: dict[str, Any] = {"arm": name, "status": arm["status"], "error": arm.get("error"),
+                               "stages": arm.get("stages", []), "sets": {}}
+        for set_name in sets:
+            result = arm.get("sets", {}).get(set_name)
+            if result is None:
+                continue
+            entry = {"pass_at_1": result["pass_at_1"], "measured": result["measured"]}
+            against = base.get("sets", {}).get(set_name)
+            if name == baseline:
+                entry["difference"] = None
+            elif against is None:
+                entry |= {"difference": None, "paired_items": 0,
+                          "notes": [f"no difference: the baseline arm {baseline!r} has no result on {set_name}"]}
+            else:
+                entry |= paired_difference(result["per_item"], against["per_item"], seed, n_resamples)
+            row["sets"][set_name] = entry
+        rows.append(row)
+    return {"baseline": baseline, "sets": sets, "bootstrap": {"seed": seed, "resamples": n_resamples,
+                                                              "level": 0.95}, "rows": rows}
+
+
+def _budget(stages: list[dict[str, Any]]) -> str:
+    """`sft 30×16 on sft (240 rows) → grpo 30×16 on rl (160 rows)`: steps × sequences per step, and the split."""
+    parts = [f"{s['stage']} {s['steps']}×{s['per_step']} on {s['split']} ({s['rows'] if s['rows'] is not None else '?'}"
+             f" rows)" for s in stages if s["stage"] != "eval"]
+    return " → ".join(parts) or "untrained"
+
+
+def markdown(result: dict[str, Any], notes: list[str] = ()) -> str:
+    """The table as markdown: a row per arm, a pass@1 and a difference column per held-out set, then notes."""
+    baseline = result["baseline"]
+    header = ["arm", "training (steps × sequences per step on split)"]
+    for set_name in result["sets"]:
+        header += [f"{set_name} pass@1 [95% CI]", f"Δ vs {baseline} [95% CI] (items)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in result["rows"]:
+        cells = [row["arm"], _budget(row["stages"])]
+        if row["status"] != DONE:
+            lines.append("| " + " | ".join([*cells, f"**{row['status']}**: {row['error']}",
+                                             *[""] * (len(header) - 3)]) + " |")
+            continue
+        for set_name in result["sets"]:
+            entry = row["sets"].get(set_name)
+            if entry is None:
+                cells += ["no result", ""]
+                continue
+            cells.append(format_interval(entry["pass_at_1"], 3))
+            cells.append("(baseline)" if row["arm"] == baseline else
+                         f"{format_interval(entry['difference'], 3)} ({entry['paired_items']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", *(f"- {note}" for note in notes)]).rstrip() + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Per held-out set: pass@1 of each arm and its difference against the baseline, with their intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display
+    import matplotlib.pyplot as plt
+
+    sets, rows = result["sets"], result["rows"]
+    figure, axes = plt.subplots(len(sets) or 1, 2, figsize=(10, 0.5 * len(rows) + 1.5 + 2.5 * max(len(sets) - 1, 0)),
+                                squeeze=False)
+    labels = [row["arm"] + ("" if row["status"] == DONE else f" ({row['status']})") for row in rows]
+    for axis_row, set_name in zip(axes, sets, strict=False):
+        for axis, key, title in ((axis_row[0], "pass_at_1", f"{set_name}: pass@1"),
+                                 (axis_row[1], "difference", f"{set_name}: Δ vs {result['baseline']} (paired)")):
+            for position, row in enumerate(rows):
+                stat = row["sets"].get(set_name, {}).get(key)
+                if not stat:
+                    continue
+                low = stat["value"] - stat["low"] if stat["low"] is not None else 0
+                high = stat["high"] - stat["value"] if stat["high"] is not None else 0
+                axis.errorbar(stat["value"], position, xerr=[[low], [high]], fmt="o", capsize=4, color="C0")
+            if key == "difference":
+                axis.axvline(0, color="grey", linewidth=0.8)
+            axis.set_yticks(range(len(rows)), labels)
+            axis.invert_yaxis()
+            axis.set_title(title)
+            axis.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

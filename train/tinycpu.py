@@ -1,0 +1,168 @@
+"""`dereason-train tiny-cpu`: the whole pipeline on a synthetic task with known difficulty, on a CPU, in minutes:
+
+    task (train.tinytask: items, held-out set, a tiny solver and a tiny judge pre-trained from scratch)
+      → score: `curate score` of the items by the judge (curate.engine.score; logprob scoring: the expected score
+        over the digits 1..5 of its first answer token)
+      → split: `curate split` on that score (curate.split_dir.make_split; τ, arms)
+      → arms: SFT → GRPO → eval per arm, and the comparison table (train.arms)
+
+    OUT/
+      task/            the task directory
+      judge-run/       the curate score run
+      split/           the split directory
+      arms/            the arms directory: table.md, table.json, table.png, an arm's run per folder
+      tiny-cpu.json    what the judge's scores say about the known difficulty, the known difficulty on each side
+                       of the split, and the seconds each phase took
+
+The recipe (train/recipes/tiny-cpu.yaml) is an arms recipe (train.arms) whose model, data and held-out set are
+the ones built here, plus two sections of its own: `task` (train.tinytask.TaskConfig) and `split`
+(SplitSettings). The known difficulty never reaches the split: the split reads the judge's scores, and
+tiny-cpu.json compares them with the known difficulty. Every phase resumes: a rerun finds the task built, asks
+the judge only what its run lacks, writes the same split again, and resumes the arms.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curate.config import check, described, read_job_file
+from curate.store import write_atomic
+from train.config import stage_config
+from train.tinytask import JUDGE_TEMPLATE, TEMPLATE_DIR, TaskConfig, build_task
+
+log = logging.getLogger(__name__)
+RECIPE = Path(__file__).parent / "recipes" / "tiny-cpu.yaml"
+REPORT = "tiny-cpu.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitSettings:
+    """How the judged items are split (curate split's settings of the same names)."""
+
+    score: str = described("Item score the split reads: expected (the judge's expected score over the digits 1..5),"
+                           " mean or median.", default="expected")
+    tau: float | None = described("Items scored above τ go to RL, the others to SFT.", default=None)
+    quantile: float | None = described("Instead of τ: the share of items that goes to RL, the highest scored "
+                                       "(curate split chooses τ).", default=0.4)
+    seed: int = described("Seed of the random arm's deal.", default=0)
+
+    def __post_init__(self) -> None:
+        check(self.score in ("expected", "mean", "median"), f"score must be expected, mean or median, got "
+                                                            f"{self.score!r}")
+        check((self.tau is None) != (self.quantile is None), "give the split one of tau and quantile (the other "
+                                                             f"null), got tau {self.tau}, quantile {self.quantile}")
+
+
+def read_tiny_cpu(path: str | Path = RECIPE, out: str | None = None) -> tuple[TaskConfig, SplitSettings, Any, Path]:
+    """The task, the split settings, the arms plan (its model, data and held-out set filled in) and OUT."""
+    from train.arms import plan_arms
+
+    where = f"recipe {path}"
+    values = read_job_file(path)
+    task = stage_config(TaskConfig, values.pop("task", None) or {}, f"{where}, section task")
+    split = stage_config(SplitSettings, values.pop("split", None) or {}, f"{where}, section split")
+    root = Path(out or values.pop("out", None) or "runs/tiny-cpu")
+    values.pop("out", None)
+    taken = sorted({"model", "data"} & set(values)) + (["eval.heldout"] if "heldout" in (values.get("eval") or {})
+                                                        else [])
+    check(not taken, f"{where} sets {taken}: tiny-cpu trains the model it builds, on the split it makes, and "
+                     "evaluates on its own held-out set")
+    values.setdefault("template_dir", str(TEMPLATE_DIR))
+    eval_section = {**(values.get("eval") or {}), "heldout": [str(root / "task" / "heldout.jsonl")]}
+    plan = plan_arms({**values, "model": str(root / "task" / "solver"), "data": str(root / "split"),
+                      "eval": eval_section}, where, str(root / "arms"))
+    return task, split, plan, root
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread, then as it was. Models this small gain little from a second thread on an idle machine
+    and lose most of their speed when another process holds a core: 50 pre-training steps took 5.3–6.1 s on one
+    thread and 15–51 s on two while another job ran, on the project's 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_tiny_cpu(task: TaskConfig, split: SplitSettings, plan: Any, root: Path) -> dict[str, Any]:
+    """Build, score, split and train every arm (module docstring), on one thread; the report, with the arms
+    manifest."""
+    with one_thread():
+        return _run(task, split, plan, root)
+
+
+def _run(task: TaskConfig, split: SplitSettings, plan: Any, root: Path) -> dict[str, Any]:
+    from curate.config import RunConfig
+    from curate.engine import score
+    from curate.split_dir import make_split
+    from train.arms import run_arms
+
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    task_record = build_task(task, root / "task")
+    seconds["task"] = round(time.perf_counter() - started, 1)
+    judged = RunConfig.from_flat({
+        "source": str(root / "task" / "items.jsonl"), "out": str(root / "judge-run"), "model": str(root / "task" /
+                                                                                                  "judge"),
+        "template": JUDGE_TEMPLATE, "template_dir": str(TEMPLATE_DIR), "reference_field": "answer",
+        "max_tokens": 1, "top_logprobs": 20, "constrain_score": True, "device": "cpu", "batch_size": 64})
+    score(judged)
+    seconds["score"] = round(time.perf_counter() - started - sum(seconds.values()), 1)
+    manifest = make_split(root / "judge-run", root / "split", tau=split.tau, quantile=split.quantile,
+                          score=split.score, seed=split.seed, overwrite=True)  # the same run and settings write the same files: the arms resume
+    seconds["split"] = round(time.perf_counter() - started - sum(seconds.values()), 1)
+    arms = run_arms(plan)
+    seconds["arms"] = round(time.perf_counter() - started - sum(seconds.values()), 1)
+    report = {"task": task_record["settings"], "split": {**asdict(split), "counts": manifest["counts"],
+                                                         "chosen_tau": manifest["tau"]},
+              "judge": judge_agreement(root / "split"), "seconds": seconds, "arms": str(plan.out)}
+    write_atomic(root / REPORT, json.dumps(report, indent=2))
+    return {**report, "table": arms["table"], "arms_manifest": arms}
+
+
+def judge_agreement(split_dir: Path) -> dict[str, Any]:
+    """The judge's scores against the known difficulty, on the items split: Spearman's ρ with its interval, and
+    the known difficulty's mean and histogram on each side."""
+    from curate.stats import headline, spearman
+
+    sides = {side: pl.read_parquet(split_dir / f"{side}.parquet") for side in ("sft", "rl")}
+    both = pl.concat([frame.select("score", "difficulty") for frame in sides.values()])
+    notes: list[str] = []
+    rho = headline("spearman", spearman, (both["score"].to_numpy(), both["difficulty"].to_numpy().astype(float)),
+                   notes)
+    per_side = {side: {"items": frame.height, "mean_known_difficulty": frame["difficulty"].mean()
+                       if frame.height else None,
+                       "known_difficulty_histogram": {str(k): int((frame["difficulty"] == k).sum()) for k in
+                                                      range(1, 6)}} for side, frame in sides.items()}
+    return {"spearman_score_vs_known_difficulty": rho, "sides": per_side, "notes": notes}
+
+
+def summary(report: dict[str, Any]) -> list[str]:
+    """The lines `dereason-train tiny-cpu` prints above the table."""
+    from curate.stats import format_interval
+
+    judge, counts = report["judge"], report["split"]["counts"]
+    sides = judge["sides"]
+    return [f"judge: Spearman {format_interval(judge['spearman_score_vs_known_difficulty'], 2)} between its "
+            f"{report['split']['score']} score and the known difficulty of the {counts['sft'] + counts['rl']} items",
+            f"split at τ = {report['split']['chosen_tau']:.3g}: SFT {counts['sft']} items (known difficulty "
+            f"{_mean(sides['sft'])}), RL {counts['rl']} (known difficulty {_mean(sides['rl'])})",
+            "seconds: " + ", ".join(f"{phase} {value:g}" for phase, value in report["seconds"].items())]
+
+
+def _mean(side: dict[str, Any]) -> str:
+    return "none" if side["mean_known_difficulty"] is None else f"mean {side['mean_known_difficulty']:.2f}"
