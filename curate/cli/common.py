@@ -10,11 +10,12 @@ from dataclasses import fields
 from typing import Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 
 from curate.config import SECTIONS, RunConfig
-from curate.errors import DereasonError, io_error_message
+from curate.errors import ConfigError, DereasonError, io_error_message
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -56,3 +57,14 @@ def setup_logging(verbose: bool = False) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def key_values(flag: str, pairs: list[str]) -> dict[str, Any]:
+    """A repeatable KEY=VALUE flag's values as a mapping, each VALUE read as YAML (`2`, `true`, `[a, b]`)."""
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        parsed[key] = yaml.safe_load(value)
+    return parsed

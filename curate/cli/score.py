@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,6 +25,7 @@ from curate.cli.common import (
     HELP,
     err,
     errors,
+    key_values,
     option,
     out,
     print_error,
@@ -155,7 +155,7 @@ def run_command(kind: str, doc: str) -> Callable[..., None]:
         flags.update({"out": out_dir} if out_dir is not None else {})
         with errors():
             if engine_arg:
-                flags["engine_args"] = _key_values(engine_arg)
+                flags["engine_args"] = key_values("--engine-arg", engine_arg)
             settings = {**(read_job_file(config) if config else {}), **flags}
             if kind != "score":
                 settings.setdefault("template", DEFAULT_RESPONSE_TEMPLATE)
@@ -215,15 +215,6 @@ class _failures_reported:
             raise typer.Exit(EXIT_FAILURES) from None
         return False
 
-
-def _key_values(pairs: list[str]) -> dict[str, Any]:
-    parsed = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--engine-arg takes KEY=VALUE, got {pair!r}")
-        parsed[key] = yaml.safe_load(value)
-    return parsed
 
 
 def _report(result: dict[str, Any], run_dir: Path, as_json: bool, kind: str) -> None:

@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import typer
-import yaml
 
-from curate.cli.common import errors
-from curate.errors import ConfigError
+from curate.cli.common import errors, key_values
 
 
 def _base(hint: Any) -> Any:
@@ -48,15 +46,6 @@ def _flag(field: Field, hint: Any) -> tuple[Any, typer.models.OptionInfo]:
                                               show_default=False)
     return kind | None, typer.Option(f"--{name}", help=text, show_default=False)
 
-
-def key_values(flag: str, pairs: list[str]) -> dict[str, Any]:
-    parsed = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{flag} takes KEY=VALUE, got {pair!r}")
-        parsed[key] = yaml.safe_load(value)
-    return parsed
 
 
 def config_command(cls: type, run: Callable[[dict[str, Any], Path | None], None], name: str,
