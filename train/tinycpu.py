@@ -172,7 +172,7 @@ def summary(report: dict[str, Any]) -> list[str]:
     sides = judge["sides"]
     return [f"judge: Spearman {format_interval(judge['spearman_score_vs_known_difficulty'], 2)} between its "
             f"{report['split']['score']} score and the known difficulty of the {counts['sft'] + counts['rl']} items",
-            f"split at τ = {report['split']['chosen_tau']:.3g}: SFT {counts['sft']} items (mean known difficulty "
+            f"split at τ = {report['split']['chosen_tau']:.4g}: SFT {counts['sft']} items (mean known difficulty "
             f"{_mean(sides['sft'])}), RL {counts['rl']} (mean known difficulty {_mean(sides['rl'])})",
             "seconds: " + ", ".join(f"{phase} {value:g}" for phase, value in report["seconds"].items())]
 
