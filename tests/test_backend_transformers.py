@@ -455,6 +455,31 @@ def test_prefetching_keeps_order_raises_what_the_producer_raised_and_stops_with_
     assert not any(thread.name == "dereason-prefetch" for thread in threading.enumerate())
 
 
+@pytest.mark.parametrize(("torch_threads", "cores", "background"), [(2, 2, False), (1, 2, True)],
+                         ids=["every core in torch: inline", "a core to spare: in the background"])
+def test_windows_are_tokenized_in_the_background_only_with_a_core_to_spare(backend, monkeypatch, torch_threads,
+                                                                           cores, background):
+    """On CPU a tokenizing thread beside torch's threads on every core preempts them (BENCHMARKS.md (e))."""
+    import threading
+
+    import torch
+
+    from curate.backends import transformers
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: torch_threads)
+    monkeypatch.setattr(transformers, "available_cores", lambda: cores)
+    tokenized_in = []
+    rows = transformers.TransformersBackend._rows
+
+    def recording(self, requests):
+        tokenized_in.append(threading.current_thread().name)
+        return rows(self, requests)
+
+    monkeypatch.setattr(transformers.TransformersBackend, "_rows", recording)
+    assert len(run(backend, REQUESTS, SamplingConfig(max_tokens=2), batch_size=4)) == 21
+    assert tokenized_in and set(tokenized_in) == {"dereason-prefetch" if background else "MainThread"}
+
+
 def test_a_template_error_in_a_later_window_reaches_the_caller(tmp_path, random_model, monkeypatch):
     from curate.backends import transformers
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -91,6 +92,11 @@ class _Raised(NamedTuple):
 
 
 _EXHAUSTED = object()
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:

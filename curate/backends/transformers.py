@@ -9,7 +9,8 @@ the device, and each step syncs with the host once, to learn whether every row h
 
 Scheduling: requests are taken a window at a time and sorted by prompt length, so a batch pads
 little. The next window is rendered and tokenized in a background thread while the model runs this
-one (the first window is small, so the model starts early). Every prompt of a template starts with
+one (the first window is small, so the model starts early), where a core is free for it: beside an
+accelerator, or when torch's threads leave one. Every prompt of a template starts with
 the same tokens (chat preamble and rubric): that shared prefix is run once, its KV cache kept and
 copied across each batch, and only the rest of each prompt is run per row (left-padded between
 prefix and suffix, with explicit position ids, so every row sees exactly the positions it would
@@ -39,6 +40,7 @@ from curate.backends.base import (
     Completion,
     Request,
     TokenLogprobs,
+    available_cores,
     context_exceeded,
     gguf_file,
     load_error,
@@ -147,7 +149,8 @@ class TransformersBackend:
         return prompt_token_ids(self.tokenizer, messages)
 
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
-        for window in prefetched(self._windows(requests)):
+        windows = self._windows(requests)
+        for window in prefetched(windows) if self._core_to_spare() else windows:
             fitting = []
             for item_id, idx, ids in window:
                 if self.context is None or len(ids) < self.context:
@@ -160,6 +163,13 @@ class TransformersBackend:
             shared = self._shared_prefix(fitting) if self.reuse_prefix and fitting else 0
             for batch in self._batches(fitting, sampling):
                 yield from self._answer(batch, sampling, shared)
+
+    def _core_to_spare(self) -> bool:
+        """Whether the next window can be tokenized in a background thread without taking cores from the model:
+        beside an accelerator, or when torch's threads leave a CPU core free. When they fill every core, a busy
+        second thread preempts them, which costs more than it overlaps (2 threads on 2 cores: 0.91 of the raw
+        forward's rate in the background, 1.0 inline; BENCHMARKS.md (e))."""
+        return self.device.type != "cpu" or torch.get_num_threads() < available_cores()
 
     def _windows(self, requests: Iterable[Request]) -> Iterator[list[Row]]:
         """Rows (item_id, sample_idx, prompt ids), WINDOW_ROWS at a time (enough to sort by length), the first
