@@ -2,8 +2,8 @@
 
 Items compared are those scored in both runs (an inner join of `curate.stats.item_scores` on
 item_id); `n_only_a` / `n_only_b` count items scored in one run but not the other (absent from the
-other run, or unscored there). An id names the same item in both runs only when the items agree:
-`item_differences` finds the shared ids whose question, reference or choices differ.
+other run, or unscored there). An id names the same item in both runs only when the items agree
+(`curate.runs.item_differences`).
 
 Definitions
     alpha           Krippendorff's α, ordinal, the two runs as coders, over rounded scores.
@@ -36,19 +36,6 @@ from curate.stats import (
     quadratic_kappa,
     round_score,
 )
-
-ITEM_TEXT = ("question", "reference", "choices")
-
-
-def item_differences(items_a: pl.DataFrame, items_b: pl.DataFrame) -> pl.DataFrame:
-    """id, `same`, and each run's question, over the ids both items frames hold (RUN_DIR/items.parquet);
-    `same` is false when the question, the reference or the choices differ."""
-    def text(items: pl.DataFrame) -> pl.DataFrame:
-        return items.select("id", "question", pl.struct(ITEM_TEXT).struct.json_encode().alias("text"))
-
-    joined = text(items_a).join(text(items_b), on="id", suffix="_b")
-    return joined.select("id", (pl.col("text") == pl.col("text_b")).alias("same"),
-                         pl.col("question").alias("question_a"), "question_b").sort("id")
 
 
 def _alpha_of_pair(a: np.ndarray, b: np.ndarray) -> float:

@@ -51,7 +51,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.card import CARD, HISTOGRAM, dataset_card, histogram_png, trainer_card
-from curate.compare import ITEM_TEXT
 from curate.errors import ConfigError, DataError, DereasonError
 from curate.export_trainers import (
     RESPONSE,
@@ -63,7 +62,7 @@ from curate.export_trainers import (
     with_prompt_fields,
 )
 from curate.outdir import atomic_directory, check_output_dir, is_run_dir
-from curate.runs import RESPOND, read_response_run, refuse_other_items
+from curate.runs import ITEM_TEXT, RESPOND, read_response_run, refuse_other_items
 from curate.store import write_atomic
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ from typing import Any
 
 import polars as pl
 
-from curate.compare import item_differences
 from curate.errors import ConfigError, RunDirError
 from curate.store import (
     DATABASE,
@@ -93,6 +92,20 @@ def read_response_run(run_dir: Path, kind: str, option: str) -> tuple[dict[str, 
     """The identity, items and per-item frame (aggregated now) of a solve or respond run given to `option`."""
     identity = read_run_of(run_dir, kind, option)
     return identity, read_items(run_dir), aggregated_now(run_dir, identity)
+
+
+ITEM_TEXT = ("question", "reference", "choices")
+
+
+def item_differences(items_a: pl.DataFrame, items_b: pl.DataFrame) -> pl.DataFrame:
+    """id, `same`, and each run's question, over the ids both items frames hold (RUN_DIR/items.parquet);
+    `same` is false when the question, the reference or the choices differ."""
+    def text(items: pl.DataFrame) -> pl.DataFrame:
+        return items.select("id", "question", pl.struct(ITEM_TEXT).struct.json_encode().alias("text"))
+
+    joined = text(items_a).join(text(items_b), on="id", suffix="_b")
+    return joined.select("id", (pl.col("text") == pl.col("text_b")).alias("same"),
+                         pl.col("question").alias("question_a"), "question_b").sort("id")
 
 
 def _quoted(question: str) -> str:

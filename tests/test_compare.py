@@ -3,8 +3,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curate.compare import compare_runs, item_differences
 from curate.choices import CHOICE
+from curate.compare import compare_runs
+from curate.runs import item_differences
 
 SCHEMA = {"item_id": pl.String, "score_mean": pl.Float64, "score_median": pl.Float64, "expected_mean": pl.Float64,
           "n_logprobs": pl.Int64, "item_status": pl.String}
