@@ -28,6 +28,7 @@ from curate.tasks import rebuild_task
 
 SCORE, SOLVE, RESPOND = "score", "solve", "respond"
 SHOWN_CHARS = 60  # of a question quoted in a message
+ITEM_TEXT = ("question", "reference", "choices")  # what makes two items with one id the same item
 # What to do with a run of each kind, for a command that was given it in the wrong place.
 USES = {SCORE: "split it (`curate split`) or check it (`curate stats`)",
         SOLVE: "check a judge run against it (`curate stats JUDGE_RUN --pass-rate RUN`, or --irt with other solve "
@@ -92,9 +93,6 @@ def read_response_run(run_dir: Path, kind: str, option: str) -> tuple[dict[str, 
     """The identity, items and per-item frame (aggregated now) of a solve or respond run given to `option`."""
     identity = read_run_of(run_dir, kind, option)
     return identity, read_items(run_dir), aggregated_now(run_dir, identity)
-
-
-ITEM_TEXT = ("question", "reference", "choices")
 
 
 def item_differences(items_a: pl.DataFrame, items_b: pl.DataFrame) -> pl.DataFrame:
