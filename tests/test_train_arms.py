@@ -77,9 +77,51 @@ def test_a_failed_arm_is_a_row_and_a_failed_baseline_leaves_no_difference():
     assert "baseline arm 'random' has no result on test" in difficulty["sets"]["test"]["notes"][0]
 
 
+def test_the_tables_intervals_use_the_tables_seed_and_resamples_and_keep_every_reason():
+    """pass@1 is taken from the per-item frame with the table's settings (the eval stage's own interval used
+    another seed and 1,000 resamples whatever the table said), and its reasons reach the row."""
+    arm = {"status": "done", "stages": [], "sets": {"test": {"per_item": per_item(list(np.linspace(0, 1, 30)))}}}
+    unresampled = table({"random": arm}, baseline="random", n_resamples=0)["rows"][0]["sets"]["test"]
+    assert unresampled["pass_at_1"]["value"] == pytest.approx(0.5) and unresampled["pass_at_1"]["low"] is None
+    assert unresampled["measured"] == 30 and unresampled["notes"]
+    low = [table({"random": arm}, baseline="random", seed=seed)["rows"][0]["sets"]["test"]["pass_at_1"]["low"]
+           for seed in (0, 1)]
+    assert low[0] != low[1]
+
+
+def test_the_notes_name_a_tau_per_domain(tmp_path):
+    """`curate split --per-domain` stores τ per domain: the table's notes list them (they raised a TypeError after
+    every arm had trained, so no table was ever written)."""
+    from train.arms import table_notes
+
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "manifest.json").write_text(json.dumps(
+        {"score": "mean", "tau": {"algebra": 3.0, "geometry": None}, "tau_method": "quantile", "seed": 0}))
+    plan = plan_arms({"model": "m", "data": str(tmp_path / "split"), "out": str(tmp_path / "arms"), "max_steps": 2,
+                      "eval": {"heldout": ["test.jsonl"]}}, "recipe r.yaml")
+    notes = table_notes(plan, {"rows": []})
+    assert any("τ = algebra 3, geometry none (quantile)" in note for note in notes), notes
+
+
+def test_only_the_main_process_makes_the_table(tmp_path, monkeypatch):
+    """Under `accelerate launch` the other processes' eval stages return no results: they make no table (they
+    raised KeyError: 'sets')."""
+    from train import arms, run
+
+    monkeypatch.setattr(arms, "main_process", lambda: False)
+    monkeypatch.setattr(run, "run_recipe", lambda recipe: {"stages": [{"name": "eval", "dir": "eval"}]})
+    plan = plan_arms({"model": "m", "data": str(tmp_path / "split"), "out": str(tmp_path / "arms"), "max_steps": 2,
+                      "eval": {"heldout": ["test.jsonl"]}, "arms": {"arms": ["random"], "base": False}},
+                     "recipe r.yaml")
+    manifest = arms.run_arms(plan)
+    assert manifest["arms"]["random"]["status"] == "done" and "table" not in manifest
+    assert not (tmp_path / "arms" / "table.json").exists()
+
+
 @pytest.mark.parametrize(("change", "expected"), [
     ({"stages": ["sft"]}, "an arms recipe sets no stages"),
     ({"sft": {"learning_rate": 1e-3}}, "set max_steps for sft"),
+    ({"max_steps": 5, "sft": {"max_steps": None}}, "set max_steps for sft"),  # the section's null wins over 5
     ({"grpo": {"max_steps": 2, "split": "rl"}}, "section 'grpo' sets split, which each arm chooses itself"),
     ({"arms": {"arms": ["difficulty", "curriculum"]}}, "unknown arm(s) ['curriculum']"),
     ({"arms": {"arms": ["difficulty"], "baseline": "random"}}, "baseline 'random' must be one of the arms"),
@@ -208,3 +250,16 @@ def test_the_split_reads_the_judges_scores_from_curates_engine(tiny_cpu):
     assert report["judge"]["spearman_score_vs_known_difficulty"]["value"] > 0.5
     sides = report["judge"]["sides"]
     assert sides["rl"]["mean_known_difficulty"] > sides["sft"]["mean_known_difficulty"]
+
+
+def test_a_rerun_with_other_split_settings_is_refused_before_the_split_is_touched(tiny_cpu, tmp_path):
+    """The split is written again on every run: with other settings it replaced the one the arms had trained on."""
+    out, _ = tiny_cpu
+    before = (out / "split" / "manifest.json").read_bytes()
+    recipe = yaml.safe_load((out.parent / "tiny-cpu.yaml").read_text(encoding="utf-8"))
+    recipe["split"] = {**recipe["split"], "quantile": 0.5}
+    path = tmp_path / "other-split.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    assert_one_line_error(invoke_train("tiny-cpu", "--recipe", path, "--out", out),
+                          "holds a tiny-cpu run split with other settings (quantile: 0.4 then, 0.5 now)")
+    assert (out / "split" / "manifest.json").read_bytes() == before

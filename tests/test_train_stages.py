@@ -133,3 +133,28 @@ def test_a_chat_template_without_generation_markers_is_refused_for_assistant_onl
     assert_one_line_error(invoke_train("sft", "--model", random_model, "--data", split, "--out", tmp_path / "o"),
                           "has no {% generation %} markers, which assistant-only loss needs, and TRL has no training "
                           "version of it: give --chat-template FILE")
+
+
+def test_a_stage_killed_before_its_first_checkpoint_starts_its_metrics_again(tmp_path):
+    """No checkpoint to resume from: training starts again at step 1, so the killed attempt's logged steps go
+    (they were kept, and metrics.jsonl counted steps 1, 2, 3, 1, 2, 3)."""
+    from dataclasses import dataclass
+
+    from train.stage import Stage
+
+    @dataclass(frozen=True)
+    class Settings:
+        out: str
+        learning_rate: float = 1e-3
+
+    def attempt(loss: float) -> None:
+        with Stage("sft", Settings(str(tmp_path / "sft")), {}, {}) as stage:
+            stage.finished()
+            assert stage.start({}) is None  # no checkpoint: from the start
+            with (tmp_path / "sft" / METRICS).open("a", encoding="utf-8") as metrics:
+                metrics.writelines(json.dumps({"step": step, "loss": loss}) + "\n" for step in (1, 2, 3))
+
+    attempt(1.0)
+    attempt(0.5)
+    assert [(row["step"], row["loss"]) for row in read_jsonl(tmp_path / "sft" / METRICS)] == [(1, 0.5), (2, 0.5),
+                                                                                               (3, 0.5)]

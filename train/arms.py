@@ -104,9 +104,6 @@ def plan_arms(values: dict[str, Any], where: str, out: str | None = None) -> Arm
         section = values.get(stage) or {}
         check(isinstance(section, dict), f"{where}: section {stage!r} must be a mapping of settings")
         check("split" not in section, f"{where}: section {stage!r} sets split, which each arm chooses itself")
-        check(section.get("max_steps") is not None or values.get("max_steps") is not None,
-              f"{where}: set max_steps for {stage}: the arms' budgets are matched in optimiser steps (epochs would "
-              "give an arm with more rows more steps)")
     check(isinstance(values.get("eval"), dict) or "heldout" in values,
           f"{where}: an eval section with heldout sets is needed: every arm is evaluated on them")
     out = out or values.pop("out", None)
@@ -115,6 +112,10 @@ def plan_arms(values: dict[str, Any], where: str, out: str | None = None) -> Arm
     arms = ([BASE] if config.base else []) + config.arms
     recipes = {arm: recipe_from_mapping(_arm_mapping(values, arm), f"{where}, arm {arm}", str(Path(out) / arm))
                for arm in arms}
+    unbounded = sorted({name for recipe in recipes.values() for _, name, stage in recipe.configs
+                        if name != "eval" and stage.max_steps is None})
+    check(not unbounded, f"{where}: set max_steps for {' and '.join(unbounded)}: the arms' budgets are matched in "
+                         "optimiser steps (epochs would give an arm with more rows more steps)")
     return ArmsPlan(Path(out), config, recipes)
 
 
@@ -154,8 +155,9 @@ def run_arms(plan: ArmsPlan) -> dict[str, Any]:
                     Path(recipe.out).mkdir(parents=True, exist_ok=True)
                     write_atomic(Path(recipe.out) / "error.log", traceback.format_exc())
             _write(plan.out, manifest)
-        manifest["table"] = arms_table(plan, manifest["arms"])
-        _write(plan.out, manifest)
+        if main_process():  # the one process that evaluated: the others have no results to tabulate
+            manifest["table"] = arms_table(plan, manifest["arms"])
+            _write(plan.out, manifest)
     return manifest
 
 
@@ -218,17 +220,15 @@ def arms_table(plan: ArmsPlan, results: dict[str, dict[str, Any]]) -> dict[str, 
                                  "stages": _stages(recipe, result.get("run"))}
         if result["status"] == DONE:
             evaluation = result["run"]["stages"][-1]
-            entry["sets"] = {name: {**found, "per_item": read_response_run(Path(found["solve_run"]), SOLVE,
-                                                                              "arms")[2]}
+            entry["sets"] = {name: {"per_item": read_response_run(Path(found["solve_run"]), SOLVE, "arms")[2]}
                              for name, found in evaluation["sets"].items()}
         arms[arm] = entry
     result = table(arms, plan.config.baseline, plan.config.bootstrap_seed, plan.config.resamples)
-    if main_process():
-        notes = table_notes(plan, result)
-        result["notes"] = notes
-        write_atomic(plan.out / "table.json", json.dumps(result, indent=2, sort_keys=True, default=str))
-        write_atomic(plan.out / "table.md", markdown(result, notes))
-        plot(result, plan.out / "table.png")
+    notes = table_notes(plan, result)
+    result["notes"] = notes
+    write_atomic(plan.out / "table.json", json.dumps(result, indent=2, sort_keys=True, default=str))
+    write_atomic(plan.out / "table.md", markdown(result, notes))
+    plot(result, plan.out / "table.png")
     return result
 
 
@@ -248,9 +248,16 @@ def table_notes(plan: ArmsPlan, result: dict[str, Any]) -> list[str]:
         f"Training seed: {sorted({c.seed for r in plan.recipes.values() for _, n, c in r.configs if n != 'eval'})}.",
     ]
     if split is not None:
-        notes.append(f"Split {data}: {split.get('score')} score, τ = {split.get('tau'):.4g} "
+        notes.append(f"Split {data}: {split.get('score')} score, τ = {_tau_text(split.get('tau'))} "
                      f"({split.get('tau_method')}); the random arm dealt with seed {split.get('seed')}.")
     for row in result["rows"]:
         for set_name, entry in row["sets"].items():
             notes += [f"{row['arm']}, {set_name}: {note}" for note in entry.get("notes", [])]
     return notes
+
+
+def _tau_text(tau: float | dict[str, float | None] | None) -> str:
+    """τ as the split manifest holds it: one number, or one per domain (`curate split --per-domain`)."""
+    if isinstance(tau, dict):
+        return ", ".join(f"{domain} {_tau_text(value)}" for domain, value in tau.items())
+    return "none" if tau is None else f"{tau:.4g}"

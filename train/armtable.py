@@ -1,8 +1,9 @@
 """The arms comparison table: pass@1 of every arm on every held-out set with its bootstrap interval, and the
 paired difference against the baseline arm, as JSON, markdown and a plot.
 
-    pass@1        the eval stage's own (train.eval.pass_at_1): the mean over measured items of the item's pass
-                  rate, with a 95% percentile-bootstrap interval over items.
+    pass@1        the mean over measured items of the item's pass rate (train.eval.mean_pass_rate), with a 95%
+                  percentile-bootstrap interval over items, taken from the eval's per-item frame with the
+                  table's seed and resamples.
     difference    for the items both the arm and the baseline measured: the mean of (arm's pass rate − the
                   baseline's) per item, with a 95% percentile-bootstrap interval that resamples items, each
                   with both of its rates. Pairing removes how hard each item is from the comparison, so the
@@ -43,8 +44,10 @@ def paired_difference(arm: pl.DataFrame, baseline: pl.DataFrame, seed: int = 0,
 
 def table(arms: dict[str, dict[str, Any]], baseline: str, seed: int = 0,
           n_resamples: int = N_RESAMPLES) -> dict[str, Any]:
-    """The comparison: `arms` maps each arm to {"status", "error"?, "stages": [...], "sets": {set: {"pass_at_1",
-    "measured", "per_item": frame}}} (a failed arm has no sets); one row per arm, in the order given."""
+    """The comparison: `arms` maps each arm to {"status", "error"?, "stages": [...], "sets": {set: {"per_item":
+    frame}}} (a failed arm has no sets); one row per arm, in the order given."""
+    from train.eval import mean_pass_rate
+
     base = arms.get(baseline, {})
     sets = sorted({name for arm in arms.values() for name in arm.get("sets", {})})
     rows = []
@@ -55,15 +58,17 @@ def table(arms: dict[str, dict[str, Any]], baseline: str, seed: int = 0,
             result = arm.get("sets", {}).get(set_name)
             if result is None:
                 continue
-            entry = {"pass_at_1": result["pass_at_1"], "measured": result["measured"]}
+            entry = mean_pass_rate(result["per_item"], seed, n_resamples)
             against = base.get("sets", {}).get(set_name)
             if name == baseline:
                 entry["difference"] = None
             elif against is None:
-                entry |= {"difference": None, "paired_items": 0,
-                          "notes": [f"no difference: the baseline arm {baseline!r} has no result on {set_name}"]}
+                entry |= {"difference": None, "paired_items": 0}
+                entry["notes"].append(f"no difference: the baseline arm {baseline!r} has no result on {set_name}")
             else:
-                entry |= paired_difference(result["per_item"], against["per_item"], seed, n_resamples)
+                paired = paired_difference(result["per_item"], against["per_item"], seed, n_resamples)
+                entry |= {"difference": paired["difference"], "paired_items": paired["paired_items"],
+                          "notes": entry["notes"] + paired["notes"]}
             row["sets"][set_name] = entry
         rows.append(row)
     return {"baseline": baseline, "sets": sets, "bootstrap": {"seed": seed, "resamples": n_resamples,

@@ -112,14 +112,20 @@ def solve_config(config: EvalConfig, source: str) -> RunConfig:
 def pass_at_1(per_item: Any, seed: int) -> dict[str, Any]:
     """pass@1 over a solve run's per-item frame (module docstring), with its bootstrap interval and counts."""
     from curate.passrate import summarize
-    from curate.stats import headline
 
-    summary = summarize(per_item)
+    return {**summarize(per_item), **mean_pass_rate(per_item, seed)}
+
+
+def mean_pass_rate(per_item: Any, seed: int, n_resamples: int | None = None) -> dict[str, Any]:
+    """pass@1, the mean pass rate over the measured items, with its 95% bootstrap interval over items (curate's
+    default resamples unless given), the number of measured items, and why a number is missing if one is."""
+    from curate.stats import N_RESAMPLES, headline
+
     rates = per_item.filter(per_item["pass_status"] == "measured")["pass_rate"].to_numpy()
     notes: list[str] = []
     value = headline("pass@1", np.mean, (rates,), notes, None if rates.size else "no item has a countable attempt",
-                     seed=seed)
-    return {"pass_at_1": value, "notes": notes, **summary}
+                     n_resamples=N_RESAMPLES if n_resamples is None else n_resamples, seed=seed)
+    return {"pass_at_1": value, "measured": int(rates.size), "notes": notes}
 
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:

@@ -139,8 +139,9 @@ class Stage:
         if self.main:
             checkpoint = last_checkpoint(self.dir)
             self._write({"identity": self.identity, "status": TRAINING, **details})
+            # Without a checkpoint training starts again at step 1: the killed attempt's logs go too.
+            self._keep_metrics_until(int(_CHECKPOINT.fullmatch(checkpoint.name)[1]) if checkpoint else 0)
             if checkpoint is not None:
-                self._keep_metrics_until(int(_CHECKPOINT.fullmatch(checkpoint.name)[1]))
                 log.warning("%s: resuming from %s", self.name, checkpoint)
             append_jsonl(self.dir / INVOCATIONS, {"started_at": time.time(), "versions": versions(),
                                                   "resumed_from": checkpoint.name if checkpoint else None,

@@ -11,6 +11,7 @@
       judge-run/       the curate score run
       split/           the split directory
       arms/            the arms directory: table.md, table.json, table.png, an arm's run per folder
+      split-settings.json  the split settings, written before the first split
       tiny-cpu.json    what the judge's scores say about the known difficulty, the known difficulty on each side
                        of the split, and the seconds each phase took
 
@@ -18,7 +19,8 @@ The recipe (train/recipes/tiny-cpu.yaml) is an arms recipe (train.arms) whose mo
 the ones built here, plus two sections of its own: `task` (train.tinytask.TaskConfig) and `split`
 (SplitSettings). The known difficulty never reaches the split: the split reads the judge's scores, and
 tiny-cpu.json compares them with the known difficulty. Every phase resumes: a rerun finds the task built, asks
-the judge only what its run lacks, writes the same split again, and resumes the arms.
+the judge only what its run lacks, writes the same split again, and resumes the arms; a rerun with other split
+settings is refused before the split is touched.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from train.tinytask import JUDGE_TEMPLATE, TEMPLATE_DIR, TaskConfig, build_task
 log = logging.getLogger(__name__)
 RECIPE = Path(__file__).parent / "recipes" / "tiny-cpu.yaml"
 REPORT = "tiny-cpu.json"
+SPLIT_SETTINGS = "split-settings.json"  # what the split was asked for, kept before the first split
 KNOWN_DIFFICULTY = ("Data: sums of one-digit numbers, known difficulty = terms − 1. The split read a tiny judge's "
                     "scores (curate score, logprob scoring); the known difficulty was that judge's training label on a "
                     "separate pre-training pool, and is used here only to check its scores.")
@@ -124,6 +127,7 @@ def _run(task: TaskConfig, split: SplitSettings, plan: Any, root: Path) -> dict[
         "max_tokens": 1, "top_logprobs": 20, "constrain_score": True, "device": "cpu", "batch_size": 64})
     score(judged)
     seconds["score"] = round(time.perf_counter() - started - sum(seconds.values()), 1)
+    _hold_split_settings(split, root)
     # Written again on a rerun: the same run and settings write the same files, so the arms resume.
     manifest = make_split(root / "judge-run", root / "split", tau=split.tau, quantile=split.quantile,
                           score=split.score, seed=split.seed, overwrite=True)
@@ -136,6 +140,22 @@ def _run(task: TaskConfig, split: SplitSettings, plan: Any, root: Path) -> dict[
               "judge": judge, "seconds": seconds, "arms": str(plan.out)}
     write_atomic(root / REPORT, json.dumps(report, indent=2))
     return {**report, "table": arms["table"], "arms_manifest": arms}
+
+
+def _hold_split_settings(split: SplitSettings, root: Path) -> None:
+    """Record the split settings before the first split, and refuse other ones later: the split is rewritten on
+    every run, and another split under arms trained on this one would make their results mean nothing."""
+    from curate.errors import RunDirError
+    from train.stage import differences
+
+    path, wanted = root / SPLIT_SETTINGS, asdict(split)
+    if path.is_file():
+        if changed := differences(json.loads(path.read_text(encoding="utf-8")), wanted):
+            raise RunDirError(f"{root} holds a tiny-cpu run split with other settings ({'; '.join(changed)}); rerun "
+                              "with the same recipe to resume it, or choose another --out")
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(wanted, indent=2))
 
 
 def judge_agreement(split_dir: Path) -> dict[str, Any]:
