@@ -118,6 +118,28 @@ def test_only_the_main_process_makes_the_table(tmp_path, monkeypatch):
     assert not (tmp_path / "arms" / "table.json").exists()
 
 
+def test_an_arm_that_succeeds_on_a_rerun_loses_its_old_traceback(tmp_path, monkeypatch):
+    from train import arms, run
+
+    outcomes = iter([RuntimeError("out of memory"), {"stages": []}])
+
+    def run_recipe(recipe):
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(run, "run_recipe", run_recipe)
+    monkeypatch.setattr(arms, "arms_table", lambda plan, results: {})
+    plan = plan_arms({"model": "m", "data": str(tmp_path / "split"), "out": str(tmp_path / "arms"), "max_steps": 2,
+                      "eval": {"heldout": ["test.jsonl"]}, "arms": {"arms": ["random"], "base": False}},
+                     "recipe r.yaml")
+    assert arms.run_arms(plan)["arms"]["random"]["status"] == "failed"
+    assert "out of memory" in (tmp_path / "arms" / "random" / "error.log").read_text()
+    assert arms.run_arms(plan)["arms"]["random"]["status"] == "done"
+    assert not (tmp_path / "arms" / "random" / "error.log").exists()
+
+
 @pytest.mark.parametrize(("change", "expected"), [
     ({"stages": ["sft"]}, "an arms recipe sets no stages"),
     ({"sft": {"learning_rate": 1e-3}}, "set max_steps for sft"),

@@ -148,6 +148,8 @@ def run_arms(plan: ArmsPlan) -> dict[str, Any]:
             log.info("arms: %s", arm)
             try:
                 manifest["arms"][arm] = {"status": DONE, "run": run_recipe(recipe)}
+                if main_process():  # a traceback of an earlier try would say this arm is broken
+                    (Path(recipe.out) / "error.log").unlink(missing_ok=True)
             except Exception as exc:  # noqa: BLE001 - failures are data: the arm becomes a row saying why
                 manifest["arms"][arm] = {"status": FAILED, "error": _one_line(exc)}
                 log.error("arms: %s failed: %s (traceback in %s)", arm, _one_line(exc), Path(recipe.out) / "error.log")
