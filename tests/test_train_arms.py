@@ -22,7 +22,7 @@ from trainkit import (
 
 from curate.errors import ConfigError
 from train.arms import plan_arms
-from train.armtable import paired_difference, table
+from train.armtable import markdown, paired_difference, table
 from train.tinycpu import RECIPE
 
 
@@ -75,6 +75,9 @@ def test_a_failed_arm_is_a_row_and_a_failed_baseline_leaves_no_difference():
     assert random == {"arm": "random", "status": "failed", "error": "DataError: no split 'x'", "stages": [], "sets": {}}
     assert difficulty["sets"]["test"]["difference"] is None
     assert "baseline arm 'random' has no result on test" in difficulty["sets"]["test"]["notes"][0]
+    failed["error"] = "ValueError: expected a | b"
+    row = markdown(table({"difficulty": done, "random": failed}, baseline="random")).splitlines()[3]
+    assert row.endswith(r"**failed**: ValueError: expected a \| b |  |") and row.count(" | ") == 3
 
 
 def test_the_tables_intervals_use_the_tables_seed_and_resamples_and_keep_every_reason():

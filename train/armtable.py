@@ -92,7 +92,8 @@ def markdown(result: dict[str, Any], notes: list[str] = ()) -> str:
     for row in result["rows"]:
         cells = [row["arm"], _budget(row["stages"])]
         if row["status"] != DONE:
-            lines.append("| " + " | ".join([*cells, f"**{row['status']}**: {row['error']}",
+            error = str(row["error"]).replace("|", "\\|")  # a bar in the message would end the cell
+            lines.append("| " + " | ".join([*cells, f"**{row['status']}**: {error}",
                                              *[""] * (len(header) - 3)]) + " |")
             continue
         for set_name in result["sets"]:
