@@ -143,6 +143,20 @@ def test_an_arm_that_succeeds_on_a_rerun_loses_its_old_traceback(tmp_path, monke
     assert not (tmp_path / "arms" / "random" / "error.log").exists()
 
 
+def test_an_arm_whose_evaluation_was_deleted_is_a_failed_row(tmp_path):
+    from train.arms import arms_table
+
+    plan = plan_arms({"model": "m", "data": str(tmp_path / "split"), "out": str(tmp_path / "arms"), "max_steps": 2,
+                      "eval": {"heldout": ["test.jsonl"]}, "arms": {"arms": ["random"], "base": False}},
+                     "recipe r.yaml")
+    (tmp_path / "arms").mkdir()
+    gone = {"status": "done", "run": {"stages": [{"name": "eval", "dir": "eval", "sets": {"test": {
+        "solve_run": str(tmp_path / "arms" / "random" / "eval" / "test")}}}]}}
+    (row,) = arms_table(plan, {"random": gone})["rows"]
+    assert row["status"] == "failed" and row["error"].startswith("its evaluation cannot be read: ")
+    assert "**failed**: its evaluation cannot be read" in (tmp_path / "arms" / "table.md").read_text()
+
+
 @pytest.mark.parametrize(("change", "expected"), [
     ({"stages": ["sft"]}, "an arms recipe sets no stages"),
     ({"sft": {"learning_rate": 1e-3}}, "set max_steps for sft"),

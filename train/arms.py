@@ -222,8 +222,11 @@ def arms_table(plan: ArmsPlan, results: dict[str, dict[str, Any]]) -> dict[str, 
                                  "stages": _stages(recipe, result.get("run"))}
         if result["status"] == DONE:
             evaluation = result["run"]["stages"][-1]
-            entry["sets"] = {name: {"per_item": read_response_run(Path(found["solve_run"]), SOLVE, "arms")[2]}
-                             for name, found in evaluation["sets"].items()}
+            try:
+                entry["sets"] = {name: {"per_item": read_response_run(Path(found["solve_run"]), SOLVE, "arms")[2]}
+                                 for name, found in evaluation["sets"].items()}
+            except (DereasonError, OSError) as exc:  # deleted or damaged since: this arm's row, not the table
+                entry |= {"status": FAILED, "error": f"its evaluation cannot be read: {_one_line(exc)}"}
         arms[arm] = entry
     result = table(arms, plan.config.baseline, plan.config.bootstrap_seed, plan.config.resamples)
     notes = table_notes(plan, result)
