@@ -137,7 +137,8 @@ def test_a_chat_template_without_generation_markers_is_refused_for_assistant_onl
 
 def test_a_stage_killed_before_its_first_checkpoint_starts_its_metrics_again(tmp_path):
     """No checkpoint to resume from: training starts again at step 1, so the killed attempt's logged steps go
-    (they were kept, and metrics.jsonl counted steps 1, 2, 3, 1, 2, 3)."""
+    (they were kept, and metrics.jsonl counted steps 1, 2, 3, 1, 2, 3). A folder holding only the stage's lock
+    (killed before its first record) is the stage's own, not a stranger's folder to refuse."""
     from dataclasses import dataclass
 
     from train.stage import Stage
@@ -154,6 +155,8 @@ def test_a_stage_killed_before_its_first_checkpoint_starts_its_metrics_again(tmp
             with (tmp_path / "sft" / METRICS).open("a", encoding="utf-8") as metrics:
                 metrics.writelines(json.dumps({"step": step, "loss": loss}) + "\n" for step in (1, 2, 3))
 
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / ".lock").touch()  # killed between taking the lock and writing stage.json: not refused
     attempt(1.0)
     attempt(0.5)
     assert [(row["step"], row["loss"]) for row in read_jsonl(tmp_path / "sft" / METRICS)] == [(1, 0.5), (2, 0.5),

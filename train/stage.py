@@ -99,7 +99,9 @@ class Stage:
         self.main = main_process()
         if is_run_dir(self.dir):
             raise ConfigError(f"--out {self.dir} is a curate run directory; give a stage directory of its own")
-        if self.dir.is_dir() and any(self.dir.iterdir()) and not (self.dir / STAGE_RECORD).is_file():
+        # Its own lock alone: a kill between taking the lock and the first record.
+        if (self.dir.is_dir() and any(p.name != LOCK for p in self.dir.iterdir())
+                and not (self.dir / STAGE_RECORD).is_file()):
             raise ConfigError(f"--out {self.dir} exists and is not a stage directory (no {STAGE_RECORD}); choose a new "
                               "or empty folder")
         self.dir.mkdir(parents=True, exist_ok=True)
