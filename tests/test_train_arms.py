@@ -189,6 +189,20 @@ def test_each_arm_trains_its_own_splits_and_the_stages_it_has(tmp_path):
     assert plan.recipes["difficulty"].configs[-1][2].model == str(tmp_path / "arms" / "difficulty" / "grpo" / "final")
 
 
+def test_sequences_per_step_count_every_process(tmp_path, monkeypatch):
+    """batch_size is per device: under `accelerate launch` with 4 processes a step takes 4 times as many."""
+    from train.arms import _stages
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    values = {"model": "m", "data": str(tmp_path / "split"), "max_steps": 2, "gradient_accumulation_steps": 3,
+              "sft": {"batch_size": 2}, "grpo": {"batch_size": 8, "num_generations": 8},
+              "eval": {"heldout": ["test.jsonl"]},
+              "arms": {"arms": ["difficulty"], "baseline": "difficulty", "base": False}}
+    (recipe,) = plan_arms(values, "recipe r.yaml", str(tmp_path / "arms")).recipes.values()
+    assert [(stage["stage"], stage.get("per_step")) for stage in _stages(recipe, None)] == [
+        ("sft", 2 * 3 * 4), ("grpo", 8 * 3 * 4), ("eval", None)]
+
+
 def test_an_arm_that_fails_is_a_row_and_the_others_still_run(tmp_path, random_model):
     """The split has no reversed arm: that arm fails while preparing, its row says why, the random arm trains and
     is evaluated, the command prints the table and exits 3. The same command again trains nothing that is done and

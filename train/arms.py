@@ -44,7 +44,7 @@ from curate.config import check, described, read_job_file
 from curate.errors import DereasonError, RunDirError
 from curate.store import write_atomic
 from train.armtable import DONE, FAILED, markdown, plot, table
-from train.config import identity, stage_config
+from train.config import identity, stage_config, world_size
 from train.model import main_process
 from train.recipe import RunRecipe, recipe_from_mapping
 from train.stage import differences
@@ -198,7 +198,8 @@ def _write(out: Path, manifest: dict[str, Any]) -> None:
 
 
 def _stages(recipe: RunRecipe, run: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Each stage's budget: steps, sequences per step (completions, for GRPO), split, and its rows once read."""
+    """Each stage's budget: steps, sequences per optimiser step over all processes (completions, for GRPO), split,
+    and its rows once read."""
     records = {stage["dir"]: stage for stage in (run or {}).get("stages", [])}
     stages = []
     for folder, name, config in recipe.configs:
@@ -207,7 +208,8 @@ def _stages(recipe: RunRecipe, run: dict[str, Any] | None) -> list[dict[str, Any
             continue
         rows = records.get(folder, {}).get("identity", {}).get("data", {}).get("rows")
         stages.append({"stage": name, "split": config.split, "steps": config.max_steps, "seed": config.seed,
-                       "per_step": config.batch_size * config.gradient_accumulation_steps, "rows": rows})
+                       "per_step": config.batch_size * config.gradient_accumulation_steps * world_size(),
+                       "rows": rows})
     return stages
 
 

@@ -24,6 +24,11 @@ CADENCE = ("save_steps", "save_total_limit", "logging_steps")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
+def world_size() -> int:
+    """The processes training together: `accelerate launch` sets WORLD_SIZE; one otherwise."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 @dataclass(frozen=True, kw_only=True)
 class StageConfig:
     """What every training stage takes: the model, the data, where it writes, and the optimiser."""
@@ -167,7 +172,7 @@ class GrpoConfig(StageConfig):
         super().__post_init__()
         check(self.num_generations >= 2, f"num_generations must be >= 2 (a group compares completions), got "
                                          f"{self.num_generations}")
-        processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by `accelerate launch`
+        processes = world_size()
         check(self.batch_size * processes * self.gradient_accumulation_steps % self.num_generations == 0,
               f"batch_size x processes x gradient_accumulation_steps ({self.batch_size} x {processes} x "
               f"{self.gradient_accumulation_steps}) must be a multiple of num_generations ({self.num_generations}): "
