@@ -64,3 +64,45 @@ def test_eval_mistakes_are_one_line(server, tmp_path):
                                        "verify=math"), "solve_args sets ['verify']")
     assert_one_line_error(invoke_train("eval", *base, "--heldout", tmp_path / "small.jsonl", "--samples", 2,
                                        "--temperature", 0), "set a temperature > 0")
+
+
+
+@pytest.mark.parametrize("solve_fails", [False, True], ids=["evaluated", "evaluation failed"])
+def test_every_process_passes_the_same_barriers(tmp_path, monkeypatch, solve_fails):
+    """Under `accelerate launch` the main process evaluates and the others wait: each passes as many barriers, also
+    when the evaluation fails (the main process passed two and the others one, so the next stage's barriers paired
+    up wrongly)."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    import accelerate
+
+    import curate.engine
+    import train.eval
+
+    barriers = {"main": 0, "other": 0}
+    rank = {"name": "main"}
+
+    class OneOfTwoProcesses:
+        @property
+        def is_main_process(self):
+            return rank["name"] == "main"
+
+        def wait_for_everyone(self):
+            barriers[rank["name"]] += 1
+
+    def solve(config):
+        if solve_fails:
+            raise RuntimeError("the endpoint went away")
+        return SimpleNamespace(run_dir=tmp_path / "solved", per_item=None)
+
+    monkeypatch.setattr(accelerate, "PartialState", OneOfTwoProcesses)
+    monkeypatch.setattr(curate.engine, "solve", solve)
+    monkeypatch.setattr(train.eval, "pass_at_1", lambda per_item, seed: {"pass_at_1": None})
+    config = train.eval.EvalConfig(model="teacher", heldout=[str(tmp_path / "small.jsonl")],
+                                   out=str(tmp_path / "eval"), verifier="numeric")
+    with pytest.raises(RuntimeError, match="went away") if solve_fails else nullcontext():
+        train.eval.evaluate(config)
+    rank["name"] = "other"
+    assert train.eval.evaluate(config) == {}
+    assert barriers == {"main": 2, "other": 2}

@@ -136,20 +136,22 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     from curate.stats import format_interval
     from train.stage import Stage
 
+    # Under `accelerate launch` (a recipe's eval) every process passes the same barriers as in a training stage
+    # (start's, then one at the end, also when evaluating fails), while the main process alone evaluates.
     state = PartialState()
-    if not state.is_main_process:  # under `accelerate launch` (a recipe's eval): one process evaluates
-        state.wait_for_everyone()
-        return {}
     with Stage(STAGE, config, {}, model_identity(config)) as stage:
         stage.finished()  # refuses a directory that evaluated something else; a done one is gone through again
         stage.start({})
-        sets = {}
-        for source in config.heldout:
-            log.info("eval: %s on %s (%d samples per item)", config.model, source, config.samples)
-            result = solve(solve_config(config, source))
-            sets[set_name(source)] = {"source": source, "solve_run": str(result.run_dir),
-                                      **pass_at_1(result.per_item, config.seed)}
-            log.info("eval: %s: pass@1 %s", source, format_interval(sets[set_name(source)]["pass_at_1"], 3))
-        record = stage.done({"sets": sets, "settings": asdict(config)})
-    state.wait_for_everyone()
-    return record
+        try:
+            if not state.is_main_process:
+                return {}
+            sets = {}
+            for source in config.heldout:
+                log.info("eval: %s on %s (%d samples per item)", config.model, source, config.samples)
+                result = solve(solve_config(config, source))
+                sets[set_name(source)] = {"source": source, "solve_run": str(result.run_dir),
+                                          **pass_at_1(result.per_item, config.seed)}
+                log.info("eval: %s: pass@1 %s", source, format_interval(sets[set_name(source)]["pass_at_1"], 3))
+            return stage.done({"sets": sets, "settings": asdict(config)})
+        finally:
+            state.wait_for_everyone()
