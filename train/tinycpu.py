@@ -123,7 +123,8 @@ def _run(task: TaskConfig, split: SplitSettings, plan: Any, root: Path) -> dict[
     seconds["task"] = round(time.perf_counter() - started, 1)
     judged = RunConfig.from_flat({
         "source": str(root / "task" / "items.jsonl"), "out": str(root / "judge-run"),
-        "model": str(root / "task" / "judge"), "template": JUDGE_TEMPLATE, "template_dir": str(TEMPLATE_DIR), "reference_field": "answer",
+        "model": str(root / "task" / "judge"), "template": JUDGE_TEMPLATE, "template_dir": str(TEMPLATE_DIR),
+        "reference_field": "answer",
         "max_tokens": 1, "top_logprobs": 20, "constrain_score": True, "device": "cpu", "batch_size": 64})
     score(judged)
     seconds["score"] = round(time.perf_counter() - started - sum(seconds.values()), 1)
