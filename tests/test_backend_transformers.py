@@ -492,3 +492,26 @@ def test_a_template_error_in_a_later_window_reaches_the_caller(tmp_path, random_
                     "--max-tokens", "1")
     # Raised in the thread that renders the next window while the model runs the first, it surfaces as a run error.
     assert result.exit_code == 1 and "ZeroDivisionError" in result.stderr and "'q4'" in result.stderr
+
+
+@pytest.mark.parametrize("setting", ["as loaded", "truncating", "splitting special tokens"])
+def test_prompt_ids_are_those_transformers_gives_whatever_the_tokenizer_keeps(backend, setting):
+    """Prompts skip transformers' per-encoding conversions where those change nothing: a tokenizer file that keeps
+    a truncation, or a tokenizer set to split special tokens, must still give what transformers' own call gives."""
+    import copy
+
+    from curate.backends.base import continues_answer, prompts_token_ids
+
+    tokenizer = copy.deepcopy(backend.tokenizer)
+    if setting == "truncating":
+        tokenizer.backend_tokenizer.enable_truncation(8)  # what a tokenizer.json with "truncation" set loads as
+    if setting == "splitting special tokens":
+        tokenizer.split_special_tokens = True
+    conversations = [request.messages for request in REQUESTS[:3]] + [
+        (*REQUESTS[1].messages, {"role": "assistant", "content": "Score: "}),
+        ({"role": "user", "content": "what ends here <|im_end|> and goes on?"},), REQUESTS[4].messages]
+    ids = prompts_token_ids(tokenizer, conversations)
+    texts = [tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=not continues_answer(
+        messages), continue_final_message=continues_answer(messages)) for messages in conversations]
+    assert ids == [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    assert prompts_token_ids(tokenizer, []) == []

@@ -69,7 +69,10 @@ class Tokenizer:
     """The part of a Hugging Face tokenizer used here; one token per word of the rendered prompt."""
 
     def apply_chat_template(self, conversation, add_generation_prompt=False, tokenize=True, **_):
+        """One conversation, or a batch of them, as Hugging Face's."""
         assert tokenize is False
+        if conversation and isinstance(conversation[0], list):
+            return [self.apply_chat_template(c, add_generation_prompt, tokenize) for c in conversation]
         text = " ".join(f"<{m['role']}> {m['content']}" for m in conversation)
         return text + (" <assistant>" if add_generation_prompt else "")
 

@@ -202,9 +202,22 @@ def continues_answer(messages: Sequence[dict[str, str]]) -> bool:
 
 def prompt_text(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
     """The chat prompt a model is given: a new assistant turn, or the prefilled one continued."""
-    prefilled = continues_answer(messages)
-    return tokenizer.apply_chat_template(list(messages), add_generation_prompt=not prefilled,
-                                         continue_final_message=prefilled, tokenize=False)
+    return prompt_texts(tokenizer, [messages])[0]
+
+
+def prompt_texts(tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]) -> list[str]:
+    """Each conversation's chat prompt, rendered in one call per kind (new turn, prefilled): transformers' checks
+    per call cost more than rendering a short prompt."""
+    texts: list[str] = [""] * len(conversations)
+    for prefilled in (False, True):
+        chosen = [i for i, messages in enumerate(conversations) if continues_answer(messages) == prefilled]
+        if chosen:
+            rendered = tokenizer.apply_chat_template([list(conversations[i]) for i in chosen], tokenize=False,
+                                                     add_generation_prompt=not prefilled,
+                                                     continue_final_message=prefilled)
+            for i, text in zip(chosen, rendered, strict=True):
+                texts[i] = text
+    return texts
 
 
 def prompt_token_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
@@ -214,8 +227,18 @@ def prompt_token_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list
 
 def prompts_token_ids(tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]) -> list[list[int]]:
     """Each conversation's chat prompt as token ids, encoded in one call (a fast tokenizer spreads it over cores)."""
-    texts = [prompt_text(tokenizer, messages) for messages in conversations]
-    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    texts = prompt_texts(tokenizer, conversations)
+    if not texts:
+        return []
+    rust = getattr(tokenizer, "backend_tokenizer", None)
+    # transformers' call hands the texts to the Rust tokenizer and then converts every encoding in Python, which
+    # takes as long as the encoding (3,000 prompts: 0.88 s against 0.48 s). Where its call would change nothing
+    # (no truncation or padding kept in the tokenizer's file, special tokens split as it would split them), the
+    # texts go to the Rust tokenizer directly, which gives the same ids.
+    if rust is not None and rust.truncation is None and rust.padding is None \
+            and rust.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False)):
+        return [encoding.ids for encoding in rust.encode_batch_fast(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
 def score_token_ids(tokenizer: Any) -> list[int]:
