@@ -279,12 +279,10 @@ class TransformersBackend:
         limits = [self._limit(len(ids), sampling) for _, _, ids in batch]
         steps = max(limits)
         # One attention mask for the whole decode, [prefix | left-padded suffix | generated], sliced per step.
-        input_ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
-        mask = torch.ones((rows, shared + width + steps), dtype=torch.long)
-        for row, ids in enumerate(suffixes):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            mask[row, shared:shared + width - len(ids)] = 0
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for ids in suffixes], device=self.device)
+        padding = width - torch.tensor([len(ids) for ids in suffixes], device=self.device)
+        mask = torch.ones((rows, shared + width + steps), dtype=torch.long, device=self.device)
+        mask[:, shared:shared + width] = torch.arange(width, device=self.device) >= padding[:, None]
         positions = shared + (mask[:, shared:shared + width].cumsum(-1) - 1).clamp(min=0)
         cache = self._prefix_cache(tuple(batch[0][2][:shared]), rows) if shared else None
         output = self.model(input_ids=input_ids, attention_mask=mask[:, :shared + width], position_ids=positions,
