@@ -29,6 +29,7 @@ generate only up to the end of the context, ending 'length' (stored as truncated
 from __future__ import annotations
 
 import copy
+import gc
 import inspect
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -143,6 +144,13 @@ class TransformersBackend:
         self.cache_keyword = "cache" if "cache" in accepted else "past_key_values"
         # Only the last position's logits are ever read; models without `logits_to_keep` compute them all.
         self.last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+        # What is alive now (torch, transformers, the model: some 400,000 objects) lives as long as the backend.
+        # Frozen, it is skipped by the garbage collector's full passes, each of which rescanned it (0.4 s, about 4%
+        # of scoring 3,000 items with a small model; BENCHMARKS.md (e)); vLLM freezes its heap after warm-up alike.
+        # A heap someone else froze is left as it is.
+        self._froze_heap = not gc.get_freeze_count()
+        if self._froze_heap:
+            gc.freeze()
         log.info("transformers backend: %s on %s (%s)", config.model, self.device, self.model.dtype)
 
     def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
@@ -358,6 +366,9 @@ class TransformersBackend:
         return self._score_tensor
 
     def close(self) -> None:
+        if self._froze_heap:
+            gc.unfreeze()
+            self._froze_heap = False
         del self.model
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
