@@ -494,10 +494,11 @@ def test_a_template_error_in_a_later_window_reaches_the_caller(tmp_path, random_
     assert result.exit_code == 1 and "ZeroDivisionError" in result.stderr and "'q4'" in result.stderr
 
 
-@pytest.mark.parametrize("setting", ["as loaded", "truncating", "splitting special tokens"])
+@pytest.mark.parametrize("setting", ["as loaded", "truncating", "splitting special tokens", "a class of its own"])
 def test_prompt_ids_are_those_transformers_gives_whatever_the_tokenizer_keeps(backend, setting):
     """Prompts skip transformers' per-encoding conversions where those change nothing: a tokenizer file that keeps
-    a truncation, or a tokenizer set to split special tokens, must still give what transformers' own call gives."""
+    a truncation, a tokenizer set to split special tokens, or a class that encodes in its own way (Code Llama's)
+    must still give what transformers' own call gives."""
     import copy
 
     from curate.backends.base import continues_answer, prompts_token_ids
@@ -507,6 +508,13 @@ def test_prompt_ids_are_those_transformers_gives_whatever_the_tokenizer_keeps(ba
         tokenizer.backend_tokenizer.enable_truncation(8)  # what a tokenizer.json with "truncation" set loads as
     if setting == "splitting special tokens":
         tokenizer.split_special_tokens = True
+    if setting == "a class of its own":
+        class Shouting(type(tokenizer)):
+            def _encode_plus(self, text, *args, **kwargs):
+                return super()._encode_plus([t.upper() for t in text] if isinstance(text, list) else text.upper(),
+                                            *args, **kwargs)
+
+        tokenizer.__class__ = Shouting
     conversations = [request.messages for request in REQUESTS[:3]] + [
         (*REQUESTS[1].messages, {"role": "assistant", "content": "Score: "}),
         ({"role": "user", "content": "what ends here <|im_end|> and goes on?"},), REQUESTS[4].messages]
