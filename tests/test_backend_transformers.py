@@ -545,3 +545,15 @@ def test_the_heap_is_frozen_while_the_backend_is_open_unless_someone_else_froze_
         assert gc.get_freeze_count() > frozen // 2  # not unfrozen (objects it freed leave the count)
     finally:
         gc.unfreeze()
+
+
+def test_a_batch_whose_top_tokens_are_all_known_is_answered_at_the_transformers_floor(backend, monkeypatch):
+    """transformers 5.6, the floor, decodes an empty batch as ['']: once every top token of a batch had been seen,
+    learning the texts of none of them failed the batch."""
+    batch_decode = type(backend.tokenizer).batch_decode
+    monkeypatch.setattr(type(backend.tokenizer), "batch_decode",
+                        lambda self, sequences, **kwargs: batch_decode(self, sequences, **kwargs) if sequences else [""])
+    sampling = SamplingConfig(max_tokens=1, top_logprobs=3)
+    for _ in range(2):  # the second time, every token is known
+        completions = list(backend.generate(REQUESTS[:2], sampling))
+        assert all(not c.error and c.logprobs for c in completions)

@@ -258,8 +258,12 @@ def score_token_ids(tokenizer: Any) -> list[int]:
     digits = set(SCORE_DIGITS)
     candidates = [i for i, piece in enumerate(tokenizer.convert_ids_to_tokens(range(len(tokenizer))))
                   if piece is not None and digits & set(piece)]
-    decoded = tokenizer.batch_decode([[i] for i in candidates])
-    return [i for i, text in zip(candidates, decoded, strict=True) if text.strip() in digits]
+    return [i for i, text in zip(candidates, token_texts(tokenizer, candidates), strict=True) if text.strip() in digits]
+
+
+def token_texts(tokenizer: Any, token_ids: Sequence[int]) -> list[str]:
+    """Each token's text on its own. No ids give no texts: transformers 5.6 decodes an empty batch as ['']."""
+    return tokenizer.batch_decode([[i] for i in token_ids]) if token_ids else []
 
 
 def context_exceeded(prompt_tokens: int, context: int, setting: str) -> str:

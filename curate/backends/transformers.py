@@ -51,6 +51,7 @@ from curate.backends.base import (
     prompts_token_ids,
     sample_seed,
     score_token_ids,
+    token_texts,
 )
 from curate.backends.sampling import next_tokens, uniforms
 from curate.config import RunConfig, SamplingConfig
@@ -358,7 +359,7 @@ class TransformersBackend:
 
     def _learn_texts(self, token_ids: set[int]) -> None:
         unseen = sorted(token_ids - self._token_texts.keys())
-        self._token_texts.update(zip(unseen, self.tokenizer.batch_decode([[i] for i in unseen]), strict=True))
+        self._token_texts.update(zip(unseen, token_texts(self.tokenizer, unseen), strict=True))
 
     def _score_ids(self) -> torch.Tensor:
         if self._score_tensor is None:
