@@ -10,8 +10,10 @@
 
 Crash safety: a chunk of judgments is one SQLite transaction, so after a SIGKILL a judgment is
 either fully stored or absent; the primary key makes a duplicate impossible rather than unlikely.
-Other files are written to a temporary name and renamed. One process at a time holds the run's
-lock (an OS lock, released by the kernel if the process dies).
+Other files are written to a temporary name and renamed; the temporary files of a killed process are
+deleted by the next invocation. One process at a time holds the run's lock (an OS lock, released by the
+kernel if the process dies). A run directory is only ever made in a new or empty folder, and a manifest
+whose judgments.sqlite is gone, emptied or damaged is refused rather than started again.
 """
 
 from __future__ import annotations
@@ -61,6 +63,42 @@ def record_columns(record_type: type) -> dict[str, str]:
 def _table(name: str, record_type: type, extra: str) -> str:
     columns = ", ".join(f"{column} {kind}" for column, kind in record_columns(record_type).items())
     return f"CREATE TABLE IF NOT EXISTS {name} ({columns}, created_at REAL NOT NULL{extra})"
+
+
+# The temporary names of write_atomic and write_parquet_atomic: `.NAME.PID.HEX.tmp`.
+_TEMPORARY = re.compile(r"\..+\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")
+# What a run directory holds before its manifest is written (the lock, then the database is created).
+_BEFORE_MANIFEST = {LOCK, DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal"}
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (its temporary files may still be in use)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporary files that killed processes left in `folder` (live processes' are kept)."""
+    for path in folder.iterdir():
+        if (match := _TEMPORARY.fullmatch(path.name)) and path.is_file() and not process_alive(int(match["pid"])):
+            log.info("deleting %s, left by a killed process", path)
+            path.unlink(missing_ok=True)
+
+
+def is_run_dir(path: Path) -> bool:
+    """A folder holding a run's judgments, or a manifest with a run identity."""
+    manifest = path / MANIFEST
+    if (path / DATABASE).is_file():
+        return True
+    try:
+        return manifest.is_file() and "identity" in json.loads(manifest.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return False
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -128,12 +166,22 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
 
 
-def _connect(path: Path, record_type: type) -> sqlite3.Connection:
+def _connect(path: Path, record_type: type, made: bool) -> sqlite3.Connection:
+    """Open the run's database for writing, creating its tables; `made`: the run's manifest exists, so they must
+    exist already (it is written after them)."""
+    if made and not path.is_file():
+        _refuse_lost_judgments(path, "is missing")
     connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")  # a process crash loses nothing committed
-    connection.execute(_table("judgments", record_type, ", PRIMARY KEY (item_id, sample_idx)") + " WITHOUT ROWID")
-    connection.execute(_table("retired", record_type, ", retired_at REAL NOT NULL"))
+    try:
+        if made and not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'judgments'").fetchone():
+            _refuse_lost_judgments(path, "holds no judgments table (it was emptied or replaced)")
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")  # a process crash loses nothing committed
+        connection.execute(_table("judgments", record_type, ", PRIMARY KEY (item_id, sample_idx)") + " WITHOUT ROWID")
+        connection.execute(_table("retired", record_type, ", retired_at REAL NOT NULL"))
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
@@ -143,6 +191,11 @@ def read_judgments(run_dir: str | Path, table: str = "judgments", columns: Seque
     path = Path(run_dir) / DATABASE
     if not path.exists():
         raise RunDirError(f"{run_dir} holds no judgments ({DATABASE} missing)")
+    with _sqlite_errors(path):
+        return _read_table(run_dir, path, table, columns)
+
+
+def _read_table(run_dir: str | Path, path: Path, table: str, columns: Sequence[str] | None) -> pl.DataFrame:
     connection = _connect_readonly(path)
     try:
         stored = {row[1]: POLARS_TYPES[row[2]] for row in connection.execute(f"PRAGMA table_info({table})")}
@@ -177,6 +230,7 @@ class RunStore:
         run_dir = Path(run_dir)
         if run_dir.exists() and not run_dir.is_dir():
             raise RunDirError(f"{run_dir} is a file, not a run directory; choose another --out")
+        _refuse_foreign_folder(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         lock_handle = (run_dir / LOCK).open("a+")
         try:
@@ -186,11 +240,13 @@ class RunStore:
             raise RunDirError(f"{run_dir} is in use by another curate process; wait for it or use another --out") \
                 from None
         try:
-            with _sqlite_errors(run_dir / DATABASE):
-                connection = _connect(run_dir / DATABASE, record_type)
-            store = cls(run_dir, connection, lock_handle, record_type)
+            remove_stale_temporaries(run_dir)
             manifest_path = run_dir / MANIFEST
-            if manifest_path.exists() and store._holds_judgments():
+            with _sqlite_errors(run_dir / DATABASE):
+                connection = _connect(run_dir / DATABASE, record_type, made=manifest_path.exists())
+                store = cls(run_dir, connection, lock_handle, record_type)
+                holds_judgments = manifest_path.exists() and store._holds_judgments()
+            if holds_judgments:
                 _check_identity(run_dir, read_manifest(run_dir).get("identity", {}), identity)
             else:
                 if manifest_path.exists():
@@ -213,7 +269,8 @@ class RunStore:
         write_atomic(self.run_dir / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
 
     def stored_keys(self) -> pl.DataFrame:
-        rows = self._connection.execute("SELECT item_id, sample_idx FROM judgments").fetchall()
+        with _sqlite_errors(self.run_dir / DATABASE):
+            rows = self._connection.execute("SELECT item_id, sample_idx FROM judgments").fetchall()
         return pl.DataFrame(rows, schema={"item_id": pl.String, "sample_idx": pl.Int64}, orient="row")
 
     def missing(self, wanted: pl.DataFrame) -> pl.DataFrame:
@@ -261,20 +318,46 @@ class RunStore:
 
 # SQLite's own result codes for "the disk is full", "read-only", "I/O error", "cannot open", as errno values.
 _SQLITE_ERRNO = {13: errno.ENOSPC, 8: errno.EROFS, 10: errno.EIO, 14: errno.EACCES}
+_SQLITE_DAMAGED = {11, 26}  # SQLITE_CORRUPT ("malformed"), SQLITE_NOTADB ("file is not a database")
 
 
 @contextmanager
 def _sqlite_errors(path: Path) -> Iterator[None]:
     """SQLite reports a full disk or a read-only file as its own OperationalError: raise it as the OSError it
-    is, naming the file (a committed chunk stays committed: rerunning resumes)."""
+    is, naming the file (a committed chunk stays committed: rerunning resumes). A damaged file (truncated,
+    overwritten) is a RunDirError naming it."""
     try:
         yield
-    except sqlite3.OperationalError as exc:
-        code = _SQLITE_ERRNO.get(getattr(exc, "sqlite_errorcode", -1) & 0xFF)
+    except sqlite3.DatabaseError as exc:
+        result = getattr(exc, "sqlite_errorcode", -1) & 0xFF
+        if result in _SQLITE_DAMAGED:
+            raise RunDirError(f"cannot read {path}: {exc}; the file is damaged: restore it from a backup (`sqlite3 "
+                              f"{path} .recover` may save what is intact), or start the run again with another --out") \
+                from None
+        code = _SQLITE_ERRNO.get(result)
         if code is None:
             raise
         raise OSError(code, f"{os.strerror(code)} ({exc}); what was committed before stays, rerun to resume",
                       str(path)) from exc
+
+
+def _refuse_foreign_folder(run_dir: Path) -> None:
+    """A run is made in a new or empty folder, or resumed in a run directory; never spread over other files."""
+    if not run_dir.is_dir() or is_run_dir(run_dir):
+        return
+    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in _BEFORE_MANIFEST)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise RunDirError(f"--out {run_dir} is not a run directory and is not empty (it holds {shown}); give a new "
+                          "or empty folder for the run")
+
+
+def _refuse_lost_judgments(path: Path, state: str) -> None:
+    """A manifest is written after the database's tables: a database that is missing or has none lost the run's
+    judgments outside curate (deleted, emptied), and starting again would silently score everything anew."""
+    raise RunDirError(f"{path} {state}, but {path.with_name(MANIFEST)} records a run made there: its judgments are "
+                      f"lost. Restore the file from a backup, or start the run again with another --out (or delete "
+                      f"{path.parent})")
 
 
 class _Transaction:

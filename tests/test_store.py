@@ -1,3 +1,4 @@
+import os
 import sqlite3
 
 import polars as pl
@@ -153,3 +154,50 @@ def test_reading_a_column_another_task_does_not_store_names_the_run_kind(tmp_pat
     assert read_judgments(tmp_path)["answer"].to_list() == ["4"]
     with pytest.raises(RunDirError, match="is a solve run: its records have no score"):
         read_judgments(tmp_path, columns=["item_id", "score"])
+
+
+def _stored_run(tmp_path):
+    with RunStore.open(tmp_path, IDENTITY, {}, Judgment) as store:
+        store.append([judgment(f"i{n:03d}", 0) for n in range(400)])
+    return tmp_path / "judgments.sqlite"
+
+
+@pytest.mark.parametrize("damage", ["zero bytes", "deleted"])
+def test_a_manifest_whose_judgments_are_lost_is_refused_not_started_again(tmp_path, damage):
+    database = _stored_run(tmp_path)
+    if damage == "deleted":
+        database.unlink()
+    else:
+        database.write_bytes(b"")
+    state = "is missing" if damage == "deleted" else r"holds no judgments table \(it was emptied or replaced\)"
+    with pytest.raises(RunDirError, match=f"judgments.sqlite {state}, but .*manifest.json records a run made there: "
+                                          "its judgments are lost"):
+        RunStore.open(tmp_path, {**IDENTITY, "model": "another"}, {}, Judgment)
+    assert read_manifest(tmp_path)["identity"] == IDENTITY
+
+
+@pytest.mark.parametrize("damage", ["half truncated", "random bytes"])
+def test_a_damaged_database_is_one_error_naming_the_file(tmp_path, damage):
+    database = _stored_run(tmp_path)
+    content = database.read_bytes()
+    database.write_bytes(content[: len(content) // 2] if damage == "half truncated" else os.urandom(len(content)))
+    hint = "restore it from a backup"
+    with pytest.raises(RunDirError, match=f"cannot read {database}: .*; the file is damaged: {hint}"):
+        read_judgments(tmp_path)
+    with pytest.raises(RunDirError, match=f"cannot read {database}: .*; the file is damaged: {hint}"):
+        with RunStore.open(tmp_path, IDENTITY, {}, Judgment) as store:
+            store.missing(keys(("i000", 0)))
+
+
+def test_temporary_files_of_killed_processes_are_deleted_when_the_run_is_opened(tmp_path):
+    import subprocess
+    import sys
+
+    _stored_run(tmp_path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".per_item.parquet.{int(dead.stdout)}.0123abcd.tmp"
+    live = tmp_path / f".summary.json.{os.getpid()}.0123abcd.tmp"
+    stale.write_text("half")
+    live.write_text("being written")
+    RunStore.open(tmp_path, IDENTITY, {}, Judgment).close()
+    assert not stale.exists() and live.exists()

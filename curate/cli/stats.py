@@ -13,6 +13,7 @@ from rich.table import Table
 
 from curate.cli.common import err, errors, out
 from curate.errors import ConfigError
+from curate.outdir import check_report_files
 from curate.store import write_atomic
 
 
@@ -28,6 +29,7 @@ def _check_report_path(report: Path | None) -> None:
     blocking = next((parent for parent in report.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
         raise ConfigError(f"--report {report}: {blocking} is a file, not a folder; write the report elsewhere")
+    check_report_files("--report", report)
 
 
 def _write_report(report: Path, page: str, data: dict[str, Any]) -> None:
