@@ -74,16 +74,17 @@ class RunResult:
 
 
 def run_identity(config: RunConfig, items: pl.DataFrame, template: JudgeTemplate, task: Task) -> dict[str, Any]:
-    """What a stored record depends on, including the settings only its backend reads. max_tokens is
-    left out on purpose: raising it to retry truncated judgments must not make the run a different one."""
+    """What a stored record depends on: every setting that can change an answer, including those only its
+    backend reads. max_tokens may rise with --retry-failed (RunStore.open's may_raise): a finished answer is
+    the same under a larger cap, and the truncated ones are asked again."""
     sampling = config.sampling
     identity = {
         "task": task.name, "input_fingerprint": fingerprint(items), "n_items": items.height,
         "template": template.identity, **task.identity(),
         "model": config.model, "model_fingerprint": model_fingerprint(config.model),
         "backend": config.backend, "samples": sampling.samples, "temperature": sampling.temperature,
-        "top_p": sampling.top_p, "seed": sampling.seed, "top_logprobs": sampling.top_logprobs,
-        "constrain_score": sampling.constrain_score,
+        "top_p": sampling.top_p, "max_tokens": sampling.max_tokens, "seed": sampling.seed,
+        "top_logprobs": sampling.top_logprobs, "constrain_score": sampling.constrain_score,
     }
     if config.backend in LOCAL_BACKENDS:
         identity["dtype"] = config.dtype
@@ -162,7 +163,8 @@ def _run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress
     manifest_extra = {"dereason_version": __version__, "created_at": time.time(), "source": loaded.source,
                       "config": config.to_flat()}
     run_dir = config.out_path
-    with RunStore.open(run_dir, identity, manifest_extra, task.record_type) as store:
+    with RunStore.open(run_dir, identity, manifest_extra, task.record_type,
+                       may_raise=("max_tokens",) if config.retry_failed else ()) as store:
         # Rewritten every time: fields outside the identity (extras added to the input later) reach stats.
         write_parquet_atomic(items, run_dir / ITEMS)
         if loaded.quarantined.height:
@@ -227,7 +229,8 @@ def model_verifier(config: RunConfig, resources: ExitStack) -> Verifier:
     template = load_template(settings.verify_template, config.template_dir)
     backend = resources.enter_context(closing(LazyBackend(judge)))
     identity = {"verifier_model": judge.model, "verifier_model_fingerprint": model_fingerprint(judge.model),
-                "verifier_backend": judge.backend, "verifier_template": template.identity}
+                "verifier_backend": judge.backend, "verifier_template": template.identity,
+                "verifier_max_tokens": settings.verify_max_tokens}
     if judge.backend == "openai":
         identity["verifier_endpoint"] = judge.endpoint.endpoint
     return get_verifier(MODEL_VERIFIER, backend=backend, template=template, sampling=judge.sampling, judge=identity)

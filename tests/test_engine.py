@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 from collections import Counter
 
 import polars as pl
@@ -9,8 +10,8 @@ from fakes import ScriptedBackend
 import curate
 from curate.config import DataConfig, SamplingConfig, RunConfig
 from curate.engine import score
-from curate.errors import FailureThresholdError, TemplateError
-from curate.store import read_judgments
+from curate.errors import FailureThresholdError, RunDirError, TemplateError
+from curate.store import read_judgments, read_manifest
 
 ROWS = [{"id": f"q{i}", "question": f"Problem {i}: what is {i} + {i}?", "answer": str(2 * i), "level": i % 5 + 1}
         for i in range(40)]
@@ -129,9 +130,9 @@ def test_reparse_changes_statuses_without_calling_a_model(tmp_path):
 def test_every_config_is_logged_as_it_ran(tmp_path):
     cfg = config(tmp_path)
     score(cfg, backend=ScriptedBackend(mixed))
-    score(config(tmp_path, max_tokens=999), backend=ScriptedBackend(mixed))
+    score(config(tmp_path, chunk_size=5), backend=ScriptedBackend(mixed))
     logged = [json.loads(line)["config"] for line in (tmp_path / "run" / "invocations.jsonl").read_text().splitlines()]
-    assert logged[0] == cfg.to_flat() and logged[1]["max_tokens"] == 999
+    assert logged[0] == cfg.to_flat() and logged[1]["chunk_size"] == 5
     assert RunConfig.from_flat(logged[0]) == cfg
     assert isinstance(cfg.sampling, SamplingConfig) and isinstance(cfg.data, DataConfig)
 
@@ -143,3 +144,51 @@ def test_input_with_only_a_question_column(tmp_path):
     items = pl.read_parquet(tmp_path / "run" / "items.parquet")
     assert items.columns == ["id", "question", "reference", "choices", "domain"]
     assert all(i.startswith("h-") for i in items["id"])
+
+
+@pytest.mark.parametrize("changed", [{"max_tokens": 7}, {"max_tokens": 1024}, {"top_p": 0.9}, {"seed": 1},
+                                     {"top_logprobs": 5}])
+def test_a_rerun_with_an_answer_changing_setting_is_refused_naming_it(tmp_path, changed):
+    score(config(tmp_path), backend=ScriptedBackend(mixed))
+    (key, value), = changed.items()
+    with pytest.raises(RunDirError, match=f"{key}: stored .*, now {value}"):
+        score(config(tmp_path, **changed), backend=ScriptedBackend(mixed))
+
+
+def test_retry_failed_may_raise_max_tokens_and_the_manifest_records_it(tmp_path):
+    score(config(tmp_path), backend=ScriptedBackend(mixed))
+    with pytest.raises(RunDirError, match="add --retry-failed"):
+        score(config(tmp_path, max_tokens=1024), backend=ScriptedBackend(mixed))
+    with pytest.raises(RunDirError, match="max_tokens: stored 512, now 256"):  # a lower cap would cut stored answers
+        score(config(tmp_path, max_tokens=256, retry_failed=True), backend=ScriptedBackend(mixed))
+    retry = ScriptedBackend(lambda item_id, idx: ("<score>3</score>", "stop"))
+    result = score(config(tmp_path, max_tokens=1024, retry_failed=True), backend=retry)
+    assert result.requested == 39 and result.summary["status_counts"]["truncated"] == 0
+    assert read_manifest(tmp_path / "run")["identity"]["max_tokens"] == 1024
+    assert score(config(tmp_path, max_tokens=1024), backend=ScriptedBackend(mixed)).requested == 0
+    with pytest.raises(RunDirError, match="max_tokens: stored 1024, now 512"):
+        score(config(tmp_path), backend=ScriptedBackend(mixed))
+
+
+def test_a_run_made_before_max_tokens_was_in_its_identity_resumes_with_its_recorded_cap(tmp_path):
+    score(config(tmp_path, max_tokens=300), backend=ScriptedBackend(mixed))
+    manifest_path = tmp_path / "run" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["identity"]["max_tokens"]
+    manifest_path.write_text(json.dumps(manifest))
+    assert score(config(tmp_path, max_tokens=300), backend=ScriptedBackend(mixed)).requested == 0
+    with pytest.raises(RunDirError, match="max_tokens: stored 300, now 512"):
+        score(config(tmp_path), backend=ScriptedBackend(mixed))
+
+
+def test_the_same_template_by_another_path_is_the_same_template(tmp_path, monkeypatch):
+    source = (Path(curate.__file__).parent.parent / "prompts" / "difficulty" / "intensity.jinja").read_text()
+    monkeypatch.chdir(tmp_path)
+    Path("ok.jinja").write_text(source)
+    score(config(tmp_path, template="ok.jinja"), backend=ScriptedBackend(mixed))
+    again = ScriptedBackend(mixed)
+    assert score(config(tmp_path, template=str(tmp_path / "ok.jinja")), backend=again).requested == 0
+    assert score(config(tmp_path, template="difficulty/intensity"), backend=again).requested == 0  # the bundled one
+    Path("edited.jinja").write_text(source.replace("reasoning", "thinking"))
+    with pytest.raises(RunDirError, match=r"template: stored 'ok.jinja@\w+', now 'edited.jinja@\w+'"):
+        score(config(tmp_path, template="edited.jinja"), backend=ScriptedBackend(mixed))

@@ -178,6 +178,8 @@ def test_a_different_judge_model_is_another_run(tmp_path):
         solve(job(tmp_path, solver, judge.base_url, samples=1, temperature=0.0))
         with pytest.raises(Exception, match="verifier_model"):
             solve(job(tmp_path, solver, judge.base_url, samples=1, temperature=0.0, verify_model="other-judge"))
+        with pytest.raises(Exception, match="verifier_max_tokens: stored 16, now 2"):  # a cut yes/no is another verdict
+            solve(job(tmp_path, solver, judge.base_url, samples=1, temperature=0.0, verify_max_tokens=2))
 
 
 def test_judge_settings_without_verify_model_and_reparse_of_judged_verdicts_are_one_line_errors(tmp_path):
