@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 COMMIT_INTERVAL_SECONDS = 2.0
 LOCAL_BACKENDS = ("transformers", "vllm")  # the ones whose numerics depend on --dtype
 DEFAULT_MAX_FAILURE_FRACTION = RunConfig.__dataclass_fields__["max_failure_fraction"].default
+# A record the backend failed (curate.backends.Completion.error) has no finish reason: nothing to decide again.
+BACKEND_ANSWERED = ~((pl.col("status") == "error") & (pl.col("finish_reason") == ""))
 
 
 @dataclass(frozen=True)
@@ -314,7 +316,9 @@ def _check_failures(result: dict[str, Any], max_fraction: float, task: Task) -> 
 def reparse(run_dir: str | Path, parser_name: str | None = None, verifier: str | None = None) -> dict[str, Any]:
     """Decide stored raw outputs again (after a parser or verifier fix, or with another one); no model call.
 
-    Errors stay errors (there is no text to parse). With another parser or verifier, the manifest's identity
+    Every record the backend answered is decided again, errors included (a verifier that failed on a stored answer,
+    such as a wrong verifier's, is undone this way). Only the backend's own failures stay errors: no answer came,
+    or one whose end is unknown (no finish reason). With another parser or verifier, the manifest's identity
     names it from then on (resuming with the template's own parser is then refused, naming both).
     Returns the new summary; raises FailureThresholdError, after writing it, when more records failed
     than the run allows.
@@ -325,7 +329,7 @@ def reparse(run_dir: str | Path, parser_name: str | None = None, verifier: str |
     task = rebuild_task(identity, parser_name=parser_name, verifier=verifier)
     items = {row["id"]: row for row in read_items(run_dir).iter_rows(named=True)}
     updates = [task.reread(row, items.get(row["item_id"], {}))
-               for row in read_judgments(run_dir).filter(pl.col("status") != "error").iter_rows(named=True)]
+               for row in read_judgments(run_dir).filter(BACKEND_ANSWERED).iter_rows(named=True)]
     with RunStore.open(run_dir, manifest["identity"], {}, task.record_type) as store:
         store.update_parsed(updates, task.reparsed_columns)
         changed = {key: value for key, value in task.identity().items() if identity.get(key) != value}

@@ -95,6 +95,23 @@ def test_reparse_verifies_the_stored_responses_again_with_another_verifier(tmp_p
     assert summary["requested"] == 0
 
 
+def test_reparse_undoes_a_wrong_verifier_and_keeps_the_backends_failures(tmp_path):
+    solutions = write_jsonl(tmp_path / "gsm8k.jsonl", [
+        {"id": f"q{i:02d}", "question": f"What is {i} - {i} + 3?", "answer": f"{i} - {i} = 0 and 0 + 3 = 3.\n#### 3"}
+        for i in range(ITEMS)])
+    with FakeOpenAIServer(answer_format="boxed", faults={"no_finish_reason": 0.1, "context_exceeded": 0.1}) as server:
+        solve(job(tmp_path, server, source=str(solutions), max_failure_fraction=1.0))
+    before = curate.load_judgments(tmp_path / "run")
+    failed = before.filter(pl.col("status") == "error")
+    assert failed.height and set(before["status"]) == {"correct", "wrong", "error"}
+    wrong = reparse(tmp_path / "run", verifier="numeric")  # a GSM8K solution is no one number: every verdict errs
+    assert wrong["status_counts"]["error"] == before.height
+    undone = reparse(tmp_path / "run", verifier="gsm8k")
+    after = curate.load_judgments(tmp_path / "run")
+    assert after.select("status", "detail", "answer").rows() == before.select("status", "detail", "answer").rows()
+    assert undone["status_counts"]["error"] == failed.height and undone["requested"] == 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["--verify", "gsm8k"], "`curate solve` needs --model"),
     (["--model", "m"], "`curate solve` measures pass rates, so it needs --verify NAME"),
