@@ -15,6 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from curate.errors import ConfigError
+from curate.redact import refuse_url_credentials
 
 BUNDLED_JUDGE = "bundled:tiny-judge"
 DEFAULT_TEMPLATE = "difficulty/intensity_score_only"
@@ -118,6 +119,7 @@ class EndpointConfig:
                         "choices gets the rest as separate seeded requests.", default=False)
 
     def __post_init__(self) -> None:
+        refuse_url_credentials("--base-url", self.base_url)
         check(self.endpoint in ("chat", "completions"), f"endpoint must be 'chat' or 'completions', got "
                                                           f"{self.endpoint!r}")
         check(self.endpoint == "chat" or self.tokenizer is not None,
@@ -148,6 +150,7 @@ class JudgeVerifierConfig:
                                        default=16)
 
     def __post_init__(self) -> None:
+        refuse_url_credentials("--verify-base-url", self.verify_base_url)
         check(self.verify_max_tokens >= 1, f"verify_max_tokens must be >= 1, got {self.verify_max_tokens}")
 
 

@@ -35,6 +35,7 @@ from curate.backends import (
 from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig, SamplingConfig
 from curate.data import fingerprint, load_items
 from curate.errors import ConfigError, FailureThresholdError
+from curate.redact import redact, secrets_in
 from curate.store import (
     IDENTITY_DEFAULTS,
     ITEMS,
@@ -270,12 +271,14 @@ def _request_missing(store: RunStore, backend: Backend, config: RunConfig, task:
             yield request
 
     done = failed = 0
+    secrets = secrets_in({config.endpoint.api_key_env})
     buffer: list[Completion] = []  # answered, not yet turned into records and committed
     last_commit = time.monotonic()
 
     def commit() -> None:
         nonlocal done, failed, last_commit
-        records = task.records(buffer, [rows[completion.item_id] for completion in buffer])
+        records = [_redacted(record, secrets) for record in
+                   task.records(buffer, [rows[completion.item_id] for completion in buffer])]
         store.append(records)
         done += len(records)
         failed += sum(record.status in task.failed_statuses for record in records)
@@ -292,6 +295,14 @@ def _request_missing(store: RunStore, backend: Backend, config: RunConfig, task:
     buffer.extend(_unanswered(outstanding))
     if buffer:
         commit()
+
+
+def _redacted(record: tuple, secrets: tuple[str, ...]) -> tuple:
+    """The record without an API key a server echoed (curate.redact): its detail is what the server or the
+    machinery said, its raw text the model's answer."""
+    detail, text = redact(record.detail, secrets), redact(record.raw_text, secrets, shaped=False)
+    return record if (detail, text) == (record.detail, record.raw_text) else record._replace(detail=detail,
+                                                                                                  raw_text=text)
 
 
 def write_aggregates(run_dir: Path, task: Task, requested: int) -> tuple[dict[str, Any], pl.DataFrame]:

@@ -10,8 +10,9 @@ injects faults on request (each fault hits a chosen fraction of prompts):
   more attempts): 429 with Retry-After, 500, a hang past the client's timeout, a dropped connection,
   a 200 with no choices, a 200 whose JSON is an array, a 500 whose body is not UTF-8;
 - always: truncated or unparseable answers, a choice without a message, a null content, no or an
-  unknown finish_reason, no usage, logprobs of the wrong shape, and a 400 saying the prompt is
-  longer than the model's context (vLLM's words).
+  unknown finish_reason, no usage, logprobs of the wrong shape, a 400 saying the prompt is
+  longer than the model's context (vLLM's words), and a 400 quoting the request's Authorization header.
+A wrong key (`require_key`) is answered 401 with the key quoted, as OpenAI's API does.
 It logs every request's arrival and answer
 time, and counts attempts per prompt, so tests can assert exact counts and benchmarks can time the
 server side. Run it in-process (`FakeOpenAIServer(...).start()`) or as its own process:
@@ -80,7 +81,7 @@ def build_random_qwen2(directory: Path, corpus: list[str], seed: int = 0) -> Pat
 TRANSIENT_FAULTS = ("rate_limit", "server_error", "hang", "drop", "empty_choices", "not_an_object",
                     "undecodable_error")
 FAULTS = (*TRANSIENT_FAULTS, "truncate", "unparseable", "no_message", "null_content", "no_finish_reason",
-          "content_filter", "no_usage", "bad_logprobs", "context_exceeded")
+          "content_filter", "no_usage", "bad_logprobs", "context_exceeded", "echo_key")
 CONTEXT_EXCEEDED = ("This model's maximum context length is 2048 tokens. However, you requested 9606 tokens "
                     "(9094 in the messages, 512 in the completion). Please reduce the length of the messages "
                     "or completion.")
@@ -136,8 +137,9 @@ class FakeOpenAIServer:
         """Chat and legacy completions alike: the body's `messages` or `prompt` picks the shape."""
         arrival = time.monotonic()
         self.seen_headers.append(dict(request.headers))
-        if self.require_key is not None and request.headers.get("Authorization") != f"Bearer {self.require_key}":
-            return web.json_response({"error": {"message": "invalid api key"}}, status=401)
+        given = request.headers.get("Authorization", "")
+        if self.require_key is not None and given != f"Bearer {self.require_key}":  # in OpenAI's words, key and all
+            return web.json_response({"error": {"message": f"Incorrect API key provided: {given[7:]}."}}, status=401)
         body = await request.json()
         self.bodies.append(body)
         key = self.key(body)
@@ -161,6 +163,9 @@ class FakeOpenAIServer:
             return web.json_response([])
         if failing and self.hits("undecodable_error", key):
             return web.Response(status=500, body=b"upstream \xff\xfe failed", content_type="text/plain")
+        if self.hits("echo_key", key):  # a proxy that quotes the request's header back
+            return web.json_response({"error": {"message": f"quota exceeded for this project; your key was {given}"}},
+                                     status=400)
         if self.hits("context_exceeded", key):
             return web.json_response({"object": "error", "message": CONTEXT_EXCEEDED, "type": "BadRequestError",
                                       "param": None, "code": 400}, status=400)

@@ -3,7 +3,8 @@
 import time
 
 import pytest
-from conftest import write_jsonl
+import polars as pl
+from conftest import assert_one_line_error, invoke, write_jsonl
 
 import curate
 from curate.backends.openai_answer import (
@@ -83,6 +84,35 @@ def test_wrong_key_stops_the_run_early(tmp_path, monkeypatch):
         with pytest.raises(BackendError, match="HTTP 401"):
             score(config(tmp_path, server, api_key_env="JUDGE_KEY", max_in_flight=4))
     assert len(server.seen_headers) < 20  # stopped, not 300 doomed requests
+
+
+def test_a_key_the_server_echoes_is_neither_stored_nor_printed(tmp_path, monkeypatch):
+    secret = "sk-proj-ECHOED-7d2e91b4c0"
+    monkeypatch.setenv("JUDGE_KEY", secret)
+    with FakeOpenAIServer(faults={"echo_key": 0.5}) as server:
+        result = score(config(tmp_path, server, api_key_env="JUDGE_KEY", limit=20, samples=1, temperature=0.0,
+                              max_failure_fraction=1.0))
+    errors = curate.load_judgments(tmp_path / "run").filter(pl.col("status") == "error")
+    assert errors.height == result.summary["status_counts"]["error"] > 0
+    assert errors["detail"].str.ends_with("your key was Bearer [redacted]").all()
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert not [p.name for p in files if secret.encode() in p.read_bytes()]
+    with FakeOpenAIServer(require_key="sk-the-right-one") as server:  # 401 in OpenAI's words, quoting the key
+        printed = invoke("score", tmp_path / "data.jsonl", "--backend", "openai", "--base-url", server.base_url,
+                         "--model", "judge", "--api-key-env", "JUDGE_KEY", "--out", tmp_path / "other")
+    assert_one_line_error(printed, "HTTP 401: Incorrect API key provided: [redacted]")
+    assert secret not in printed.output + printed.stderr
+
+
+@pytest.mark.parametrize("flag", ["--base-url", "--verify-base-url"])
+def test_credentials_in_a_url_are_refused_before_anything_is_written(tmp_path, flag):
+    url = "http://user:hunter2-PASSWORD@127.0.0.1:9/v1"
+    args = ["solve", tmp_path / "data.jsonl", "--backend", "openai", "--model", "m", "--out", tmp_path / "run",
+            "--verify", "model", "--verify-model", "judge", "--base-url", "http://127.0.0.1:9/v1", flag, url]
+    write_jsonl(tmp_path / "data.jsonl", [{"question": "What is 1 + 2?", "answer": "3"}])
+    result = invoke(*args)
+    assert_one_line_error(result, f"{flag} http://[redacted]@127.0.0.1:9/v1 carries credentials")
+    assert "hunter2" not in result.output + result.stderr and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("honour_n", [True, False])

@@ -62,6 +62,7 @@ from curate.backends.openai_answer import (
 from curate.config import RunConfig, SamplingConfig
 from curate.errors import BackendError
 from curate.parse import SCORE_DIGITS
+from curate.redact import redact, refuse_url_credentials, secrets_in
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class OpenAIBackend:
     def __init__(self, config: RunConfig):
         settings = config.endpoint
         base_url = settings.base_url or os.environ.get("OPENAI_BASE_URL")
+        refuse_url_credentials("$OPENAI_BASE_URL", base_url)
         if not base_url:
             raise BackendError("--backend openai needs --base-url (or $OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1")
         self.settings = settings
@@ -257,7 +259,8 @@ class OpenAIBackend:
                                     headers={"Content-Type": "application/json"}) as response:
                 if response.status == 200:
                     return read_answer(await response.read())
-                message = f"HTTP {response.status}: {server_message(await response.read())}"
+                message = redact(f"HTTP {response.status}: {server_message(await response.read())}",
+                                 secrets_in({self.settings.api_key_env}))
                 if response.status in RETRYABLE_STATUS:
                     raise RetryableError(message, retry_after_seconds(response.headers.get("Retry-After")))
                 if response.status in FATAL_STATUS:
