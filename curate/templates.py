@@ -27,6 +27,8 @@ A prefill ends the messages with an assistant message holding it; every backend 
 message instead of opening a new turn, so a chat model that would open with "To solve this" is put
 where its next token is the score. Quote it in the YAML to keep a trailing space.
 Identity: the template's name plus a hash of its exact bytes, recorded with every judgment.
+Rendering is sandboxed and bounded (curate.sandbox): a render that would build more than 8 million characters or
+loop more than a million times fails with the template's name and line.
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ import jinja2
 import jinja2.meta
 import yaml
 from jinja2.runtime import new_context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from curate.choices import format_choices
 from curate.errors import TemplateError
 from curate.parse import PARSERS, Parser
+from curate.sandbox import BoundedSandbox, bounded_render
 
 SUFFIX = ".jinja"
 ROLES = ("system", "user")
@@ -112,7 +114,7 @@ class JudgeTemplate:
             if block is None:
                 continue
             try:
-                content = "".join(block(context)).strip()
+                content = bounded_render(block(context)).strip()
             except Exception as exc:  # noqa: BLE001 - Jinja errors and Python ones ({{ 1/0 }}) alike
                 message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
                 raise TemplateError(f"template {self.name!r}, line {_template_line(exc, self._template)}: "
@@ -138,14 +140,14 @@ def _template_line(exc: BaseException, template: jinja2.Template) -> int | str:
     return template.get_corresponding_lineno(lines[-1]) if lines else "?"
 
 
-def _environment(search_path: list[Path]) -> ImmutableSandboxedEnvironment:
-    environment = ImmutableSandboxedEnvironment(
+def _environment(search_path: list[Path]) -> BoundedSandbox:
+    environment = BoundedSandbox(
         loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
     )
-    environment.filters["format_choices"] = format_choices
+    environment.add_filter("format_choices", format_choices)
     return environment
 
 

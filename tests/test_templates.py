@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import jinja2
@@ -459,6 +460,39 @@ def test_sandbox_is_immutable(tmp_path):
     with pytest.raises((TemplateError, SecurityError)):
         template.render({"id": "a", "question": "q", "extra": extra})
     assert extra == {"k": 1}
+
+
+@pytest.mark.parametrize("body, bound", [
+    ('{{ "a" * 3000000000 }}', "a str repeated 3,000,000,000 times would hold"),
+    ("{{ (range(3) | list) * 1000000000 }}", "a list repeated 1,000,000,000 times"),
+    ("{{ 7 ** 100000000 }}", "7 ** 100000000 (in digits) would hold"),
+    ("{{ question | center(1000000000) }}", "the filter center's result would hold 1,000,000,000 characters"),
+    ("{{ question.ljust(1000000000) }}", "the result of ljust would hold"),
+    ('{{ "%999999999d" % 1 }}', "a %-formatted string's width"),
+    ('{{ "{:>999999999}".format(1) }}', "the result of format"),
+    ('{% set s = "a" * 100000 %}{{ s | replace("a", s) }}', "the filter replace's result would hold 10,000,100,000"),
+    ('{% set s = "a" * 100000 %}{{ s.replace("a", s) }}', "the result of replace would hold"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+     "the template's loops ran past 1,000,000 steps in one render"),
+    ('{% for i in range(100000) %}{{ "x" * 100 }}{% endfor %}', "the rendered text passed the bound of 8,000,000"),
+])
+def test_a_template_cannot_exhaust_the_machine(tmp_path, body, bound):
+    """Each would take gigabytes or minutes unbounded; bounded, it fails at once, naming the template and line."""
+    write(tmp_path, "greedy", HEADER + "{% block user %}\nQuestion: {{ question }}\n" + body + "\n{% endblock %}\n")
+    template = load_template("greedy", template_dir=tmp_path)  # nothing is evaluated at load
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match=re.escape("template 'greedy', line 7: ")) as info:
+        template.render(ITEM)
+    assert bound in str(info.value) and time.monotonic() - started < 5
+
+
+def test_bounds_leave_ordinary_templates_alone(tmp_path):
+    body = ('{% for c in question %}{{ c }}{% endfor %} {{ "-" * 40 }} {{ "%5.2f" % 3.14159 }} {{ 2 ** 64 }} '
+            "{{ question | center(30) }} {{ (question * 3) | replace('17', 'seventeen') }} {{ (10 ** 20) | string }}")
+    write(tmp_path, "fine", HEADER + "{% block user %}" + body + "{% endblock %}\n")
+    rendered = load_template("fine", template_dir=tmp_path).render(ITEM)[0]["content"]
+    assert rendered.startswith("What is 17 * 23? " + "-" * 40 + "  3.14 18446744073709551616")
+    assert rendered.endswith("What is seventeen * 23?What is seventeen * 23?What is seventeen * 23? " + "1" + "0" * 20)
 
 
 # --------------------------------------------------------------------------------------------
