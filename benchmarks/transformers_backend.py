@@ -3,11 +3,13 @@
 Arms, each in a fresh subprocess so that its peak memory is its own:
 - score/engine: logprob scoring through `curate.engine.score` (score-only template, max_tokens 1,
   top_logprobs 20), default settings unless given; items/s.
-- score/raw: the same prompt ids, sorted by length, one forward per batch of the same row count with
-  last-position logits only (`logits_to_keep=1`) and a top-20 log-softmax; items/s.
+- score/raw: the same prompt ids, sorted by length, one forward per batch with last-position logits only
+  (`logits_to_keep=1`) and a top-20 log-softmax; items/s. Rows per batch: each of --raw-batch-sizes in a
+  process of its own (arm `score/raw@B`), so that the engine at its defaults is compared with the raw forward
+  at its best batch size; without --raw-batch-sizes, the engine's --batch-size.
 - decode/engine: the rationale template through `curate.engine.score`, temperature 1, --new-tokens
   tokens per judgment; completion tokens/s.
-- decode/generate: the same prompt ids, sorted, left-padded batches of the same row count,
+- decode/generate: the same prompt ids, sorted, left-padded batches (rows per batch as for score/raw),
   `model.generate(do_sample=True, temperature=1, top_p=1, top_k=0, min_new_tokens=max_new_tokens=N)`;
   tokens/s.
 Peak memory: CPU, the arm process's peak resident set (getrusage ru_maxrss; tracemalloc does not see
@@ -130,7 +132,8 @@ def run_arm(args: argparse.Namespace) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     kind = args.arm.split("/")[0]
-    result: dict = {"rows_per_batch": config.batch_size}
+    rows_per_batch = args.raw_rows or config.batch_size
+    result: dict = {"rows_per_batch": rows_per_batch}
     if args.arm.endswith("engine"):
         start = now()
         summary = score(config, backend=backend).summary
@@ -145,7 +148,9 @@ def run_arm(args: argparse.Namespace) -> dict:
         prompts = sorted((backend.prompt_ids(template.render(row)) for row in rows), key=len)
         result["render_and_tokenize_seconds"] = now() - start
         start = now()
-        tokens = (raw_forward if kind == "score" else raw_generate)(backend, prompts, config)
+        if rows_per_batch is None:
+            raise SystemExit("the raw arms need rows per batch: give --raw-batch-sizes or --batch-size")
+        tokens = (raw_forward if kind == "score" else raw_generate)(backend, prompts, config, rows_per_batch)
         elapsed = now() - start
         result.update(items=len(prompts), completion_tokens=tokens, prompt_tokens=sum(map(len, prompts)))
     shutil.rmtree(work)
@@ -168,28 +173,28 @@ def padded(backend, prompts: list[list[int]]):
     return ids.to(backend.device), mask.to(backend.device)
 
 
-def raw_forward(backend, prompts: list[list[int]], config) -> int:
+def raw_forward(backend, prompts: list[list[int]], config, rows: int) -> int:
     """One forward per batch, last-position logits only, top-20 log-probabilities: what logprob scoring needs."""
     import torch
 
     with torch.inference_mode():
-        for start in range(0, len(prompts), config.batch_size):
-            ids, mask = padded(backend, prompts[start:start + config.batch_size])
+        for start in range(0, len(prompts), rows):
+            ids, mask = padded(backend, prompts[start:start + rows])
             logits = backend.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                                    logits_to_keep=1).logits[:, -1, :]
             (logits.topk(20, dim=-1).values.float() - torch.logsumexp(logits.float(), dim=-1, keepdim=True)).tolist()
     return len(prompts)
 
 
-def raw_generate(backend, prompts: list[list[int]], config) -> int:
-    """`model.generate` with the process-wide RNG on the same batches; returns the tokens generated."""
+def raw_generate(backend, prompts: list[list[int]], config, rows: int) -> int:
+    """`model.generate` with the process-wide RNG on batches of `rows`; returns the tokens generated."""
     import torch
 
     new_tokens = config.sampling.max_tokens
     generated = 0
     with torch.inference_mode():
-        for start in range(0, len(prompts), config.batch_size):
-            ids, mask = padded(backend, prompts[start:start + config.batch_size])
+        for start in range(0, len(prompts), rows):
+            ids, mask = padded(backend, prompts[start:start + rows])
             output = backend.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
                                             top_p=1.0, top_k=0, min_new_tokens=new_tokens, max_new_tokens=new_tokens,
                                             pad_token_id=backend.pad_id)
@@ -222,8 +227,10 @@ def main() -> None:
     parser.add_argument("--score-items", type=int, default=256)
     parser.add_argument("--decode-items", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, help="the engine's row cap, and the raw arms' rows per batch "
-                                                       "(default: the engine's default)")
+    parser.add_argument("--batch-size", type=int, help="the engine's row cap (default: its default, none), and the "
+                                                       "raw arms' rows per batch without --raw-batch-sizes")
+    parser.add_argument("--raw-batch-sizes", type=int, nargs="+",
+                        help="rows per batch of the raw arms, each in its own process; ratios use the best")
     parser.add_argument("--max-batch-tokens", type=int, help="the engine's token budget (default: its default)")
     parser.add_argument("--threads", type=int, help="torch CPU threads in each arm (default: torch's choice)")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
@@ -231,6 +238,7 @@ def main() -> None:
                         help="run the arms this many times, interleaved; every figure is the median over the repeats "
                              "(on a shared machine, a pair run back to back sees about the same load)")
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # run one arm in this process
+    parser.add_argument("--raw-rows", type=int, help=argparse.SUPPRESS)  # that arm's rows per batch
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
@@ -243,13 +251,15 @@ def main() -> None:
     results = {"date": datetime.date.today().isoformat(), "machine": machine(), **versions(),
                "settings": {k: str(v) for k, v in vars(args).items() if k not in ("arm", "out")}, "runs": {}}
     for _ in range(args.repeats):
-        for arm in args.arms:
+        for arm, rows in arm_runs(args):
             ticks = cpu_ticks()
-            command = [sys.executable, __file__, *sys.argv[1:], "--arm", arm, "--model-dir", str(args.model_dir)]
+            command = [sys.executable, __file__, *sys.argv[1:], "--arm", arm, "--model-dir", str(args.model_dir),
+                       *(["--raw-rows", str(rows)] if rows else [])]
             finished = subprocess.run(command, capture_output=True, text=True, check=True)
             measured = {**json.loads(finished.stdout.splitlines()[-1]), "cpu_steal": steal_fraction(ticks, cpu_ticks())}
-            results["runs"].setdefault(arm, []).append(measured)
-            print(f"{arm:16s} {measured['items_per_s']:8.2f} items/s {measured['tokens_per_s']:9.1f} tokens/s  "
+            name = f"{arm}@{rows}" if rows else arm
+            results["runs"].setdefault(name, []).append(measured)
+            print(f"{name:20s} {measured['items_per_s']:8.2f} items/s {measured['tokens_per_s']:9.1f} tokens/s  "
                   f"peak {measured['peak_bytes'] / 2**30:.2f} GiB (loaded {measured['loaded_bytes'] / 2**30:.2f})  "
                   f"steal {measured['cpu_steal']:.0%}", flush=True)
             results["ratios"] = ratios(results["runs"])
@@ -258,20 +268,39 @@ def main() -> None:
     shutil.rmtree(work)
 
 
+def arm_runs(args: argparse.Namespace) -> list[tuple[str, int | None]]:
+    """(arm, rows per batch of a raw arm) in the order one repeat runs them."""
+    return [(arm, rows) for arm in args.arms
+            for rows in (args.raw_batch_sizes or [None] if not arm.endswith("engine") else [None])]
+
+
+def best_raw(runs: dict, arm: str, key: str) -> tuple[str, list[dict]] | None:
+    """The raw arm's runs at the rows per batch whose median `key` is highest (its best batch size)."""
+    sizes = {name: found for name, found in runs.items() if name == arm or name.startswith(f"{arm}@")}
+    if not sizes:
+        return None
+    return max(sizes.items(), key=lambda named: statistics.median(run[key] for run in named[1]))
+
+
 def ratios(runs: dict) -> dict:
-    """The done-when figures, engine over raw, for whichever pairs have run: the median over the repeats of each
-    repeat's ratio (its two arms ran back to back), and the ratio of the arms' medians."""
+    """The done-when figures, engine over raw (at the raw arm's best rows per batch), for whichever pairs have
+    run: the median over the repeats of each repeat's ratio (its arms ran back to back), and the ratio of the
+    arms' medians."""
     pairs = {"score items/s, engine / raw forward": ("score/engine", "score/raw", "items_per_s"),
              "decode tokens/s, engine / generate": ("decode/engine", "decode/generate", "tokens_per_s"),
              "score peak memory, engine / raw forward": ("score/engine", "score/raw", "peak_bytes"),
              "decode peak memory, engine / generate": ("decode/engine", "decode/generate", "peak_bytes")}
     found = {}
     for name, (a, b, key) in pairs.items():
-        paired = [x[key] / y[key] for x, y in zip(runs.get(a, []), runs.get(b, []))]
-        if paired:
-            found[name] = {"median of paired ratios": statistics.median(paired), "paired ratios": paired,
-                           "ratio of medians": statistics.median(x[key] for x in runs[a]) /
-                           statistics.median(y[key] for y in runs[b])}
+        rate = "tokens_per_s" if b == "decode/generate" else "items_per_s"
+        best = best_raw(runs, b, rate)
+        if best is None or not runs.get(a):
+            continue
+        raw_name, raw = best
+        paired = [x[key] / y[key] for x, y in zip(runs[a], raw)]
+        found[name] = {"raw arm": raw_name, "median of paired ratios": statistics.median(paired),
+                       "paired ratios": paired, "ratio of medians": statistics.median(x[key] for x in runs[a]) /
+                       statistics.median(y[key] for y in raw)}
     return found
 
 
