@@ -116,9 +116,9 @@ def test_a_killed_run_resumes_each_stage_from_its_last_checkpoint(tmp_path, rand
 def test_a_run_stopped_again_and_again_records_what_an_uninterrupted_one_does(tmp_path, random_model, monkeypatch):
     """Issue 19 (5): a resumed stage's train_loss was the mean over its last invocation's steps only, and SFT's
     num_tokens counted again from 0. Here SFT stops twice after a checkpoint, GRPO after a checkpoint, then after
-    its last step, then as it is recorded as done (each time the Trainer would have trained a step more), with a
-    log every 3 steps and a checkpoint every 2: the losses of the steps between a log and a checkpoint are not lost
-    with the kill."""
+    its last step, then as it is recorded as done (the two reruns after those resume from the last step's
+    checkpoint, from which the Trainer trained a step more), with a log every 3 steps and a checkpoint every 2: the
+    losses of the steps between a log and a checkpoint are not lost with the kill."""
     split = build_split(tmp_path / "split")
     cadence = {"save_steps": 2, "logging_steps": 3}
     recipe = tiny_recipe(tmp_path, random_model, split, sft={"max_steps": 7, **cadence},
