@@ -1,13 +1,17 @@
 """Resume after a kill: a SIGKILL during SFT, then the same `dereason-train run` command, resumes SFT from its last
 complete checkpoint; a crash during GRPO (right after a checkpoint, in this process: a second subprocess would
-cost its imports again) resumes GRPO the same way. Each stage ends with the weights of a run never interrupted."""
+cost its imports again) resumes GRPO the same way. Each stage ends with the weights of a run never interrupted, and
+records what that run records: the same closing metrics in stage.json and run.json, the same metrics.jsonl."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from trainkit import (
     build_split,
@@ -19,10 +23,13 @@ from trainkit import (
 )
 
 import train.trainer
-from train.stage import INVOCATIONS, METRICS, read_record
+from train.stage import INVOCATIONS, METRICS, TRAINED_SECONDS, Stage, read_record
 
 REPO = Path(__file__).resolve().parent.parent
 LONGER = {"sft": {"max_steps": 12, "save_steps": 3}, "grpo": {"max_steps": 6, "save_steps": 2}}
+# The seconds a run took (GRPO logs each step's as step_time), which no two runs share; seconds_add_up checks
+# the closing ones.
+SECONDS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "step_time"}
 
 
 class Crash(Exception):
@@ -50,18 +57,27 @@ def kill_after_a_checkpoint(recipe: Path, stage_dir: Path, limit_seconds: float 
     return max(whole, key=lambda name: int(name.split("-")[1]))
 
 
-def crash_after_first_checkpoint(monkeypatch, stage: str) -> None:
-    original = train.trainer.metrics_callback
+def crash_at(monkeypatch, stage: str, event: str = "on_save") -> None:
+    """Each invocation of `stage` stops at its first `event`: one of the Trainer's callbacks (on_save: right after a
+    checkpoint; on_train_end: after the last step), or `done`: with its final model saved and its closing metrics
+    written, as stage.json is to say it is done."""
+    def crash(*args, **kwargs):
+        raise Crash(f"{stage} stopped at {event}")
 
-    def with_crash(name, stage_dir):
-        callback = original(name, stage_dir)
+    if event == "done":
+        recorded_done = Stage.done
+        monkeypatch.setattr(Stage, "done", lambda self, details: crash() if self.name == stage
+                            else recorded_done(self, details))
+        return
+    original = train.trainer.stage_callback
+
+    def with_crash(name, *args):
+        callback = original(name, *args)
         if name == stage:
-            def on_save(*args, **kwargs):
-                raise Crash(f"{stage} stopped after a checkpoint")
-            callback.on_save = on_save
+            setattr(callback, event, crash)
         return callback
 
-    monkeypatch.setattr(train.trainer, "metrics_callback", with_crash)
+    monkeypatch.setattr(train.trainer, "stage_callback", with_crash)
 
 
 def test_a_killed_run_resumes_each_stage_from_its_last_checkpoint(tmp_path, random_model, monkeypatch):
@@ -72,7 +88,7 @@ def test_a_killed_run_resumes_each_stage_from_its_last_checkpoint(tmp_path, rand
     sft_checkpoint = kill_after_a_checkpoint(recipe, run / "sft")
     assert read_record(run / "sft")["status"] == "training" and not (run / "sft" / "final").exists()
     with monkeypatch.context() as patch:
-        crash_after_first_checkpoint(patch, "grpo")
+        crash_at(patch, "grpo")
         crashed = invoke_train("run", recipe)  # the same command: SFT resumes, then GRPO starts and stops
     assert isinstance(crashed.exception, Crash), crashed.output
     assert read_record(run / "sft")["status"] == "done" and read_record(run / "grpo")["status"] == "training"
@@ -91,3 +107,69 @@ def test_a_killed_run_resumes_each_stage_from_its_last_checkpoint(tmp_path, rand
     assert uninterrupted.exit_code == 0, uninterrupted.output
     for stage in ("sft", "grpo"):
         assert not changed(weights(run / stage / "final"), weights(tmp_path / "straight" / stage / "final")), stage
+    # Exactly equal: the same float operations in the same order (the weights are equal to the bit), and the closing
+    # mean loss is computed from the same logged losses in both runs.
+    assert recorded(run) == recorded(tmp_path / "straight")
+    seconds_add_up(run)
+
+
+def test_a_run_stopped_again_and_again_records_what_an_uninterrupted_one_does(tmp_path, random_model, monkeypatch):
+    """Issue 19 (5): a resumed stage's train_loss was the mean over its last invocation's steps only, and SFT's
+    num_tokens counted again from 0. Here SFT stops twice after a checkpoint, GRPO after a checkpoint, then after
+    its last step, then as it is recorded as done (the two reruns after those resume from the last step's
+    checkpoint, from which the Trainer trained a step more), with a log every 3 steps and a checkpoint every 2: the
+    losses of the steps between a log and a checkpoint are not lost with the kill."""
+    split = build_split(tmp_path / "split")
+    cadence = {"save_steps": 2, "logging_steps": 3}
+    recipe = tiny_recipe(tmp_path, random_model, split, sft={"max_steps": 7, **cadence},
+                         grpo={"max_steps": 5, **cadence})
+    run = tmp_path / "run"
+    for stage, event in (("sft", "on_save"), ("sft", "on_save"), ("grpo", "on_save"), ("grpo", "on_train_end"),
+                         ("grpo", "done")):
+        with monkeypatch.context() as patch:
+            crash_at(patch, stage, event)
+            crashed = invoke_train("run", recipe)
+        assert isinstance(crashed.exception, Crash), crashed.output
+    result = invoke_train("run", recipe)
+    assert result.exit_code == 0, result.output
+    assert [i["resumed_from"] for i in read_jsonl(run / "sft" / INVOCATIONS)] == [None, "checkpoint-2", "checkpoint-4"]
+    assert [i["resumed_from"] for i in read_jsonl(run / "grpo" / INVOCATIONS)] == [None, "checkpoint-2", "checkpoint-5",
+                                                                                 "checkpoint-5"]
+
+    uninterrupted = invoke_train("run", recipe, "--out", tmp_path / "straight")
+    assert uninterrupted.exit_code == 0, uninterrupted.output
+    for stage in ("sft", "grpo"):
+        assert not changed(weights(run / stage / "final"), weights(tmp_path / "straight" / stage / "final")), stage
+    assert recorded(run) == recorded(tmp_path / "straight")
+    assert [row["step"] for row in read_jsonl(run / "sft" / METRICS)] == [2, 3, 4, 6, 7, 7]  # 7: the closing line
+    seconds_add_up(run)
+    # GRPO's last two invocations trained no step: its seconds are those of the invocations before them (recorded
+    # to 4 decimals, as transformers records them).
+    earlier = json.loads((run / "grpo" / "checkpoint-5" / TRAINED_SECONDS).read_text(encoding="utf-8"))["seconds"]
+    assert 0 < round(earlier, 4) <= read_record(run / "grpo")["metrics"]["train_runtime"]
+
+
+def recorded(run: Path) -> dict:
+    """What a run records, but its seconds: each stage's closing metrics (stage.json), its metrics.jsonl, and the
+    stage metrics of run.json."""
+    manifest = json.loads((run / "run.json").read_text(encoding="utf-8"))
+
+    def timeless(metrics: dict) -> dict:
+        return {key: value for key, value in metrics.items() if key not in SECONDS}
+
+    return {"run.json": [timeless(stage["metrics"]) for stage in manifest["stages"]],
+            **{f"{stage}/stage.json": timeless(read_record(run / stage)["metrics"]) for stage in ("sft", "grpo")},
+            **{f"{stage}/{METRICS}": [timeless(row) for row in read_jsonl(run / stage / METRICS)]
+               for stage in ("sft", "grpo")}}
+
+
+def seconds_add_up(run: Path) -> None:
+    """The rates are the stage's steps and sequences over its seconds (those of every invocation)."""
+    for stage in ("sft", "grpo"):
+        record = read_record(run / stage)
+        metrics, arguments = record["metrics"], record["trl_arguments"]
+        sequences = arguments["per_device_train_batch_size"] * arguments["gradient_accumulation_steps"]
+        # Within the rounding of the recorded figures (seconds to 4 decimals, rates to 3).
+        expected = {"train_steps_per_second": record["steps"] / metrics["train_runtime"],
+                    "train_samples_per_second": record["steps"] * sequences / metrics["train_runtime"]}
+        assert {key: metrics[key] for key in expected} == pytest.approx(expected, rel=1e-3, abs=1e-3), stage

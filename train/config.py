@@ -64,7 +64,8 @@ class StageConfig:
     save_steps: int = described("Write a checkpoint every this many steps (a rerun resumes from the last one).",
                                 default=100)
     save_total_limit: int = described("Checkpoints kept (the oldest are deleted).", default=2)
-    logging_steps: int = described("Log (and append to metrics.jsonl) every this many steps.", default=1)
+    logging_steps: int = described("Log (and append to metrics.jsonl) every this many steps; each checkpoint's step "
+                                   "and the last step are logged too.", default=1)
     device: str = described("auto (CUDA when there is one), cpu or cuda.", default="auto")
     dtype: str = described("Weights' dtype: auto (float32 weights, computed under bfloat16 autocast on a GPU that has "
                            "it), float32, bfloat16 or float16 (half-precision weights: without DeepSpeed or FSDP "

@@ -38,11 +38,27 @@ def train_sft(config: SftConfig, prepared: Prepared | None = None) -> dict[str, 
             tokenizer.chat_template = ready.inputs["chat_template"]
         if config.assistant_only_loss:
             _check_generation_markers(tokenizer, config)
-        return SFTTrainer(model=model, args=ready.settings, train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=lora_config(config))
+        trainer = SFTTrainer(model=model, args=ready.settings, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=lora_config(config))
+        trainer.add_callback(_token_count(trainer))
+        return trainer
 
     return run_stage(STAGE, config, prepared or prepare_sft(config), make_trainer,
                      {"chat_template": config.chat_template, "assistant_only_loss": config.assistant_only_loss})
+
+
+def _token_count(trainer: Any) -> Any:
+    """TRL's SFTTrainer keeps the count it logs as num_tokens in an attribute of its own, which no checkpoint holds:
+    a resumed trainer counts on from the count logged at its checkpoint (the Trainer logs each checkpoint's step,
+    train.trainer), found in the log history the checkpoint restores."""
+    from transformers import TrainerCallback
+
+    class TokenCount(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            logged = [entry["num_tokens"] for entry in state.log_history if "num_tokens" in entry]
+            trainer._total_train_tokens = int(logged[-1]) if logged else 0
+
+    return TokenCount()
 
 
 def _read_chat_template(config: SftConfig) -> str | None:

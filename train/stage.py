@@ -2,21 +2,23 @@
 
     STAGE_DIR/
       stage.json          what the stage is (settings, data fingerprint, model) and where it stands: status
-                          training or done, the final model, steps and the trainer's closing metrics
+                          training or done, the final model, steps and the closing metrics (train.trainer)
       invocations.jsonl   one line per command that ran it: start time, versions, the checkpoint it resumed from
       metrics.jsonl       one line per logging step: TRL's logs (loss; GRPO's reward, frac_reward_zero_std,
-                          completions/mean_length, …) and the verdict counts of curate.rewards
-      checkpoint-N/       the Trainer's checkpoints (weights, optimiser, scheduler, RNG and data position)
+                          completions/mean_length, …) and the verdict counts of curate.rewards; then the closing
+                          metrics, at the last step
+      checkpoint-N/       the Trainer's checkpoints (weights, optimiser, scheduler, RNG and data position), and
+                          training_seconds.json: the seconds of training up to that step, over every invocation
       final/              the trained model and tokenizer (LoRA adapters merged), renamed into place whole
       unanswered.jsonl    SFT with skip_unanswered: the items left out for want of a kept response, with the reason
 
 Resume: rerunning the same command finds the last complete checkpoint (the Trainer writes trainer_state.json
 last, so a checkpoint without a readable one was cut by a kill and is deleted) and hands it to
 `Trainer.train(resume_from_checkpoint=…)`, which restores the optimiser, scheduler, RNG and position in the
-data. A rerun whose settings (other than how often it saves and logs), data or starting model differ is
-refused, naming what changed. A stage that is done is not trained again. One process at a time holds a
-stage directory (an OS lock the kernel releases when the process dies); under `accelerate launch` the
-processes of one job share it, and only the main one writes records.
+data. metrics.jsonl keeps the lines up to that checkpoint's step. A rerun whose settings (other than how often it
+saves and logs), data or starting model differ is refused, naming what changed. A stage that is done is not
+trained again. One process at a time holds a stage directory (an OS lock the kernel releases when the process
+dies); under `accelerate launch` the processes of one job share it, and only the main one writes records.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from train.model import main_process
 
 log = logging.getLogger(__name__)
 STAGE_RECORD, INVOCATIONS, METRICS, LOCK = "stage.json", "invocations.jsonl", "metrics.jsonl", ".lock"
+TRAINED_SECONDS = "training_seconds.json"
+CLOSING = "train_loss"  # of metrics.jsonl's lines, only the closing one has it
 TRAINING, DONE = "training", "done"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 PACKAGES = ("dereason", "trl", "transformers", "torch", "peft", "accelerate", "datasets")
@@ -85,6 +89,24 @@ def last_checkpoint(stage_dir: Path) -> Path | None:
             log.warning("deleting %s: it was cut short (no readable trainer_state.json)", checkpoint)
             shutil.rmtree(checkpoint)
     return None
+
+
+def write_trained_seconds(stage_dir: Path, step: int, seconds: float) -> None:
+    """Before the Trainer writes checkpoint-`step` (its trainer_state.json last), so a whole checkpoint has them."""
+    checkpoint = stage_dir / f"checkpoint-{step}"
+    checkpoint.mkdir(exist_ok=True)
+    write_atomic(checkpoint / TRAINED_SECONDS, json.dumps({"seconds": seconds}))
+
+
+def trained_seconds(checkpoint: Path | None) -> float:
+    """The seconds of training up to `checkpoint`, over every invocation (0 without one)."""
+    if checkpoint is None:
+        return 0.0
+    path = checkpoint / TRAINED_SECONDS
+    if not path.is_file():  # a checkpoint written before dereason counted them
+        log.warning("%s has no %s: train_runtime leaves out the seconds before it", checkpoint, TRAINED_SECONDS)
+        return 0.0
+    return json.loads(path.read_text(encoding="utf-8"))["seconds"]
 
 
 class Stage:
@@ -152,15 +174,18 @@ class Stage:
         return checkpoint if self.main else last_checkpoint(self.dir)
 
     def _keep_metrics_until(self, step: int) -> None:
-        """Logs written after the checkpoint were lost with the kill's progress, and will be written again."""
+        """Logs written after the checkpoint were lost with the kill's progress, and will be written again; so will
+        the closing line of a kill after the last checkpoint, before the stage was recorded as done."""
         path = self.dir / METRICS
         if path.is_file():
             lines = [line for line in path.read_text(encoding="utf-8").splitlines()
-                     if line.strip() and json.loads(line)["step"] <= step]
+                     if line.strip() and (row := json.loads(line))["step"] <= step and CLOSING not in row]
             write_atomic(path, "".join(line + "\n" for line in lines))
 
-    def finish(self, trainer: Any, merge_adapters: bool, result: Any, details: dict[str, Any]) -> dict[str, Any]:
-        """Save the final model whole (a staging folder renamed into place) and record the stage as done."""
+    def finish(self, trainer: Any, merge_adapters: bool, metrics: dict[str, Any],
+               details: dict[str, Any]) -> dict[str, Any]:
+        """Save the final model whole (a staging folder renamed into place), append the closing `metrics` to
+        metrics.jsonl and record the stage as done."""
         final, staging = self.dir / FINAL, self.dir / f".{FINAL}.tmp"
         if trainer.accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
@@ -177,7 +202,8 @@ class Stage:
         if final.exists():  # a kill between this rename and the record's update: the new one replaces it
             shutil.rmtree(final)
         os.rename(staging, final)
-        return self.done({**details, "final": FINAL, "steps": trainer.state.global_step, "metrics": result.metrics})
+        append_jsonl(self.dir / METRICS, {"step": trainer.state.global_step, **metrics})
+        return self.done({**details, "final": FINAL, "steps": trainer.state.global_step, "metrics": metrics})
 
     def done(self, details: dict[str, Any]) -> dict[str, Any]:
         """Record the stage as done, with what it produced (`details`); the record."""

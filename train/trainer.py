@@ -6,12 +6,21 @@ checkpoint cadence, the hardware's precision flags; report_to none), then the st
 assistant_only_loss; GRPO: generation and loss settings, reward weights, vLLM), then the config's
 trainer_args as given. Each log is appended to metrics.jsonl and logged as one line in place of transformers'
 progress bar, so that the command's stdout stays its own.
+
+A resumed stage records what an uninterrupted one does. The step of each checkpoint and the last step are always
+logged, so a checkpoint's log history (in its trainer_state.json, which the Trainer restores) holds every step's
+loss up to it. The closing metrics are the stage's, not the last invocation's: `train_loss` is the mean of every
+step's loss (each log's loss weighted by the steps it covers), `total_flos` and `epoch` come from the trainer
+state, and `train_runtime` is the seconds of training summed over the invocations (each counted up to the
+checkpoint the next one resumed from; the steps a kill undid are not counted), with `train_steps_per_second` and
+`train_samples_per_second` (sequences per optimiser step × steps) over those seconds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,7 +31,7 @@ from curate.store import append_jsonl, write_atomic
 from train.config import CADENCE, FINAL, TRL_NAMES, StageConfig
 from train.data import StageData
 from train.model import Hardware
-from train.stage import METRICS, Stage
+from train.stage import CLOSING, METRICS, Stage, trained_seconds, write_trained_seconds
 
 log = logging.getLogger(__name__)
 TrainerFactory = Callable[[Any, Any, Any, "Prepared"], Any]
@@ -68,21 +77,64 @@ SHOWN = {"loss": "loss", "reward": "reward", "frac_reward_zero_std": "zero-std g
          "train_loss": "mean loss", "train_runtime": "seconds"}
 
 
-def metrics_callback(name: str, stage_dir: Path) -> Any:
-    """A TrainerCallback that appends each log (with its step) to metrics.jsonl and logs one line about it."""
+def shown(logs: dict[str, Any]) -> str:
+    return ", ".join(f"{label} {logs[key]:.4g}" for key, label in SHOWN.items()
+                     if isinstance(logs.get(key), int | float)) or json.dumps(logs)
+
+
+class TrainingDone(Exception):
+    """Raised as a stage resumes from the checkpoint of its last step: the Trainer would train one step more."""
+
+
+def stage_callback(name: str, stage_dir: Path, earlier_seconds: float) -> Any:
+    """A TrainerCallback that appends each log (with its step) to metrics.jsonl and logs one line about it, logs
+    the step of each checkpoint and the last step, writes each checkpoint's seconds of training (`earlier_seconds`
+    before this invocation's) and stops a resumed stage that has no step left (TrainingDone)."""
     from transformers import TrainerCallback
 
-    class MetricsFile(TrainerCallback):
+    class StageCallback(TrainerCallback):
+        started: float | None = None
+
+        def seconds(self) -> float:
+            return earlier_seconds + (time.monotonic() - self.started if self.started is not None else 0.0)
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= state.max_steps:
+                raise TrainingDone
+            self.started = time.monotonic()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if control.should_save or state.global_step >= state.max_steps:
+                control.should_log = True
+            if control.should_save and state.is_world_process_zero:
+                write_trained_seconds(stage_dir, state.global_step, self.seconds())
+
+        on_epoch_end = on_step_end
+
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                    **kwargs: Any) -> None:
-            if not (state.is_world_process_zero and logs):
+            # The Trainer's closing log is its invocation's; the stage's closing metrics replace it.
+            if not (state.is_world_process_zero and logs) or CLOSING in logs:
                 return
             append_jsonl(stage_dir / METRICS, {"step": state.global_step, **logs})
-            shown = ", ".join(f"{label} {logs[key]:.4g}" for key, label in SHOWN.items()
-                              if isinstance(logs.get(key), int | float))
-            log.info("%s step %d/%d: %s", name, state.global_step, state.max_steps, shown or json.dumps(logs))
+            log.info("%s step %d/%d: %s", name, state.global_step, state.max_steps, shown(logs))
 
-    return MetricsFile()
+    return StageCallback()
+
+
+def closing_metrics(trainer: Any, seconds: float) -> dict[str, Any]:
+    """The stage's closing metrics from its trainer state, whatever invocations it took (see the module's doc)."""
+    state, args = trainer.state, trainer.args
+    losses, logged = 0.0, 0
+    for entry in state.log_history:
+        if "loss" in entry:
+            losses += entry["loss"] * (entry["step"] - logged)
+            logged = entry["step"]
+    sequences = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    rates = {"train_steps_per_second": round(state.global_step / seconds, 3),
+             "train_samples_per_second": round(state.global_step * sequences / seconds, 3)} if seconds else {}
+    return {"train_loss": losses / state.global_step, "total_flos": state.total_flos, "epoch": state.epoch,
+            "train_runtime": round(seconds, 4), **rates}
 
 
 class Prepared(NamedTuple):
@@ -129,9 +181,17 @@ def run_stage(name: str, config: StageConfig, prepared: Prepared, make_trainer: 
             write_atomic(stage.dir / UNANSWERED, data.left_out.write_ndjson())
         model, tokenizer = load_model(config, prepared.hardware)
         trainer = make_trainer(model, tokenizer, data.dataset(), prepared)
-        _replace_printing(trainer, metrics_callback(name, stage.dir))
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        return stage.finish(trainer, config.lora, result, details)
+        callback = stage_callback(name, stage.dir, trained_seconds(checkpoint))
+        _replace_printing(trainer, callback)
+        try:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except TrainingDone:  # a kill after the last checkpoint, before the stage was recorded as done
+            if stage.main:
+                log.warning("%s: %s is the last step's; nothing is left to train", name, checkpoint)
+        metrics = closing_metrics(trainer, callback.seconds())
+        if stage.main:
+            log.info("%s step %d/%d: %s", name, trainer.state.global_step, trainer.state.max_steps, shown(metrics))
+        return stage.finish(trainer, config.lora, metrics, details)
 
 
 def _replace_printing(trainer: Any, callback: Any) -> None:
