@@ -177,8 +177,9 @@ class RunConfig:
     engine_args: dict[str, Any] = described(
         "Extra vllm.LLM engine arguments, e.g. {tensor_parallel_size: 2, data_parallel_size: 4, "
         "gpu_memory_utilization: 0.85}.", default_factory=dict)
-    batch_size: int = described("Most rows per batch in local backends (the transformers backend also caps a batch's "
-                            "tokens: --max-batch-tokens).", default=16)
+    batch_size: int | None = described(
+        "Most rows per batch in the transformers backend; unset (the default), the token budget (--max-batch-tokens) "
+        "alone sizes each batch.", default=None)
     max_batch_tokens: int = described(
         "Most tokens per batch in the transformers backend: rows x (longest prompt + longest generation allowed), "
         "padding included; a prompt over it runs alone. 16,384 fits beside an 8B bf16 model on a 24 GB GPU.",
@@ -195,7 +196,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.out), "out (run directory) is empty")
-        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.max_batch_tokens >= 1, f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
         check(self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}")
         check(0 <= self.max_failure_fraction <= 1,
