@@ -44,10 +44,13 @@ def _default_out(settings: dict[str, Any]) -> str:
     return str(Path("runs") / f"{slug(settings['source'])}__{slug(template)}__{slug(model)}")
 
 
-def _statuses(table: Table, result: dict[str, Any], records: str) -> None:
+def _statuses(table: Table, result: dict[str, Any], records: str, occurring_only: bool = False) -> None:
+    """The records per status: every status a judgment can have, or (responses, whose statuses depend on whether a
+    verifier decided them: `ok` only without one) the statuses that occur."""
     table.add_row(records, f"{result[records]} ({result.get('requested', 0)} requested now)")
     for status, count in result["status_counts"].items():
-        table.add_row(f"  {status}", str(count))
+        if count or not occurring_only:
+            table.add_row(f"  {status}", str(count))
 
 
 def _score_rows(table: Table, result: dict[str, Any]) -> None:
@@ -63,7 +66,7 @@ def _score_rows(table: Table, result: dict[str, Any]) -> None:
 def _solve_rows(table: Table, result: dict[str, Any]) -> None:
     table.add_row("items", f"{result['items']} ({result['measured']} measured, {result['no_countable_attempt']} with "
                            "no countable attempt)")
-    _statuses(table, result, "responses")
+    _statuses(table, result, "responses", occurring_only=True)
     measured = max(result["measured"], 1)
     for name, label in (("solved_all", "every attempt"), ("solved_some", "some attempts"), ("solved_none", "none")):
         count = result[name]
@@ -75,7 +78,7 @@ def _solve_rows(table: Table, result: dict[str, Any]) -> None:
 def _respond_rows(table: Table, result: dict[str, Any]) -> None:
     unkept = result["items_without_response"]
     table.add_row("items", f"{result['items']} ({result['items_kept']} with a kept response, {len(unkept)} without)")
-    _statuses(table, result, "responses")
+    _statuses(table, result, "responses", occurring_only=True)
     if unkept:
         shown = ", ".join(unkept[:5]) + (f" and {len(unkept) - 5} more" if len(unkept) > 5 else "")
         table.add_row("items without a response", f"{shown} (per_item.parquet: item_status none_kept)")
