@@ -314,8 +314,9 @@ def test_per_domain_tau_without_unscored(tmp_path):
     assert list(datasets.load_from_disk(str(out))) == [s for s in SPLITS if s != "unscored"]
     card = (out / "README.md").read_text(encoding="utf-8")
     assert front_matter(card)["tags"] == ["dereason", "difficulty", "reasoning"]
-    for text in ("τ of its domain", "| number theory | 4.5 |", "| arith | 2.0 |", "per_domain_quantile",
-                 "| rule | quantile |", "are left out", "2 stages", "Ablation arms", '"removed": 4'):
+    for text in ("τ of its domain", "| number theory | 4.5 |", "| arith | 2 |", "per_domain_quantile",
+                 "| rule | quantile |", "are left out", "2 stages", "Ablation arms",
+                 "| hygiene | deduplicated: true; removed: 4 |"):
         assert text in card, text
     assert "| unscored |" not in card and "dashed line" not in card
     assert imread(out / "score_histogram.png").ndim == 3
