@@ -19,6 +19,7 @@ from curate.report import png_bytes
 
 CARD = "README.md"
 HISTOGRAM = "score_histogram.png"
+HF_DATA = "data"  # the folder of an hf export's parquet files, where push_to_hub puts them on the Hub
 # How verl loads curate's reward (curate.rewards.compute_score); verl 0.9 reads `reward.custom_reward_function`, and
 # ignores the top-level `custom_reward_function` of older releases in main_ppo.
 VERL_CUSTOM_REWARD = ("reward.custom_reward_function.path=pkg://curate.rewards",
@@ -123,7 +124,8 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png
     front = {"license": manifest.get("license") or "unknown", "task_categories": ["text-generation"],
              "tags": ["dereason", "difficulty", "reasoning"],
              "configs": [{"config_name": "default",
-                          "data_files": [{"split": name, "path": f"data/{name}-*"} for name in counts]}]}
+                          "data_files": [{"split": name, "path": f"{HF_DATA}/{name}-*"}
+                                         for name, rows in counts.items() if rows]}]}
     run, tau, score = manifest.get("run") or {}, manifest.get("tau"), manifest.get("score") or "item"
     per_domain = isinstance(tau, dict)
     detail = {"method": manifest.get("tau_method") or "not recorded", **(manifest.get("tau_detail") or {})}
@@ -139,6 +141,9 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png
              *_rows(("field", "value"), list(chosen.items())),
              *(_domain_rows(tau, detail) if per_domain else []), "## Splits", "",
              *_rows(("split", "rows"), list(counts.items()))]
+    if empty := [name for name, rows in counts.items() if not rows]:
+        lines += [f"Without rows, so left out of the configs (`datasets.load_dataset` cannot load an empty split): "
+                  f"{', '.join(empty)}.", ""]
     if arms := manifest.get("arms"):
         lines += [f"Ablation arms (splits `<arm>_sft`, `<arm>_rl`): {', '.join(map(str, arms))}.", ""]
     if stages := manifest.get("stages"):  # a count, or {stage: rows}
@@ -160,8 +165,9 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png
               *_rows(("field", "value"), [("dereason version", manifest.get("dereason_version")),
                                           ("input fingerprint", run.get("input_fingerprint")),
                                           ("seed", manifest.get("seed")), ("hygiene", manifest.get("hygiene"))]),
-              "Load it with `datasets.load_dataset(<repo id>)` from the Hub, or `datasets.load_from_disk(<dir>)` "
-              "from the exported directory.", ""]
+              "Load it with `datasets.load_dataset(<repo id>)` from the Hub; from the exported directory, with "
+              "`datasets.load_dataset(<dir>)` (its parquet files) or `datasets.load_from_disk(<dir>)` (every split, "
+              "empty ones included).", ""]
     return "\n".join(lines)
 
 
