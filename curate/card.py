@@ -19,6 +19,7 @@ from curate.report import png_bytes
 
 CARD = "README.md"
 HISTOGRAM = "score_histogram.png"
+HF_DATA = "data"  # the folder of an hf export's parquet files, where push_to_hub puts them on the Hub
 # How verl loads curate's reward (curate.rewards.compute_score); verl 0.9 reads `reward.custom_reward_function`, and
 # ignores the top-level `custom_reward_function` of older releases in main_ppo.
 VERL_CUSTOM_REWARD = ("reward.custom_reward_function.path=pkg://curate.rewards",
@@ -27,6 +28,14 @@ VERL_CUSTOM_REWARD = ("reward.custom_reward_function.path=pkg://curate.rewards",
 VERL_RECIPE = ("algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=8", "data.train_batch_size=128",
                "actor_rollout_ref.actor.ppo_mini_batch_size=64", "actor_rollout_ref.actor.optim.lr=1e-6",
                "data.max_prompt_length=1024", "data.max_response_length=8192", "data.filter_overlong_prompts=True")
+
+
+def tau_text(tau: float | dict[str, float] | None) -> str:
+    """τ as people read it, to three significant digits (the manifest keeps it exact): `3.72`, or per domain
+    `Algebra 3.72, Geometry 3.1`."""
+    if isinstance(tau, dict):
+        return ", ".join(f"{domain} {_readable(value)}" for domain, value in tau.items())
+    return "not recorded" if tau is None else _readable(tau)
 
 
 def histogram_png(splits: dict[str, pl.DataFrame], tau: float | dict | None, score: str) -> bytes:
@@ -47,22 +56,47 @@ def histogram_png(splits: dict[str, pl.DataFrame], tau: float | dict | None, sco
         ax.hist(list(scored.values()), bins=bins, stacked=True, label=[f"{n} ({len(v)})" for n, v in scored.items()],
                 color=[colours[n] for n in scored], edgecolor="white")
         if isinstance(tau, int | float):
-            ax.axvline(float(tau), ls="--", color="black", label=f"τ = {tau:g}")
+            ax.axvline(float(tau), ls="--", color="black", label=f"τ = {tau_text(tau)}")
         ax.legend(fontsize=8, frameon=False)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel=f"{score} score", ylabel="items", title="item scores per split")
     return png_bytes(fig)
 
 
+def _readable(value: Any) -> str:
+    """A manifest value as a line of text: numbers to three significant digits, a mapping as `key: value; …`, a
+    list as `a, b`, an empty one as `none`."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {_readable(item)}" for key, item in value.items()) or "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(map(_readable, value)) or "none"
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
 def _cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _readable(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
+    """A Markdown table."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(map(_cell, row)) + " |" for row in rows), ""]
 
 
 def _rows(header: tuple[str, str], pairs: list[tuple[Any, Any]]) -> list[str]:
     """A two-column Markdown table; pairs whose value is None are left out."""
-    body = [f"| {_cell(k)} | {_cell(v)} |" for k, v in pairs if v is not None]
-    return [f"| {header[0]} | {header[1]} |", "|---|---|", *body, ""]
+    return _table(header, [(k, v) for k, v in pairs if v is not None])
+
+
+def _domain_rows(tau: dict[str, float], detail: dict[str, Any]) -> list[str]:
+    """τ per domain, with how each domain's τ was chosen (its counts) when the manifest records it."""
+    per_domain = detail.get("domains") or {}
+    columns = list(next(iter(per_domain.values()), {}))
+    return _table(("domain", "τ", *columns),
+                  [(domain, value, *((per_domain.get(domain) or {}).get(c) for c in columns))
+                   for domain, value in tau.items()])
 
 
 def _responses(responses: dict[str, Any]) -> list[str]:
@@ -90,21 +124,26 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png
     front = {"license": manifest.get("license") or "unknown", "task_categories": ["text-generation"],
              "tags": ["dereason", "difficulty", "reasoning"],
              "configs": [{"config_name": "default",
-                          "data_files": [{"split": name, "path": f"data/{name}-*"} for name in counts]}]}
+                          "data_files": [{"split": name, "path": f"{HF_DATA}/{name}-*"}
+                                         for name, rows in counts.items() if rows]}]}
     run, tau, score = manifest.get("run") or {}, manifest.get("tau"), manifest.get("score") or "item"
     per_domain = isinstance(tau, dict)
     detail = {"method": manifest.get("tau_method") or "not recorded", **(manifest.get("tau_detail") or {})}
+    chosen = {key: value for key, value in detail.items() if not (per_domain and key == "domains")}
     lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              "# Difficulty-split reasoning data (dereason)", "",
              f"An LLM judge rated each problem's reasoning intensity from 1 to 5. Items whose {score} score is at "
-             f"most **{'τ of its domain' if per_domain else f'τ = {tau}'}** form the `sft` split (easier: "
+             f"most **{'τ of its domain' if per_domain else f'τ = {tau_text(tau)}'}** form the `sft` split (easier: "
              "supervised fine-tuning), items above τ the `rl` split (harder: reinforcement learning); items the "
              f"judge could not score {'are in `unscored`' if 'unscored' in counts else 'are left out'}.", "",
              *([f"The {score} score is the {manifest['score_meaning']}.", ""] if manifest.get("score_meaning") else []),
              "How τ was chosen:", "",
-             *_rows(("field", "value"), list(detail.items())),
-             *(_rows(("domain", "τ"), list(tau.items())) if per_domain else []), "## Splits", "",
+             *_rows(("field", "value"), list(chosen.items())),
+             *(_domain_rows(tau, detail) if per_domain else []), "## Splits", "",
              *_rows(("split", "rows"), list(counts.items()))]
+    if empty := [name for name, rows in counts.items() if not rows]:
+        lines += [f"Without rows, so left out of the configs (`datasets.load_dataset` cannot load an empty split): "
+                  f"{', '.join(empty)}.", ""]
     if arms := manifest.get("arms"):
         lines += [f"Ablation arms (splits `<arm>_sft`, `<arm>_rl`): {', '.join(map(str, arms))}.", ""]
     if stages := manifest.get("stages"):  # a count, or {stage: rows}
@@ -126,8 +165,9 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, int], histogram_png
               *_rows(("field", "value"), [("dereason version", manifest.get("dereason_version")),
                                           ("input fingerprint", run.get("input_fingerprint")),
                                           ("seed", manifest.get("seed")), ("hygiene", manifest.get("hygiene"))]),
-              "Load it with `datasets.load_dataset(<repo id>)` from the Hub, or `datasets.load_from_disk(<dir>)` "
-              "from the exported directory.", ""]
+              "Load it with `datasets.load_dataset(<repo id>)` from the Hub; from the exported directory, with "
+              "`datasets.load_dataset(<dir>)` (its parquet files) or `datasets.load_from_disk(<dir>)` (every split, "
+              "empty ones included).", ""]
     return "\n".join(lines)
 
 

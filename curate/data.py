@@ -9,6 +9,11 @@ a single usable item is refused, saying why.
 `--choices-field A,B,C,D` instead names one column per option: labelled by the column names when
 every name is a single character, else A, B, C, … in the order given; empty cells are no option.
 A row whose choices cannot be read is a bad row, with the reason.
+
+A reference that is an integer (a JSON number, an integer column: MMLU's `answer`) of an item with options
+is a 0-based option index, never 1-based: it becomes that option's label (`2` → `C`). An index outside
+the options, or any integer where the options are labelled with numbers (label or index?), is a bad row.
+A reference given as text is kept as it is ("2" stays "2"), and so is an integer of an item without options.
 """
 
 from __future__ import annotations
@@ -121,13 +126,43 @@ def _canonical_frame(frame: pl.DataFrame, mapping: dict[str, str | tuple[str, ..
         return pl.col(name).cast(pl.String).alias(canonical)
 
     choices, unreadable = _choices(frame, mapping["choices"], where)
+    reference, no_option = _option_index_references(frame, mapping["reference"], choices)
+    unreadable = pl.concat([unreadable, no_option]).sort(ROW)
     used = {name for value in mapping.values() if value is not None
             for name in (value if isinstance(value, tuple) else (value,))}
     extra_names = [c for c in frame.columns if c not in used and c != ROW]
     # Parquet cannot hold a struct without fields, so `extra` exists only when there are extras.
     extra = [pl.struct(extra_names).alias("extra")] if extra_names else []
     items = frame.select(ROW, text("id"), text("question"), text("reference"), text("domain"), *extra)
+    if reference is not None:
+        items = items.with_columns(reference)
     return items.insert_column(4, choices), unreadable
+
+
+def _option_index_references(frame: pl.DataFrame, name: str | None,
+                             choices: pl.Series) -> tuple[pl.Series | None, pl.DataFrame]:
+    """For an integer reference column: the references with each option index replaced by its option's label
+    (module docstring), and (row, reason) for each index that names no option; (None, no rows) otherwise."""
+    no_rows = pl.DataFrame(schema={ROW: pl.Int64, "reason": pl.String})
+    if name is None or not frame.schema[name].is_integer():
+        return None, no_rows
+    labels = choices.list.eval(pl.element().struct.field("label"))
+    index, count = pl.col("index"), pl.col("labels").list.len()
+    checked = pl.DataFrame({ROW: frame[ROW], "index": frame[name].cast(pl.Int64), "labels": labels}).with_columns(
+        has_options=pl.col("labels").is_not_null() & (count > 0) & index.is_not_null(),
+        numbered=pl.col("labels").list.eval(pl.element().str.contains(r"^\d+$")).list.any())
+    in_range = (index >= 0) & (index < count)
+    reference = (pl.when(pl.col("has_options") & in_range & ~pl.col("numbered"))
+                 .then(pl.col("labels").list.get(index.clip(0), null_on_oob=True))
+                 .otherwise(index.cast(pl.String)).alias("reference"))
+    reason = (pl.when(pl.col("numbered"))
+              .then(pl.format("reference {} is a number and the options are labelled with numbers ({}), so it could "
+                              "be a label or an option index: give the reference as text (the label)",
+                              index, pl.col("labels").list.join(", ")))
+              .otherwise(pl.format("reference {} is an option index (0-based) but the item has {} option(s) ({})",
+                                   index, count, pl.col("labels").list.join(", "))).alias("reason"))
+    bad = checked.filter(pl.col("has_options") & (pl.col("numbered") | ~in_range)).select(ROW, reason)
+    return checked.select(reference).to_series(), bad
 
 
 def _problems(items: pl.DataFrame, question_field: str, unreadable: pl.DataFrame) -> pl.DataFrame:

@@ -10,8 +10,12 @@ non-empty out_dir is replaced only with `overwrite=True`, and never the split di
     hf       a `datasets.DatasetDict` written with `save_to_disk(out_dir)` (open it with
              `datasets.load_from_disk`): splits sft, rl, unscored and the extra splits, all with the same
              columns (their union; a column a split lacks is null there), so the dict is one Hub config.
-             Beside it: README.md, the dataset card (YAML front matter, see `curate.card.dataset_card`), and
-             score_histogram.png, which the card links relatively. `push_to_hub` uploads all three.
+             Beside it: README.md, the dataset card (YAML front matter, see `curate.card.dataset_card`),
+             score_histogram.png, which the card links relatively, and data/<split>-00000-of-00001.parquet,
+             where the card's `configs` point (the names `push_to_hub` gives the Hub's files), so that
+             `datasets.load_dataset(out_dir)` loads the folder as it loads the pushed repo. A split without
+             rows has no parquet file and no config entry: `load_dataset` cannot load one (the card lists it).
+             `push_to_hub` uploads the DatasetDict, the histogram and the card.
     parquet  <split>.parquet per split, the columns of hf.
     jsonl    <split>.jsonl per split, one JSON object a line, the columns of hf.
     trl      sft.parquet (`messages`, for SFTTrainer) and grpo.parquet (`prompt`, `reference`, `choices`, for
@@ -50,7 +54,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.card import CARD, HISTOGRAM, dataset_card, histogram_png, trainer_card
+from curate.card import CARD, HF_DATA, HISTOGRAM, dataset_card, histogram_png, trainer_card
 from curate.errors import ConfigError, DataError, DereasonError
 from curate.export_trainers import (
     RESPONSE,
@@ -231,6 +235,10 @@ def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_
             # An empty split needs num_shards=1: by default it is saved as 0 shards, which load_from_disk rejects.
             dataset = datasets.DatasetDict({name: datasets.Dataset(_arrow(frame)) for name, frame in tables.items()})
             dataset.save_to_disk(str(staging), num_shards={name: 1 for name, f in tables.items() if not f.height})
+            (staging / HF_DATA).mkdir()
+            for name, frame in tables.items():
+                if frame.height:
+                    _write_parquet(frame, staging / HF_DATA / f"{name}-00000-of-00001.parquet")
             histogram = histogram_png(splits, manifest.get("tau"), manifest.get("score") or "item")
             write_atomic(staging / HISTOGRAM, histogram)
             write_atomic(staging / CARD, dataset_card(manifest, {n: f.height for n, f in tables.items()}, HISTOGRAM,

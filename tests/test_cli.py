@@ -95,3 +95,65 @@ def test_the_command_line_starts_without_the_statistics_libraries():
                              "in sys.modules} & {'sklearn', 'scipy', 'krippendorff', 'torch', 'transformers'}))"],
                             capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_the_progress_rate_counts_the_time_since_the_first_request(tmp_path):
+    """The rate was rich's speed between the last two progress reports (one per committed chunk): "10/10 9676.7
+    judgments/s" on a 52 s run. It is now the records committed over the time since the round's first request
+    (a model's loading before it does not count), here on a clock the scripted model advances 1 s per answer."""
+    from fakes import ScriptedBackend
+
+    from curate.cli.progress import RequestClock, progress_bar, rate_text
+    from curate.config import RunConfig
+    from curate.engine import score
+
+    now = [0.0]
+
+    def answer(item_id, idx):
+        now[0] += 1.0
+        return "<score>3</score>", "stop"
+
+    data = write_jsonl(tmp_path / "data.jsonl", [{"id": f"q{i}", "question": f"Problem {i}?"} for i in range(10)])
+    bar = progress_bar("score", disabled=True, clock=lambda: now[0])
+    now[0] = 100.0  # the model loads for 100 s before its first request
+    config = RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "chunk_size": 4,
+                                  "template": "difficulty/intensity"})
+    score(config, progress=bar.update, backend=RequestClock(ScriptedBackend(answer), bar.requesting))
+    assert bar.bar.tasks[0].completed == 10
+    assert bar.bar.tasks[0].fields["rate"] == "1.0 judgments/s"  # 10 answers in 10 s
+    assert rate_text(10, 52.0, "judgments") == "5.2 s per judgment"
+    assert rate_text(5377, 411.0, "responses") == "13.1 responses/s"
+    assert rate_text(0, 3.0, "responses") == ""
+
+
+def test_ctrl_c_says_what_is_stored_and_how_to_resume(tmp_path):
+    """Ctrl-C (SIGINT) mid-run: exit status 130 after one line saying how many judgments the run directory holds of
+    how many, and the command that resumes it; rerunning it asks only for the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import stored_count
+
+    run_dir = tmp_path / "run"
+    args = ["score", "bundled:math-sample", "--limit", "150", "--samples", "2", "--temperature", "1.0",
+            "--chunk-size", "8", "--batch-size", "8", "--out", str(run_dir)]
+    process = subprocess.Popen([sys.executable, "-m", "curate.cli", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while stored_count(run_dir) < 16 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    stored = stored_count(run_dir)
+    assert process.returncode == 130, stderr
+    assert 16 <= stored < 300, "the interrupt must land mid-run"
+    said = " ".join(stderr.split())
+    assert f"interrupted: {run_dir} holds {stored} of 300 judgments (150 items × 2 samples)" in said, stderr
+    assert f"Run the same command to resume: python -m curate.cli {' '.join(args)}" in said, stderr
+    assert "Traceback" not in stderr
+    resumed = invoke(*args, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    summary = json.loads(resumed.stdout)
+    assert (summary["judgments"], summary["requested"]) == (300, 300 - stored)

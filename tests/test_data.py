@@ -1008,3 +1008,41 @@ def test_fingerprint_of_hashed_ids_changes_with_reference(tmp_path):
 def test_missing_local_file_is_not_taken_for_a_hub_id(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load("data/missing.jsonl")
+
+
+# --------------------------------------------------------------------------------------------
+# MMLU-style references: a 0-based option index becomes the option's label
+# --------------------------------------------------------------------------------------------
+
+MMLU_ROWS = [{"question": "2 + 2?", "choices": ["3", "4", "5", "6"], "answer": 1},
+             {"question": "Capital of France?", "choices": ["Lyon", "Nice", "Paris", "Lille"], "answer": 2},
+             {"question": "A question without options", "answer": 7}]
+
+
+@pytest.mark.parametrize("writer", [_jsonl, _parquet, _dataset_dir], ids=["jsonl", "parquet", "dataset"])
+def test_an_option_index_reference_becomes_the_options_label(tmp_path, writer):
+    items = load(writer(tmp_path, MMLU_ROWS)).items
+    assert items["reference"].to_list() == ["B", "C", "7"]  # 0-based; an item without options keeps its number
+
+
+def test_a_text_reference_that_looks_like_an_index_is_kept(tmp_path):
+    rows = [{"question": "Which is two?", "choices": ["1", "2", "3"], "answer": "2"}]
+    assert load(_jsonl(tmp_path, rows)).items["reference"].to_list() == ["2"]
+
+
+def test_an_option_index_outside_the_options_is_a_bad_row(tmp_path):
+    rows = [*MMLU_ROWS, {"question": "Too far", "choices": ["x", "y"], "answer": 2},
+            {"question": "Negative", "choices": ["x", "y"], "answer": -1}]
+    message = bad_rows_error(_jsonl(tmp_path, rows))
+    assert "reference 2 is an option index (0-based) but the item has 2 option(s) (A, B) at rows 4" in message
+    assert "reference -1 is an option index (0-based) but the item has 2 option(s) (A, B) at rows 5" in message
+    loaded = quarantine(_jsonl(tmp_path, rows))
+    assert loaded.items["reference"].to_list() == ["B", "C", "7"]
+    assert loaded.quarantined["row"].to_list() == [4, 5]
+
+
+def test_an_integer_reference_to_numbered_options_is_ambiguous(tmp_path):
+    rows = [{"question": "Q", "choices": [{"label": "1", "text": "x"}, {"label": "2", "text": "y"}], "answer": 1}]
+    message = bad_rows_error(_jsonl(tmp_path, rows))
+    assert "reference 1 is a number and the options are labelled with numbers (1, 2)" in message
+    assert "at rows 1" in message

@@ -90,6 +90,11 @@ def test_hf_export_loads_with_card_and_histogram(split_dir, tmp_path):
     assert loaded["rl"]["response"] == [None, None] and loaded["unscored"]["score"] == [None]
     assert loaded["sft"]["reference"] == ["2", "6", "2"] and loaded["rl"]["reference"] == [None, "1, 3"]
     assert loaded["sft"].features["question"] == datasets.Value("string")  # not large_string
+    # load_dataset reads the card's configs, which name data/<split>-*: the files the Hub gets from push_to_hub
+    from_files = datasets.load_dataset(str(out))
+    assert list(from_files) == SPLITS
+    for name in SPLITS:
+        assert from_files[name].features == loaded[name].features and from_files[name][:] == loaded[name][:], name
 
     card = (out / "README.md").read_text(encoding="utf-8")
     meta = front_matter(card)
@@ -260,6 +265,10 @@ def test_empty_arm_and_missing_calibration(tmp_path, tokenizer):
     assert pq.read_table(verl / "rl_all_rl.parquet").column("extra_info").to_pylist()[2]["difficulty"] is None
     hf = datasets.load_from_disk(str(export_split(split_dir, "hf", tmp_path / "hf")))
     assert list(hf)[5:7] == ["rl_all_sft", "rl_all_rl"] and hf["rl_all_sft"].num_rows == 0
+    from_files = datasets.load_dataset(str(tmp_path / "hf"))  # an empty split cannot be loaded: it is left out
+    assert list(from_files) == [name for name in hf if name != "rl_all_sft"]
+    assert "left out of the configs (`datasets.load_dataset` cannot load an empty split): rl_all_sft." in (
+        tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
     card = dataset_card({**MANIFEST, "calibration": None, "license": "cc-by-4.0"}, {"sft": 3}, "h.png")
     assert front_matter(card)["license"] == "cc-by-4.0" and "No calibration" in card
     assert "![score histogram](h.png)" in card
@@ -314,8 +323,9 @@ def test_per_domain_tau_without_unscored(tmp_path):
     assert list(datasets.load_from_disk(str(out))) == [s for s in SPLITS if s != "unscored"]
     card = (out / "README.md").read_text(encoding="utf-8")
     assert front_matter(card)["tags"] == ["dereason", "difficulty", "reasoning"]
-    for text in ("τ of its domain", "| number theory | 4.5 |", "| arith | 2.0 |", "per_domain_quantile",
-                 "| rule | quantile |", "are left out", "2 stages", "Ablation arms", '"removed": 4'):
+    for text in ("τ of its domain", "| number theory | 4.5 |", "| arith | 2 |", "per_domain_quantile",
+                 "| rule | quantile |", "are left out", "2 stages", "Ablation arms",
+                 "| hygiene | deduplicated: true; removed: 4 |"):
         assert text in card, text
     assert "| unscored |" not in card and "dashed line" not in card
     assert imread(out / "score_histogram.png").ndim == 3

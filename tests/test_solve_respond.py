@@ -4,6 +4,7 @@ sample's seed, so about one sample in five is right about a reference of 3."""
 
 import json
 import random
+import re
 import subprocess
 import sys
 
@@ -138,6 +139,9 @@ def test_the_cli_prints_a_pass_rate_table(tmp_path):
                         "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert "mean pass rate" in result.stdout and "items solved by every attempt" in result.stdout
+    stored = curate.load_judgments(tmp_path / "run")["status"].value_counts()
+    shown = dict(re.findall(r"│   (\w+) +│ (\d+) +│", result.stdout))
+    assert shown == {status: str(count) for status, count in stored.rows()}  # no `ok 0` among the verdicts
 
 
 @pytest.mark.parametrize("command", ["solve", "respond"])

@@ -245,3 +245,26 @@ def test_a_read_only_parent_is_one_line(tmp_path, make_readonly):
     assert_one_line_error(invoke("split", run, "--out", tmp_path / "locked" / "split"),
                           f"cannot use {tmp_path / 'locked' / 'split'}: Read-only file system")
     assert list((tmp_path / "locked").iterdir()) == []
+
+
+def test_tau_per_domain_is_printed_and_carded_readably(tmp_path):
+    """Means of three samples make τ a fraction (3.3333333333333335): printed to three significant digits, one
+    `domain τ` per domain, and the card's per-domain detail is a table, not a JSON blob."""
+    data = write_jsonl(tmp_path / "data.jsonl", ROWS[:40])
+    levels = {r["id"]: r["level"] for r in ROWS}
+    score(RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "template": "difficulty/intensity",
+                                 "samples": 3, "temperature": 1.0}),
+          backend=ScriptedBackend(lambda item_id, idx: (f"<score>{min(levels[item_id] + (idx == 0), 5)}</score>",
+                                                        "stop")))
+    split = invoke("split", tmp_path / "run", "--out", tmp_path / "split", "--quantile", "0.3", "--per-domain")
+    assert split.exit_code == 0, split.output
+    tau = json.loads((tmp_path / "split" / "manifest.json").read_text())["tau"]
+    assert tau == {"algebra": 4.333333333333333, "geometry": 4.333333333333333}
+    assert "τ │ algebra 4.33, geometry 4.33 (per_domain_quantile" in " ".join(split.stdout.split())
+    assert "4.333" not in split.stdout
+    assert invoke("export", tmp_path / "split", "--format", "hf", "--out", tmp_path / "hf").exit_code == 0
+    card = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
+    body = card.split("---", 2)[2]
+    assert "{" not in body and "4.333" not in body
+    assert "| domain | τ | n_at_tau | n_rl | n_scored | n_sft | q | rl_fraction | target_n_rl |" in body
+    assert "| algebra | 4.33 | " in body and "| geometry | 4.33 | " in body

@@ -578,6 +578,24 @@ def test_templates_command_lists_good_ones_and_names_each_bad_one(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_templates_command_keeps_descriptions_readable_at_80_columns():
+    """An 80-column terminal squeezed the description column of a four-column table to one word a line (cut with
+    `…`): every description is printed whole, in lines of at most 80 columns, under its template's line."""
+    import os
+    import subprocess
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "curate.cli", "templates"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "80"}, check=True).stdout
+    assert max(map(len, listed.splitlines())) <= 80
+    words = " ".join(listed.split())
+    for name in BUNDLED:
+        loaded = load_template(name)
+        parser = loaded.parser.name if loaded.parser else f"({loaded.kind})"
+        assert re.search(rf"^{re.escape(name)} +{re.escape(parser)} +{loaded.content_hash}$", listed, re.M), name
+        assert " ".join(loaded.description.split()) in words, name
+
+
 def test_templates_command_with_one_bad_template_is_one_error_line(tmp_path):
     write(tmp_path, "broken", HEADER + "{% block user %}\n{% if %}\n{% endblock %}\n")
     result = invoke("templates", "--template-dir", tmp_path)

@@ -151,10 +151,17 @@ def sample_seed(base_seed: int, item_id: str, sample_idx: int) -> int:
 
 
 def resolve_model(model: str) -> str:
-    """The bundled judge's directory, or the user's path or Hub id unchanged."""
+    """A bundled model's directory, or the user's path or Hub id unchanged. A `bundled:` name that names no
+    bundled model is refused here: transformers would take it for a malformed Hub id."""
     if model in PACKAGED_MODELS:
         return str(_package_folder(PACKAGED_MODELS[model], model))
-    return str(BUNDLED_MODELS[model]) if model in BUNDLED_MODELS else model
+    if model in BUNDLED_MODELS:
+        return str(BUNDLED_MODELS[model])
+    if model.startswith("bundled:"):
+        raise BackendError(f"no bundled model {model!r}; the bundled models are "
+                           f"{', '.join(sorted({*BUNDLED_MODELS, *PACKAGED_MODELS}))}: pass one as --model, e.g. "
+                           f"--model {BUNDLED_JUDGE}")
+    return model
 
 
 def gguf_file(model: str) -> str | None:

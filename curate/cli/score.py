@@ -6,24 +6,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from curate.cli.common import (
     EXIT_FAILURES,
     HELP,
-    err,
     errors,
     key_values,
     option,
@@ -31,6 +23,7 @@ from curate.cli.common import (
     print_error,
     setup_logging,
 )
+from curate.cli.progress import RequestClock, interrupted, progress_bar
 from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig, read_job_file
 from curate.errors import ConfigError, FailureThresholdError
 
@@ -44,10 +37,13 @@ def _default_out(settings: dict[str, Any]) -> str:
     return str(Path("runs") / f"{slug(settings['source'])}__{slug(template)}__{slug(model)}")
 
 
-def _statuses(table: Table, result: dict[str, Any], records: str) -> None:
+def _statuses(table: Table, result: dict[str, Any], records: str, occurring_only: bool = False) -> None:
+    """The records per status: every status a judgment can have, or (responses, whose statuses depend on whether a
+    verifier decided them: `ok` only without one) the statuses that occur."""
     table.add_row(records, f"{result[records]} ({result.get('requested', 0)} requested now)")
     for status, count in result["status_counts"].items():
-        table.add_row(f"  {status}", str(count))
+        if count or not occurring_only:
+            table.add_row(f"  {status}", str(count))
 
 
 def _score_rows(table: Table, result: dict[str, Any]) -> None:
@@ -63,7 +59,7 @@ def _score_rows(table: Table, result: dict[str, Any]) -> None:
 def _solve_rows(table: Table, result: dict[str, Any]) -> None:
     table.add_row("items", f"{result['items']} ({result['measured']} measured, {result['no_countable_attempt']} with "
                            "no countable attempt)")
-    _statuses(table, result, "responses")
+    _statuses(table, result, "responses", occurring_only=True)
     measured = max(result["measured"], 1)
     for name, label in (("solved_all", "every attempt"), ("solved_some", "some attempts"), ("solved_none", "none")):
         count = result[name]
@@ -75,7 +71,7 @@ def _solve_rows(table: Table, result: dict[str, Any]) -> None:
 def _respond_rows(table: Table, result: dict[str, Any]) -> None:
     unkept = result["items_without_response"]
     table.add_row("items", f"{result['items']} ({result['items_kept']} with a kept response, {len(unkept)} without)")
-    _statuses(table, result, "responses")
+    _statuses(table, result, "responses", occurring_only=True)
     if unkept:
         shown = ", ".join(unkept[:5]) + (f" and {len(unkept) - 5} more" if len(unkept) > 5 else "")
         table.add_row("items without a response", f"{shown} (per_item.parquet: item_status none_kept)")
@@ -166,10 +162,12 @@ def run_command(kind: str, doc: str) -> Callable[..., None]:
                 settings["out"] = _default_out(settings)
             job = RunConfig.from_flat(settings)
             from curate import engine
+            from curate.backends import LazyBackend
 
-            with (_failures_reported(job.out_path, as_json, kind),
-                  _progress_bar(kind, disabled=as_json) as on_progress):
-                result = getattr(engine, kind)(job, progress=on_progress)
+            with (_failures_reported(job.out_path, as_json, kind), interrupted(job, kind),
+                  progress_bar(kind, disabled=as_json) as bar, closing(LazyBackend(job)) as backend):
+                result = getattr(engine, kind)(job, progress=bar.update,
+                                               backend=RequestClock(backend, bar.requesting))
             _report(result.summary, result.run_dir, as_json, kind)
 
     command.__name__, command.__doc__ = kind, doc
@@ -222,32 +220,3 @@ def _report(result: dict[str, Any], run_dir: Path, as_json: bool, kind: str) -> 
         print(json.dumps({"run_dir": str(run_dir), **result}, sort_keys=True))
     else:
         _print_summary(result, run_dir, kind)
-
-
-ACTIVITY = {"score": ("scoring", "judgments"), "solve": ("solving", "responses"),
-            "respond": ("responding", "responses")}
-
-
-class _progress_bar:
-    def __init__(self, kind: str, disabled: bool):
-        self.activity, self.records = ACTIVITY[kind]
-        self.bar = Progress(TextColumn(self.activity), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                            TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(), TextColumn("ETA"),
-                            TimeRemainingColumn(), console=err, disable=disabled)
-        self.task = None
-
-    def __enter__(self):  # noqa: ANN204
-        self.bar.start()
-        return self.update
-
-    def update(self, progress: Any) -> None:
-        if self.task is None or self.bar.tasks[0].total != progress.total:  # respond asks in rounds
-            if self.task is not None:
-                self.bar.remove_task(self.task)
-            self.task = self.bar.add_task(self.activity, total=progress.total, failed=0, rate="")
-        self.bar.update(self.task, completed=progress.done, failed=progress.failed)
-        speed = self.bar.tasks[0].speed
-        self.bar.update(self.task, rate=f"{speed:.1f} {self.records}/s" if speed else "")
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()

@@ -46,6 +46,7 @@ def split(
     """Split a scored run into SFT (score ≤ τ) and RL (score > τ), with ablation arms and hygiene."""
     setup_logging()
     with errors():
+        from curate.card import tau_text
         from curate.split_dir import make_split
 
         manifest = make_split(run_dir, out_dir, tau=tau, score=score_column, quantile=quantile, rl_budget=rl_budget,
@@ -56,8 +57,8 @@ def split(
         if as_json:
             print(json.dumps(manifest, sort_keys=True, default=str))
             return
-        table = Table(title=f"Split {out_dir}: τ = {manifest['tau']} ({manifest['tau_method']}, "
-                            f"{manifest['score_meaning']})", show_header=False)
+        table = Table(title=f"Split {out_dir}", show_header=False)
+        table.add_row("τ", f"{tau_text(manifest['tau'])} ({manifest['tau_method']}, {manifest['score_meaning']})")
         for side, count in manifest["counts"].items():
             reasons = manifest["unscored_reasons"] if side == "unscored" and count else {}
             table.add_row(side, f"{count}" + (f" ({', '.join(f'{n} {why}' for why, n in reasons.items())})"

@@ -52,6 +52,9 @@ CASES = {
         ["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "judge", "--endpoint",
          "completions", "--tokenizer", "./no/such/tokenizer"], "model path ./no/such/tokenizer does not exist"),
     "--backend that does not exist": (["--backend", "nope"], "unknown backend 'nope'"),
+    "--model: a bundled name that is not bundled": (
+        ["--model", "bundled:nope"], "no bundled model 'bundled:nope'; the bundled models are bundled:smollm2-135m, "
+        "bundled:tiny-judge: pass one as --model, e.g. --model bundled:tiny-judge"),
 }
 UNAVAILABLE = {"--device cuda without CUDA": torch.cuda.is_available(),
                "--device mps without MPS": torch.backends.mps.is_available(),
