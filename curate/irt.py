@@ -38,16 +38,13 @@ py-irt fits by variational inference through pyro and torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
-from scipy.linalg import null_space
-from scipy.optimize import minimize
-from scipy.special import expit
 
 from curate.config import check, described
 from curate.errors import ConfigError, DataError
@@ -139,15 +136,15 @@ def _status(correct: np.ndarray, answers: np.ndarray) -> list[str]:
 class _Posterior:
     """The negative log posterior over aggregated cells (cell c: `answers[c]` answers of model `model[c]` to
     item group `group[c]`, `correct[c]` of them correct), in the identified coordinates x = (b, ψ), θ = basis · ψ.
-    Group g stands for `members[g]` items with one difficulty b_g: its prior counts once per member."""
+    Group g stands for `members[g]` items with one difficulty b_g: its prior counts once per member. `basis`:
+    n_models × (n_models − 1), orthonormal columns spanning every θ whose anchor models' abilities sum to zero;
+    `expit`: scipy's σ."""
 
     def __init__(self, group: np.ndarray, model: np.ndarray, answers: np.ndarray, correct: np.ndarray,
-                 members: np.ndarray, n_models: int, precision: float, anchors: np.ndarray):
+                 members: np.ndarray, precision: float, basis: np.ndarray, expit: Callable[[np.ndarray], np.ndarray]):
         self.group, self.model, self.answers, self.correct = group, model, answers, correct
-        self.n_groups, self.n_models, self.precision = len(members), n_models, precision
-        self.members = members.astype(float)
-        # n_models × (n_models − 1), orthonormal columns: every θ whose anchor models' abilities sum to zero
-        self.basis = null_space(anchors.astype(float)[None, :])
+        self.n_groups, self.n_models, self.precision = len(members), len(basis), precision
+        self.members, self.basis, self.expit = members.astype(float), basis, expit
         self._curvature_at: tuple[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +157,7 @@ class _Posterior:
 
     def value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         difficulty, ability = self.split(x)
-        residual = self.correct - self.answers * expit(ability[self.model] - difficulty[self.group])  # ∂ℓ/∂logit
+        residual = self.correct - self.answers * self.expit(ability[self.model] - difficulty[self.group])  # ∂ℓ/∂logit
         gradient_difficulty = (np.bincount(self.group, residual, self.n_groups)
                                + self.precision * self.members * difficulty)
         gradient_ability = -np.bincount(self.model, residual, self.n_models) + self.precision * ability
@@ -175,7 +172,7 @@ class _Posterior:
         if self._curvature_at is None or self._curvature_at[0] != key:
             difficulty, ability = self.split(x)
             logit = ability[self.model] - difficulty[self.group]
-            weight = self.answers * expit(logit) * expit(-logit)
+            weight = self.answers * self.expit(logit) * self.expit(-logit)
             self._curvature_at = key, (weight,
                                        np.bincount(self.group, weight, self.n_groups) + self.precision * self.members,
                                        np.bincount(self.model, weight, self.n_models) + self.precision)
@@ -234,7 +231,13 @@ def fit_rasch(responses: pl.DataFrame, config: RaschConfig = RaschConfig()) -> R
     model_totals = np.bincount(model, correct), np.bincount(model, answers)
     model_status = np.array(_status(*model_totals))
     anchors = model_status == "measured" if (model_status == "measured").any() else np.ones(models.len(), bool)
-    posterior = _Posterior(group, model, answers, correct, members, models.len(), config.prior_sd ** -2, anchors)
+    # scipy takes ~0.5 s to import, and every `curate` command imports this module for RaschConfig: only a fit does
+    from scipy.linalg import null_space
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    posterior = _Posterior(group, model, answers, correct, members, config.prior_sd ** -2,
+                           null_space(anchors.astype(float)[None, :]), expit)
     result = minimize(posterior.value_and_gradient, np.zeros(len(members) + models.len() - 1), jac=True,
                       hessp=posterior.hessian_times, method="Newton-CG",
                       options={"xtol": config.tolerance, "maxiter": config.max_iterations})
