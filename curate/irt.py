@@ -157,7 +157,8 @@ class _Posterior:
 
     def value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         difficulty, ability = self.split(x)
-        residual = self.correct - self.answers * self.expit(ability[self.model] - difficulty[self.group])  # ∂ℓ/∂logit
+        logit = ability[self.model] - difficulty[self.group]
+        residual = self.correct - self.answers * self.expit(logit)  # ∂ℓ/∂logit
         gradient_difficulty = (np.bincount(self.group, residual, self.n_groups)
                                + self.precision * self.members * difficulty)
         gradient_ability = -np.bincount(self.model, residual, self.n_models) + self.precision * ability

@@ -8,8 +8,8 @@ it; `curate split JUDGE_RUN --stages k --stage-by IRT_DIR` orders the RL stages 
                           harder), difficulty_se, difficulty_low and difficulty_high (its 95% interval), answers,
                           correct, irt_status, and the item's question, reference and choices (so that a reader
                           can check the ids name its own items)
-      irt_models.parquet  one row per run: model (the solver's name), run_dir, ability, ability_se, answers,
-                          correct, irt_status
+      irt_models.parquet  one row per run, in the order given: model (the solver's name), run_dir, ability,
+                          ability_se, answers, correct, irt_status
       manifest.json       kind "irt"; the runs (run_dir, name, model, template, verifier, samples, temperature,
                           n_items, input_fingerprint); the settings (RaschConfig); the fit (converged, iterations,
                           log_likelihood, answers, item_groups, identification); items per irt_status; notes;
@@ -82,8 +82,7 @@ def fit_crowd(run_dirs: Sequence[str | Path], option: str, config: RaschConfig =
              .with_columns(pl.col("answers", "correct").fill_null(0), pl.col("irt_status").fill_null(UNPLACED))
              .select(*ITEMS_SCHEMA, *ITEM_TEXT))
     runs_by_name = pl.DataFrame({"model": [run.name for run in runs], "run_dir": [str(run.run_dir) for run in runs]})
-    models = rasch.models.join(runs_by_name, on="model", maintain_order="left").select(
-        "model", "run_dir", *[c for c in rasch.models.columns if c != "model"])
+    models = runs_by_name.join(rasch.models, on="model", how="left", maintain_order="left")  # in the runs' order
     if unplaced := int((items["irt_status"] == UNPLACED).sum()):
         notes.append(f"{unplaced} of the {items.height} items have no countable answer in any run (every rollout "
                      "failed as error or timeout, or none is stored yet): they have no difficulty")

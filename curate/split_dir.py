@@ -232,7 +232,8 @@ def _harder_when(stage_by: str, harder_when: str | None) -> str:
 
 def _stage_values(items: pl.DataFrame, stage_by: str) -> pl.Series:
     """`stage_by` of the items as numbers (numbers written as text, as a CSV input gives them, count)."""
-    if stage_by not in items.columns or (stage_by in RESERVED and stage_by not in ("score", SOLVE_PASS_RATE, IRT_DIFFICULTY)):
+    rankable = ("score", SOLVE_PASS_RATE, IRT_DIFFICULTY)  # reserved names that stages may rank by
+    if stage_by not in items.columns or (stage_by in RESERVED and stage_by not in rankable):
         fields = [c for c in items.columns if c not in RESERVED]
         raise ConfigError(f"--stage-by {stage_by!r} is neither a field of the run's items nor the folder of a solve "
                           f"run or an IRT fit; fields: {fields}")
