@@ -172,6 +172,15 @@ def test_rl_items_without_a_measured_pass_rate_are_refused_by_reason(tmp_path):
     assert not (tmp_path / "split").exists()
 
 
+def test_an_unfinished_solve_run_orders_the_stages_with_a_note(tmp_path):
+    run, solved = make_run(tmp_path, rows=ANSWERED), make_solve_run(tmp_path)
+    with sqlite3.connect(solved / "judgments.sqlite") as db:  # as if the run had been killed before these
+        db.execute("DELETE FROM judgments WHERE item_id = 'q04' AND sample_idx >= 2")
+    manifest = split_json(run, "--out", tmp_path / "split", "--stages", "2", "--stage-by", solved)
+    assert f"solve run {solved} is unfinished: 1 of 30 items have fewer than its 4 rollouts (e.g. 'q04', 2 stored): " \
+           "its pass rates count the rollouts stored so far" in manifest["notes"]
+
+
 WEAKER = {item: 4 if right == 3 else right for item, right in RIGHT.items()}  # right every time: all_correct
 STRONGER = {item: min(4, right + 1 + i % 2) for i, (item, right) in enumerate(RIGHT.items())}
 

@@ -171,6 +171,7 @@ def test_the_report_shows_the_irt_difficulties(runs, tmp_path):
     page = report.read_text()
     figure = page[page.index("Figure 7. Score vs IRT difficulty"):]
     assert figure.index("<img") < figure.index("</p>") and "2 models" in figure
+    assert f"Every item of the crowd ({ITEMS}, scored or not) is in the stats JSON under irt.items" in figure
     assert "IRT difficulty</td>" in page and "mean 95% Wilson interval width" in page
     assert json.loads(report.with_suffix(".json").read_text())["irt"]["n"] == ITEMS
     assert "IRT items" in result.stdout and "all wrong" in result.stdout
