@@ -11,9 +11,11 @@ Agreement figures computed on those same items are therefore in-sample: say so w
 Measured difficulty (`curate.measured`): `--pass-rate` and `--calibrate` take an input field or a solve
 run directory. A value naming a folder that holds a manifest.json is a run, and it must be a `curate
 solve` run over the items the judge scored (its pass rates are aggregated from the records stored now, as
-`curate solve` aggregates them); any other value is an input field. A calibration onto a solve run's pass
-rates is fitted decreasing. `--irt` takes two or more solve runs, each one model of a crowd, and fits Rasch
-difficulties over all their rollouts.
+`curate solve` aggregates them); any other value is an input field. A solve run with items short of their
+rollouts is used as it is, with a note that it is unfinished. A calibration onto a solve run's pass rates is
+fitted decreasing. `--irt` takes two or more solve runs, each one model of a crowd, and fits Rasch
+difficulties over all their rollouts (`curate.irt_dir.fit_crowd`, as `curate irt` does): the stats carry every
+item's difficulty (`irt.items`), and `irt_out` writes the fit there as an IRT directory.
 
 Every bad input is a one-line `ConfigError` or `RunDirError` naming the option, the field and what to
 do: a folder that is not a finished run directory, a run of the wrong kind (a solve or respond run given

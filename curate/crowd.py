@@ -72,9 +72,9 @@ def rollouts(run: SolverRun) -> pl.DataFrame:
 
 def unfinished(run_dir: str | Path, identity: dict[str, Any], item_ids: pl.Series,
                per_item: pl.DataFrame) -> str | None:
-    """"solve run R is unfinished: N of M items have fewer than its k rollouts (e.g. 'x', 3 stored)", or None when
-    every item of `item_ids` has the run's k rollouts; `per_item` holds item_id and n_rollouts (an item it lacks
-    has none)."""
+    """One line when some item of `item_ids` has fewer rollouts stored than the run's k ("solve run R is
+    unfinished: N of M items have fewer than its k rollouts (e.g. 'x', 3 stored)"), else None; `per_item` holds
+    item_id and n_rollouts (an item it lacks has none)."""
     samples = identity["samples"]
     short = (item_ids.alias("item_id").to_frame()
              .join(per_item.select("item_id", "n_rollouts"), on="item_id", how="left", maintain_order="left")
