@@ -11,9 +11,11 @@ Agreement figures computed on those same items are therefore in-sample: say so w
 Measured difficulty (`curate.measured`): `--pass-rate` and `--calibrate` take an input field or a solve
 run directory. A value naming a folder that holds a manifest.json is a run, and it must be a `curate
 solve` run over the items the judge scored (its pass rates are aggregated from the records stored now, as
-`curate solve` aggregates them); any other value is an input field. A calibration onto a solve run's pass
-rates is fitted decreasing. `--irt` takes two or more solve runs, each one model of a crowd, and fits Rasch
-difficulties over all their rollouts.
+`curate solve` aggregates them); any other value is an input field. A solve run with items short of their
+rollouts is used as it is, with a note that it is unfinished. A calibration onto a solve run's pass rates is
+fitted decreasing. `--irt` takes two or more solve runs, each one model of a crowd, and fits Rasch
+difficulties over all their rollouts (`curate.irt_dir.fit_crowd`, as `curate irt` does): the stats carry every
+item's difficulty (`irt.items`), and `irt_out` writes the fit there as an IRT directory.
 
 Every bad input is a one-line `ConfigError` or `RunDirError` naming the option, the field and what to
 do: a folder that is not a finished run directory, a run of the wrong kind (a solve or respond run given
@@ -36,15 +38,18 @@ from curate.aggregate import AGGREGATED_COLUMNS, per_item
 from curate.calibrate import Calibration, fit_isotonic, reliability_table
 from curate.compare import compare_runs
 from curate.consistency import self_consistency
+from curate.crowd import run_summary, unfinished
 from curate.errors import ConfigError
-from curate.irt import fit_rasch, responses_from_rollouts
+from curate.irt_dir import fit_crowd, write_irt_dir
 from curate.measured import (
     coverage_note,
     irt_agreement,
     join_pass_rates,
     pass_rate_noise,
 )
+from curate.outdir import check_output_dir
 from curate.runs import (
+    ITEM_TEXT,
     SCORE,
     SOLVE,
     is_run_directory,
@@ -113,15 +118,10 @@ def _field_pass_rates(items: pl.DataFrame, name: str) -> pl.DataFrame:
     return frame
 
 
-def _solve_summary(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any]:
-    return {"run_dir": str(run_dir), "model": identity["model"], "template": identity["template"],
-            "verifier": identity.get("verifier"), "samples": identity["samples"], "n_items": identity["n_items"]}
-
-
 def _solve_pass_rates(judge_dir: Path, scores: pl.DataFrame, solve_dir: Path,
                       option: str) -> tuple[pl.DataFrame, dict[str, Any]]:
     """A solve run's measured pass rates of the scored items (`curate.measured.join_pass_rates`), and where
-    they come from: the run, the items on one side only, how noisy the rates are."""
+    they come from: the run, the items on one side only, how noisy the rates are, whether the run is finished."""
     identity, items, solve_items = read_response_run(solve_dir, SOLVE, option)
     refuse_other_items(read_items(judge_dir), str(judge_dir), solve_dir, items, option)
     joined, counts = join_pass_rates(scores, solve_items)
@@ -129,40 +129,37 @@ def _solve_pass_rates(judge_dir: Path, scores: pl.DataFrame, solve_dir: Path,
         raise ConfigError(f"{option} {solve_dir}: no item is both scored in {judge_dir} ({scores.height} scored) and "
                           f"measured in {solve_dir} ({counts['n_solved_only']} measured); pass a solve run over the "
                           "data the judge scored")
-    note = coverage_note(counts, str(judge_dir), str(solve_dir))
-    return joined, {"source": "solve_run", "solve_run": _solve_summary(solve_dir, identity), **counts,
-                    "noise": pass_rate_noise(joined), "notes": [note] if note else []}
+    notes = []
+    if short := unfinished(solve_dir, identity, items["id"], solve_items):
+        notes.append(f"{short}: its pass rates count the rollouts stored so far; run the same `curate solve` "
+                     "command again to finish it")
+    if note := coverage_note(counts, str(judge_dir), str(solve_dir)):
+        notes.append(note)
+    return joined, {"source": "solve_run", "solve_run": run_summary(solve_dir, identity), **counts,
+                    "noise": pass_rate_noise(joined), "notes": notes}
 
 
-def _irt(judge_dir: Path, scores: pl.DataFrame, runs: list[Path],
-         bootstrap: dict[str, int]) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Rasch difficulties fitted over the rollouts of solve runs (one model each) against the item scores."""
-    if len(runs) < 2:
-        raise ConfigError(f"--irt needs at least two solve runs, each one model of the crowd, but got {len(runs)} "
-                          f"({', '.join(map(str, runs))}); with one solve run use --pass-rate {runs[0]}")
-    given: dict[Path, Path] = {}
-    for run in runs:
-        if (first := given.setdefault(run.resolve(), run)) is not run:
-            spelled = f" (as {first} and {run})" if str(first) != str(run) else ""
-            raise ConfigError(f"--irt names one run twice{spelled}; each solve run is one model of the crowd")
-    identities = [read_run_of(run, SOLVE, "--irt") for run in runs]
-    judged, first = read_items(judge_dir), read_items(runs[0])
-    for run in runs:
-        refuse_other_items(judged, str(judge_dir), run, read_items(run), "--irt")
-    for run in runs[1:]:  # ids the judge run lacks still place the models on one scale
-        refuse_other_items(first, str(runs[0]), run, read_items(run), "--irt")
-    names = [f"{identity['model']} ({run.name})" for run, identity in zip(runs, identities, strict=True)]
-    if len(set(names)) < len(names):
-        names = [f"{identity['model']} ({run})" for run, identity in zip(runs, identities, strict=True)]
-    rollouts = {name: read_judgments(run, columns=("item_id", "sample_idx", "status")).rename({"status": "verdict"})
-                for name, run in zip(names, runs, strict=True)}
-    difficulties, result = irt_agreement(scores, fit_rasch(responses_from_rollouts(rollouts)), **bootstrap)
+def _irt(judge_dir: Path, scores: pl.DataFrame, runs: Sequence[Path], bootstrap: dict[str, int],
+         irt_out: Path | None, overwrite: bool) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Rasch difficulties fitted over the rollouts of solve runs (one model each) against the item scores; with
+    `irt_out`, the fit written there as an IRT directory (`curate.irt_dir`)."""
+    crowd = fit_crowd(runs, "--irt")
+    judged = read_items(judge_dir)
+    for run in crowd.runs:  # ids the judge run lacks still place the models on one scale
+        refuse_other_items(judged, str(judge_dir), run.run_dir, read_items(run.run_dir), "--irt")
+    difficulties, result = irt_agreement(scores, crowd.rasch, **bootstrap)
     if result["n"] == 0:
         raise ConfigError(f"--irt: no item is both scored in {judge_dir} ({scores.height} scored) and answered in "
                           f"the solve runs ({result['n_crowd_only']} items); pass solve runs over the data the judge "
                           "scored")
-    return difficulties, {"runs": [_solve_summary(run, identity) for run, identity in zip(runs, identities,
-                                                                                        strict=True)], **result}
+    if irt_out is not None:
+        irt_out = write_irt_dir(crowd, irt_out, overwrite, [("judge run", judge_dir)])
+    crowd_notes = [note for note in crowd.manifest["notes"] if note not in crowd.rasch.detail["notes"]]
+    return difficulties, {
+        "runs": crowd.manifest["runs"], **result, "crowd": {"items": crowd.manifest["items"],
+                                                            "counts": crowd.manifest["counts"]},
+        "items": crowd.items.drop(ITEM_TEXT).to_dicts(), "irt_dir": None if irt_out is None else str(irt_out),
+        "notes": [f"the crowd: {note}" for note in crowd_notes] + result["notes"]}
 
 
 def _run_summary(run_dir: Path, identity: dict[str, Any], scored: int) -> dict[str, Any]:
@@ -181,11 +178,18 @@ def run_item_scores(run_dir: Path, per: pl.DataFrame, score: str) -> pl.DataFram
 
 def analyze_run(run_dir: str | Path, score: str = "mean", reference: str | None = None,
                 pass_rate: str | None = None, calibrate: str | None = None, irt: Sequence[str | Path] = (),
-                unsolved_at: float = 0.0, n_resamples: int = 1000, seed: int = 0) -> RunAnalysis:
+                irt_out: str | Path | None = None, overwrite: bool = False, unsolved_at: float = 0.0,
+                n_resamples: int = 1000, seed: int = 0) -> RunAnalysis:
     """Statistics of one judge run; `pass_rate` and `calibrate` name an input field or a solve run directory
-    (`is_run_directory`), `irt` two or more solve runs; with `calibrate`, fit and save an isotonic map onto it."""
+    (`is_run_directory`), `irt` two or more solve runs; with `calibrate`, fit and save an isotonic map onto it;
+    with `irt_out`, write the IRT fit there (`curate.irt_dir`; `overwrite` replaces a folder with files)."""
     run_dir = Path(run_dir)
     identity = read_run_of(run_dir, SCORE, "stats:")
+    if irt_out is not None:
+        if not irt:
+            raise ConfigError("--irt-out writes the IRT fit of the --irt solve runs: give them (two or more), or fit "
+                              "solve runs alone with `curate irt RUN RUN ... --out DIR`")
+        check_output_dir(irt_out, overwrite, [("judge run", run_dir), *[("solve run", Path(r)) for r in irt]])
     if not 0 <= unsolved_at <= 1:
         raise ConfigError(f"--unsolved-at {unsolved_at} must lie in 0..1: it is the pass rate at or below which an "
                           "item counts as not solved")
@@ -216,7 +220,8 @@ def analyze_run(run_dir: str | Path, score: str = "mean", reference: str | None 
         agreement = pass_rate_agreement(frame["score"], frame["pass_rate"], unsolved_at, **bootstrap)
         stats["pass_rate"] = {"field": pass_rate, **source, **agreement, "notes": source["notes"] + agreement["notes"]}
     if irt:
-        difficulties, stats["irt"] = _irt(run_dir, scores, [Path(run) for run in irt], bootstrap)
+        difficulties, stats["irt"] = _irt(run_dir, scores, [Path(run) for run in irt], bootstrap,
+                                          None if irt_out is None else Path(irt_out), overwrite)
         frame = frame.join(difficulties, on="item_id", how="left")
     reliability = None
     if calibrate:

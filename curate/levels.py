@@ -31,7 +31,7 @@ same sample in any row order.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -80,7 +80,28 @@ class LevelConfig:
         check(0 <= self.level3_success_fraction <= 1,
                f"level3_success_fraction must be in [0, 1], got {self.level3_success_fraction}")
         check(self.drop_unsolved_by is None or self.drop_unsolved_by in self.solvers,
-               f"drop_unsolved_by {self.drop_unsolved_by!r} is not one of the solvers {list(self.solvers)}")
+               f"drop_unsolved_by {self.drop_unsolved_by!r} is not one of the solvers {list(self.solvers)}; only a "
+               "solver whose run is given can decide it: give that run too, after the large solver's (as the "
+               "paper's DeepSeek-R1, it then only decides whether an item is ever solved)")
+
+
+def sample_notes(samples: Mapping[str, int], solvers: Sequence[str]) -> list[str]:
+    """Warnings on the rollouts per item of each solver (`samples`: solver name → its run's samples): the rules
+    that no item can meet when the small or middle solver answered once, and solvers sampled unequally."""
+    small, middle = solvers[:2]
+    notes = []
+    for solver, emptied in ((small, "level 1 (the small solver is partial) and level 2's both_partial"),
+                            (middle, "level 2's small_fails_middle_partial and both_partial")):
+        if samples[solver] < 2:
+            notes.append(f"{solver} has {samples[solver]} rollout per item, so it is never partial (solving some "
+                         f"attempts but not all): {emptied} can hold no item. The paper read every solver's pass "
+                         f"rate from several rollouts per problem: solve again with --samples 8, say")
+    if len({samples[solver] for solver in solvers}) > 1:
+        counts = ", ".join(f"{solver} {samples[solver]}" for solver in solvers)
+        notes.append(f"the solvers have different rollouts per item ({counts}): with fewer, a solver is partial "
+                     "less often and 'fails' or 'solves all' more often, so the levels mix the solvers with their "
+                     "sample counts; solve each with the same --samples")
+    return notes
 
 
 class Levels(NamedTuple):

@@ -29,7 +29,8 @@ from curate.stats import N_RESAMPLES, correlation_problem, headline, spearman
 
 MEASURED = "measured"
 PASS_RATE_COLUMNS = ("pass_rate", "pass_low", "pass_high", "attempts")
-IRT_COLUMNS = {"difficulty": "irt_difficulty", "difficulty_se": "irt_se", "irt_status": "irt_status"}
+IRT_COLUMNS = {"difficulty": "irt_difficulty", "difficulty_se": "irt_se", "difficulty_low": "irt_low",
+               "difficulty_high": "irt_high", "irt_status": "irt_status"}
 
 
 def join_pass_rates(scores: pl.DataFrame, solve_items: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -67,8 +68,9 @@ def coverage_note(counts: dict[str, int], judged: str, measured: str) -> str | N
 
 def irt_agreement(scores: pl.DataFrame, fit: RaschFit, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
                   level: float = 0.95) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """(item_id, irt_difficulty, irt_se, irt_status of every item the fit holds, the agreement of the item
-    scores with those difficulties); see the module docstring."""
+    """(item_id, irt_difficulty, irt_se, irt_low, irt_high, irt_status of every item the fit holds, the
+    agreement of the item scores with those difficulties); see the module docstring. Counts of the scored items
+    (n, n_measured, ...) are apart from the crowd's (the fit's notes, which count every item it holds)."""
     difficulties = fit.items.select("item_id", *[pl.col(old).alias(new) for old, new in IRT_COLUMNS.items()])
     joined = scores.join(difficulties, on="item_id")
     measured = joined.filter(pl.col("irt_status") == MEASURED)
@@ -84,9 +86,9 @@ def irt_agreement(scores: pl.DataFrame, fit: RaschFit, *, n_resamples: int = N_R
     by_status = dict(zip(counts["irt_status"].to_list(), counts["len"].to_list(), strict=True))
     extremes = joined.height - measured.height
     if extremes:
-        notes.append(f"{extremes} of the {joined.height} items were solved by every model or by none: their "
-                     "difficulty is set by the prior, so spearman leaves them out and spearman_with_extremes "
-                     "keeps them")
+        notes.append(f"{extremes} of the {joined.height} items both scored and answered by the crowd were solved by "
+                     "every model or by none: their difficulty is set by the prior, so spearman leaves them out and "
+                     "spearman_with_extremes keeps them")
     result = {
         "n": joined.height, "n_measured": measured.height, "n_all_correct": by_status.get("all_correct", 0),
         "n_all_wrong": by_status.get("all_wrong", 0),
@@ -95,6 +97,7 @@ def irt_agreement(scores: pl.DataFrame, fit: RaschFit, *, n_resamples: int = N_R
         "spearman": rho("spearman", measured), "spearman_with_extremes": rho("spearman_with_extremes", joined),
         "mean_se": float(np.mean(measured["irt_se"].to_numpy())) if measured.height else None,
         "models": fit.models.to_dicts(), "fit": {k: v for k, v in fit.detail.items() if k != "notes"},
-        "notes": notes + [f"fit: {note}" for note in fit.detail["notes"]],
+        "notes": notes + [f"the crowd's fit, over all its {fit.items.height} answered items (scored or not): {note}"
+                          for note in fit.detail["notes"]],
     }
     return difficulties, result

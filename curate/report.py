@@ -17,7 +17,8 @@ Figures, each skipped with a "not available: why" line when its data is missing:
     5 reliability diagram  mean predicted vs mean target per bin, the diagonal, counts per bin
     6 run shift matrix     rows = run A's rounded score, columns = run B's (plus a τ churn table)
     7 score vs IRT         items' Rasch difficulty (± 1 standard error) against their score; items
-                           every model solved or none did (difficulty from the prior) drawn apart
+                           every model solved or none did (difficulty from the prior) drawn apart; the
+                           caption points to every item's difficulty in the JSON (irt.items)
 Missing statistics are shown as "undefined", never as a number; `notes` from every part are listed.
 """
 
@@ -213,9 +214,11 @@ def irt_figure(items: pl.DataFrame, irt: dict[str, Any] | None) -> tuple[Figure 
                     color=IRT_COLORS[status], label=label)
     ax.set(xlabel="item score", ylabel="IRT difficulty (logits, ± 1 s.e.)")
     fig.legend(loc="outside upper center", ncols=3, fontsize=8, frameon=False)
+    listed = (f" Every item of the crowd ({len(irt['items'])}, scored or not) is in the stats JSON under irt.items, "
+              "with its difficulty, 95% interval and status." if irt.get("items") else "")
     return fig, (f"{data.height} items, {len(irt.get('models', []))} models; Spearman over measured items "
                  f"{format_interval(irt.get('spearman'))}, with all right/wrong items "
-                 f"{format_interval(irt.get('spearman_with_extremes'))}.")
+                 f"{format_interval(irt.get('spearman_with_extremes'))}.{listed}")
 
 
 def reliability_figure(reliability: pl.DataFrame | None, calibration: dict[str, Any] | None

@@ -11,12 +11,11 @@
       arms/<arm>/{sft,rl}.parquet    ablation arms: random, reversed, sft_all, rl_all
       stages/stage_<i>.parquet       RL curriculum, easy → hard (when asked)
 
-The run split is a score run: τ is on its judge score. The RL curriculum may be ordered by another run
-over the same items: `stage_by` naming a solve run's folder (when it is no field of the items) orders the
-RL items by that run's pass rate, lower = harder, in the column `solve_pass_rate` that every item of the
-split then carries (null where the solve run measured none). An RL item without a measured pass rate
-(not in the solve run, not solved yet, or every rollout failed as error or timeout) is refused, with the
-counts per reason: a curriculum cannot place an item of unknown difficulty.
+The run split is a score run: τ is on its judge score. The RL curriculum may be ordered by a difficulty
+measured over the same items: `stage_by` naming a folder (when it is no field of the items) that is a solve
+run (its pass rates, `solve_pass_rate`) or an IRT directory (its Rasch difficulties, `irt_difficulty` and
+`irt_status`), as curate.stage_order reads them; every item of the split then carries the column(s), and an
+RL item without a value is refused, with the counts per reason.
 
 Inside a split the score always rises with difficulty. `calibrated` applies the run's saved isotonic map
 (calibration.json) to the current item scores of the kind it was fitted on; a map that falls with the
@@ -49,14 +48,7 @@ from curate.benchmark_texts import benchmark_texts
 from curate.errors import ConfigError, DataError
 from curate.outdir import atomic_directory, check_output_dir
 from curate.parse import SCORE_MAX, SCORE_MIN
-from curate.runs import (
-    SCORE,
-    SOLVE,
-    read_response_run,
-    read_run_of,
-    refuse_other_items,
-    run_items,
-)
+from curate.runs import SCORE, read_run_of, run_items
 from curate.hygiene import check_disjoint, decontaminate, deduplicate
 from curate.split import (
     HARDER_WHEN,
@@ -71,17 +63,18 @@ from curate.split import (
     random_arm,
     reversed_arm,
 )
+from curate.stage_order import COLUMNS as MEASURED_COLUMNS
+from curate.stage_order import IRT_DIFFICULTY, SOLVE_PASS_RATE, check_placed, measured_order, placement_notes
 from curate.stats import SCORE_COLUMNS
-from curate.store import read_items, read_judgments, write_atomic, write_parquet_atomic
+from curate.store import read_judgments, write_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
 ARMS = ("random", "reversed", "sft_all", "rl_all")
 SCORES = (*SCORE_COLUMNS, "calibrated")
 DEFAULT_TAU = 3.0
-SOLVE_PASS_RATE = "solve_pass_rate"  # what a --stage-by SOLVE_RUN adds to every item
 # An input field so named gets the prefix extra_.
-RESERVED = ("item_id", "score", "side", "arm", "stage", "unscored_reason", SOLVE_PASS_RATE)
+RESERVED = ("item_id", "score", "side", "arm", "stage", "unscored_reason", *MEASURED_COLUMNS)
 
 
 # --- item scores ----------------------------------------------------------------------------------
@@ -239,10 +232,11 @@ def _harder_when(stage_by: str, harder_when: str | None) -> str:
 
 def _stage_values(items: pl.DataFrame, stage_by: str) -> pl.Series:
     """`stage_by` of the items as numbers (numbers written as text, as a CSV input gives them, count)."""
-    if stage_by not in items.columns or (stage_by in RESERVED and stage_by not in ("score", SOLVE_PASS_RATE)):
+    rankable = ("score", SOLVE_PASS_RATE, IRT_DIFFICULTY)  # reserved names that stages may rank by
+    if stage_by not in items.columns or (stage_by in RESERVED and stage_by not in rankable):
         fields = [c for c in items.columns if c not in RESERVED]
-        raise ConfigError(f"--stage-by {stage_by!r} is neither a field of the run's items nor a solve run's folder; "
-                          f"fields: {fields}")
+        raise ConfigError(f"--stage-by {stage_by!r} is neither a field of the run's items nor the folder of a solve "
+                          f"run or an IRT fit; fields: {fields}")
     column = items[stage_by]
     if column.dtype == pl.String:
         numbers = column.str.strip_chars().cast(pl.Float64, strict=False)
@@ -253,41 +247,6 @@ def _stage_values(items: pl.DataFrame, stage_by: str) -> pl.Series:
     if not column.dtype.is_numeric():
         raise ConfigError(f"--stage-by {stage_by!r} must be numeric, not {column.dtype}")
     return column
-
-
-# --- solve and respond runs -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SolveRates:
-    run_dir: Path
-    identity: dict[str, Any]
-    rates: pl.DataFrame  # item_id, solve_pass_rate, status: the pass_status, or not_solved_yet
-
-
-def _solve_rates(run_dir: Path, solve_dir: Path, harder_when: str | None) -> SolveRates:
-    if harder_when not in (None, "low"):
-        raise ConfigError(f"--stage-by {solve_dir} orders the RL stages by the solve run's pass rate, which is lower "
-                          f"for harder items: drop --harder-when {harder_when}")
-    identity, solve_items, per = read_response_run(solve_dir, SOLVE, "--stage-by")
-    refuse_other_items(read_items(run_dir), str(run_dir), solve_dir, solve_items, "--stage-by")
-    rates = (solve_items.select(pl.col("id").alias("item_id"))
-             .join(per.select("item_id", "pass_rate", "pass_status"), on="item_id", how="left")
-             .select("item_id", pl.col("pass_rate").alias(SOLVE_PASS_RATE),
-                     pl.col("pass_status").fill_null("not_solved_yet").alias("status")))
-    return SolveRates(solve_dir, identity, rates)
-
-
-def _check_measured(rl: pl.DataFrame, solve: SolveRates) -> None:
-    """Refuse RL items without a measured pass rate, counted by why."""
-    unmeasured = (rl.filter(pl.col(SOLVE_PASS_RATE).is_null()).select("item_id")
-                  .join(solve.rates.select("item_id", "status"), on="item_id", how="left")
-                  .with_columns(pl.col("status").fill_null("not_in_solve_run")))
-    if unmeasured.height:
-        why = ", ".join(f"{n} {status}" for status, n in sorted(unmeasured["status"].value_counts().rows()))
-        raise ConfigError(f"{unmeasured.height} of {rl.height} RL items have no measured pass rate in the solve run "
-                          f"{solve.run_dir} ({why}), so the curriculum cannot place them: run the same `curate solve` "
-                          "again to finish it (--retry-failed asks failed rollouts again; over the whole data for "
-                          "items not in it), or stage by the score")
 
 
 # --- the split ----------------------------------------------------------------------------------------
@@ -313,15 +272,15 @@ def make_split(run_dir: str | Path, out_dir: str | Path, tau: float | None = Non
     scores = scored_items(run_dir, score)
     items, notes = scores.items, list(scores.notes)
     rule, value = _tau_rule(scores, tau, quantile, rl_budget, per_domain)
-    solve = None
+    measured = None
     if stages and stage_by not in items.columns and Path(stage_by).is_dir():
-        solve = _solve_rates(run_dir, Path(stage_by), harder_when)
-        items = items.join(solve.rates.drop("status"), on="item_id", how="left", maintain_order="left")
-        stage_by, harder_when = SOLVE_PASS_RATE, "low"
+        measured = measured_order(run_dir, Path(stage_by), harder_when)
+        items = items.join(measured.values, on="item_id", how="left", maintain_order="left")
+        stage_by, harder_when = measured.column, measured.harder_when
     elif stages:
         _stage_values(items, stage_by)
         harder_when = _harder_when(stage_by, harder_when)
-    inputs = [("run directory", run_dir), *([("solve run", solve.run_dir)] if solve else [])]
+    inputs = [("run directory", run_dir), *([(measured.what, measured.path)] if measured else [])]
     check_output_dir(out_dir, overwrite, inputs)  # before the work, and again when writing
     removed, used = [], []
     if dedup:
@@ -340,8 +299,9 @@ def make_split(run_dir: str | Path, out_dir: str | Path, tau: float | None = Non
         check_disjoint(sided)
         if stages:  # ranked by the numbers, written with the field as it was
             rl = sided.filter(pl.col("side") == "rl")
-            if solve:
-                _check_measured(rl, solve)
+            if measured:
+                check_placed(rl, measured)
+                notes += placement_notes(rl, measured)
             staged = curriculum_stages(rl.with_columns(_stage_values(rl, stage_by)), stages, stage_by,
                                        harder_when).with_columns(rl[stage_by])
     except ValueError as exc:
@@ -370,8 +330,7 @@ def make_split(run_dir: str | Path, out_dir: str | Path, tau: float | None = Non
         "arms": {arm: {side: files[f"arms/{arm}/{side}.parquet"].height for side in ("sft", "rl")} for arm in arms},
         "stages": {str(i): files[f"stages/stage_{i}.parquet"].height for i in range(1, stages + 1)} if stages else None,
         "stage_by": stage_by if stages else None, "harder_when": harder_when if stages else None,
-        "stage_run": {"run_dir": str(solve.run_dir), "task": "solve", **{k: solve.identity.get(k) for k in (
-            "model", "template", "verifier", "samples", "temperature", "input_fingerprint")}} if solve else None,
+        "stage_run": None, "stage_irt": None, **(measured.manifest if measured else {}),
         "hygiene": {"deduplicated": dedup, "benchmarks": used, "ngram": ngram, "removed": removed_frame.height},
         "run": {"template": identity["template"], "model": identity["model"], "backend": identity["backend"],
                 "sampling": {k: identity[k] for k in ("samples", "temperature", "top_p", "seed", "top_logprobs")},

@@ -41,6 +41,9 @@ from curate.parse import SCORE_MAX, SCORE_MIN, Status
 # What the statistics of a run read from its judgments (raw text and distributions: identical samples).
 JUDGMENT_COLUMNS = (*AGGREGATED_COLUMNS, "raw_text", "score_probs")
 SCORE_COLUMNS = {"mean": "score_mean", "median": "score_median", "expected": "expected_mean"}
+# What the histogram of each item score counts: an expected score is no score the judge wrote.
+HISTOGRAM_OF = {"mean": "rounded mean of the sampled scores", "median": "rounded median of the sampled scores",
+                "expected": "rounded expected score (logprob-weighted, not sampled)"}
 LABELS = tuple(range(SCORE_MIN, SCORE_MAX + 1))
 MIN_PAIRS = 3  # below this a correlation or κ says nothing
 MIN_BOOTSTRAP = 10
@@ -105,10 +108,12 @@ def _describe(scores: np.ndarray) -> dict[str, Any]:
 
 def score_distribution(per_item: pl.DataFrame, items: pl.DataFrame, score: str = "mean",
                        by: str | None = "domain") -> dict[str, Any]:
-    """Histogram of rounded item scores, n, mean, std (ddof=1), overall and per value of `by`."""
+    """Histogram of rounded item scores (`histogram_of` says of which), n, mean, std (ddof=1), overall and per
+    value of `by`."""
     scores = item_scores(per_item, score)
     values = scores["score"].to_numpy()
-    result: dict[str, Any] = {"score": score, **_describe(values), "by": by, "groups": None, "notes": []}
+    result: dict[str, Any] = {"score": score, **_describe(values), "histogram_of": HISTOGRAM_OF[score], "by": by,
+                              "groups": None, "notes": []}
     notes = result["notes"]
     if len(values) < 2:
         notes.append("no scored items: mean and std are undefined" if not len(values) else

@@ -49,10 +49,11 @@ def answers(solver: int):
     return answer
 
 
-def run_config(data, out, model: str) -> RunConfig:
+def run_config(data, out, model: str, samples: int = 4) -> RunConfig:
     return RunConfig.from_flat({"source": str(data), "out": str(out), "backend": "openai", "model": model,
                                 "base_url": "http://127.0.0.1:9/v1", "template": "solve/step_by_step",
-                                "verify": "gsm8k", "samples": 4, "temperature": 1.0, "max_failure_fraction": 1.0})
+                                "verify": "gsm8k", "samples": samples, "temperature": 1.0,
+                                "max_failure_fraction": 1.0})
 
 
 @pytest.fixture(scope="module")
@@ -185,9 +186,49 @@ def test_an_existing_out_is_replaced_only_with_overwrite(runs, tmp_path):
     assert not (out / "old.txt").exists() and (out / "levels.json").is_file()
 
 
-def solve_variant(tmp_path, rows, model: str, solver: int):
+def solve_variant(tmp_path, rows, model: str, solver: int, samples: int = 4):
     data = write_jsonl(tmp_path / f"{model}.jsonl", rows)
-    return solve(run_config(data, tmp_path / f"variant-{model}", model), backend=ScriptedBackend(answers(solver))).run_dir
+    return solve(run_config(data, tmp_path / f"variant-{model}", model, samples),
+                 backend=ScriptedBackend(answers(solver))).run_dir
+
+
+def test_a_run_given_to_drop_unsolved_by_only_is_refused_saying_to_give_it_as_a_solver(runs, tmp_path):
+    """--drop-unsolved-by RUN with three solver runs said only "'r1' is not one of the solvers"."""
+    assert_one_line_error(run_levels(*runs[:3], "--out", tmp_path / "levels", "--drop-unsolved-by", runs[3]),
+                          f"--drop-unsolved-by {runs[3]} is not one of the solvers' runs (3 given); give it too, as "
+                          "a further run after the large solver's")
+    assert_one_line_error(run_levels(*runs[:3], "--out", tmp_path / "levels", "--drop-unsolved-by", "r1"),
+                          "is not one of the solvers ['r1-1.5b', 'r1-7b', 'r1-32b']; only a solver whose run is given "
+                          "can decide it: give that run too, after the large solver's")
+    assert not (tmp_path / "levels").exists()
+
+
+def test_one_rollout_per_item_warns_that_level_1_stays_empty(runs, tmp_path, caplog):
+    """With single-sample runs the small solver is never partial, so level 1 was empty without a word."""
+    once = [solve_variant(tmp_path, ROWS, model, k, samples=1) for k, model in enumerate(SOLVERS[:3])]
+    result = run_levels(*once, "--out", tmp_path / "levels", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["counts"]["levels"]["1"] == 0
+    small, middle = (next(n for n in summary["notes"] if n.startswith(solver)) for solver in SOLVERS[:2])
+    assert "r1-1.5b has 1 rollout per item, so it is never partial" in small and "level 1" in small
+    assert "small_fails_middle_partial and both_partial can hold no item" in middle
+    assert "The paper read every solver's pass rate from several rollouts per problem" in small
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == summary["notes"]
+    assert json.loads((tmp_path / "levels" / "levels.json").read_text())["notes"] == summary["notes"]
+
+
+def test_solvers_sampled_unequally_are_noted(runs, tmp_path, caplog):
+    """A run of 2 rollouts per item beside runs of 4 was taken without a note."""
+    fewer = solve_variant(tmp_path, ROWS, "r1-1.5b", 0, samples=2)
+    result = run_levels(fewer, *runs[1:3], "--out", tmp_path / "levels", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["notes"] == [
+        "the solvers have different rollouts per item (r1-1.5b 2, r1-7b 4, r1-32b 4): with fewer, a solver is "
+        "partial less often and 'fails' or 'solves all' more often, so the levels mix the solvers with their sample "
+        "counts; solve each with the same --samples"]
+    assert any("different rollouts per item" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert json.loads(run_levels(*runs[:3], "--out", tmp_path / "equal", "--json").stdout)["notes"] == []
 
 
 def test_runs_over_other_items_are_refused_naming_the_run(runs, tmp_path):
@@ -209,7 +250,7 @@ def test_an_unfinished_run_is_refused(runs, tmp_path):
     connection.close()
     assert_one_line_error(run_levels(runs[0], unfinished, runs[2], "--out", tmp_path / "levels"),
                           f"solve run {unfinished} is unfinished: 1 of 9 items have fewer than its 4 rollouts "
-                          "(e.g. 'b'); run the same `curate solve` command again")
+                          "(e.g. 'b', 3 stored); run the same `curate solve` command again")
 
 
 def test_a_score_run_is_refused(runs, tmp_path):

@@ -124,19 +124,19 @@ ANSWERED = [{**r, "answer": "3"} for r in ROWS]
 RIGHT = {r["id"]: i % 4 for i, r in enumerate(ROWS)}  # right rollouts of 4: pass rates 0, 1/4, 1/2, 3/4
 
 
-def make_solve_run(tmp_path, rows=ANSWERED, failing=()):
-    """A solve run over `rows`: item q's first RIGHT[q] of 4 rollouts answer 3 (the reference), the others 4;
+def make_solve_run(tmp_path, rows=ANSWERED, failing=(), right=RIGHT, name="solve"):
+    """A solve run over `rows`: item q's first right[q] of 4 rollouts answer 3 (the reference), the others 4;
     every rollout of an item in `failing` is an error."""
     def answer(item_id: str, idx: int):
         if item_id in failing:
             return RuntimeError("HTTP 500")
-        return (f"So \\boxed{{{3 if idx < RIGHT[item_id] else 4}}}", "stop")
+        return (f"So \\boxed{{{3 if idx < right[item_id] else 4}}}", "stop")
 
-    data = write_jsonl(tmp_path / "solve.jsonl", rows)
-    solve(RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "solve"), "model": "solver",
+    data = write_jsonl(tmp_path / f"{name}.jsonl", rows)
+    solve(RunConfig.from_flat({"source": str(data), "out": str(tmp_path / name), "model": name,
                                  "template": "solve/step_by_step", "verify": "gsm8k", "samples": 4, "temperature": 1.0,
                                  "max_failure_fraction": 1.0}), backend=ScriptedBackend(answer))
-    return tmp_path / "solve"
+    return tmp_path / name
 
 
 def test_stages_by_a_solve_runs_pass_rate_with_tau_on_the_judge_score(tmp_path):
@@ -145,7 +145,7 @@ def test_stages_by_a_solve_runs_pass_rate_with_tau_on_the_judge_score(tmp_path):
     manifest = split_json(run, "--out", tmp_path / "split", "--stages", "3", "--stage-by", solved)
     assert (manifest["stage_by"], manifest["harder_when"]) == ("solve_pass_rate", "low")
     assert {k: manifest["stage_run"][k] for k in ("run_dir", "task", "model", "verifier", "samples")} == {
-        "run_dir": str(solved), "task": "solve", "model": "solver", "verifier": "gsm8k", "samples": 4}
+        "run_dir": str(solved), "task": "solve", "model": "solve", "verifier": "gsm8k", "samples": 4}
     sft, rl = (pl.read_parquet(tmp_path / "split" / f"{side}.parquet") for side in ("sft", "rl"))
     assert manifest["tau"] == 3 and (rl["score"] > 3).all() and (sft["score"] <= 3).all()  # the judge's split
     for side in (sft, rl):  # every item carries its measured pass rate
@@ -170,6 +170,76 @@ def test_rl_items_without_a_measured_pass_rate_are_refused_by_reason(tmp_path):
                           f"3 of {len(rl_ids)} RL items have no measured pass rate in the solve run {solved} "
                           "(1 no_countable_attempt, 1 not_in_solve_run, 1 not_solved_yet)")
     assert not (tmp_path / "split").exists()
+
+
+def test_an_unfinished_solve_run_orders_the_stages_with_a_note(tmp_path):
+    run, solved = make_run(tmp_path, rows=ANSWERED), make_solve_run(tmp_path)
+    with sqlite3.connect(solved / "judgments.sqlite") as db:  # as if the run had been killed before these
+        db.execute("DELETE FROM judgments WHERE item_id = 'q04' AND sample_idx >= 2")
+    manifest = split_json(run, "--out", tmp_path / "split", "--stages", "2", "--stage-by", solved)
+    assert f"solve run {solved} is unfinished: 1 of 30 items have fewer than its 4 rollouts (e.g. 'q04', 2 stored): " \
+           "its pass rates count the rollouts stored so far" in manifest["notes"]
+
+
+WEAKER = {item: 4 if right == 3 else right for item, right in RIGHT.items()}  # right every time: all_correct
+STRONGER = {item: min(4, right + 1 + i % 2) for i, (item, right) in enumerate(RIGHT.items())}
+
+
+def make_irt_dir(tmp_path, rows=ANSWERED, failing=()):
+    """An IRT directory (`curate irt`) of two solve runs over `rows`; `failing` items fail every rollout in both."""
+    runs = [make_solve_run(tmp_path, rows, failing, right, name) for right, name in ((WEAKER, "weak"),
+                                                                                      (STRONGER, "strong"))]
+    assert invoke("irt", *runs, "--out", tmp_path / "irt").exit_code == 0
+    return tmp_path / "irt"
+
+
+def test_stages_by_an_irt_fits_difficulty_with_tau_on_the_judge_score(tmp_path, caplog):
+    """IRT difficulties could order no curriculum: `--stage-by` took a field or one solve run only."""
+    run, irt = make_run(tmp_path, rows=ANSWERED), make_irt_dir(tmp_path)
+    manifest = split_json(run, "--out", tmp_path / "split", "--stages", "3", "--stage-by", irt)
+    assert (manifest["stage_by"], manifest["harder_when"], manifest["stage_run"]) == ("irt_difficulty", "high", None)
+    assert manifest["stage_irt"]["irt_dir"] == str(irt)
+    assert [r["name"] for r in manifest["stage_irt"]["runs"]] == ["weak", "strong"]
+    fitted = pl.read_parquet(irt / "irt_items.parquet").select("item_id", "difficulty", "irt_status")
+    sft, rl = (pl.read_parquet(tmp_path / "split" / f"{side}.parquet") for side in ("sft", "rl"))
+    assert manifest["tau"] == 3 and (rl["score"] > 3).all()  # the judge's split
+    for side in (sft, rl):  # every item carries its difficulty and status
+        assert side.select("item_id", pl.col("irt_difficulty").alias("difficulty"), "irt_status").sort(
+            "item_id").equals(fitted.filter(pl.col("item_id").is_in(side["item_id"].to_list())))
+    stages = [pl.read_parquet(tmp_path / "split" / "stages" / f"stage_{i}.parquet") for i in (1, 2, 3)]
+    assert sum(stage.height for stage in stages) == rl.height
+    for easier, harder in itertools.pairwise(stages):  # a higher difficulty is harder: later
+        assert easier["irt_difficulty"].max() <= harder["irt_difficulty"].min()
+    solved_by_all = int((rl["irt_status"] == "all_correct").sum())
+    assert solved_by_all and any(note.startswith(f"{solved_by_all} of the {rl.height} RL items were answered right "
+                                                 "by every model of the crowd (all_correct)")
+                                 for note in manifest["notes"])
+    result = invoke("split", run, "--out", tmp_path / "again", "--stages", "3", "--stage-by", irt)
+    assert result.exit_code == 0 and "IRT difficulty" in " ".join(result.stdout.replace("│", " ").split())
+
+
+def test_rl_items_the_irt_fit_cannot_place_are_refused_by_reason(tmp_path):
+    run = make_run(tmp_path, rows=ANSWERED)
+    rl_ids = [r["id"] for r in ROWS if r["level"] > 3]
+    irt = make_irt_dir(tmp_path, rows=[r for r in ANSWERED if r["id"] != rl_ids[0]], failing={rl_ids[1]})
+    assert_one_line_error(invoke("split", run, "--out", tmp_path / "split", "--stages", "2", "--stage-by", irt),
+                          f"2 of {len(rl_ids)} RL items have no IRT difficulty in {irt} (1 no_countable_answer, 1 "
+                          "not_in_irt_fit), so the curriculum cannot place them")
+    assert_one_line_error(invoke("split", run, "--out", tmp_path / "split", "--stages", "2", "--stage-by", irt,
+                                 "--harder-when", "low"), "higher for harder items: drop --harder-when low")
+    assert not (tmp_path / "split").exists()
+
+
+def test_an_irt_fit_of_other_items_is_refused(tmp_path):
+    run = make_run(tmp_path, rows=ANSWERED)
+    irt = make_irt_dir(tmp_path, rows=[{**r, "question": "Another?"} if r["id"] == "q04" else r for r in ANSWERED])
+    assert_one_line_error(invoke("split", run, "--out", tmp_path / "split", "--stages", "2", "--stage-by", irt),
+                          f"--stage-by {irt}: 1 of the 30 ids both hold name different items")
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "irt_items.parquet").write_bytes(b"")
+    assert_one_line_error(invoke("split", run, "--out", tmp_path / "split", "--stages", "2", "--stage-by",
+                                 tmp_path / "fake"), "is not an IRT directory (it needs irt_items.parquet and a "
+                                                     "manifest.json of kind 'irt')")
 
 
 BENCHMARK_QUESTION = "a train leaves the station at noon at sixty miles per hour toward a city far away"

@@ -351,3 +351,25 @@ def test_interval_none_when_some_resample_is_undefined():
     result = pass_rate_agreement(np.arange(12.0), [1.0] * 11 + [0.0], n_resamples=100)
     assert result["auroc"]["value"] == 1.0 and result["auroc"]["low"] is None
     assert any("auroc: no 95% interval: undefined on" in note for note in result["notes"])
+
+
+def test_the_histogram_says_which_score_it_counts(tmp_path, sample_rows):
+    """`stats --score expected` showed rounded expected scores as rows "score 1".."score 5", the heading of the
+    judge's own (sampled) scores."""
+    from conftest import invoke, write_jsonl
+
+    from curate.config import RunConfig
+    from curate.engine import score
+
+    logprobs = per_item_frame([("a", 3.0, 3.0, 2.7, 1, "scored")])
+    assert "not sampled" in score_distribution(logprobs, ITEMS, "expected")["histogram_of"]
+    assert score_distribution(PER_ITEM, ITEMS)["histogram_of"] == "rounded mean of the sampled scores"
+    data = write_jsonl(tmp_path / "data.jsonl", sample_rows[:8])
+    score(RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "top_logprobs": 20,
+                               "max_tokens": 1, "template": "difficulty/intensity_score_only"}))
+    for kind, heading in (("expected", "items per rounded expected score (logprob-weighted, not sampled)"),
+                          ("mean", "items per rounded mean of the sampled scores")):
+        result = invoke("stats", tmp_path / "run", "--score", kind, "--resamples", 0)
+        assert result.exit_code == 0, result.output
+        text = " ".join(line.strip("│ ") for line in result.stdout.splitlines())
+        assert heading in " ".join(text.split()) and "score 1" not in text

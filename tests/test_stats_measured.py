@@ -6,12 +6,14 @@ The judge is the bundled tiny judge; the solvers are the scripted endpoint, whic
 whose answer is 9 never."""
 
 import json
+import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from conftest import invoke, write_jsonl
+from conftest import assert_one_line_error, invoke, write_jsonl
 from fakes import ScriptedBackend
 from scipy.stats import binomtest, spearmanr
 from sklearn.metrics import roc_auc_score
@@ -169,6 +171,70 @@ def test_the_report_shows_the_irt_difficulties(runs, tmp_path):
     page = report.read_text()
     figure = page[page.index("Figure 7. Score vs IRT difficulty"):]
     assert figure.index("<img") < figure.index("</p>") and "2 models" in figure
+    assert f"Every item of the crowd ({ITEMS}, scored or not) is in the stats JSON under irt.items" in figure
     assert "IRT difficulty</td>" in page and "mean 95% Wilson interval width" in page
     assert json.loads(report.with_suffix(".json").read_text())["irt"]["n"] == ITEMS
     assert "IRT items" in result.stdout and "all wrong" in result.stdout
+
+
+def test_the_irt_difficulties_of_every_item_are_in_the_json_the_report_and_an_irt_directory(runs, tmp_path):
+    """`stats --irt` gave model abilities and a plot, and each item's difficulty in no file."""
+    report = tmp_path / "report.html"
+    result = invoke("stats", runs["judge"], "--irt", runs["solve_a"], "--irt", runs["solve_b"], "--resamples", 0,
+                    "--irt-out", tmp_path / "irt", "--report", report, "--json")
+    assert result.exit_code == 0, result.output
+    irt = json.loads(result.stdout)["irt"]
+    written = pl.read_parquet(tmp_path / "irt" / "irt_items.parquet")
+    assert irt["irt_dir"] == str(tmp_path / "irt")
+    assert pl.DataFrame(irt["items"]).select(written.columns[:-3]).equals(written.drop("question", "reference",
+                                                                                      "choices"))
+    assert written.height == ITEMS and written["difficulty_low"].is_not_null().all()
+    assert json.loads(report.with_suffix(".json").read_text())["irt"]["items"] == irt["items"]
+    # the same fit as `curate irt` over the same runs, to the byte
+    assert invoke("irt", runs["solve_a"], runs["solve_b"], "--out", tmp_path / "alone").exit_code == 0
+    for name in ("irt_items.parquet", "irt_models.parquet", "manifest.json"):
+        assert (tmp_path / "irt" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes()
+
+
+def test_irt_out_needs_irt_runs_and_an_empty_folder(runs, tmp_path):
+    assert_one_line_error(invoke("stats", runs["judge"], "--irt-out", tmp_path / "irt"),
+                          "--irt-out writes the IRT fit of the --irt solve runs: give them")
+    (tmp_path / "irt").mkdir()
+    (tmp_path / "irt" / "old.txt").write_text("keep")
+    args = ("stats", runs["judge"], "--irt", runs["solve_a"], "--irt", runs["solve_b"], "--resamples", 0,
+            "--irt-out", tmp_path / "irt")
+    assert_one_line_error(invoke(*args), "exists and is not empty; pass --overwrite")
+    assert invoke(*args, "--overwrite").exit_code == 0 and not (tmp_path / "irt" / "old.txt").exists()
+
+
+def test_the_notes_say_which_counts_are_the_crowds_and_which_the_scored_items(runs):
+    """"7 of the 24 items were solved by every model or none" beside "fit: 9 item(s) all wrong": the first counted
+    the scored items, the second every item the solve runs answered, and neither said so."""
+    analysis = analyze_run(runs["judge"], irt=[runs["solve_a"], runs["partial"]], n_resamples=0)
+    irt = analysis.stats["irt"]
+    crowd = irt["crowd"]["items"]
+    assert crowd == ITEMS + 4 and irt["n"] < crowd  # the partial run's own problems are the crowd's only
+    scored = next(note for note in irt["notes"] if "solved by every model or by none" in note)
+    assert f"of the {irt['n']} items both scored and answered by the crowd" in scored
+    answered = crowd - irt["crowd"]["counts"]["no_countable_answer"]
+    fit = [note for note in irt["notes"] if "set by the prior (sd 3)" in note]
+    assert fit and all(note.startswith(f"the crowd's fit, over all its {answered} answered items (scored or not): ")
+                       for note in fit)
+    result = invoke("stats", runs["judge"], "--irt", runs["solve_a"], "--irt", runs["partial"], "--resamples", 0)
+    text = " ".join(result.stdout.split())
+    assert f"IRT items of the crowd ({crowd})" in text and "IRT items scored here" in text
+
+
+def test_an_unfinished_solve_run_is_named_as_such(runs, tmp_path):
+    """A pass rate of 9 of 16 rollouts was used as if the run were finished."""
+    unfinished = shutil.copytree(runs["solve_a"], tmp_path / "solve_a")
+    first = problems()[0]["id"]
+    with sqlite3.connect(unfinished / "judgments.sqlite") as connection:
+        connection.execute("DELETE FROM judgments WHERE item_id = ? AND sample_idx >= 2", (first,))
+    connection.close()
+    notes = analyze_run(runs["judge"], pass_rate=str(unfinished), n_resamples=0).stats["pass_rate"]["notes"]
+    assert notes[0] == (f"solve run {unfinished} is unfinished: 1 of {ITEMS} items have fewer than its 4 rollouts (e.g. "
+                     f"{first!r}, 2 stored): its pass rates count the rollouts stored so far; run the same `curate "
+                     "solve` command again to finish it")
+    finished = analyze_run(runs["judge"], pass_rate=str(runs["solve_a"]), n_resamples=0).stats["pass_rate"]["notes"]
+    assert not any("unfinished" in note for note in finished)

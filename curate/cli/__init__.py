@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from curate.cli import levels, score, split, stats, templates
+from curate.cli import irt, levels, score, split, stats, templates
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Difficulty-aware curation of reasoning data.")
 app.command()(score.score)
@@ -20,6 +20,7 @@ app.command()(split.split)
 app.command(name="export")(split.export_command)
 app.command()(templates.templates)
 app.command()(levels.levels)
+app.command()(irt.irt)
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ The rules are curate.levels' (pure); this module reads the runs and writes the l
 
     OUT/
       levels.json        the settings, each solver's run and identity, counts per level, rule and drop reason,
-                         and the paper the rules follow (what --json prints)
+                         the paper the rules follow, and notes: warnings on the solvers' rollouts per item (a
+                         rule no item can meet, solvers sampled unequally), also logged (what --json prints)
       levels.parquet     item_id, level, rule, reason: one row per (item, level); the levels overlap as in the
                          paper unless --exclusive
       level_<k>.parquet  level k's items, one row each, with their rule and reason and every field of the item
@@ -13,20 +14,20 @@ The rules are curate.levels' (pure); this module reads the runs and writes the l
       dropped.parquet    item_id, rule, reason of every item in no level
 
 The runs come in solver order, smallest first, and must be finished solve runs over the same items (the same
-ids naming the same question, reference and choices). A solver is named by its run's model, followed by the
-run's folder when two runs share a model. OUT appears whole or not at all (curate.outdir), and nothing in it
-depends on the clock: the same runs and settings give the same bytes.
+ids naming the same question, reference and choices), read by curate.crowd, which names each solver. OUT
+appears whole or not at all (curate.outdir), and nothing in it depends on the clock: the same runs and settings
+give the same bytes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any
 
 import polars as pl
 import typer
@@ -42,9 +43,13 @@ from curate.levels import (
     ROLES,
     LevelConfig,
     Levels,
+    sample_notes,
 )
-from curate.runs import SOLVE, item_mismatch, read_run_of, run_items
+from curate.crowd import SolverRun, check_same_items, rollouts, solver_runs, unfinished
+from curate.runs import is_run_directory, run_items
 from curate.store import read_items
+
+log = logging.getLogger(__name__)
 
 LEVEL_HELP = {f.name: f.metadata["help"] for f in fields(LevelConfig)}
 DEFAULTS = {f.name: f.default for f in fields(LevelConfig)}
@@ -52,67 +57,37 @@ LEVELS_JSON = "levels.json"
 EVER_SOLVED_ROLE = "ever_solved"  # a solver after the third: it only decides whether an item is ever solved
 
 
-class SolverRun(NamedTuple):
-    name: str
-    run_dir: Path
-    identity: dict[str, Any]
-
-
 def _setting(name: str, *flags: str, more: str = "") -> Any:
     """A typer option whose help text is LevelConfig's field's (a setting is declared once)."""
     return typer.Option(*flags, help=f"{LEVEL_HELP[name]} {more}".strip())
 
 
-def solver_runs(run_dirs: Sequence[Path]) -> list[SolverRun]:
-    """Each run with its identity and solver name, in the order given; ConfigError naming a run that is given
-    twice or is not a solve run, RunDirError for a folder that is not a run directory."""
-    positions: dict[Path, int] = {}
-    identities = []
-    for position, run_dir in enumerate(run_dirs, 1):
-        if (first := positions.setdefault(run_dir.resolve(), position)) != position:
-            raise ConfigError(f"{run_dir} is given twice (solvers {first} and {position}); give each solver's solve "
-                              "run once, smallest solver first")
-        identities.append(read_run_of(run_dir, SOLVE, "levels:"))
-    models = Counter(identity["model"] for identity in identities)
-
-    def names(folder_of: Any) -> list[str]:
-        return [identity["model"] if models[identity["model"]] == 1 else f"{identity['model']} ({folder_of(run_dir)})"
-                for identity, run_dir in zip(identities, run_dirs, strict=True)]
-
-    labels = names(lambda run_dir: run_dir.name)
-    if len(set(labels)) < len(labels):  # runs of one model in folders of one name
-        labels = names(str)
-    return [SolverRun(*solver) for solver in zip(labels, run_dirs, identities, strict=True)]
-
-
-def _check_same_items(runs: Sequence[SolverRun]) -> None:
-    """ConfigError naming the first run whose ids name other items than the first run's (question, reference or
-    choices differ). Ids only one run holds are assign_levels' to report."""
-    first = read_items(runs[0].run_dir)
-    for run in runs[1:]:
-        if what := item_mismatch(first, read_items(run.run_dir), str(runs[0].run_dir), str(run.run_dir)):
-            raise ConfigError(f"solve run {run.run_dir}: {what}; every solver must solve the same items: solve the "
-                              "same data with each")
-
-
 def _pass_rates(run: SolverRun, items: pl.DataFrame) -> pl.DataFrame:
     """The run's per-item pass rates from its stored rollouts; ConfigError when an item lacks some of them."""
     from curate.passrate import pass_rates
-    from curate.store import read_judgments
 
-    rollouts = read_judgments(run.run_dir, columns=("item_id", "sample_idx", "status"))
-    samples = run.identity["samples"]
-    short = (items.select(pl.col("id").alias("item_id"))
-             .join(rollouts.group_by("item_id").len(), on="item_id", how="left", maintain_order="left")
-             .filter(pl.col("len").fill_null(0) < samples))
-    if short.height:
-        raise ConfigError(f"solve run {run.run_dir} is unfinished: {short.height} of {items.height} items have fewer "
-                          f"than its {samples} rollouts (e.g. {short['item_id'][0]!r}); run the same `curate solve` "
-                          "command again to finish it")
-    return pass_rates(rollouts.rename({"status": "verdict"}), where=f"solve run {run.run_dir}")
+    rates = pass_rates(rollouts(run), where=f"solve run {run.run_dir}")
+    if short := unfinished(run.run_dir, run.identity, items["id"], rates):
+        raise ConfigError(f"{short}; run the same `curate solve` command again to finish it")
+    return rates
 
 
-def _summary(runs: Sequence[SolverRun], config: LevelConfig, result: Levels, n_items: int) -> dict[str, Any]:
+def _drop_rule(runs: Sequence[SolverRun], drop: str | None) -> str | None:
+    """The solver that --drop-unsolved-by names: by name, or by its run directory, which must be a solver's."""
+    if drop is None:
+        return None
+    named = {os.path.abspath(run.run_dir): run.name for run in runs}
+    if (name := named.get(os.path.abspath(drop))) is not None:
+        return name
+    if is_run_directory(drop) and drop not in {run.name for run in runs}:
+        raise ConfigError(f"--drop-unsolved-by {drop} is not one of the solvers' runs ({len(runs)} given); give it "
+                          "too, as a further run after the large solver's (as the paper's DeepSeek-R1, it then only "
+                          "decides whether an item is ever solved)")
+    return drop
+
+
+def _summary(runs: Sequence[SolverRun], config: LevelConfig, result: Levels, n_items: int,
+             notes: list[str]) -> dict[str, Any]:
     levels, dropped = result.levels, result.dropped
     return {
         "paper": PAPER, "settings": asdict(config),
@@ -123,6 +98,7 @@ def _summary(runs: Sequence[SolverRun], config: LevelConfig, result: Levels, n_i
                               for level in sorted(set(LEVEL_RULES.values()))},
                    "rules": {rule: int((levels["rule"] == rule).sum()) for rule in LEVEL_RULES},
                    "dropped": {rule: int((dropped["rule"] == rule).sum()) for rule in DROP_RULES}},
+        "notes": notes,
     }
 
 
@@ -139,26 +115,27 @@ def make_levels(run_dirs: Sequence[str | Path], out_dir: str | Path, settings: d
     from curate.outdir import atomic_directory, check_output_dir
     from curate.store import write_atomic, write_parquet_atomic
 
-    runs = solver_runs([Path(run_dir) for run_dir in run_dirs])
-    if (drop := settings.get("drop_unsolved_by")) is not None:
-        named = {os.path.abspath(run.run_dir): run.name for run in runs}
-        settings = {**settings, "drop_unsolved_by": named.get(os.path.abspath(drop), drop)}
+    runs = solver_runs(run_dirs, "levels:")
+    settings = {**settings, "drop_unsolved_by": _drop_rule(runs, settings.get("drop_unsolved_by"))}
     config = LevelConfig(solvers=tuple(run.name for run in runs), **settings)
     inputs = [("solve run", run.run_dir) for run in runs]
     check_output_dir(out_dir, overwrite, inputs)  # before the work, and again when writing
     items = [read_items(run.run_dir) for run in runs]
-    _check_same_items(runs)
+    check_same_items(runs, "levels:")
     result = assign_levels({run.name: _pass_rates(run, its) for run, its in zip(runs, items, strict=True)}, config)
+    notes = sample_notes({run.name: run.identity["samples"] for run in runs}, config.solvers)
     item_fields = run_items(runs[0].run_dir, tuple(LEVELS_SCHEMA))
     files = {"levels.parquet": result.levels, "dropped.parquet": result.dropped}
     for level in sorted(set(LEVEL_RULES.values())):
         files[f"level_{level}.parquet"] = (result.levels.filter(pl.col("level") == level)
                                            .join(item_fields, on="item_id", how="left", maintain_order="left"))
-    summary = {"dereason_version": __version__, **_summary(runs, config, result, item_fields.height)}
+    summary = {"dereason_version": __version__, **_summary(runs, config, result, item_fields.height, notes)}
     with atomic_directory(out_dir, overwrite, inputs) as staging:
         for name, frame in files.items():
             write_parquet_atomic(frame, staging / name)
         write_atomic(staging / LEVELS_JSON, levels_json(summary))
+    for note in notes:
+        log.warning("%s", note)
     return summary
 
 

@@ -26,8 +26,9 @@ def split(
     arms: Annotated[str, typer.Option(help="Ablation arms, comma-separated: random,reversed,sft_all,rl_all.")] = "random,reversed,sft_all,rl_all",
     stages: Annotated[int | None, typer.Option(help="Write a k-stage RL curriculum, easy to hard.")] = None,
     stage_by: Annotated[str, typer.Option(
-        help="Stage RL items by 'score', by a numeric input field, or by the pass rate of a solve run over the same "
-             "items (its folder; a lower pass rate is harder).")] = "score",
+        help="Stage RL items by 'score', by a numeric input field, by the pass rate of a solve run over the same "
+             "items (its folder; a lower pass rate is harder), or by the difficulties of an IRT fit of such runs (the "
+             "folder `curate irt` wrote; a higher difficulty is harder).")] = "score",
     harder_when: Annotated[str | None, typer.Option(
         help="With --stage-by FIELD: 'high' if a higher value is harder (a level), 'low' if easier (a pass rate).",
         show_default=False)] = None,
@@ -66,7 +67,9 @@ def split(
         for arm, counts in manifest["arms"].items():
             table.add_row(f"arm {arm}", f"sft {counts['sft']}, rl {counts['rl']}")
         if manifest["stages"]:
-            by = f"pass rate in {manifest['stage_run']['run_dir']}" if manifest["stage_run"] else manifest["stage_by"]
+            by = (f"pass rate in {manifest['stage_run']['run_dir']}" if manifest["stage_run"] else
+                  f"IRT difficulty in {manifest['stage_irt']['irt_dir']}" if manifest["stage_irt"] else
+                  manifest["stage_by"])
             table.add_row(f"RL stages by {by}", ", ".join(f"{k}: {v}" for k, v in manifest["stages"].items()))
         table.add_row("removed by hygiene", f"{manifest['hygiene']['removed']} (see removed.jsonl)")
         out.print(table)

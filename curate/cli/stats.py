@@ -57,8 +57,9 @@ def _print_stats(stats: dict[str, Any]) -> None:
     table.add_row("judge", f"{run['model']} · {run['template']} · {run['samples']} sample(s)")
     table.add_row("items scored", f"{run['n_scored']} of {run['n_items']}")
     distribution = stats["distribution"]
+    table.add_row(f"items per {distribution['histogram_of']}", "")
     for level, count in distribution["histogram"].items():
-        table.add_row(f"score {level}", f"{count:>6}")
+        table.add_row(f"  {level}", f"{count:>6}")
     failures = stats["failures"]
     table.add_row("failures", ", ".join(f"{k} {v}" for k, v in failures.get("counts", {}).items()) or "n/a")
     consistency = stats["self_consistency"]
@@ -94,11 +95,17 @@ def _print_stats(stats: dict[str, Any]) -> None:
                       format_interval(irt.get("spearman"), digits=3))
         table.add_row("  with all right / all wrong items",
                       format_interval(irt.get("spearman_with_extremes"), digits=3))
-        table.add_row("IRT items", f"{irt['n']} · measured {irt['n_measured']} · all right {irt['n_all_correct']} · "
-                                   f"all wrong {irt['n_all_wrong']} (difficulty from the prior)")
+        table.add_row("IRT items scored here", f"{irt['n']} · measured {irt['n_measured']} · all right "
+                                               f"{irt['n_all_correct']} · all wrong {irt['n_all_wrong']} (difficulty "
+                                               "from the prior)")
+        crowd = irt["crowd"]
+        table.add_row(f"IRT items of the crowd ({crowd['items']})",
+                      " · ".join(f"{status.replace('_', ' ')} {count}" for status, count in crowd["counts"].items()))
         fit = irt["fit"]
         table.add_row("IRT fit", f"{'converged' if fit['converged'] else 'did not converge'} in {fit['iterations']} "
                                  f"iterations; {fit['identification']}")
+        if irt["irt_dir"]:
+            table.add_row("IRT difficulties", irt["irt_dir"])
     if stats["calibration"]:
         cal = stats["calibration"]
         table.add_row("calibration", f"isotonic onto {cal['target']} from {cal['n_fit']} items → {cal['path']}")
@@ -127,6 +134,11 @@ def stats(
     irt: Annotated[list[Path] | None, typer.Option(
         help="A solve run over the same items, one model of a crowd; repeat for each (two or more): the judge is "
              "checked against Rasch (IRT) difficulties fitted over all their rollouts.")] = None,
+    irt_out: Annotated[Path | None, typer.Option(
+        help="Write the --irt fit here as an IRT directory (irt_items.parquet: every item's difficulty, its 95% "
+             "interval and status; irt_models.parquet; manifest.json), as `curate irt` does.",
+        show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty --irt-out folder.")] = False,
     unsolved_at: Annotated[float, typer.Option(help="Pass rate at or below which an item counts as not solved.")] = 0.0,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")] = 1000,
     report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here.")] = None,
@@ -138,7 +150,8 @@ def stats(
 
         _check_report_path(report)
         analysis = analyze_run(run_dir, score=score_column, reference=reference, pass_rate=pass_rate,
-                               calibrate=calibrate, irt=irt or (), unsolved_at=unsolved_at, n_resamples=resamples)
+                               calibrate=calibrate, irt=irt or (), irt_out=irt_out, overwrite=overwrite,
+                               unsolved_at=unsolved_at, n_resamples=resamples)
         if report is not None:
             from curate.report import render_report
 

@@ -95,7 +95,7 @@ SPLIT_CASES = [
     ("score staged the wrong way", ["--stages", "2", "--harder-when", "low"],
      "--stage-by score needs no --harder-when"),
     ("stage field missing", ["--stages", "2", "--stage-by", "steps", "--harder-when", "high"],
-     "--stage-by 'steps' is neither a field of the run's items nor a solve run's folder"),
+     "--stage-by 'steps' is neither a field of the run's items nor the folder of a solve run or an IRT fit"),
     ("stage by a respond run", ["--stages", "2", "--stage-by", "{work}/respond"],
      "--stage-by {work}/respond is a respond run, not a solve run (curate solve DATA"),
     ("stage by a score run", ["--stages", "2", "--stage-by", "{run}"], "is a score run, not a solve run"),

@@ -176,7 +176,7 @@ MEASURED_CASES = {  # runs: the judge run and the response runs of the fixture, 
         "--irt needs at least two solve runs, each one model of the crowd, but got 1"),
     "--irt one run twice": (
         lambda runs, tmp: ["stats", runs["judge"], "--irt", runs["solve_other"], "--irt", runs["solve_other"]],
-        "--irt names one run twice; each solve run is one model of the crowd"),
+        "is given twice (solvers 1 and 2); give each solver's solve run once"),
     "--irt a respond run": (
         lambda runs, tmp: ["stats", runs["judge"], "--irt", runs["solve_other"], "--irt", runs["respond"]],
         "respond is a respond run, not a solve run (curate solve"),

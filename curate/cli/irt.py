@@ -1,0 +1,62 @@
+"""`curate irt SOLVE_RUN SOLVE_RUN ... --out IRT_DIR`: Rasch difficulties of the items from solve runs alone.
+
+The fit is curate.irt's, the directory curate.irt_dir's (its docstring lists the files, and it logs the fit's
+notes as warnings); this module reads the options and prints a summary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from curate.cli.common import errors, out, setup_logging
+from curate.irt import RaschConfig
+
+RASCH_HELP = {f.name: f.metadata["help"] for f in fields(RaschConfig)}
+DEFAULTS = {f.name: f.default for f in fields(RaschConfig)}
+
+
+def _setting(name: str, flag: str) -> Any:
+    """A typer option whose help text is RaschConfig's field's (a setting is declared once)."""
+    return typer.Option(flag, help=RASCH_HELP[name])
+
+
+def _print_fit(manifest: dict[str, Any], out_dir: Path) -> None:
+    fit, counts = manifest["fit"], manifest["counts"]
+    table = Table(title=f"IRT {out_dir}: {manifest['items']} items, {len(manifest['runs'])} models", show_header=False)
+    for status, count in counts.items():
+        table.add_row(f"items {status.replace('_', ' ')}", f"{count:>6}")
+    table.add_row("fit", f"{'converged' if fit['converged'] else 'did not converge'} in {fit['iterations']} "
+                         f"iterations; {fit['identification']}")
+    out.print(table)
+
+
+def irt(
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="Solve runs (`curate solve`) over the same items, each one model of the crowd (two or more).",
+        show_default=False)],
+    out_dir: Annotated[Path, typer.Option("--out", help="IRT directory to write (whole, or not at all).")],
+    prior_sd: Annotated[float, _setting("prior_sd", "--prior-sd")] = DEFAULTS["prior_sd"],
+    tolerance: Annotated[float, _setting("tolerance", "--tolerance")] = DEFAULTS["tolerance"],
+    max_iterations: Annotated[int, _setting("max_iterations", "--max-iterations")] = DEFAULTS["max_iterations"],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty --out folder.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the IRT directory's manifest.json.")] = False,
+) -> None:
+    """Rasch (IRT) difficulties of the items, fitted over the rollouts of several solve runs, one model each."""
+    setup_logging()
+    with errors():
+        from curate.irt_dir import IRT_ITEMS, make_irt
+        from curate.store import MANIFEST
+
+        make_irt(run_dirs, out_dir, RaschConfig(prior_sd=prior_sd, tolerance=tolerance, max_iterations=max_iterations),
+                 overwrite=overwrite)
+        if as_json:
+            print((out_dir / MANIFEST).read_text(encoding="utf-8"), end="")
+            return
+        _print_fit(json.loads((out_dir / MANIFEST).read_text(encoding="utf-8")), out_dir)
+        out.print(f"difficulties: {out_dir / IRT_ITEMS}")
