@@ -24,7 +24,7 @@ turn. `--endpoint completions` sends such a prompt as token ids in which that te
 (vLLM, SGLang and OpenAI's API take a prompt as ids; a server that takes only text refuses it, and
 that row is an `error` with the server's message); every other prompt goes as text, as before. A
 chat endpoint renders and encodes messages itself: whether it keeps them data is the server's
-doing (vLLM's and SGLang's do not), which the README says.
+doing (vLLM 0.32's does not, nor SGLang's by default), which the README says.
 """
 
 from __future__ import annotations
