@@ -6,6 +6,7 @@ import copy
 import inspect
 
 import pytest
+from transformers import PreTrainedTokenizerBase
 
 from curate.backends import Request
 from curate.backends.base import continues_answer, prompt_texts, prompts_token_ids
@@ -104,9 +105,8 @@ def test_added_tokens_the_template_writes_are_control_tokens_others_are_text_as_
                                                  add_special_tokens=False)["input_ids"]
 
 
-@pytest.mark.skipif("sanitize_control_tokens" not in inspect.signature(
-    __import__("transformers").PreTrainedTokenizerBase.apply_chat_template).parameters,
-    reason="transformers < 5.20 has no sanitize_control_tokens to compare with")
+@pytest.mark.skipif("sanitize_control_tokens" not in inspect.signature(PreTrainedTokenizerBase.apply_chat_template)
+                    .parameters, reason="transformers < 5.20 has no sanitize_control_tokens to compare with")
 def test_the_ids_are_those_of_transformers_own_sanitizing(tokenizer):
     conversations = [conversation(question, prefill) for question in QUESTIONS[:-1] for prefill in ("", "Score: ")]
     ours = prompts_token_ids(tokenizer, conversations)

@@ -228,7 +228,7 @@ def prompts_token_ids(tokenizer: Any, conversations: Sequence[Sequence[dict[str,
     token's text in a message is encoded as plain text (`curate.backends.control`). A conversation with none is
     rendered and encoded as it always was, with the others in one call (a fast tokenizer spreads it over cores)."""
     controls = control_tokens(tokenizer)
-    wrapped = [wrap(messages, data_messages(messages), controls) for messages in conversations]
+    wrapped = [wrap(messages, _data_messages(messages), controls) for messages in conversations]
     texts = prompt_texts(tokenizer, [messages if marked is None else marked
                                      for messages, marked in zip(conversations, wrapped, strict=True)])
     plain = [i for i, marked in enumerate(wrapped) if marked is None]
@@ -243,12 +243,12 @@ def completion_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str
     """The chat prompt for a completions endpoint: its text, which any server takes, unless a message holds a control
     token's text, which the server would encode as the control token; then its token ids, as `prompts_token_ids`."""
     controls = control_tokens(tokenizer)
-    marked = wrap(messages, data_messages(messages), controls)
+    marked = wrap(messages, _data_messages(messages), controls)
     text = prompt_texts(tokenizer, [messages if marked is None else marked])[0]
     return text if marked is None else encode_wrapped(tokenizer, text, controls)
 
 
-def data_messages(messages: Sequence[dict[str, str]]) -> int:
+def _data_messages(messages: Sequence[dict[str, str]]) -> int:
     """How many of the messages, from the first, are data: all but a prefill, which is the template's own text."""
     return len(messages) - continues_answer(messages)
 
