@@ -173,6 +173,26 @@ def test_completions_endpoint_renders_the_prompt_with_the_tokenizer(tmp_path, ra
     assert tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) in prompts
 
 
+def test_the_completions_endpoint_sends_a_question_holding_a_control_tokens_text_as_token_ids(tmp_path, random_model):
+    """As text, the server would encode the question's <|im_end|> as the real end of turn. Such a prompt goes as
+    token ids in which it is plain text (the template's own two ends of turn stay); any other prompt goes as text."""
+    from transformers import AutoTokenizer
+
+    rows = [{"id": "q0", "question": "Why does <|im_end|> end a turn?"}, {"id": "q1", "question": "Why does it?"}]
+    with FakeOpenAIServer(answer_format="digit") as server:
+        result = score(config(tmp_path, server, source=str(write_jsonl(tmp_path / "control.jsonl", rows)),
+                              endpoint="completions", tokenizer=str(random_model), samples=1, temperature=0.0,
+                              template="difficulty/intensity_score_only", max_tokens=1))
+    assert result.summary["status_counts"]["ok"] == 2
+    tokenizer = AutoTokenizer.from_pretrained(random_model)
+    template = curate.engine.load_template("difficulty/intensity_score_only")
+    texts = [tokenizer.apply_chat_template(template.render(row), tokenize=False, add_generation_prompt=True)
+             for row in rows]
+    (ids,) = [body["prompt"] for body in server.bodies if isinstance(body["prompt"], list)]
+    assert ids.count(tokenizer.convert_tokens_to_ids("<|im_end|>")) == 2 and tokenizer.decode(ids) == texts[0]
+    assert [body["prompt"] for body in server.bodies if isinstance(body["prompt"], str)] == [texts[1]]
+
+
 PREFILLED = '{#-\nparser: score_only\nprefill: "Score: "\n-#}\n{% block user %}{{ question }}{% endblock %}\n'
 
 

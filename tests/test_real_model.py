@@ -104,3 +104,38 @@ def test_the_real_model_solves_and_responds_through_its_own_chat_template(tmp_pa
     assert curate.load_judgments(tmp_path / "respond").filter(
         pl.col("item_id").is_in(kept["item_id"].implode()))["status"].is_in(["correct", "wrong", "no_answer",
                                                                              "truncated"]).all()
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    """The real model's own tokenizer and ChatML template, without its weights (4 s instead of 20)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base.resolve_model(base.SMOLLM2), gguf_file=base.gguf_file(base.SMOLLM2))
+
+
+@pytest.mark.parametrize("template", ["difficulty/intensity", "difficulty/intensity_prefilled", "solve/step_by_step"])
+def test_the_real_tokenizer_encodes_the_bundled_sample_as_before(smollm2_tokenizer, sample_rows, template):
+    """Keeping control tokens' texts out of prompts changes nothing where there are none: the ids are those of the
+    rendered text encoded whole, as they always were."""
+    from curate.templates import load_template
+
+    conversations = [tuple(load_template(template).render(row)) for row in sample_rows]
+    assert base.prompts_token_ids(smollm2_tokenizer, conversations) == [
+        smollm2_tokenizer(text, add_special_tokens=False)["input_ids"]
+        for text in base.prompt_texts(smollm2_tokenizer, conversations)]
+
+
+def test_a_questions_control_tokens_stay_text_for_the_real_tokenizer(smollm2_tokenizer):
+    from curate.backends.control import control_tokens
+    from curate.templates import load_template
+
+    template = load_template("difficulty/intensity_prefilled")
+    question = "Why does <|im_end|> end a turn, and what do <|im_start|>assistant and <|endoftext|> do?"
+    asked, plain = (template.render({"id": "q", "question": text}) for text in (question, "Why does it end?"))
+    ids = base.prompt_token_ids(smollm2_tokenizer, asked)
+    controls = set(control_tokens(smollm2_tokenizer).ids.values())
+    assert {"<|im_end|>", "<|im_start|>", "<|endoftext|>"} <= control_tokens(smollm2_tokenizer).ids.keys()
+    assert [i for i in ids if i in controls] == [i for i in base.prompt_token_ids(smollm2_tokenizer, plain)
+                                                 if i in controls]
+    assert smollm2_tokenizer.decode(ids) == base.prompt_texts(smollm2_tokenizer, [asked])[0]

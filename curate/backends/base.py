@@ -19,6 +19,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from curate.backends.control import control_tokens, encode_wrapped, wrap
 from curate.config import BUNDLED_JUDGE, SamplingConfig
 from curate.errors import BackendError
 from curate.parse import SCORE_DIGITS
@@ -45,7 +46,9 @@ PACKAGED_MODELS = {SMOLLM2: PackagedModel(  # SmolLM2-135M-Instruct, Apache-2.0,
 
 class Request(NamedTuple):
     """One item's chat messages and the sample indices still wanted for it. Messages that end with an
-    assistant message are a prefill: the model continues that message rather than starting its own."""
+    assistant message are a prefill: the model continues that message rather than starting its own. A
+    prefill is the template's own text; every other message is data, never the prompt's structure: a
+    control token's text in it (`<|im_end|>`) reaches the model as plain text (`curate.backends.control`)."""
 
     item_id: str
     sample_indices: tuple[int, ...]
@@ -207,11 +210,6 @@ def continues_answer(messages: Sequence[dict[str, str]]) -> bool:
     return bool(messages) and messages[-1]["role"] == "assistant"
 
 
-def prompt_text(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
-    """The chat prompt a model is given: a new assistant turn, or the prefilled one continued."""
-    return prompt_texts(tokenizer, [messages])[0]
-
-
 def prompt_texts(tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]) -> list[str]:
     """Each conversation's chat prompt, rendered in one call per kind (new turn, prefilled): transformers' checks
     per call cost more than rendering a short prompt."""
@@ -228,13 +226,42 @@ def prompt_texts(tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]
 
 
 def prompt_token_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
-    """The chat prompt as token ids: the template renders the special tokens itself."""
+    """The chat prompt as token ids: the template writes the control tokens; the messages are data."""
     return prompts_token_ids(tokenizer, [messages])[0]
 
 
 def prompts_token_ids(tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]) -> list[list[int]]:
-    """Each conversation's chat prompt as token ids, encoded in one call (a fast tokenizer spreads it over cores)."""
-    texts = prompt_texts(tokenizer, conversations)
+    """Each conversation's chat prompt as token ids, in which only the chat template writes control tokens: a control
+    token's text in a message is encoded as plain text (`curate.backends.control`). A conversation with none is
+    rendered and encoded as it always was, with the others in one call (a fast tokenizer spreads it over cores)."""
+    controls = control_tokens(tokenizer)
+    wrapped = [wrap(messages, _data_messages(messages), controls) for messages in conversations]
+    texts = prompt_texts(tokenizer, [messages if marked is None else marked
+                                     for messages, marked in zip(conversations, wrapped, strict=True)])
+    plain = [i for i, marked in enumerate(wrapped) if marked is None]
+    ids = [[] if marked is None else encode_wrapped(tokenizer, text, controls)
+           for marked, text in zip(wrapped, texts, strict=True)]
+    for i, encoded in zip(plain, _encode(tokenizer, [texts[i] for i in plain]), strict=True):
+        ids[i] = encoded
+    return ids
+
+
+def completion_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str | list[int]:
+    """The chat prompt for a completions endpoint: its text, which any server takes, unless a message holds a control
+    token's text, which the server would encode as the control token; then its token ids, as `prompts_token_ids`."""
+    controls = control_tokens(tokenizer)
+    marked = wrap(messages, _data_messages(messages), controls)
+    text = prompt_texts(tokenizer, [messages if marked is None else marked])[0]
+    return text if marked is None else encode_wrapped(tokenizer, text, controls)
+
+
+def _data_messages(messages: Sequence[dict[str, str]]) -> int:
+    """How many of the messages, from the first, are data: all but a prefill, which is the template's own text."""
+    return len(messages) - continues_answer(messages)
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Each text's token ids, encoded in one call."""
     if not texts:
         return []
     rust = _plain_rust_tokenizer(tokenizer)

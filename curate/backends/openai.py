@@ -17,7 +17,14 @@ Two settings go beyond OpenAI's API, in vLLM's words (SGLang reads the same): a 
 sent as a final assistant message with `continue_final_message`, and `constrain_score` as a
 structured-output choice of the five score digits. A server that ignores them answers unconstrained
 or in a new turn, which the strict parser then reports, never scores. `--endpoint completions`
-renders a prefill into the prompt itself and works with any server.
+renders a prefill into the prompt itself and works with any server that takes a text prompt.
+
+Messages are data: a question holding a control token's text ("<|im_end|>") must not end its own
+turn. `--endpoint completions` sends such a prompt as token ids in which that text is plain text
+(vLLM, SGLang and OpenAI's API take a prompt as ids; a server that takes only text refuses it, and
+that row is an `error` with the server's message); every other prompt goes as text, as before. A
+chat endpoint renders and encodes messages itself: whether it keeps them data is the server's
+doing (vLLM 0.32's does not, nor SGLang's by default), which the README says.
 """
 
 from __future__ import annotations
@@ -45,10 +52,10 @@ from tenacity import (
 from curate.backends.base import (
     Completion,
     Request,
+    completion_prompt,
     continues_answer,
     load_error,
     local_model,
-    prompt_text,
     sample_seed,
 )
 from curate.backends.openai_answer import (
@@ -126,7 +133,7 @@ class OpenAIBackend:
         if sampling.constrain_score:  # vLLM's structured outputs; its logprobs stay those of the unconstrained model
             body["structured_outputs"] = {"choice": list(SCORE_DIGITS)}
         if self.tokenizer is not None:
-            body["prompt"] = prompt_text(self.tokenizer, request.messages)
+            body["prompt"] = completion_prompt(self.tokenizer, request.messages)
         else:
             body["messages"] = list(request.messages)
             if continues_answer(request.messages):  # vLLM's and SGLang's way to continue a prefilled answer
@@ -272,7 +279,8 @@ class OpenAIBackend:
 
     def _token_estimate(self, body: dict[str, Any]) -> int:
         prompt = body.get("prompt") or "".join(m["content"] for m in body.get("messages", []))
-        return len(prompt) // CHARS_PER_TOKEN + body["max_tokens"] * body.get("n", 1)
+        prompt_tokens = len(prompt) if isinstance(prompt, list) else len(prompt) // CHARS_PER_TOKEN  # ids: exact
+        return prompt_tokens + body["max_tokens"] * body.get("n", 1)
 
     def close(self) -> None:
         """Nothing to release: each `generate` call opens and closes its own session."""

@@ -2,14 +2,16 @@
 
 Every (item, sample) is its own request with n=1 and its own seed (`sample_seed`): the samples of
 an item share the prompt's KV cache through prefix caching, and each judgment stays reproducible
-whatever the chunking or a resumption. A chunk is handed to `LLM.chat` at once and yielded when it
-completes, so the engine commits it before the next one starts: a crash loses at most one chunk.
-vLLM refuses a whole batch if one prompt is longer than the engine's `max_model_len`, so each prompt
-is measured first and one that leaves no room to answer becomes an error row instead. A prompt that
-fits may still run into the end of the context while answering: vLLM then stops it with 'length'.
+whatever the chunking or a resumption. A chunk is handed to `LLM.generate` at once and yielded when
+it completes, so the engine commits it before the next one starts: a crash loses at most one chunk.
+Prompts go to vLLM as token ids (`prompts_token_ids`), not as messages for `LLM.chat`: vLLM would
+render them to text and encode it, and a question holding a control token's text (`<|im_end|>`)
+would end its own turn. vLLM refuses a whole batch if one prompt is longer than the engine's
+`max_model_len`, so a prompt that leaves no room to answer becomes an error row instead. A prompt
+that fits may still run into the end of the context while answering: vLLM then stops it with 'length'.
 
 vLLM has no CPU wheel on PyPI, so this adapter is imported only when chosen and is covered by a
-contract test against vLLM's documented API (`LLM.chat` with `continue_final_message`, `LLM.get_tokenizer`,
+contract test against vLLM 0.32's API (`LLM.generate` with `TokensPrompt`s, `LLM.get_tokenizer`,
 `LLM.llm_engine.model_config.max_model_len`, `SamplingParams`, `RequestOutput`, `CompletionOutput`);
 see the README for what was and was not run on a GPU.
 """
@@ -26,9 +28,8 @@ from curate.backends.base import (
     TokenLogprobs,
     chunked,
     context_exceeded,
-    continues_answer,
     local_model,
-    prompt_token_ids,
+    prompts_token_ids,
     sample_seed,
     score_token_ids,
 )
@@ -38,6 +39,7 @@ from curate.errors import BackendError
 log = logging.getLogger(__name__)
 
 CHUNK_REQUESTS = 2048
+TOKENIZE_REQUESTS = 256  # rendered and encoded in one call
 INSTALL_HINT = ("--backend vllm needs vLLM, which is not installed: pip install 'dereason[vllm]' "
                 "(CUDA GPUs only; PyPI has no CPU build)")
 
@@ -70,24 +72,23 @@ class VLLMBackend:
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
         too_long: list[Completion] = []
 
-        def fitting() -> Iterator[tuple[Request, int]]:
-            for request in requests:
-                prompt_tokens = len(prompt_token_ids(self.tokenizer, request.messages))
-                if prompt_tokens < self.max_model_len:
-                    yield from ((request, idx) for idx in request.sample_indices)
-                else:
-                    detail = context_exceeded(prompt_tokens, self.max_model_len, "max_model_len")
-                    too_long.extend(Completion(request.item_id, idx, "", "", prompt_tokens, 0, error=detail)
-                                    for idx in request.sample_indices)
+        def fitting() -> Iterator[tuple[Request, int, list[int]]]:
+            for window in chunked(requests, TOKENIZE_REQUESTS):
+                for request, ids in zip(window, prompts_token_ids(self.tokenizer, [r.messages for r in window]),
+                                        strict=True):
+                    if len(ids) < self.max_model_len:
+                        yield from ((request, idx, ids) for idx in request.sample_indices)
+                    else:
+                        detail = context_exceeded(len(ids), self.max_model_len, "max_model_len")
+                        too_long.extend(Completion(request.item_id, idx, "", "", len(ids), 0, error=detail)
+                                        for idx in request.sample_indices)
 
         for chunk in chunked(fitting(), CHUNK_REQUESTS):
             yield from too_long
             too_long.clear()
-            prefilled = continues_answer(chunk[0][0].messages)  # one template: every request or none
-            outputs = self.llm.chat([list(r.messages) for r, _ in chunk],
-                                    [self._params(sampling, r.item_id, idx) for r, idx in chunk], use_tqdm=False,
-                                    add_generation_prompt=not prefilled, continue_final_message=prefilled)
-            for (request, idx), output in zip(chunk, outputs, strict=True):
+            outputs = self.llm.generate([{"prompt_token_ids": ids} for _, _, ids in chunk],
+                                        [self._params(sampling, r.item_id, idx) for r, idx, _ in chunk], use_tqdm=False)
+            for (request, idx, _), output in zip(chunk, outputs, strict=True):
                 yield _completion(request.item_id, idx, output)
         yield from too_long
 
