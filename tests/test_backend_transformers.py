@@ -289,6 +289,25 @@ def test_batches_keep_to_the_token_budget_and_results_do_not_change(backend):
     assert {k: c.text for k, c in budgeted.items()} == {k: c.text for k, c in unbounded.items()}
 
 
+def test_by_default_the_token_budget_alone_sizes_a_batch(random_model):
+    """Logprob scoring of short prompts: 16,384 tokens hold far more than 16 rows of about 20 tokens and one to
+    generate, and a row cap set by hand still binds."""
+    config = RunConfig(data=DataConfig(source="unused"), out="unused", model=str(random_model))
+    default = create_backend(config)
+    requests = [Request(f"q{i}", (0,), ({"role": "user", "content": f"What is {i} plus {i}?"},)) for i in range(200)]
+    calls, hook = forward_calls(default.model)
+    try:
+        list(default.generate(requests, SamplingConfig(max_tokens=1, top_logprobs=5)))
+        assert max(rows for rows, width, mask in calls if width > 1 and mask is not None) > 100
+        calls.clear()
+        default.batch_size = 16
+        list(default.generate(requests, SamplingConfig(max_tokens=1, top_logprobs=5)))
+        assert max(rows for rows, _, _ in calls) == 16
+    finally:
+        hook.remove()
+        default.close()
+
+
 def test_a_prompt_over_the_token_budget_runs_alone(backend):
     results, calls = run_within(backend, 5, REQUESTS[:3], SamplingConfig(max_tokens=2), batch_size=8)
     assert len(results) == 9 and all(c.error == "" for c in results.values())
