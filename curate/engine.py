@@ -35,9 +35,9 @@ from curate.backends import (
 from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig, SamplingConfig
 from curate.data import fingerprint, load_items
 from curate.errors import ConfigError, FailureThresholdError
+from curate.identity import IDENTITY_DEFAULTS
 from curate.redact import redact, secrets_in
 from curate.store import (
-    IDENTITY_DEFAULTS,
     ITEMS,
     RunStore,
     append_jsonl,

@@ -15,9 +15,9 @@ from typing import Any
 import polars as pl
 
 from curate.errors import ConfigError, RunDirError
+from curate.identity import IDENTITY_DEFAULTS
 from curate.store import (
     DATABASE,
-    IDENTITY_DEFAULTS,
     ITEMS,
     MANIFEST,
     read_items,
