@@ -13,11 +13,12 @@ Only `correct` means right; nothing is folded into a silent False.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from curate.errors import ConfigError
+from curate.parse import answer_part
 
 
 class VerdictStatus(StrEnum):
@@ -70,3 +71,21 @@ def reference_of(item: Mapping[str, Any]) -> str | None:
 NO_REFERENCE = Verdict(VerdictStatus.ERROR, "", "the item has no reference answer to verify against")
 UNCLOSED_THINK = Verdict(VerdictStatus.NO_ANSWER, "", "a <think> block was opened and never closed")
 EMPTY_BOX = Verdict(VerdictStatus.NO_ANSWER, "", "the last \\boxed{} is empty or never closed")
+T = TypeVar("T")
+
+
+def reference_and_answer(response: str, item: Mapping[str, Any],
+                         read_reference: Callable[[str], T | Verdict]) -> tuple[T, str] | Verdict:
+    """What every rule verifier reads before deciding: the item's reference, as `read_reference` takes it (or the
+    `error` verdict it gives for one it cannot read), and the response's answer part (after its last closed
+    `</think>`). An item that cannot be verified is said first, then a response without an answer part."""
+    reference = reference_of(item)
+    if reference is None:
+        return NO_REFERENCE
+    read = read_reference(reference)
+    if isinstance(read, Verdict):
+        return read
+    answer = answer_part(response)
+    if answer is None:
+        return UNCLOSED_THINK
+    return read, answer

@@ -20,14 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from curate.parse import answer_part
 from curate.verify.base import (
     EMPTY_BOX,
-    NO_REFERENCE,
-    UNCLOSED_THINK,
     Verdict,
     VerdictStatus,
-    reference_of,
+    reference_and_answer,
     require_number,
 )
 from curate.verify.extract import last_boxed, numbers, read_number
@@ -46,13 +43,10 @@ class MathVerifier:
         require_number(self, "timeout_s", positive=True)
 
     def verify(self, response: str, item: Mapping[str, Any]) -> Verdict:
-        reference = reference_of(item)
-        if reference is None:
-            return NO_REFERENCE
-        reference = (last_boxed(reference) or reference).strip("$ \n")
-        answer = answer_part(response)
-        if answer is None:
-            return UNCLOSED_THINK
+        read = reference_and_answer(response, item, lambda text: (last_boxed(text) or text).strip("$ \n"))
+        if isinstance(read, Verdict):
+            return read
+        reference, answer = read
         extracted = last_boxed(answer)
         if extracted == "":
             return EMPTY_BOX

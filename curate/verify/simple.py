@@ -29,14 +29,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from curate.parse import answer_part
 from curate.verify.base import (
     EMPTY_BOX,
-    NO_REFERENCE,
-    UNCLOSED_THINK,
     Verdict,
     VerdictStatus,
-    reference_of,
+    reference_and_answer,
     require_number,
 )
 from curate.verify.extract import (
@@ -63,16 +60,10 @@ class NumericVerifier:
         require_number(self, "abs_tol", positive=False)
 
     def verify(self, response: str, item: Mapping[str, Any]) -> Verdict:
-        reference_text = reference_of(item)
-        if reference_text is None:
-            return NO_REFERENCE
-        reference = self.reference_number(reference_text)
-        if reference is None:
-            return Verdict(VerdictStatus.ERROR, "", f"{self.name}: cannot read one number in the reference "
-                                                    f"{reference_text[-60:]!r}")
-        answer = answer_part(response)
-        if answer is None:
-            return UNCLOSED_THINK
+        read = reference_and_answer(response, item, self._reference)
+        if isinstance(read, Verdict):
+            return read
+        reference, answer = read
         found = final_number(answer)
         if isinstance(found, Verdict):
             return found
@@ -80,6 +71,10 @@ class NumericVerifier:
         if abs(found.value - reference.value) <= bound:
             return Verdict(VerdictStatus.CORRECT, found.text)
         return Verdict(VerdictStatus.WRONG, found.text, f"read {found.value}, the reference is {reference.value}")
+
+    def _reference(self, text: str) -> Number | Verdict:
+        return self.reference_number(text) or Verdict(
+            VerdictStatus.ERROR, "", f"{self.name}: cannot read one number in the reference {text[-60:]!r}")
 
     def reference_number(self, reference: str) -> Number | None:
         return read_number(reference)
@@ -120,16 +115,16 @@ class ChoiceVerifier:
         choices = item.get("choices")
         if not choices:
             return Verdict(VerdictStatus.ERROR, "", "the item has no options to choose from")
-        reference = reference_of(item)
-        if reference is None:
-            return NO_REFERENCE
-        expected = option_named(reference, choices)
-        if expected is None:
-            return Verdict(VerdictStatus.ERROR, "", f"the reference {reference[:60]!r} is neither a label "
-                                                    f"({_labels(choices)}) nor an option's text")
-        answer = answer_part(response)
-        if answer is None:
-            return UNCLOSED_THINK
+
+        def expected_label(reference: str) -> str | Verdict:
+            return option_named(reference, choices) or Verdict(
+                VerdictStatus.ERROR, "", f"the reference {reference[:60]!r} is neither a label ({_labels(choices)}) "
+                                         "nor an option's text")
+
+        read = reference_and_answer(response, item, expected_label)
+        if isinstance(read, Verdict):
+            return read
+        expected, answer = read
         chosen = chosen_option(answer, choices)
         if isinstance(chosen, Verdict):
             return chosen
@@ -191,12 +186,10 @@ class ExactVerifier:
     version: int = 1
 
     def verify(self, response: str, item: Mapping[str, Any]) -> Verdict:
-        reference = reference_of(item)
-        if reference is None:
-            return NO_REFERENCE
-        answer = answer_part(response)
-        if answer is None:
-            return UNCLOSED_THINK
+        read = reference_and_answer(response, item, str)
+        if isinstance(read, Verdict):
+            return read
+        reference, answer = read
         boxed = last_boxed(answer)
         anchored = anchored_answers(answer)
         final = boxed if boxed is not None else anchored[-1] if anchored else answer.strip()
