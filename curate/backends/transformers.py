@@ -43,9 +43,6 @@ from curate.backends.base import (
     TokenLogprobs,
     available_cores,
     context_exceeded,
-    gguf_file,
-    load_error,
-    local_model,
     prefetched,
     prompt_token_ids,
     prompts_token_ids,
@@ -53,6 +50,7 @@ from curate.backends.base import (
     score_token_ids,
     token_texts,
 )
+from curate.backends.models import load_causal_lm
 from curate.backends.sampling import next_tokens, uniforms
 from curate.config import RunConfig, SamplingConfig
 from curate.errors import BackendError
@@ -111,30 +109,20 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, config: RunConfig, sort_by_length: bool = True, reuse_prefix: bool = True):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.sort_by_length, self.reuse_prefix = sort_by_length, reuse_prefix
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (token ids, their KV cache)
         self._token_texts: dict[int, str] = {}  # token id → its text, for top logprobs: the same few ids recur
         self._score_tensor: torch.Tensor | None = None  # ids of the score tokens, found once when first needed
         self.model_id = config.model
-        path = local_model(config.model)
         self.device = _device(config.device)
         self.batch_size, self.max_batch_tokens = config.batch_size, config.max_batch_tokens
-        try:
-            gguf = gguf_file(config.model)  # a packaged model: transformers dequantises it while loading
-            self.tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf,
-                                                           trust_remote_code=config.trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                path, gguf_file=gguf, dtype=_dtype(config.dtype, self.device),
-                trust_remote_code=config.trust_remote_code)
-        except (OSError, ValueError, ImportError) as exc:  # ImportError: e.g. no `gguf` for a GGUF model
-            raise BackendError(load_error("model", config.model, path, exc)) from exc
+        self.model, self.tokenizer = load_causal_lm(config.model, _dtype(config.dtype, self.device),
+                                                    config.trust_remote_code)
+        if self.tokenizer.chat_template is None:
+            raise BackendError(f"model {config.model!r} has no chat template; use a chat/instruct model")
         self.model.to(self.device).eval()
         context = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
         self.context: int | None = context if isinstance(context, int) else None
-        if self.tokenizer.chat_template is None:
-            raise BackendError(f"model {config.model!r} has no chat template; use a chat/instruct model")
         eos = self.model.generation_config.eos_token_id
         self.stop_ids = set(eos if isinstance(eos, list) else [eos]) - {None} or {self.tokenizer.eos_token_id}
         self._stop_tensor = torch.tensor(sorted(self.stop_ids), device=self.device)

@@ -28,11 +28,11 @@ from curate.backends.base import (
     TokenLogprobs,
     chunked,
     context_exceeded,
-    local_model,
     prompts_token_ids,
     sample_seed,
     score_token_ids,
 )
+from curate.backends.models import local_model
 from curate.config import RunConfig, SamplingConfig
 from curate.errors import BackendError
 

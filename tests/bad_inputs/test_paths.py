@@ -1,9 +1,6 @@
 """No command deletes, replaces or writes over what it reads, whatever the spelling of the paths (symlinks, `..`),
 and what a killed split or export leaves beside its --out is tidied by the next run of it."""
 
-import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
