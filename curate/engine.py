@@ -108,10 +108,10 @@ def _pending_rows(pending: pl.DataFrame, items: pl.DataFrame) -> Iterator[dict[s
     yield from wanted.join(items.rename({"id": "item_id"}), on="item_id", maintain_order="left").iter_rows(named=True)
 
 
-def _request(row: dict[str, Any], template: JudgeTemplate) -> Request:
+def _request(row: dict[str, Any], template: JudgeTemplate, task: Task) -> Request:
     item = {**row, "id": row["item_id"]}
     return Request(item_id=row["item_id"], sample_indices=tuple(row["samples"]),
-                   messages=tuple(template.render(item)))
+                   messages=tuple(template.render(item)), first_tokens=task.first_tokens)
 
 
 def _unanswered(outstanding: dict[tuple[str, int], None]) -> list[Completion]:
@@ -264,7 +264,7 @@ def _request_missing(store: RunStore, backend: Backend, config: RunConfig, task:
 
     def requests() -> Iterator[Request]:
         for row in _pending_rows(pending, items):
-            request = _request(row, template)
+            request = _request(row, template, task)
             rows[request.item_id] = row
             for idx in request.sample_indices:
                 outstanding[request.item_id, idx] = None

@@ -104,12 +104,12 @@ def test_top_logprobs_are_those_of_each_generated_position(backend):
 def test_a_constrained_answer_is_a_score_token_with_the_exact_unconstrained_mass(backend):
     import torch
 
-    from curate.backends.base import score_token_ids
+    from curate.backends.base import first_token_ids
     from curate.parse import score_distribution
 
-    sampling = SamplingConfig(max_tokens=1, top_logprobs=3, constrain_score=True)
-    completions = list(backend.generate(REQUESTS, sampling))
-    scores = set(score_token_ids(backend.tokenizer))
+    sampling = SamplingConfig(max_tokens=1, top_logprobs=3)
+    completions = list(backend.generate([r._replace(first_tokens=tuple("12345")) for r in REQUESTS], sampling))
+    scores = set(first_token_ids(backend.tokenizer, "12345"))
     assert scores and all(backend.tokenizer.decode([i]).strip() in "12345" for i in scores)
     for completion in completions:
         ((token, alternatives),) = completion.logprobs
@@ -120,6 +120,15 @@ def test_a_constrained_answer_is_a_score_token_with_the_exact_unconstrained_mass
         assert score_distribution(alternatives).mass == pytest.approx(logprobs[sorted(scores)].exp().sum().item(),
                                                                       rel=1e-3)
         assert score_distribution(alternatives).mass < 0.5  # random weights put little on five tokens
+
+
+def test_any_first_tokens_a_request_allows_bind_its_answer_and_requests_of_other_ones_batch_apart(backend):
+    """The backend knows no judge: it allows what each request says (a multiple-choice judge's letters here)."""
+    letters, digits = ("A", "B", "C"), tuple("12345")
+    mixed = [r._replace(first_tokens=letters if i % 2 else digits) for i, r in enumerate(REQUESTS)]
+    completions = list(backend.generate(mixed, SamplingConfig(max_tokens=1, top_logprobs=2)))
+    wanted = {r.item_id: r.first_tokens for r in mixed}
+    assert len(completions) == 21 and all(c.text.strip() in wanted[c.item_id] for c in completions)
 
 
 def test_reusing_the_shared_prefix_changes_nothing(random_model):

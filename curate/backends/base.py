@@ -19,7 +19,6 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from curate.backends.control import control_tokens, encode_wrapped, wrap
 from curate.config import SamplingConfig
-from curate.parse import SCORE_DIGITS
 
 T = TypeVar("T")
 class Request(NamedTuple):
@@ -31,6 +30,9 @@ class Request(NamedTuple):
     item_id: str
     sample_indices: tuple[int, ...]
     messages: tuple[dict[str, str], ...]
+    # What the first answer token may say, as the task that asks decides it (a judge's score digits); each backend
+    # allows every token whose text is one of them, with or without spaces. Empty: any token.
+    first_tokens: tuple[str, ...] = ()
 
 
 Alternatives = tuple[tuple[str, float], ...]  # (token text, logprob), most likely first
@@ -213,12 +215,14 @@ def _plain_rust_tokenizer(tokenizer: Any) -> Any:
     return rust if plain else None
 
 
-def score_token_ids(tokenizer: Any) -> list[int]:
-    """Every token that decodes to one score digit, with or without surrounding spaces ("3", " 3", "▁3")."""
-    digits = set(SCORE_DIGITS)
+def first_token_ids(tokenizer: Any, first_tokens: Sequence[str]) -> list[int]:
+    """Every token whose text is one of `first_tokens` (a Request's), with or without surrounding spaces ("3",
+    " 3", "▁3")."""
+    wanted = set(first_tokens)
+    characters = {character for text in wanted for character in text}
     candidates = [i for i, piece in enumerate(tokenizer.convert_ids_to_tokens(range(len(tokenizer))))
-                  if piece is not None and digits & set(piece)]
-    return [i for i, text in zip(candidates, token_texts(tokenizer, candidates), strict=True) if text.strip() in digits]
+                  if piece is not None and characters & set(piece)]
+    return [i for i, text in zip(candidates, token_texts(tokenizer, candidates), strict=True) if text.strip() in wanted]
 
 
 def token_texts(tokenizer: Any, token_ids: Sequence[int]) -> list[str]:

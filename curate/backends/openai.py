@@ -14,8 +14,9 @@ and unknown-model answers (401, 403, 404) stop the run instead: every request wo
 How an answer's body is read, malformed ones included, is `curate.backends.openai_answer`.
 
 Two settings go beyond OpenAI's API, in vLLM's words (SGLang reads the same): a template's prefill is
-sent as a final assistant message with `continue_final_message`, and `constrain_score` as a
-structured-output choice of the five score digits. A server that ignores them answers unconstrained
+sent as a final assistant message with `continue_final_message`, and a request's allowed first tokens
+(`Request.first_tokens`: a constrained judge's five score digits; with max_tokens 1 the whole answer) as a
+structured-output choice. A server that ignores them answers unconstrained
 or in a new turn, which the strict parser then reports, never scores. `--endpoint completions`
 renders a prefill into the prompt itself and works with any server that takes a text prompt.
 
@@ -67,7 +68,6 @@ from curate.backends.openai_answer import (
 )
 from curate.config import RunConfig, SamplingConfig
 from curate.errors import BackendError
-from curate.parse import SCORE_DIGITS
 from curate.redact import redact, refuse_url_credentials, secrets_in
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,8 @@ class OpenAIBackend:
                 body.update(logprobs=True, top_logprobs=sampling.top_logprobs)
             else:
                 body["logprobs"] = sampling.top_logprobs
-        if sampling.constrain_score:  # vLLM's structured outputs; its logprobs stay those of the unconstrained model
-            body["structured_outputs"] = {"choice": list(SCORE_DIGITS)}
+        if request.first_tokens:  # vLLM's structured outputs; its logprobs stay those of the unconstrained model
+            body["structured_outputs"] = {"choice": list(request.first_tokens)}
         if self.tokenizer is not None:
             body["prompt"] = completion_prompt(self.tokenizer, request.messages)
         else:

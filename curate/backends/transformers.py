@@ -47,7 +47,7 @@ from curate.backends.base import (
     prompt_token_ids,
     prompts_token_ids,
     sample_seed,
-    score_token_ids,
+    first_token_ids,
     token_texts,
 )
 from curate.backends.models import load_causal_lm
@@ -64,7 +64,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # What the CPU allocator says when it cannot allocate (CUDA raises torch.cuda.OutOfMemoryError; MPS says "out of memory").
 OUT_OF_MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
 
-Row = tuple[str, int, list[int]]  # item_id, sample_idx, prompt token ids
+class Row(NamedTuple):
+    item_id: str
+    sample_idx: int
+    ids: list[int]  # the prompt's token ids
+    first_tokens: tuple[str, ...]  # the Request's
+
+
 
 
 class Decoded(NamedTuple):
@@ -112,7 +118,7 @@ class TransformersBackend:
         self.sort_by_length, self.reuse_prefix = sort_by_length, reuse_prefix
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (token ids, their KV cache)
         self._token_texts: dict[int, str] = {}  # token id → its text, for top logprobs: the same few ids recur
-        self._score_tensor: torch.Tensor | None = None  # ids of the score tokens, found once when first needed
+        self._allowed: dict[tuple[str, ...], torch.Tensor] = {}  # ids of a Request's first tokens, found once
         self.model_id = config.model
         self.device = _device(config.device)
         self.batch_size, self.max_batch_tokens = config.batch_size, config.max_batch_tokens
@@ -149,14 +155,14 @@ class TransformersBackend:
         windows = self._windows(requests)
         for window in prefetched(windows) if self._core_to_spare() else windows:
             fitting = []
-            for item_id, idx, ids in window:
-                if self.context is None or len(ids) < self.context:
-                    fitting.append((item_id, idx, ids))
+            for row in window:
+                if self.context is None or len(row.ids) < self.context:
+                    fitting.append(row)
                 else:
-                    yield Completion(item_id, idx, "", "", len(ids), 0,
-                                     error=context_exceeded(len(ids), self.context, "max_position_embeddings"))
-            if self.sort_by_length:
-                fitting.sort(key=lambda row: len(row[2]))
+                    yield Completion(row.item_id, row.sample_idx, "", "", len(row.ids), 0,
+                                     error=context_exceeded(len(row.ids), self.context, "max_position_embeddings"))
+            if self.sort_by_length:  # rows allowed other first tokens never share a batch
+                fitting.sort(key=lambda row: (row.first_tokens, len(row.ids)))
             shared = self._shared_prefix(fitting) if self.reuse_prefix and fitting else 0
             for batch in self._batches(fitting, sampling):
                 yield from self._answer(batch, sampling, shared)
@@ -169,7 +175,7 @@ class TransformersBackend:
         return self.device.type != "cpu" or torch.get_num_threads() < available_cores()
 
     def _windows(self, requests: Iterable[Request]) -> Iterator[list[Row]]:
-        """Rows (item_id, sample_idx, prompt ids), WINDOW_ROWS at a time (enough to sort by length), the first
+        """Rows, WINDOW_ROWS at a time (enough to sort by length), the first
         FIRST_WINDOW_ROWS."""
         window: list[Request] = []
         rows, size = 0, FIRST_WINDOW_ROWS
@@ -184,26 +190,26 @@ class TransformersBackend:
 
     def _rows(self, requests: list[Request]) -> list[Row]:
         prompts = prompts_token_ids(self.tokenizer, [request.messages for request in requests])
-        return [(request.item_id, idx, ids) for request, ids in zip(requests, prompts, strict=True)
-                for idx in request.sample_indices]
+        return [Row(request.item_id, idx, ids, request.first_tokens)
+                for request, ids in zip(requests, prompts, strict=True) for idx in request.sample_indices]
 
     def _limit(self, prompt_tokens: int, sampling: SamplingConfig) -> int:
         """Tokens a row may generate: max_tokens, or what is left of the model's context if that is less."""
         return sampling.max_tokens if self.context is None else min(sampling.max_tokens, self.context - prompt_tokens)
 
     def _batches(self, rows: list[Row], sampling: SamplingConfig) -> Iterator[list[Row]]:
-        """Consecutive rows, at most batch_size of them and max_batch_tokens padded tokens (prompt and
-        generation); a row over the token budget on its own makes a batch of one."""
+        """Consecutive rows allowed the same first tokens, at most batch_size of them and max_batch_tokens padded
+        tokens (prompt and generation); a row over the token budget on its own makes a batch of one."""
         batch: list[Row] = []
         prompt_width = generation_width = 0
         for row in rows:
-            prompt = max(prompt_width, len(row[2]))
-            generation = max(generation_width, self._limit(len(row[2]), sampling))
-            if batch and (len(batch) == self.batch_size
+            prompt = max(prompt_width, len(row.ids))
+            generation = max(generation_width, self._limit(len(row.ids), sampling))
+            if batch and (len(batch) == self.batch_size or row.first_tokens != batch[0].first_tokens
                           or (len(batch) + 1) * (prompt + generation) > self.max_batch_tokens):
                 yield batch
                 batch = []
-                prompt, generation = len(row[2]), self._limit(len(row[2]), sampling)
+                prompt, generation = len(row.ids), self._limit(len(row.ids), sampling)
             batch.append(row)
             prompt_width, generation_width = prompt, generation
         if batch:
@@ -228,16 +234,16 @@ class TransformersBackend:
             yield from self._answer(batch[half:], sampling, shared)
             return
         if out_of_memory:
-            ids = batch[0][2]
+            ids = batch[0].ids
             failure = (f"out of memory even alone: prompt of {len(ids)} tokens plus up to "
                        f"{self._limit(len(ids), sampling)} generated on {self.device} ({failure}); shorten the "
                        "question, lower --max-tokens or use a device with more memory")
         log.warning("batch of %d failed: %s", len(batch), failure)
-        for item_id, idx, ids in batch:
-            yield Completion(item_id, idx, "", "", len(ids), 0, error=failure)
+        for row in batch:
+            yield Completion(row.item_id, row.sample_idx, "", "", len(row.ids), 0, error=failure)
 
     def _completions(self, batch: list[Row], decoded: Decoded) -> Iterator[Completion]:
-        for (item_id, idx, ids), tokens, stopped, logprobs in zip(
+        for (item_id, idx, ids, _), tokens, stopped, logprobs in zip(
                 batch, decoded.tokens, decoded.stopped, decoded.logprobs, strict=True):
             try:
                 text = self.tokenizer.decode(tokens[:-1] if stopped else tokens, skip_special_tokens=True)
@@ -249,7 +255,7 @@ class TransformersBackend:
 
     def _shared_prefix(self, rows: list[Row]) -> int:
         """Length of the token prefix all rows share, leaving each row at least one token of its own."""
-        prompts = [ids for _, _, ids in rows]
+        prompts = [row.ids for row in rows]
         # What the lexicographically smallest and largest prompts share, every prompt shares (compared in C).
         smallest, largest = min(prompts), max(prompts)
         length = next((i for i, (a, b) in enumerate(zip(smallest, largest)) if a != b),
@@ -271,9 +277,9 @@ class TransformersBackend:
     def _decode(self, batch: list[Row], sampling: SamplingConfig, shared: int) -> Decoded:
         """The prompt forward, then a token per row per step until every row has stopped or reached its limit."""
         rows = len(batch)
-        suffixes = [ids[shared:] for _, _, ids in batch]
+        suffixes = [row.ids[shared:] for row in batch]
         width = max(len(ids) for ids in suffixes)
-        limits = [self._limit(len(ids), sampling) for _, _, ids in batch]
+        limits = [self._limit(len(row.ids), sampling) for row in batch]
         steps = max(limits)
         # One attention mask for the whole decode, [prefix | left-padded suffix | generated], sliced per step.
         input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for ids in suffixes], device=self.device)
@@ -281,10 +287,10 @@ class TransformersBackend:
         mask = torch.ones((rows, shared + width + steps), dtype=torch.long, device=self.device)
         mask[:, shared:shared + width] = torch.arange(width, device=self.device) >= padding[:, None]
         positions = shared + (mask[:, shared:shared + width].cumsum(-1) - 1).clamp(min=0)
-        cache = self._prefix_cache(tuple(batch[0][2][:shared]), rows) if shared else None
+        cache = self._prefix_cache(tuple(batch[0].ids[:shared]), rows) if shared else None
         output = self.model(input_ids=input_ids, attention_mask=mask[:, :shared + width], position_ids=positions,
                             use_cache=True, **{self.cache_keyword: cache}, **self.last_logits_only)
-        draws = (uniforms([sample_seed(sampling.seed, item_id, idx) for item_id, idx, _ in batch], steps)
+        draws = (uniforms([sample_seed(sampling.seed, row.item_id, row.sample_idx) for row in batch], steps)
                  .to(self.device) if sampling.temperature > 0 else None)
         k = sampling.top_logprobs
         top_ids = torch.zeros((rows, steps, k), dtype=torch.long, device=self.device)
@@ -295,21 +301,21 @@ class TransformersBackend:
         stopped = torch.zeros(rows, dtype=torch.bool, device=self.device)
         finished = torch.zeros(rows, dtype=torch.bool, device=self.device)  # stopped, or at its limit
         position = positions[:, -1:]
-        score_logprobs = None
+        allowed = self._first_token_ids(batch[0].first_tokens) if batch[0].first_tokens else None
+        allowed_logprobs = None
         for step in range(steps):
             logits = output.logits[:, -1, :]
             if k:
                 log_mass = torch.logsumexp(logits.float(), dim=-1, keepdim=True)
                 values, top_ids[:, step] = logits.topk(k, dim=-1)  # log_softmax's top k, without all of it
                 top_values[:, step] = values.float() - log_mass
-            if step == 0 and sampling.constrain_score:
-                score_ids = self._score_ids()
-                score_logprobs = logits[:, score_ids].float() - log_mass  # exact, unconstrained: the mass to report
+            if step == 0 and allowed is not None:
+                allowed_logprobs = logits[:, allowed].float() - log_mass  # exact, unconstrained: the mass to report
                 logits = torch.full_like(logits, torch.finfo(logits.dtype).min).index_copy(
-                    -1, score_ids, logits[:, score_ids])
+                    -1, allowed, logits[:, allowed])
             running = ~finished
             # A greedy token is the top-1 of the top k already taken (an argmax over the vocabulary costs as much).
-            tokens = top_ids[:, step, 0] if k and draws is None and score_logprobs is None else next_tokens(
+            tokens = top_ids[:, step, 0] if k and draws is None and allowed_logprobs is None else next_tokens(
                 logits, sampling.temperature, sampling.top_p, None if draws is None else draws[:, step])
             tokens = tokens.masked_fill(finished, self.pad_id)
             generated[:, step] = tokens
@@ -328,9 +334,9 @@ class TransformersBackend:
         if not k:
             return Decoded(answers, stops, [()] * rows)
         ids, values = top_ids.tolist(), top_values.tolist()
-        if score_logprobs is not None:  # the score tokens' exact logprobs join the first position's top k
-            extra = self._score_ids().tolist()
-            for row, row_values in enumerate(score_logprobs.tolist()):
+        if allowed_logprobs is not None:  # the allowed tokens' exact logprobs join the first position's top k
+            extra = allowed.tolist()
+            for row, row_values in enumerate(allowed_logprobs.tolist()):
                 known = set(ids[row][0])
                 ids[row][0] = ids[row][0] + [i for i in extra if i not in known]
                 values[row][0] = values[row][0] + [v for i, v in zip(extra, row_values, strict=True) if i not in known]
@@ -349,10 +355,11 @@ class TransformersBackend:
         unseen = sorted(token_ids - self._token_texts.keys())
         self._token_texts.update(zip(unseen, token_texts(self.tokenizer, unseen), strict=True))
 
-    def _score_ids(self) -> torch.Tensor:
-        if self._score_tensor is None:
-            self._score_tensor = torch.tensor(score_token_ids(self.tokenizer), device=self.device)
-        return self._score_tensor
+    def _first_token_ids(self, first_tokens: tuple[str, ...]) -> torch.Tensor:
+        if first_tokens not in self._allowed:
+            self._allowed[first_tokens] = torch.tensor(first_token_ids(self.tokenizer, first_tokens),
+                                                       device=self.device)
+        return self._allowed[first_tokens]
 
     def close(self) -> None:
         if self._froze_heap:

@@ -28,9 +28,9 @@ from curate.backends.base import (
     TokenLogprobs,
     chunked,
     context_exceeded,
+    first_token_ids,
     prompts_token_ids,
     sample_seed,
-    score_token_ids,
 )
 from curate.backends.models import local_model
 from curate.config import RunConfig, SamplingConfig
@@ -60,14 +60,19 @@ class VLLMBackend:
                             **engine_args)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
-        # vLLM's logprobs are the model's own, before allowed_token_ids applies: the mass it reports is honest.
-        self.score_ids = score_token_ids(self.tokenizer) if config.sampling.constrain_score else None
+        self._allowed: dict[tuple[str, ...], list[int]] = {}  # ids of a Request's first tokens, found once
         log.info("vLLM backend: %s with %s", config.model, engine_args)
 
-    def _params(self, sampling: SamplingConfig, item_id: str, idx: int) -> Any:
+    def _params(self, sampling: SamplingConfig, request: Request, idx: int) -> Any:
+        # vLLM's logprobs are the model's own, before allowed_token_ids applies: the mass it reports is honest.
+        allowed = None
+        if request.first_tokens:
+            allowed = self._allowed.setdefault(request.first_tokens,
+                                               first_token_ids(self.tokenizer, request.first_tokens))
         return self._sampling_params(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
-                                     max_tokens=sampling.max_tokens, seed=sample_seed(sampling.seed, item_id, idx),
-                                     logprobs=sampling.top_logprobs or None, allowed_token_ids=self.score_ids)
+                                     max_tokens=sampling.max_tokens, seed=sample_seed(sampling.seed, request.item_id,
+                                                                                      idx),
+                                     logprobs=sampling.top_logprobs or None, allowed_token_ids=allowed)
 
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
         too_long: list[Completion] = []
@@ -87,7 +92,7 @@ class VLLMBackend:
             yield from too_long
             too_long.clear()
             outputs = self.llm.generate([{"prompt_token_ids": ids} for _, _, ids in chunk],
-                                        [self._params(sampling, r.item_id, idx) for r, idx, _ in chunk], use_tqdm=False)
+                                        [self._params(sampling, r, idx) for r, idx, _ in chunk], use_tqdm=False)
             for (request, idx, _), output in zip(chunk, outputs, strict=True):
                 yield _completion(request.item_id, idx, output)
         yield from too_long

@@ -12,6 +12,7 @@ says only what differs:
     reparsed_columns   what `curate reparse` decides again from a stored raw output
     failed_statuses    statuses counted against --max-failure-fraction
     retried_statuses   statuses --retry-failed requests again
+    first_tokens       what the first answer token may say (curate.backends.Request.first_tokens); () for anything
     identity()         what the records depend on beyond the model, template and sampling
     records(...)       a chunk of completions → their records, at once (a verifier that asks a judge model
                        gets the chunk as one batch, and its verdicts are stored in the chunk's transaction)
@@ -43,6 +44,7 @@ class Task(Protocol):
     reparsed_columns: tuple[str, ...]
     failed_statuses: tuple[str, ...]
     retried_statuses: tuple[str, ...]
+    first_tokens: tuple[str, ...]
 
     def identity(self) -> dict[str, Any]:
         """What the stored records depend on beyond model, template and sampling (a parser, a verifier)."""

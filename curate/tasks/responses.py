@@ -66,6 +66,7 @@ class ResponseTask:
     reparsed_columns = ("status", "detail", "verifier", "answer")
     failed_statuses = FAILED
     retried_statuses = (ERROR, TRUNCATED)
+    first_tokens = ()  # a response may open with anything
 
     @property
     def aggregated_columns(self) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ import polars as pl
 
 from curate.aggregate import AGGREGATED_COLUMNS, per_item, summary
 from curate.backends import Alternatives, Completion
-from curate.parse import FAILED, Parser, Status, parse_completion, score_alternatives
+from curate.parse import FAILED, SCORE_DIGITS, Parser, Status, parse_completion, score_alternatives
 
 
 class Judgment(NamedTuple):
@@ -58,6 +58,11 @@ class ScoreTask:
                         "score_mass", "score_probs")
     failed_statuses = tuple(FAILED)
     retried_statuses = (Status.ERROR, Status.TRUNCATED)
+
+    @property
+    def first_tokens(self) -> tuple[str, ...]:
+        """A constrained judge answers with a score digit (the first token is the whole answer: --max-tokens 1)."""
+        return tuple(SCORE_DIGITS) if self.constrained else ()
 
     def identity(self) -> dict[str, Any]:
         return {"parser": self.parser.name}
