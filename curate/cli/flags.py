@@ -62,7 +62,7 @@ def flag_default(setting: Setting, command: str | None) -> Any:
     default = setting.default(command)
     if default is MISSING:
         return None
-    return list(default) if is_mapping(setting) else default
+    return [f"{key}={value}" for key, value in default.items()] if is_mapping(setting) else default
 
 
 def _shown(setting: Setting, default: Any) -> str:
@@ -140,8 +140,7 @@ def settings_command(cls: type, *, command: str | None = None, arguments: Mappin
             config_file = values.pop(CONFIG)
             with errors():
                 given = {key: key_values(flag_name(key, taken[key]), value) if is_mapping(taken[key]) else value
-                         for key, value in values.items()
-                         if _given(ctx, key)}
+                         for key, value in values.items() if _given(ctx, key)}
                 flat = {**own_defaults, **(read_job_file(config_file) if config_file else {}), **given}
                 settings = from_flat(cls, prepare(flat) if prepare else flat,
                                      f"--config {config_file}" if config_file else None)
