@@ -1,5 +1,5 @@
-"""`curate score`, `curate solve`, `curate respond` (one command shape: every run setting is a flag) and
-`curate reparse`."""
+"""`curate score`, `curate solve`, `curate respond` (one command shape: every run setting the command takes is a
+flag; curate.config says which) and `curate reparse`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,13 +85,14 @@ def _print_summary(result: dict[str, Any], run_dir: Path, kind: str) -> None:
 
 
 def _prepared(kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """What `curate KIND` adds to the settings given: the data it is asked about, and the run directory's default
-    name."""
+    """What `curate KIND` checks and adds before its settings are built: the data must be given, and the model
+    where the command has no default one; the run directory defaults to runs/DATA__TEMPLATE__MODEL."""
 
     def prepare(settings: dict[str, Any]) -> dict[str, Any]:
         if "source" not in settings:
             raise ConfigError("no input data given (DATA argument or `source:` in the job file)")
-        if kind != "score" and "model" not in settings:  # the bundled judge answers with a digit: it solves nothing
+        if "model" not in settings and settings_of(RunConfig)["model"].default(kind) is MISSING:
+            # the bundled judge, score's default, answers with a digit: it solves nothing
             raise ConfigError(f"`curate {kind}` needs --model: the model that answers (e.g. bundled:smollm2-135m, a "
                               "local path or a Hub id)")
         return {"out": _default_out(settings), **settings}
