@@ -4,9 +4,10 @@ Input, SPLIT_DIR: manifest.json; sft.parquet, rl.parquet, unscored.parquet; opti
 arms/<arm>/{sft,rl}.parquet (ablation arms, exported as splits `<arm>_sft`, `<arm>_rl`) and
 stages/stage_<i>.parquet (an RL curriculum, exported as `stage_<i>`, in order of i).
 
-Formats of `export_split(split_dir, out_dir, ExportConfig(format=...))`. The export directory appears whole or not at all: it
-is written into a hidden sibling and renamed into place (`curate.outdir.atomic_directory`); an existing
-non-empty out_dir is replaced only with `overwrite=True`, and never the split directory or a run directory.
+Formats of `export_split(split_dir, out_dir, ExportConfig(format=...))`. The export directory appears whole or
+not at all: it is written into a hidden sibling and renamed into place (`curate.outdir.atomic_directory`); an
+existing non-empty out_dir is replaced only with `overwrite=True`, and never the split directory or a run
+directory.
     hf       a `datasets.DatasetDict` written with `save_to_disk(out_dir)` (open it with
              `datasets.load_from_disk`): splits sft, rl, unscored and the extra splits, all with the same
              columns (their union; a column a split lacks is null there), so the dict is one Hub config.

@@ -164,7 +164,8 @@ def test_trl_export_needs_a_response_column(tmp_path):
         export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl"))
     assert not (tmp_path / "trl").exists()  # nothing half-written
     with pytest.raises(ConfigError, match=r"'answer'"):
-        export_split(build_split_dir(tmp_path / "split2"), tmp_path / "trl", ExportConfig(format="trl", response_field="answer"))
+        export_split(build_split_dir(tmp_path / "split2"), tmp_path / "trl",
+                     ExportConfig(format="trl", response_field="answer"))
     complete = build_split_dir(tmp_path / "split3")
     sft = pl.read_parquet(complete / "sft.parquet")
     sft.with_columns(response=pl.when(pl.col("item_id") == "b").then(None).otherwise("response")).write_parquet(
@@ -175,7 +176,8 @@ def test_trl_export_needs_a_response_column(tmp_path):
 
 
 def test_verl_export_has_verl_columns(split_dir, tmp_path):
-    out = export_split(split_dir, tmp_path / "verl", ExportConfig(format="verl", system_prompt="Be brief.", data_source="math/dereason"))
+    out = export_split(split_dir, tmp_path / "verl",
+                       ExportConfig(format="verl", system_prompt="Be brief.", data_source="math/dereason"))
     assert sorted(p.name for p in out.iterdir()) == sorted(["README.md", "sft.parquet", "rl.parquet",
                                                             "random_sft.parquet", "random_rl.parquet",
                                                             "stage_1.parquet", "stage_2.parquet"])
@@ -299,7 +301,8 @@ def test_trl_trainers_accept_the_export(split_dir, tmp_path, random_model):
         seen.extend(zip(item_id, reference, map(json.dumps, choices), scores, strict=True))
         return scores
 
-    grpo_out = export_split(build_choice_split(tmp_path / "choice-split"), tmp_path / "trl-choices", ExportConfig(format="trl"))
+    grpo_out = export_split(build_choice_split(tmp_path / "choice-split"), tmp_path / "trl-choices",
+                            ExportConfig(format="trl"))
     grpo = datasets.load_dataset("parquet", data_files=str(grpo_out / "grpo.parquet"), split="train")
     trainer = GRPOTrainer(model=str(random_model), processing_class=tokenizer, reward_funcs=reward, train_dataset=grpo,
                           args=GRPOConfig(output_dir=str(tmp_path / "grpo-run"), num_generations=2,
@@ -392,7 +395,8 @@ def test_unlabelled_choices_are_refused_but_empty_ones_pass(tmp_path):
     split_dir = build_split_dir(tmp_path / "split")
     sft = pl.read_parquet(split_dir / "sft.parquet")
     sft.with_columns(pl.lit(None, pl.List(pl.String)).alias("choices")).write_parquet(split_dir / "sft.parquet")
-    assert pl.read_parquet(export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl")) / "sft.parquet").height == 3
+    trl = export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl"))
+    assert pl.read_parquet(trl / "sft.parquet").height == 3
     sft.with_columns(pl.lit(["x", "y"], pl.List(pl.String)).alias("choices")).write_parquet(split_dir / "sft.parquet")
     with pytest.raises(DataError, match=r"the sft split's `choices` are List\(String\), not labelled options"):
         export_split(split_dir, tmp_path / "verl", ExportConfig(format="verl"))
@@ -523,7 +527,8 @@ def test_the_cards_tell_how_to_train(split_dir, tmp_path):
     custom = export_split(split_dir, tmp_path / "custom", ExportConfig(format="verl", data_source="dereason/math"))
     custom = (custom / "README.md").read_text(encoding="utf-8")
     assert "no scorer for `data_source` `dereason/math`" in custom and custom.count(VERL_CUSTOM_REWARD[0]) == 2
-    trl = (export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl")) / "README.md").read_text(encoding="utf-8")
+    trl = (export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl")) / "README.md").read_text(
+        encoding="utf-8")
     for text in ("| grpo.parquet | 2 |", "from curate.rewards import trl_reward", "reward_funcs=trl_reward(\"math\")",
                  f'data_files="{tmp_path}/trl/grpo.parquet"'):
         assert text in trl, text

@@ -110,7 +110,8 @@ def test_per_domain_quantile_gives_every_domain_rl():
     assert (d["n_null_domain"], d["null_domain_group"], choice.method) == (2, "__none__", "per_domain_quantile")
     sided = assign_sides(items, choice.tau)
     assert sided.filter(pl.col("side") == "rl")["item_id"].to_list() == ["i03", "i04", "i07"]
-    budget = choose_tau(items, TauRule(rl_budget=1, per_domain=True))  # one RL item in all: math (5 of 10 scored) has the largest share
+    # one RL item in all: math (5 of 10 scored) has the largest share
+    budget = choose_tau(items, TauRule(rl_budget=1, per_domain=True))
     assert budget.tau == {"__none__": 4.0, "code": 2.0, "math": 4.0}
     json.dumps(asdict(choice))
 

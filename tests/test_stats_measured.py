@@ -237,5 +237,6 @@ def test_an_unfinished_solve_run_is_named_as_such(runs, tmp_path):
     assert notes[0] == (f"solve run {unfinished} is unfinished: 1 of {ITEMS} items have fewer than its 4 rollouts (e.g. "
                      f"{first!r}, 2 stored): its pass rates count the rollouts stored so far; run the same `curate "
                      "solve` command again to finish it")
-    finished = analyze_run(runs["judge"], StatsConfig(pass_rate=str(runs["solve_a"]), resamples=0)).stats["pass_rate"]["notes"]
+    finished = analyze_run(runs["judge"], StatsConfig(pass_rate=str(runs["solve_a"]),
+                                                      resamples=0)).stats["pass_rate"]["notes"]
     assert not any("unfinished" in note for note in finished)

@@ -17,10 +17,10 @@
 
 The recipe (train/recipes/tiny-cpu.yaml) is an arms recipe (train.arms) whose model, data and held-out set are
 the ones built here, plus two sections of its own: `task` (train.tinytask.TaskConfig) and `split` (the settings
-of `curate split`, curate.command_config.SplitConfig, by the same keys). The known difficulty never reaches the split: the split reads the judge's scores, and
-tiny-cpu.json compares them with the known difficulty. Every phase resumes: a rerun finds the task built, asks
-the judge only what its run lacks, writes the same split again, and resumes the arms; a rerun with other split
-settings is refused before the split is touched.
+of `curate split` by its flags' keys, curate.command_config.SplitConfig). The known difficulty never reaches the
+split: the split reads the judge's scores, and tiny-cpu.json compares them with the known difficulty. Every phase
+resumes: a rerun finds the task built, asks the judge only what its run lacks, writes the same split again, and
+resumes the arms; a rerun with other split settings is refused before the split is touched.
 """
 
 from __future__ import annotations
