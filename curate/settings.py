@@ -151,11 +151,13 @@ def from_flat(cls: type[Config], values: Mapping[str, Any], where: str | None = 
         for key, value in values.items():
             check_type(key, value, settings[key].hint)
         missing = [key for key, setting in settings.items() if key not in values and setting.default() is MISSING]
-        check(not missing, f"missing setting(s) {missing} (each is a flag, --{missing[0].replace('_', '-')}, and a "
-                           "key of --config files and recipes)" if missing else "")
+        check(not missing, f"missing setting(s) {missing}: give each as its flag (--{missing[0].replace('_', '-')}) "
+                           "or as a key of the --config file or recipe" if missing else "")
         return _built(cls, values)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+        if where is None:
+            raise
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _built(cls: type[Config], values: Mapping[str, Any]) -> Config:

@@ -37,7 +37,8 @@ def test_every_setting_is_a_flag_with_the_fields_help_and_default(name, command)
         expected = None if default is MISSING else [f"{k}={v}" for k, v in default.items()] \
             if isinstance(default, dict) else default
         assert param.default == expected, f"{name} --{key}: default {param.default!r}, the field's {expected!r}"
-        assert (param.help or "").startswith(setting.help) or param.param_type_name == "argument", key
+        if param.param_type_name == "option":
+            assert param.help.startswith(setting.help) and re.search(r"  \[(default: .+|required)\]$", param.help), key
 
 
 def test_score_help_shows_only_scores_flags_with_every_default_whole(monkeypatch):
