@@ -36,6 +36,7 @@ import polars as pl
 
 from curate.aggregate import AGGREGATED_COLUMNS, per_item
 from curate.calibrate import Calibration, fit_isotonic, reliability_table
+from curate.command_config import CompareConfig, StatsConfig
 from curate.compare import compare_runs
 from curate.consistency import self_consistency
 from curate.crowd import run_summary, unfinished
@@ -71,6 +72,7 @@ from curate.store import MANIFEST, read_items, read_judgments, write_parquet_ato
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATED_FILE = "calibrated.parquet"
+BOOTSTRAP_SEED = 0  # of every interval's resamples: the same run and settings give the same intervals
 
 
 @dataclass(frozen=True)
@@ -176,23 +178,21 @@ def run_item_scores(run_dir: Path, per: pl.DataFrame, score: str) -> pl.DataFram
         raise ConfigError(f"{run_dir}: {exc}") from None
 
 
-def analyze_run(run_dir: str | Path, score: str = "mean", reference: str | None = None,
-                pass_rate: str | None = None, calibrate: str | None = None, irt: Sequence[str | Path] = (),
-                irt_out: str | Path | None = None, overwrite: bool = False, unsolved_at: float = 0.0,
-                n_resamples: int = 1000, seed: int = 0) -> RunAnalysis:
-    """Statistics of one judge run; `pass_rate` and `calibrate` name an input field or a solve run directory
-    (`is_run_directory`), `irt` two or more solve runs; with `calibrate`, fit and save an isotonic map onto it;
-    with `irt_out`, write the IRT fit there (`curate.irt_dir`; `overwrite` replaces a folder with files)."""
+def analyze_run(run_dir: str | Path, config: StatsConfig = StatsConfig(), irt_out: str | Path | None = None,
+                overwrite: bool = False) -> RunAnalysis:
+    """Statistics of one judge run; `config.pass_rate` and `config.calibrate` name an input field or a solve run
+    directory (`is_run_directory`), `config.irt` two or more solve runs; with `calibrate`, fit and save an isotonic
+    map onto it; with `irt_out`, write the IRT fit there (`curate.irt_dir`; `overwrite` replaces a folder with
+    files)."""
     run_dir = Path(run_dir)
+    score, reference, pass_rate, calibrate, irt = (config.score, config.reference, config.pass_rate,
+                                                   config.calibrate, config.irt)
     identity = read_run_of(run_dir, SCORE, "stats:")
     if irt_out is not None:
         if not irt:
             raise ConfigError("--irt-out writes the IRT fit of the --irt solve runs: give them (two or more), or fit "
                               "solve runs alone with `curate irt RUN RUN ... --out DIR`")
         check_output_dir(irt_out, overwrite, [("judge run", run_dir), *[("solve run", Path(r)) for r in irt]])
-    if not 0 <= unsolved_at <= 1:
-        raise ConfigError(f"--unsolved-at {unsolved_at} must lie in 0..1: it is the pass rate at or below which an "
-                          "item counts as not solved")
     judgments = read_judgments(run_dir, columns=JUDGMENT_COLUMNS)
     items_frame = read_items(run_dir)
     per = per_item(judgments)
@@ -201,7 +201,7 @@ def analyze_run(run_dir: str | Path, score: str = "mean", reference: str | None 
     if reference:
         frame = frame.join(_numeric_field(items_frame, reference, "--reference", "reference", "numeric labels like "
                                           "1..5"), on="item_id", how="left")
-    bootstrap = {"n_resamples": n_resamples, "seed": seed}
+    bootstrap = {"n_resamples": config.resamples, "seed": BOOTSTRAP_SEED}
     stats: dict[str, Any] = {
         "run": _run_summary(run_dir, identity, frame.height), "score": score,
         "distribution": score_distribution(per, items_frame, score), "failures": failure_rates(judgments),
@@ -217,7 +217,7 @@ def analyze_run(run_dir: str | Path, score: str = "mean", reference: str | None 
         else:
             values, source = _field_pass_rates(items_frame, pass_rate), {"source": "field", "notes": []}
         frame = frame.join(values, on="item_id", how="left")
-        agreement = pass_rate_agreement(frame["score"], frame["pass_rate"], unsolved_at, **bootstrap)
+        agreement = pass_rate_agreement(frame["score"], frame["pass_rate"], config.unsolved_at, **bootstrap)
         stats["pass_rate"] = {"field": pass_rate, **source, **agreement, "notes": source["notes"] + agreement["notes"]}
     if irt:
         difficulties, stats["irt"] = _irt(run_dir, scores, [Path(run) for run in irt], bootstrap,
@@ -273,15 +273,15 @@ def _same_items_note(run_a: Path, run_b: Path, allow_different_items: bool) -> l
     return [f"{what}; compared by id anyway (--allow-different-items)"]
 
 
-def analyze_comparison(run_a: str | Path, run_b: str | Path, score: str = "mean",
-                       allow_different_items: bool = False, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+def analyze_comparison(run_a: str | Path, run_b: str | Path, config: CompareConfig = CompareConfig()) -> dict[str, Any]:
     """`compare_runs` over two run directories, with each run's identity alongside. Refuses runs whose
-    shared ids name different items, unless `allow_different_items` (then a note says how many)."""
+    shared ids name different items, unless `config.allow_different_items` (then a note says how many)."""
     runs = [Path(run_a), Path(run_b)]
     identities = [read_run_of(run, SCORE, "compare:") for run in runs]
     frames = [per_item(read_judgments(run, columns=AGGREGATED_COLUMNS)) for run in runs]
-    scored = [run_item_scores(run, frame, score).height for run, frame in zip(runs, frames, strict=True)]
-    notes = _same_items_note(runs[0], runs[1], allow_different_items)
-    result = compare_runs(frames[0], frames[1], score=score, n_resamples=n_resamples, seed=seed)
+    scored = [run_item_scores(run, frame, config.score).height for run, frame in zip(runs, frames, strict=True)]
+    notes = _same_items_note(runs[0], runs[1], config.allow_different_items)
+    result = compare_runs(frames[0], frames[1], score=config.score, n_resamples=config.resamples,
+                          seed=BOOTSTRAP_SEED)
     summaries = [_run_summary(*run) for run in zip(runs, identities, scored, strict=True)]
     return {"run_a": summaries[0], "run_b": summaries[1], **result, "notes": notes + result["notes"]}

@@ -1,35 +1,25 @@
-"""Job settings: frozen dataclasses that validate themselves and are never rewritten.
+"""The settings of a run (`curate score`, `curate solve`, `curate respond`, and curate.engine's functions).
 
-A YAML job file mirrors the CLI flags one to one (`question_field: problem` is `--question-field
-problem`); `RunConfig.from_flat` builds a config from such a flat mapping and `to_flat` gives it
-back, which is what the run manifest records.
+RunConfig groups them in sections (curate.settings: a section's fields are keys of the same flat mapping); a YAML
+job file mirrors the flags one to one (`question_field: problem` is `--question-field problem`). The three commands
+share RunConfig: a field or section that only some of them take says so (`commands`), and so does a default that
+differs by command (`defaults`), so that each command's flags are its own (curate.cli.score).
 """
 
 from __future__ import annotations
 
-import types
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
-import yaml
-
-from curate.errors import ConfigError
 from curate.redact import refuse_url_credentials
+from curate.settings import check, described, from_flat, to_flat
 
 BUNDLED_JUDGE = "bundled:tiny-judge"
 DEFAULT_TEMPLATE = "difficulty/intensity_score_only"
 DEFAULT_RESPONSE_TEMPLATE = "solve/step_by_step"  # what `curate solve` and `curate respond` use unless told
 DEFAULT_VERIFIER_TEMPLATE = "verify/equivalence"
-
-
-def described(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+RESPONSE_COMMANDS = ("solve", "respond")  # the commands whose model answers, and a verifier may decide
 
 
 @dataclass(frozen=True)
@@ -78,7 +68,7 @@ class SamplingConfig:
         "allowed_token_ids; openai: structured_outputs choice, which vLLM-served endpoints honour), so that a "
         "chat model that would start with a word still gives a score; score_mass records how much probability "
         "the model gave the score tokens unconstrained. Needs a score-only template, --max-tokens 1 and "
-        "--top-logprobs.", default=False)
+        "--top-logprobs.", default=False, commands=("score",))
 
     def __post_init__(self) -> None:
         check(self.samples >= 1, f"samples must be >= 1, got {self.samples}")
@@ -100,7 +90,7 @@ class EndpointConfig:
     """How to reach an OpenAI-compatible server (backend 'openai'). The API key is read from the
     environment variable named here at request time and never stored anywhere."""
 
-    base_url: str | None = described("Server URL ending in /v1 (default: $OPENAI_BASE_URL).", default=None)
+    base_url: str | None = described("Server URL ending in /v1.", default=None, unset="$OPENAI_BASE_URL")
     api_key_env: str = described("Environment variable holding the API key (may be unset for local servers).",
                              default="OPENAI_API_KEY")
     endpoint: Literal["chat", "completions"] = described(
@@ -139,11 +129,10 @@ class JudgeVerifierConfig:
 
     verify_model: str | None = described(
         "Judge model for --verify model: local path, Hub id, bundled:NAME, or the served model's name.", default=None)
-    verify_backend: str | None = described("Backend of the --verify model judge (default: the run's --backend).",
-                                       default=None)
+    verify_backend: str | None = described("Backend of the --verify model judge.", default=None,
+                                           unset="the run's --backend")
     verify_base_url: str | None = described(
-        "Server URL of the --verify model judge, for an openai backend (default: the run's --base-url).",
-        default=None)
+        "Server URL of the --verify model judge, for an openai backend.", default=None, unset="the run's --base-url")
     verify_template: str = described("Verifier template (kind: verifier) the --verify model judge is asked through.",
                                      default=DEFAULT_VERIFIER_TEMPLATE)
     verify_max_tokens: int = described("Most tokens the --verify model judge's answer (yes or no) may take.",
@@ -157,29 +146,31 @@ class JudgeVerifierConfig:
 @dataclass(frozen=True)
 class RunConfig:
     data: DataConfig
-    out: str = described("Run directory: manifest, judgments store, aggregates.")
-    template: str = described(
-        "Template name or path to a .jinja file: a judge template for score (default "
-        f"{DEFAULT_TEMPLATE}), a response template for solve and respond (default {DEFAULT_RESPONSE_TEMPLATE}).",
-        default=DEFAULT_TEMPLATE)
+    out: str = described("Run directory: manifest, judgments store, aggregates.",
+                         unset="runs/DATA__TEMPLATE__MODEL")
+    template: str = described("Template name or path to a .jinja file: a judge template for score, a response "
+                              "template for solve and respond.", default=DEFAULT_TEMPLATE,
+                              defaults=dict.fromkeys(RESPONSE_COMMANDS, DEFAULT_RESPONSE_TEMPLATE))
     template_dir: str | None = described("Extra directory searched for templates before the bundled ones.",
-                                     default=None)
+                                         default=None)
     model: str = described("Model: local path, Hub id or bundled:NAME; score defaults to the bundled tiny judge, "
-                           "solve and respond need one.", default=BUNDLED_JUDGE)
+                           "solve and respond need one.", default=BUNDLED_JUDGE,
+                           defaults=dict.fromkeys(RESPONSE_COMMANDS, MISSING))
     backend: str = described("Backend name (see curate.backends.BACKENDS).", default="transformers")
     verify: str | None = described(
-        "Verifier that decides each response of `curate solve` and `curate respond` against the item's reference: "
-        "math (math-verify on the last \\boxed{}), gsm8k (#### N), numeric, choice (an option's label or text) or "
-        "exact, or model: a judge model (--verify-model) decides equivalence (see curate.verify).", default=None)
-    verifier: JudgeVerifierConfig = field(default_factory=JudgeVerifierConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+        "Verifier that decides each response against the item's reference: math (math-verify on the last "
+        "\\boxed{}), gsm8k (#### N), numeric, choice (an option's label or text) or exact, or model: a judge model "
+        "(--verify-model) decides equivalence (see curate.verify).", default=None, commands=RESPONSE_COMMANDS)
+    verifier: JudgeVerifierConfig = described("The judge of --verify model.", default_factory=JudgeVerifierConfig,
+                                              commands=RESPONSE_COMMANDS)
+    sampling: SamplingConfig = described("How each answer is sampled.", default_factory=SamplingConfig)
+    endpoint: EndpointConfig = described("How to reach a server (backend openai).", default_factory=EndpointConfig)
     engine_args: dict[str, Any] = described(
         "Extra vllm.LLM engine arguments, e.g. {tensor_parallel_size: 2, data_parallel_size: 4, "
         "gpu_memory_utilization: 0.85}.", default_factory=dict)
     batch_size: int | None = described(
-        "Most rows per batch in the transformers backend; unset (the default), the token budget (--max-batch-tokens) "
-        "alone sizes each batch.", default=None)
+        "Most rows per batch in the transformers backend.", default=None,
+        unset="the token budget (--max-batch-tokens) alone sizes each batch")
     max_batch_tokens: int = described(
         "Most tokens per batch in the transformers backend: rows x (longest prompt + longest generation allowed), "
         "padding included; a prompt over it runs alone. 16,384 fits beside an 8B bf16 model on a 24 GB GPU.",
@@ -215,81 +206,11 @@ class RunConfig:
     def out_path(self) -> Path:
         return Path(self.out)
 
-    # Flat view: the keys a YAML job file and the CLI flags share.
-    @staticmethod
-    def flat_keys() -> dict[str, str]:
-        """Flat key → section ('data', 'verifier', 'sampling', 'endpoint' or 'score')."""
-        keys = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
-        keys.update({f.name: "score" for f in fields(RunConfig) if f.name not in SECTIONS})
-        return keys
-
     @classmethod
-    def from_flat(cls, values: dict[str, Any]) -> RunConfig:
-        keys = cls.flat_keys()
-        unknown = sorted(set(values) - set(keys))
-        check(not unknown, f"unknown setting(s) {unknown}; valid settings: {sorted(keys)}")
-        sections: dict[str, dict[str, Any]] = {name: {} for name in (*SECTIONS, "score")}
-        for key, value in values.items():
-            sections[keys[key]][key] = value
-        for key, value in values.items():
-            check_type(key, value, _FIELD_TYPES[key])
-        check("source" in sections["data"], "no input data given (DATA argument or `source:` in the job file)")
-        check("out" in sections["score"], "no run directory given (--out or `out:` in the job file)")
-        try:
-            nested = {name: cls(**sections[name]) for name, cls in SECTIONS.items()}
-            return cls(**nested, **sections["score"])
-        except TypeError as exc:
-            raise ConfigError(f"invalid settings: {exc}") from exc
+    def from_flat(cls, values: dict[str, Any], where: str | None = None) -> RunConfig:
+        """A run's settings from the flat mapping of a job file (curate.settings.from_flat)."""
+        return from_flat(cls, values, where)
 
     def to_flat(self) -> dict[str, Any]:
-        flat = {k: v for k, v in asdict(self).items() if k not in SECTIONS}
-        for name in SECTIONS:
-            flat.update(asdict(getattr(self, name)))
-        return flat
-
-
-SECTIONS: dict[str, type] = {"data": DataConfig, "verifier": JudgeVerifierConfig, "sampling": SamplingConfig,
-                             "endpoint": EndpointConfig}
-# Flat key → type; section classes last, as in `flat_keys` (EndpointConfig.endpoint is the flat `endpoint`).
-_FIELD_TYPES = {name: hint for cls in (RunConfig, *SECTIONS.values()) for name, hint in get_type_hints(cls).items()
-                if cls is not RunConfig or name not in SECTIONS}
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a mapping",
-               type(None): "empty (null)"}
-
-
-def _accepts(hint: Any, value: Any) -> bool:
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return any(_accepts(arm, value) for arm in get_args(hint))
-    if origin is Literal:
-        return value in get_args(hint)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, origin or hint)
-
-
-def _describe(hint: Any) -> str:
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(arm) for arm in get_args(hint))
-    if origin is Literal:
-        return "one of " + ", ".join(repr(v) for v in get_args(hint))
-    return _TYPE_NAMES.get(origin or hint, getattr(hint, "__name__", str(hint)))
-
-
-def check_type(key: str, value: Any, hint: Any) -> None:
-    """Name the setting whose value has the wrong type (a job file says `samples: three`)."""
-    check(_accepts(hint, value), f"setting {key!r} must be {_describe(hint)}, got {value!r} "
-                                  f"({type(value).__name__})")
-
-
-def read_job_file(path: str | Path) -> dict[str, Any]:
-    """A YAML job file: a flat mapping of the same settings the CLI flags take."""
-    try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read job file {path}: {exc}") from exc
-    check(isinstance(loaded, dict), f"job file {path} must hold a mapping of settings, got {type(loaded).__name__}")
-    return {str(k).replace("-", "_"): v for k, v in loaded.items()}
+        """The flat mapping of every setting: what the manifest and invocations.jsonl record."""
+        return to_flat(self)

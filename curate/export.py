@@ -4,9 +4,10 @@ Input, SPLIT_DIR: manifest.json; sft.parquet, rl.parquet, unscored.parquet; opti
 arms/<arm>/{sft,rl}.parquet (ablation arms, exported as splits `<arm>_sft`, `<arm>_rl`) and
 stages/stage_<i>.parquet (an RL curriculum, exported as `stage_<i>`, in order of i).
 
-Formats of `export_split(split_dir, fmt, out_dir)`. The export directory appears whole or not at all: it
-is written into a hidden sibling and renamed into place (`curate.outdir.atomic_directory`); an existing
-non-empty out_dir is replaced only with `overwrite=True`, and never the split directory or a run directory.
+Formats of `export_split(split_dir, out_dir, ExportConfig(format=...))`. The export directory appears whole or
+not at all: it is written into a hidden sibling and renamed into place (`curate.outdir.atomic_directory`); an
+existing non-empty out_dir is replaced only with `overwrite=True`, and never the split directory or a run
+directory.
     hf       a `datasets.DatasetDict` written with `save_to_disk(out_dir)` (open it with
              `datasets.load_from_disk`): splits sft, rl, unscored and the extra splits, all with the same
              columns (their union; a column a split lacks is null there), so the dict is one Hub config.
@@ -55,6 +56,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.card import CARD, HF_DATA, HISTOGRAM, dataset_card, histogram_png, trainer_card
+from curate.command_config import ExportConfig
 from curate.errors import ConfigError, DataError, DereasonError
 from curate.export_trainers import (
     RESPONSE,
@@ -70,7 +72,6 @@ from curate.runs import ITEM_TEXT, RESPOND, read_response_run, refuse_other_item
 from curate.store import write_atomic
 
 log = logging.getLogger(__name__)
-FORMATS = ("hf", "parquet", "jsonl", "trl", "verl")
 BASE_SPLITS = ("sft", "rl", "unscored")
 _ARM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
 _STAGE = re.compile(r"stage_(\d+)")
@@ -189,37 +190,26 @@ def with_responses(splits: dict[str, pl.DataFrame], respond_dir: Path,
     return splits, left_out, provenance
 
 
-def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_field: str | None = None,
-                 system_prompt: str | None = None, data_source: str | None = None, ability: str | None = None,
-                 overwrite: bool = False, responses: str | Path | None = None, skip_unanswered: bool = False,
-                 template: str | None = None) -> Path:
-    """Write the split directory in format `fmt` (one of FORMATS, see the module docstring) to out_dir, whole.
-    The SFT response is the column `response_field` (default "response") or the respond run `responses`; `template`
-    and `system_prompt` make the trl and verl prompts, `data_source` (default lighteval/MATH) and `ability` are
-    verl's (curate.export_trainers)."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
-    _check_options(fmt, template=template, system_prompt=system_prompt, data_source=data_source, ability=ability)
-    if responses is not None and response_field is not None:
-        raise ConfigError("--responses and --response-field both name the SFT response: pass the respond run or the "
-                          "field, not both")
-    if skip_unanswered and responses is None:
-        raise ConfigError("--skip-unanswered leaves out SFT items without a kept response of --responses RUN: pass "
-                          "the respond run too")
+def export_split(split_dir: str | Path, out_dir: str | Path, config: ExportConfig, overwrite: bool = False) -> Path:
+    """Write the split directory in `config.format` (see the module docstring) to out_dir, whole; `overwrite`
+    replaces a non-empty out_dir. The SFT response is the column `config.response_field` (default "response") or
+    the respond run `config.responses`; `template` and `system_prompt` make the trl and verl prompts,
+    `data_source` (default lighteval/MATH) and `ability` are verl's (curate.export_trainers)."""
+    fmt, responses, system_prompt = config.format, config.responses, config.system_prompt
     manifest, splits = read_split_dir(split_dir)
     inputs = [("split directory", Path(split_dir)), *([("respond run", Path(responses))] if responses else [])]
     out = check_output_dir(out_dir, overwrite, inputs)
     provenance = None
     if responses is not None:
-        splits, unanswered, provenance = with_responses(splits, Path(responses), skip_unanswered)
-    response_field = response_field or RESPONSE
+        splits, unanswered, provenance = with_responses(splits, Path(responses), config.skip_unanswered)
+    response_field = config.response_field or RESPONSE
     card = None
     # Converted before anything is written, so a bad split leaves no export.
     if fmt in ("trl", "verl"):
-        prompts = prompt_template(template)
-        data_source = data_source or VERL_DATA_SOURCE
+        prompts = prompt_template(config.template)
+        data_source = config.data_source or VERL_DATA_SOURCE
         tables = (trl_tables(splits, response_field, prompts, system_prompt) if fmt == "trl" else
-                  verl_tables(splits, response_field, prompts, system_prompt, data_source, ability))
+                  verl_tables(splits, response_field, prompts, system_prompt, data_source, config.ability))
         counts = {name: frame.height for name, frame in tables.items()}
         # `datasets` (so TRL and verl) cannot load a parquet file without rows: the card lists such splits instead.
         tables = {name: frame for name, frame in tables.items() if frame.height}
@@ -257,17 +247,6 @@ def export_split(split_dir: str | Path, fmt: str, out_dir: str | Path, response_
     return out
 
 
-def _check_options(fmt: str, **given: str | None) -> None:
-    """Refuse options that the format would ignore."""
-    uses = {"template": ("trl", "verl"), "system_prompt": ("trl", "verl"), "data_source": ("verl",),
-            "ability": ("verl",)}
-    if ignored := [name for name, value in given.items() if value is not None and fmt not in uses[name]]:
-        formats = " and ".join(sorted({f for name in ignored for f in uses[name]}))
-        options = ", ".join("--" + name.replace("_", "-") for name in ignored)
-        raise ConfigError(f"{options}: only the {formats} export uses {'it' if len(ignored) == 1 else 'them'}, and "
-                          f"--format {fmt} keeps each item's fields as they are: drop {options}, or export {formats}")
-
-
 def _first_prompt(tables: dict[str, pl.DataFrame]) -> list[dict[str, str]] | None:
     """The card's example: the first RL prompt, else the first SFT conversation without its answer."""
     names = sorted(tables, key=lambda name: side_of(name) != "rl")  # sorted is stable: the RL side first, in order
@@ -298,7 +277,8 @@ def push_to_hub(out_dir: str | Path, repo_id: str, private: bool = True, token_e
     check_push("hf")
     out = Path(out_dir)
     if not (out / "dataset_dict.json").is_file():
-        raise ConfigError(f"{out} is not an hf export (no dataset_dict.json); run export_split(..., 'hf', ...) first")
+        raise ConfigError(f"{out} is not an hf export (no dataset_dict.json); run export_split(SPLIT_DIR, OUT, "
+                          "ExportConfig(format='hf')) first")
     token = os.environ.get(token_env)
     try:
         datasets.load_from_disk(str(out)).push_to_hub(repo_id, private=private, token=token)

@@ -46,9 +46,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import polars as pl
 
-from curate.config import check, described
 from curate.errors import ConfigError, DataError
 from curate.passrate import COUNTABLE, check_rollouts
+from curate.settings import check, described
 
 RESPONSE_COLUMNS = ("item_id", "model", "correct")
 IRT_STATUSES = ("measured", "all_correct", "all_wrong")

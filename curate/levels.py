@@ -37,8 +37,8 @@ from typing import NamedTuple
 
 import polars as pl
 
-from curate.config import check, described
 from curate.errors import ConfigError, DataError
+from curate.settings import check, described
 from curate.split import stable_keys
 
 ROLES = ("small", "middle", "large")
@@ -53,22 +53,34 @@ PAPER = {"authors": "Ji et al.", "year": 2025, "arxiv": "2504.00829", "sections"
 
 
 @dataclass(frozen=True)
-class LevelConfig:
-    solvers: tuple[str, ...] = described(
-        "Solver runs by name, smallest first: the first three are the small, middle and large solvers of the "
-        "rules (the paper: DeepSeek-R1-Distill-Qwen-1.5B, 7B, 32B); any further one (the paper: DeepSeek-R1) "
-        "only counts for whether an item is ever solved.")
+class LevelsConfig:
+    """The settings of the rules, which `curate levels` takes as flags."""
+
     level3_success_fraction: float = described(
         "Fraction of the items the large solver solves that level 3 keeps, by a seeded sample (the paper: 0.5 "
         "for math, 0.1 for code); level 3 always keeps every item the large solver fails.", default=0.5)
     seed: int = described("Seed of the level-3 sample.", default=0)
     drop_unsolved_by: str | None = described(
-        "Drop the items this solver never solves (the paper: DeepSeek-R1); unset: drop the items no solver "
-        "ever solves.", default=None)
+        "Drop the items this solver never solves (the paper: DeepSeek-R1): its name, or (curate levels) its run "
+        "directory.", default=None, unset="drop the items no solver ever solves")
     exclusive: bool = described(
         "Keep each item in its lowest level only, for disjoint stages; by default the levels overlap as in the "
         "paper (level 2's 'both partial' items are level-1 items, level 3 is drawn from every item).",
         default=False)
+
+    def __post_init__(self) -> None:
+        check(0 <= self.level3_success_fraction <= 1,
+              f"level3_success_fraction must be in [0, 1], got {self.level3_success_fraction}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LevelConfig(LevelsConfig):
+    """The rules' settings with the solvers they name (those of the runs given to `curate levels`)."""
+
+    solvers: tuple[str, ...] = described(
+        "Solver runs by name, smallest first: the first three are the small, middle and large solvers of the "
+        "rules (the paper: DeepSeek-R1-Distill-Qwen-1.5B, 7B, 32B); any further one (the paper: DeepSeek-R1) "
+        "only counts for whether an item is ever solved.")
 
     def __post_init__(self) -> None:
         check(isinstance(self.solvers, tuple) and all(isinstance(s, str) and s for s in self.solvers),
@@ -77,8 +89,7 @@ class LevelConfig:
                f"levels need at least three solvers (small, middle, large), got {len(self.solvers)}: "
                f"{list(self.solvers)}; give a solve run of each, smallest first")
         check(len(set(self.solvers)) == len(self.solvers), f"solvers must differ, got {list(self.solvers)}")
-        check(0 <= self.level3_success_fraction <= 1,
-               f"level3_success_fraction must be in [0, 1], got {self.level3_success_fraction}")
+        super().__post_init__()
         check(self.drop_unsolved_by is None or self.drop_unsolved_by in self.solvers,
                f"drop_unsolved_by {self.drop_unsolved_by!r} is not one of the solvers {list(self.solvers)}; only a "
                "solver whose run is given can decide it: give that run too, after the large solver's (as the "

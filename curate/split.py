@@ -10,14 +10,15 @@ Definitions
     side        "sft" if score ≤ τ, "rl" if score > τ, "unscored" if score is null. The score is compared
                 as given (a mean of 3.5 at τ = 3 is RL; apply `curate.stats.round_score` first to split on
                 the rounded 1..5 scale). A per-domain τ is a dict; a null domain is the group "__none__".
-    τ           a chosen τ is always an observed score. `budget_tau(n_rl)`: the smallest observed score v
-                with #(score > v) ≤ n_rl. `quantile_tau(q)`: the same with n_rl = ⌊q·n_scored⌋. So RL is the
-                items with score > τ, at most the budget: all ties at τ go to SFT (none is broken at random,
-                and the lowest observed score is never RL); detail["n_rl"] and ["rl_fraction"] give what
-                was reached. `per_domain_tau` applies either rule within each domain: a quantile q in each
-                domain; a budget N shared across the domains in proportion to their scored items, by largest
-                remainders (domain d gets ⌊N·n_d/n⌋, and the units left over go to the largest remainders
-                N·n_d mod n, ties by domain name), so RL holds at most N items in all.
+    τ           `choose_tau(items, TauRule(...))`: fixed (`tau`, default 3), or chosen from the scores, always
+                an observed one. By a budget (`rl_budget` N): the smallest observed score v with #(score > v) ≤ N;
+                by a quantile (`quantile` q): the same with N = ⌊q·n_scored⌋. So RL is the items with score > τ,
+                at most the budget: all ties at τ go to SFT (none is broken at random, and the lowest observed
+                score is never RL); detail["n_rl"] and ["rl_fraction"] give what was reached. `per_domain`
+                applies either rule within each domain: a quantile q in each domain; a budget N shared across the
+                domains in proportion to their scored items, by largest remainders (domain d gets ⌊N·n_d/n⌋, and
+                the units left over go to the largest remainders N·n_d mod n, ties by domain name), so RL holds
+                at most N items in all.
     arms        random: scored items ordered by sha256(f"{seed}\x1f{item_id}"); the first |RL| of the τ split
                 go to RL, the rest to SFT (same sizes). reversed: sft ↔ rl, so the sizes swap. all_sft /
                 all_rl: every scored item to one side. Unscored items stay unscored; row order is kept.
@@ -37,9 +38,47 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from curate.settings import check, described
+
 SIDES = ("sft", "rl", "unscored")
+ARMS = ("random", "reversed", "sft_all", "rl_all")
 NONE_DOMAIN = "__none__"
 HARDER_WHEN = ("high", "low")  # curriculum: is a high or a low value of `by` the harder one?
+DEFAULT_TAU = 3.0
+
+
+@dataclass(frozen=True)
+class TauRule:
+    """How τ is chosen (module docstring): one of a fixed `tau`, a `quantile` or an `rl_budget`; 3 when none."""
+
+    tau: float | None = described("SFT: score ≤ τ; RL: score > τ.", default=None,
+                                  unset="3, when neither --quantile nor --rl-budget is given")
+    quantile: float | None = described("Choose τ so RL gets the hardest fraction q.", default=None)
+    rl_budget: int | None = described("Choose τ so RL gets at most N items.", default=None)
+    per_domain: bool = described("Apply --quantile within each domain; share --rl-budget across domains by size.",
+                                 default=False)
+
+    def __post_init__(self) -> None:
+        given = [flag for flag, value in (("--tau", self.tau), ("--quantile", self.quantile),
+                                          ("--rl-budget", self.rl_budget)) if value is not None]
+        check(len(given) <= 1, f"choose τ one way, not with {' and '.join(given)}: --tau fixes it, --quantile or "
+                               "--rl-budget chooses it from the scores")
+        check(self.quantile is None or 0 <= self.quantile <= 1,
+              f"--quantile is the fraction of scored items for RL and must lie in [0, 1], not {self.quantile}")
+        check(self.rl_budget is None or self.rl_budget >= 0, f"--rl-budget must be at least 0, not {self.rl_budget}")
+        check(not self.per_domain or self.method != "fixed",
+              "--per-domain needs --quantile or --rl-budget (a fixed τ is the same in every domain)")
+
+    @property
+    def method(self) -> str:
+        """"fixed", "quantile" or "budget"."""
+        return "quantile" if self.quantile is not None else "budget" if self.rl_budget is not None else "fixed"
+
+    @property
+    def value(self) -> float:
+        """τ, q or N."""
+        return {"fixed": DEFAULT_TAU if self.tau is None else self.tau, "quantile": self.quantile,
+                "budget": self.rl_budget}[self.method]
 
 
 @dataclass(frozen=True)
@@ -82,45 +121,19 @@ def assign_sides(items: pl.DataFrame, tau: float | dict[str, float], domain_colu
     return items.with_columns(side.alias("side"))
 
 
-def fixed_tau(tau: float | dict[str, float]) -> TauChoice:
-    value = {str(k): float(v) for k, v in tau.items()} if isinstance(tau, dict) else float(tau)
-    return TauChoice(tau=value, method="fixed", detail={})
-
-
-def _rule(scores: np.ndarray, rule: str, value: float) -> tuple[float, dict[str, Any]]:
-    """τ by `rule` over one group's scores: the smallest observed v with #(scores > v) ≤ the RL budget."""
-    if rule == "quantile" and not 0 <= value <= 1:
-        raise ValueError(f"q must lie in [0, 1], not {value!r}")
-    if rule == "budget" and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0):
-        raise ValueError(f"n_rl must be a non-negative integer, not {value!r}")
-    if rule not in ("quantile", "budget"):
-        raise ValueError(f"rule must be 'quantile' or 'budget', not {rule!r}")
+def _rule(scores: np.ndarray, method: str, value: float) -> tuple[float, dict[str, Any]]:
+    """τ by a quantile or a budget over one group's scores: the smallest observed v with #(scores > v) ≤ the RL
+    budget."""
     if not len(scores):
         raise ValueError("no scored items: τ is undefined")
     n = len(scores)
-    budget = int(np.floor(value * n + 1e-9)) if rule == "quantile" else int(value)  # 1e-9: 0.29 * 100 = 28.99…
+    budget = int(np.floor(value * n + 1e-9)) if method == "quantile" else int(value)  # 1e-9: 0.29 * 100 = 28.99…
     values, counts = np.unique(scores, return_counts=True)
     above = n - np.cumsum(counts)  # above[i] = #(scores > values[i]), non-increasing
     i = int(np.argmax(above <= budget))
-    head = {"q": float(value), "target_n_rl": budget} if rule == "quantile" else {"budget": budget}
+    head = {"q": float(value), "target_n_rl": budget} if method == "quantile" else {"budget": budget}
     return float(values[i]), {**head, "n_scored": n, "n_rl": int(above[i]), "n_sft": n - int(above[i]),
                               "n_at_tau": int(counts[i]), "rl_fraction": int(above[i]) / n}
-
-
-def _overall(items: pl.DataFrame, rule: str, value: float) -> TauChoice:
-    score = _scores(items)
-    tau, detail = _rule(score.drop_nulls().to_numpy(), rule, value)
-    return TauChoice(tau=tau, method=rule, detail={**detail, "n_unscored": score.null_count()})
-
-
-def quantile_tau(items: pl.DataFrame, q: float) -> TauChoice:
-    """τ giving RL the hardest ⌊q·n⌋ scored items or fewer (ties at τ go to SFT); see detail["rl_fraction"]."""
-    return _overall(items, "quantile", q)
-
-
-def budget_tau(items: pl.DataFrame, n_rl: int) -> TauChoice:
-    """The smallest observed score τ with #(score > τ) ≤ n_rl; detail["n_rl"] is the count reached."""
-    return _overall(items, "budget", n_rl)
 
 
 def budget_shares(sizes: dict[str, int], budget: int) -> dict[str, int]:
@@ -133,22 +146,27 @@ def budget_shares(sizes: dict[str, int], budget: int) -> dict[str, int]:
     return shares
 
 
-def per_domain_tau(items: pl.DataFrame, rule: str, value: float, domain_column: str = "domain") -> TauChoice:
-    """A τ per domain of the scored items by `rule` ("quantile": q in each domain; "budget": at most `value`
-    RL items in all, shared across the domains by `budget_shares`)."""
-    _rule(np.array([0.0]), rule, value)  # validates rule and value even when there are no groups
-    score, domain = _scores(items), _domains(items, domain_column)
+def choose_tau(items: pl.DataFrame, rule: TauRule, domain_column: str = "domain") -> TauChoice:
+    """τ by `rule` over the scored items (module docstring); ValueError when it is undefined (no scored item)."""
+    if rule.method == "fixed":
+        return TauChoice(tau=float(rule.value), method="fixed", detail={})
+    score = _scores(items)
+    if not rule.per_domain:
+        tau, detail = _rule(score.drop_nulls().to_numpy(), rule.method, rule.value)
+        return TauChoice(tau=tau, method=rule.method, detail={**detail, "n_unscored": score.null_count()})
+    domain = _domains(items, domain_column)
     scored = pl.DataFrame({"domain": domain, "score": score}).filter(pl.col("score").is_not_null())
     if not scored.height:
         raise ValueError("no scored items: τ is undefined")
     groups = scored.sort("domain").group_by("domain", maintain_order=True)
     scores_of = {name: group["score"].to_numpy() for (name,), group in groups}
-    values = (budget_shares({d: len(s) for d, s in scores_of.items()}, int(value)) if rule == "budget"
-              else dict.fromkeys(scores_of, value))
-    chosen = {name: _rule(scores, rule, values[name]) for name, scores in scores_of.items()}
+    values = (budget_shares({d: len(s) for d, s in scores_of.items()}, int(rule.value)) if rule.method == "budget"
+              else dict.fromkeys(scores_of, rule.value))
+    chosen = {name: _rule(scores, rule.method, values[name]) for name, scores in scores_of.items()}
     n_null = int(items[domain_column].is_null().sum())
-    return TauChoice(tau={d: tau for d, (tau, _) in chosen.items()}, method=f"per_domain_{rule}", detail={
-        "rule": rule, "value": float(value) if rule == "quantile" else int(value), "domain_column": domain_column,
+    value = float(rule.value) if rule.method == "quantile" else int(rule.value)
+    return TauChoice(tau={d: tau for d, (tau, _) in chosen.items()}, method=f"per_domain_{rule.method}", detail={
+        "rule": rule.method, "value": value, "domain_column": domain_column,
         "domains": {d: detail for d, (_, detail) in chosen.items()},
         "n_null_domain": n_null, "null_domain_group": NONE_DOMAIN if n_null else None,
         "notes": [f"{n_null} item(s) with null {domain_column!r} form the group {NONE_DOMAIN!r}"] if n_null else []})

@@ -45,6 +45,7 @@ from curate.analysis import (
     run_item_scores,
 )
 from curate.benchmark_texts import benchmark_texts
+from curate.command_config import SplitConfig
 from curate.errors import ConfigError, DataError
 from curate.outdir import atomic_directory, check_output_dir
 from curate.parse import SCORE_MAX, SCORE_MIN
@@ -53,13 +54,11 @@ from curate.hygiene import check_disjoint, decontaminate, deduplicate
 from curate.split import (
     HARDER_WHEN,
     TauChoice,
+    TauRule,
     all_arm,
     assign_sides,
-    budget_tau,
+    choose_tau,
     curriculum_stages,
-    fixed_tau,
-    per_domain_tau,
-    quantile_tau,
     random_arm,
     reversed_arm,
 )
@@ -70,9 +69,7 @@ from curate.store import read_judgments, write_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
-ARMS = ("random", "reversed", "sft_all", "rl_all")
 SCORES = (*SCORE_COLUMNS, "calibrated")
-DEFAULT_TAU = 3.0
 # An input field so named gets the prefix extra_.
 RESERVED = ("item_id", "score", "side", "arm", "stage", "unscored_reason", *MEASURED_COLUMNS)
 
@@ -159,60 +156,38 @@ def _calibrated(run_dir: Path, per: pl.DataFrame) -> tuple[pl.DataFrame, tuple[f
     return raw.with_columns(pl.Series("score", difficulty)), scale, meaning, summary, notes
 
 
-# --- settings ---------------------------------------------------------------------------------------
+# --- checks that need the run -------------------------------------------------------------------------
 
-def _tau_rule(scores: ItemScores, tau: float | None, quantile: float | None, rl_budget: int | None,
-              per_domain: bool) -> tuple[str, float]:
-    """How τ is chosen ("fixed", "quantile" or "budget") and the value, once the options are checked."""
-    given = [flag for flag, value in (("--tau", tau), ("--quantile", quantile), ("--rl-budget", rl_budget))
-             if value is not None]
-    if len(given) > 1:
-        raise ConfigError(f"choose τ one way, not with {' and '.join(given)}: --tau fixes it, --quantile or "
-                          "--rl-budget chooses it from the scores")
-    if quantile is not None and not 0 <= quantile <= 1:
-        raise ConfigError(f"--quantile is the fraction of scored items for RL and must lie in [0, 1], not {quantile:g}")
-    if rl_budget is not None and rl_budget < 0:
-        raise ConfigError(f"--rl-budget must be at least 0, not {rl_budget}")
-    if per_domain and quantile is None and rl_budget is None:
-        raise ConfigError("--per-domain needs --quantile or --rl-budget (a fixed τ is the same in every domain)")
-    if quantile is None and rl_budget is None:
-        low, high = scores.scale
-        value = DEFAULT_TAU if tau is None else tau
-        if not low <= value <= high:
-            raise ConfigError(f"{'the default ' if tau is None else ''}τ = {value:g} is outside the scale of the "
-                              f"{scores.meaning}, {low:g}..{high:g}; pass a --tau in that range, --quantile or "
-                              "--rl-budget")
-        return "fixed", value
-    return ("quantile", quantile) if quantile is not None else ("budget", rl_budget)
+def _check_on_scale(rule: TauRule, scores: ItemScores) -> None:
+    low, high = scores.scale
+    if rule.method == "fixed" and not low <= rule.value <= high:
+        raise ConfigError(f"{'the default ' if rule.tau is None else ''}τ = {rule.value:g} is outside the scale of "
+                          f"the {scores.meaning}, {low:g}..{high:g}; pass a --tau in that range, --quantile or "
+                          "--rl-budget")
 
 
-def _choose_tau(items: pl.DataFrame, rule: str, value: float, per_domain: bool) -> TauChoice:
-    if rule == "fixed":
-        return fixed_tau(value)
+def _choose_tau(items: pl.DataFrame, rule: TauRule) -> TauChoice:
     try:
-        if per_domain:
-            return per_domain_tau(items, rule, value)
-        return quantile_tau(items, value) if rule == "quantile" else budget_tau(items, value)
+        return choose_tau(items, rule)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
 
-def _rl_notes(choice: TauChoice, sided: pl.DataFrame, quantile: float | None, rl_budget: int | None,
-              per_domain: bool) -> list[str]:
+def _rl_notes(choice: TauChoice, sided: pl.DataFrame, rule: TauRule) -> list[str]:
     """Refuse a --quantile or --rl-budget that leaves RL empty; notes for other empty sides."""
     n_rl, n_scored = int((sided["side"] == "rl").sum()), int((sided["side"] != "unscored").sum())
     notes = [f"the {side} side is empty" for side in ("sft", "rl") if n_scored and not (sided["side"] == side).any()]
     if choice.method == "fixed":
         return notes
-    option = (f"--quantile {quantile:g}" if quantile is not None else f"--rl-budget {rl_budget}") + \
-        " --per-domain" * per_domain
-    groups = choice.detail["domains"] if per_domain else {None: choice.detail}
-    taus = choice.tau if per_domain else {None: choice.tau}
+    option = (f"--quantile {rule.quantile:g}" if rule.method == "quantile" else f"--rl-budget {rule.rl_budget}") + \
+        " --per-domain" * rule.per_domain
+    groups = choice.detail["domains"] if rule.per_domain else {None: choice.detail}
+    taus = choice.tau if rule.per_domain else {None: choice.tau}
     ties = {group: f"{d['n_at_tau']} items tie at the top score {taus[group]:g}, where RL may take "
                    f"{d.get('target_n_rl', d.get('budget'))}" for group, d in groups.items() if not d["n_rl"]}
-    if n_rl == 0 and (quantile or rl_budget):
+    if n_rl == 0 and rule.value:
         lower = sided.filter(pl.col("score") < max(taus.values()))["score"].max()
-        fix = f"--tau {lower:g} to send them to RL" if lower is not None and not per_domain else "a fixed --tau"
+        fix = f"--tau {lower:g} to send them to RL" if lower is not None and not rule.per_domain else "a fixed --tau"
         why = "; ".join(f"{group}: {tie}" if group else tie for group, tie in list(ties.items())[:5])
         raise ConfigError(f"{option} gives RL 0 of {n_scored} scored items: {why}, and ties at τ stay in SFT. Use a "
                           f"larger value, a finer score (--score expected), or {fix}")
@@ -251,27 +226,18 @@ def _stage_values(items: pl.DataFrame, stage_by: str) -> pl.Series:
 
 # --- the split ----------------------------------------------------------------------------------------
 
-def make_split(run_dir: str | Path, out_dir: str | Path, tau: float | None = None, score: str = "mean",
-               quantile: float | None = None, rl_budget: int | None = None, per_domain: bool = False,
-               arms: tuple[str, ...] = ARMS, stages: int | None = None, stage_by: str = "score",
-               harder_when: str | None = None, seed: int = 0, dedup: bool = True, benchmarks: tuple[str, ...] = (),
-               benchmark_field: str | None = None, ngram: int = 13, drop_unscored: bool = False,
+def make_split(run_dir: str | Path, out_dir: str | Path, config: SplitConfig = SplitConfig(),
                overwrite: bool = False) -> dict[str, Any]:
-    """Write the split directory whole (τ defaults to 3 when no rule is given); returns its manifest.
-    `benchmarks` are FILE or FILE:FIELD; a file without a field uses `benchmark_field`, else the one of
-    `curate.benchmark_texts.BENCHMARK_FIELDS` it has."""
+    """Write the split directory of the score run `run_dir` whole, by `config`; returns its manifest. A benchmark
+    file given without a field uses `config.benchmark_field`, else the one of
+    `curate.benchmark_texts.BENCHMARK_FIELDS` it has. `overwrite` replaces a non-empty `out_dir`."""
     run_dir = Path(run_dir)
-    if unknown_arms := sorted(set(arms) - set(ARMS)):
-        raise ConfigError(f"unknown arm(s) {unknown_arms}; choose from {list(ARMS)}")
-    for flag, value in (("--stages", stages), ("--ngram", ngram)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} must be at least 1, not {value}")
-    if not stages and (stage_by != "score" or harder_when is not None):
-        raise ConfigError("--stage-by and --harder-when order the RL curriculum: they need --stages")
+    rule, arms, stages, stage_by, harder_when = (config.tau_rule, config.arm_names, config.stages, config.stage_by,
+                                                 config.harder_when)
     identity = read_run_of(run_dir, SCORE, "split:")
-    scores = scored_items(run_dir, score)
+    scores = scored_items(run_dir, config.score)
     items, notes = scores.items, list(scores.notes)
-    rule, value = _tau_rule(scores, tau, quantile, rl_budget, per_domain)
+    _check_on_scale(rule, scores)
     measured = None
     if stages and stage_by not in items.columns and Path(stage_by).is_dir():
         measured = measured_order(run_dir, Path(stage_by), harder_when)
@@ -283,17 +249,17 @@ def make_split(run_dir: str | Path, out_dir: str | Path, tau: float | None = Non
     inputs = [("run directory", run_dir), *([(measured.what, measured.path)] if measured else [])]
     check_output_dir(out_dir, overwrite, inputs)  # before the work, and again when writing
     removed, used = [], []
-    if dedup:
+    if config.dedup:
         items, duplicates = deduplicate(items)
         removed.append(duplicates)
-    if benchmarks:
-        texts, sources, used = benchmark_texts(benchmarks, benchmark_field)
+    if config.decontaminate:
+        texts, sources, used = benchmark_texts(tuple(config.decontaminate), config.benchmark_field)
         try:
-            items, contaminated = decontaminate(items, texts, n=ngram, source_names=sources)
+            items, contaminated = decontaminate(items, texts, n=config.ngram, source_names=sources)
         except ValueError as exc:
             raise DataError(f"benchmark texts: {exc}") from None
         removed.append(contaminated)
-    choice = _choose_tau(items, rule, value, per_domain)
+    choice = _choose_tau(items, rule)
     sided = assign_sides(items, choice.tau)
     try:
         check_disjoint(sided)
@@ -306,13 +272,13 @@ def make_split(run_dir: str | Path, out_dir: str | Path, tau: float | None = Non
                                        harder_when).with_columns(rl[stage_by])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    notes += _rl_notes(choice, sided, quantile, rl_budget, per_domain)
-    arm_frames = {"random": lambda: random_arm(sided, seed), "reversed": lambda: reversed_arm(sided),
+    notes += _rl_notes(choice, sided, rule)
+    arm_frames = {"random": lambda: random_arm(sided, config.seed), "reversed": lambda: reversed_arm(sided),
                   "sft_all": lambda: all_arm(sided, "sft"), "rl_all": lambda: all_arm(sided, "rl")}
     files = {f"{side}.parquet": sided.filter(pl.col("side") == side) for side in ("sft", "rl")}
     unscored = sided.filter(pl.col("side") == "unscored").join(scores.unscored, on="item_id", how="left",
                                                                maintain_order="left")
-    if not drop_unscored:
+    if not config.drop_unscored:
         files["unscored.parquet"] = unscored
     for arm in arms:
         frame = arm_frames[arm]()
@@ -321,17 +287,19 @@ def make_split(run_dir: str | Path, out_dir: str | Path, tau: float | None = Non
         files[f"stages/stage_{stage}.parquet"] = staged.filter(pl.col("stage") == stage)
     removed_frame = pl.concat(removed, how="diagonal_relaxed") if removed else pl.DataFrame()
     manifest = {
-        "dereason_version": __version__, "run_dir": str(run_dir), "score": score, "score_meaning": scores.meaning,
-        "score_scale": list(scores.scale), "seed": seed, "tau": choice.tau, "tau_method": choice.method,
+        "dereason_version": __version__, "run_dir": str(run_dir), "score": config.score,
+        "score_meaning": scores.meaning,
+        "score_scale": list(scores.scale), "seed": config.seed, "tau": choice.tau, "tau_method": choice.method,
         "tau_detail": choice.detail, "counts": {side: int((sided["side"] == side).sum()) for side in
                                                 ("sft", "rl", "unscored")},
         "unscored_reasons": dict(sorted(unscored["unscored_reason"].value_counts().rows())),
-        "unscored_written": not drop_unscored,
+        "unscored_written": not config.drop_unscored,
         "arms": {arm: {side: files[f"arms/{arm}/{side}.parquet"].height for side in ("sft", "rl")} for arm in arms},
         "stages": {str(i): files[f"stages/stage_{i}.parquet"].height for i in range(1, stages + 1)} if stages else None,
         "stage_by": stage_by if stages else None, "harder_when": harder_when if stages else None,
         "stage_run": None, "stage_irt": None, **(measured.manifest if measured else {}),
-        "hygiene": {"deduplicated": dedup, "benchmarks": used, "ngram": ngram, "removed": removed_frame.height},
+        "hygiene": {"deduplicated": config.dedup, "benchmarks": used, "ngram": config.ngram,
+                    "removed": removed_frame.height},
         "run": {"template": identity["template"], "model": identity["model"], "backend": identity["backend"],
                 "sampling": {k: identity[k] for k in ("samples", "temperature", "top_p", "seed", "top_logprobs")},
                 "input_fingerprint": identity["input_fingerprint"]},

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from curate.analysis import CALIBRATED_FILE, analyze_comparison, analyze_run, load_calibration
 from curate.cli import app
+from curate.command_config import CompareConfig, StatsConfig
 from curate.config import RunConfig
 from curate.engine import score
 from curate.stats import all_notes
@@ -38,7 +39,7 @@ def make_run(tmp_path, name, template="difficulty/intensity", noise=4, samples=3
 
 def test_stats_against_reference_and_pass_rate(tmp_path):
     run = make_run(tmp_path, "run")
-    analysis = analyze_run(run, reference="level", pass_rate="pass_rate", n_resamples=200)
+    analysis = analyze_run(run, StatsConfig(reference="level", pass_rate="pass_rate", resamples=200))
     stats = analysis.stats
     assert stats["run"]["n_scored"] == 60 and stats["failures"]["counts"]["ok"] == 180
     assert stats["reference"]["spearman"]["value"] > 0.9
@@ -53,7 +54,7 @@ def test_stats_against_reference_and_pass_rate(tmp_path):
 
 def test_calibration_is_saved_with_the_run_and_maps_onto_the_target(tmp_path):
     run = make_run(tmp_path, "run")
-    analysis = analyze_run(run, calibrate="level", n_resamples=0)
+    analysis = analyze_run(run, StatsConfig(calibrate="level", resamples=0))
     calibration = load_calibration(run)
     assert calibration.target == "level" and analysis.stats["calibration"]["n_fit"] == 60
     saved = pl.read_parquet(run / CALIBRATED_FILE)
@@ -77,7 +78,7 @@ def test_compare_two_templates_prints_shift_matrix_and_churn(tmp_path):
                       .replace("Write a brief rationale", "Think it through, then write a brief rationale"))
     run_a = make_run(tmp_path, "a", template="difficulty/intensity", noise=4)
     run_b = make_run(tmp_path, "b", template=str(edited), noise=2)
-    result = analyze_comparison(run_a, run_b, n_resamples=50)
+    result = analyze_comparison(run_a, run_b, CompareConfig(resamples=50))
     assert result["alpha"]["low"] <= result["alpha"]["value"] <= result["alpha"]["high"]
     assert result["n_common"] == 60 and sum(map(sum, result["shift_matrix"])) == 60
     assert [row["tau"] for row in result["churn"]] == [1, 2, 3, 4]
@@ -157,6 +158,6 @@ def test_compare_counts_items_scored_in_one_run_only(tmp_path):
     subset = make_run(tmp_path, "subset", rows=ROWS[:50],
                       judge=lambda item_id, idx: ("no score", "stop") if item_id == "q000" else
                       judge_by_level(2)(item_id, idx))
-    result = analyze_comparison(run, subset, n_resamples=0)
+    result = analyze_comparison(run, subset, CompareConfig(resamples=0))
     assert (result["n_common"], result["n_only_a"], result["n_only_b"]) == (49, 11, 0)
     assert (result["run_a"]["n_scored"], result["run_b"]["n_scored"]) == (60, 49)

@@ -10,7 +10,8 @@ from matplotlib.image import imread
 
 from curate.errors import ConfigError, DataError
 from curate.card import dataset_card
-from curate.export import FORMATS, export_split, push_to_hub
+from curate.command_config import FORMATS, ExportConfig
+from curate.export import export_split, push_to_hub
 
 MANIFEST = {
     "tau": 2.5, "tau_method": "fixed", "score": "mean", "counts": {"sft": 3, "rl": 2, "unscored": 1},
@@ -80,7 +81,7 @@ def front_matter(text: str) -> dict:
 
 
 def test_hf_export_loads_with_card_and_histogram(split_dir, tmp_path):
-    out = export_split(split_dir, "hf", tmp_path / "hf")
+    out = export_split(split_dir, tmp_path / "hf", ExportConfig(format="hf"))
     loaded = datasets.load_from_disk(str(out))
     assert list(loaded) == SPLITS
     assert {name: loaded[name].num_rows for name in loaded} == ROWS
@@ -113,7 +114,7 @@ def test_hf_export_loads_with_card_and_histogram(split_dir, tmp_path):
 
 @pytest.mark.parametrize("fmt,loader", [("parquet", "parquet"), ("jsonl", "json")])
 def test_parquet_and_jsonl_load_with_datasets(split_dir, tmp_path, fmt, loader):
-    out = export_split(split_dir, fmt, tmp_path / fmt)
+    out = export_split(split_dir, tmp_path / fmt, ExportConfig(format=fmt))
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.{fmt}" for name in SPLITS)
     loaded = datasets.load_dataset(loader, data_files={name: str(out / f"{name}.{fmt}") for name in SPLITS})
     assert {name: loaded[name].num_rows for name in loaded} == ROWS
@@ -129,7 +130,7 @@ def test_parquet_and_jsonl_load_with_datasets(split_dir, tmp_path, fmt, loader):
 def test_trl_export_is_conversational_for_trl(split_dir, tmp_path, tokenizer, system_prompt):
     from trl.data_utils import is_conversational, maybe_apply_chat_template
 
-    out = export_split(split_dir, "trl", tmp_path / "trl", system_prompt=system_prompt)
+    out = export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl", system_prompt=system_prompt))
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["README.md", "sft.parquet", "grpo.parquet", "random_sft.parquet", "random_grpo.parquet", "stage_1.parquet",
          "stage_2.parquet"])
@@ -160,21 +161,23 @@ def test_trl_export_is_conversational_for_trl(split_dir, tmp_path, tokenizer, sy
 def test_trl_export_needs_a_response_column(tmp_path):
     split_dir = build_split_dir(tmp_path / "split", with_response=False)
     with pytest.raises(ConfigError, match=r"sft split has no 'response' column.*teacher"):
-        export_split(split_dir, "trl", tmp_path / "trl")
+        export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl"))
     assert not (tmp_path / "trl").exists()  # nothing half-written
     with pytest.raises(ConfigError, match=r"'answer'"):
-        export_split(build_split_dir(tmp_path / "split2"), "trl", tmp_path / "trl", response_field="answer")
+        export_split(build_split_dir(tmp_path / "split2"), tmp_path / "trl",
+                     ExportConfig(format="trl", response_field="answer"))
     complete = build_split_dir(tmp_path / "split3")
     sft = pl.read_parquet(complete / "sft.parquet")
     sft.with_columns(response=pl.when(pl.col("item_id") == "b").then(None).otherwise("response")).write_parquet(
         complete / "sft.parquet")
     with pytest.raises(ConfigError, match=r"1 of 3 items of the sft split have no 'response'"):
-        export_split(complete, "trl", tmp_path / "trl")
+        export_split(complete, tmp_path / "trl", ExportConfig(format="trl"))
     pl.read_parquet(split_dir / "sft.parquet")  # the input is untouched
 
 
 def test_verl_export_has_verl_columns(split_dir, tmp_path):
-    out = export_split(split_dir, "verl", tmp_path / "verl", system_prompt="Be brief.", data_source="math/dereason")
+    out = export_split(split_dir, tmp_path / "verl",
+                       ExportConfig(format="verl", system_prompt="Be brief.", data_source="math/dereason"))
     assert sorted(p.name for p in out.iterdir()) == sorted(["README.md", "sft.parquet", "rl.parquet",
                                                             "random_sft.parquet", "random_rl.parquet",
                                                             "stage_1.parquet", "stage_2.parquet"])
@@ -207,7 +210,7 @@ def test_verl_export_has_verl_columns(split_dir, tmp_path):
 def test_push_to_hub_uploads_with_token_from_env(split_dir, tmp_path, monkeypatch):
     from huggingface_hub import HfApi, constants
 
-    out = export_split(split_dir, "hf", tmp_path / "hf")
+    out = export_split(split_dir, tmp_path / "hf", ExportConfig(format="hf"))
     with pytest.raises(ConfigError, match="HF_HUB_OFFLINE"):  # the tests run offline
         push_to_hub(out, "someone/dereason-split")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -237,17 +240,17 @@ def test_push_to_hub_uploads_with_token_from_env(split_dir, tmp_path, monkeypatc
 
 def test_bad_inputs_are_named(split_dir, tmp_path):
     with pytest.raises(ConfigError, match="choose from hf, parquet, jsonl, trl, verl"):
-        export_split(split_dir, "csv", tmp_path / "out")
+        export_split(split_dir, tmp_path / "out", ExportConfig(format="csv"))
     assert set(FORMATS) == {"hf", "parquet", "jsonl", "trl", "verl"}
     with pytest.raises(DataError, match="not a split directory"):
-        export_split(tmp_path, "parquet", tmp_path / "out")
+        export_split(tmp_path, tmp_path / "out", ExportConfig(format="parquet"))
     with pytest.raises(ConfigError, match="is the split directory it reads"):
-        export_split(split_dir, "parquet", split_dir)
+        export_split(split_dir, split_dir, ExportConfig(format="parquet"))
     manifest = json.loads((split_dir / "manifest.json").read_text())
     manifest["counts"]["rl"] = 7
     (split_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="rl.parquet holds 2 rows, its manifest counts 7"):
-        export_split(split_dir, "parquet", tmp_path / "out")
+        export_split(split_dir, tmp_path / "out", ExportConfig(format="parquet"))
 
 
 def test_empty_arm_and_missing_calibration(tmp_path, tokenizer):
@@ -256,14 +259,14 @@ def test_empty_arm_and_missing_calibration(tmp_path, tokenizer):
     frame([], False).write_parquet(split_dir / "arms" / "rl_all" / "sft.parquet")  # empty, and no response column
     pl.concat([frame(RL, False), frame(UNSCORED, False)]).write_parquet(split_dir / "arms" / "rl_all" / "rl.parquet")
     # `datasets` cannot load a parquet file without rows, so trl and verl list an empty split instead of writing it
-    trl = export_split(split_dir, "trl", tmp_path / "trl")
+    trl = export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl"))
     assert not (trl / "rl_all_sft.parquet").exists() and pl.read_parquet(trl / "rl_all_grpo.parquet").height == 3
     assert "Not written, as they hold no rows: rl_all_sft." in (trl / "README.md").read_text(encoding="utf-8")
-    verl = export_split(split_dir, "verl", tmp_path / "verl")
+    verl = export_split(split_dir, tmp_path / "verl", ExportConfig(format="verl"))
     assert not (verl / "rl_all_sft.parquet").exists()
     assert pq.read_schema(verl / "rl_all_rl.parquet").names == VERL_COLUMNS
     assert pq.read_table(verl / "rl_all_rl.parquet").column("extra_info").to_pylist()[2]["difficulty"] is None
-    hf = datasets.load_from_disk(str(export_split(split_dir, "hf", tmp_path / "hf")))
+    hf = datasets.load_from_disk(str(export_split(split_dir, tmp_path / "hf", ExportConfig(format="hf"))))
     assert list(hf)[5:7] == ["rl_all_sft", "rl_all_rl"] and hf["rl_all_sft"].num_rows == 0
     from_files = datasets.load_dataset(str(tmp_path / "hf"))  # an empty split cannot be loaded: it is left out
     assert list(from_files) == [name for name in hf if name != "rl_all_sft"]
@@ -283,7 +286,7 @@ def test_trl_trainers_accept_the_export(split_dir, tmp_path, random_model):
 
     from curate.rewards import trl_reward
 
-    out = export_split(split_dir, "trl", tmp_path / "trl", system_prompt="Be brief.")
+    out = export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl", system_prompt="Be brief."))
     tokenizer = AutoTokenizer.from_pretrained(random_model)
     common = {"max_steps": 1, "per_device_train_batch_size": 2, "report_to": [], "use_cpu": True,
               "save_strategy": "no", "disable_tqdm": True}
@@ -298,7 +301,8 @@ def test_trl_trainers_accept_the_export(split_dir, tmp_path, random_model):
         seen.extend(zip(item_id, reference, map(json.dumps, choices), scores, strict=True))
         return scores
 
-    grpo_out = export_split(build_choice_split(tmp_path / "choice-split"), "trl", tmp_path / "trl-choices")
+    grpo_out = export_split(build_choice_split(tmp_path / "choice-split"), tmp_path / "trl-choices",
+                            ExportConfig(format="trl"))
     grpo = datasets.load_dataset("parquet", data_files=str(grpo_out / "grpo.parquet"), split="train")
     trainer = GRPOTrainer(model=str(random_model), processing_class=tokenizer, reward_funcs=reward, train_dataset=grpo,
                           args=GRPOConfig(output_dir=str(tmp_path / "grpo-run"), num_generations=2,
@@ -319,7 +323,7 @@ def test_per_domain_tau_without_unscored(tmp_path):
                 "arms": {"random": {"sft": 2, "rl": 3}}, "stages": {"1": 1, "2": 1},
                 "hygiene": {"deduplicated": True, "removed": 4}}
     (split_dir / "manifest.json").write_text(json.dumps(manifest))
-    out = export_split(split_dir, "hf", tmp_path / "hf")
+    out = export_split(split_dir, tmp_path / "hf", ExportConfig(format="hf"))
     assert list(datasets.load_from_disk(str(out))) == [s for s in SPLITS if s != "unscored"]
     card = (out / "README.md").read_text(encoding="utf-8")
     assert front_matter(card)["tags"] == ["dereason", "difficulty", "reasoning"]
@@ -329,7 +333,7 @@ def test_per_domain_tau_without_unscored(tmp_path):
         assert text in card, text
     assert "| unscored |" not in card and "dashed line" not in card
     assert imread(out / "score_histogram.png").ndim == 3
-    verl = export_split(split_dir, "verl", tmp_path / "verl")
+    verl = export_split(split_dir, tmp_path / "verl", ExportConfig(format="verl"))
     assert pq.read_table(verl / "rl.parquet").num_rows == 2
 
 
@@ -361,24 +365,24 @@ PROMPTS = [f"What is 1+2?\n\nA. 3\nB. 4\n\n{LABEL_BOXED}", user("Prove it."),
 def test_trl_and_verl_prompts_carry_the_labelled_choices(tmp_path):
     """trl and verl dropped the options from the prompt, and verl's ability was always "math"."""
     split_dir = build_choice_split(tmp_path / "split")
-    trl = export_split(split_dir, "trl", tmp_path / "trl")
+    trl = export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl"))
     sft, grpo = pl.read_parquet(trl / "sft.parquet"), pl.read_parquet(trl / "grpo.parquet")
     assert sft["messages"][0].to_list() == [{"role": "user", "content": PROMPTS[0]},
                                             {"role": "assistant", "content": "A"}]
     assert [p[-1]["content"] for p in grpo["prompt"].to_list()] == PROMPTS[1:]
     assert grpo["reference"].to_list() == [None, "3"]
-    verl = export_split(split_dir, "verl", tmp_path / "verl")
+    verl = export_split(split_dir, tmp_path / "verl", ExportConfig(format="verl"))
     rows = pq.read_table(verl / "rl.parquet").to_pylist() + pq.read_table(verl / "sft.parquet").to_pylist()
     assert [r["prompt"][-1]["content"] for r in rows] == PROMPTS[1:] + PROMPTS[:1]
     assert [r["reward_model"]["ground_truth"] for r in rows] == [None, "3", "A"]  # the answer key label
     assert [r["ability"] for r in rows] == ["logic", "multiple_choice", "multiple_choice"]
-    chosen = export_split(split_dir, "verl", tmp_path / "verl2", ability="science")
+    chosen = export_split(split_dir, tmp_path / "verl2", ExportConfig(format="verl", ability="science"))
     assert set(pq.read_table(chosen / "rl.parquet").column("ability").to_pylist()) == {"science"}
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl", "hf"])
 def test_plain_exports_keep_choices_as_labelled_options(tmp_path, fmt):
-    out = export_split(build_choice_split(tmp_path / "split"), fmt, tmp_path / fmt)
+    out = export_split(build_choice_split(tmp_path / "split"), tmp_path / fmt, ExportConfig(format=fmt))
     if fmt == "hf":
         rl = datasets.load_from_disk(str(out))["rl"]["choices"]
     else:
@@ -391,10 +395,11 @@ def test_unlabelled_choices_are_refused_but_empty_ones_pass(tmp_path):
     split_dir = build_split_dir(tmp_path / "split")
     sft = pl.read_parquet(split_dir / "sft.parquet")
     sft.with_columns(pl.lit(None, pl.List(pl.String)).alias("choices")).write_parquet(split_dir / "sft.parquet")
-    assert pl.read_parquet(export_split(split_dir, "trl", tmp_path / "trl") / "sft.parquet").height == 3
+    trl = export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl"))
+    assert pl.read_parquet(trl / "sft.parquet").height == 3
     sft.with_columns(pl.lit(["x", "y"], pl.List(pl.String)).alias("choices")).write_parquet(split_dir / "sft.parquet")
     with pytest.raises(DataError, match=r"the sft split's `choices` are List\(String\), not labelled options"):
-        export_split(split_dir, "verl", tmp_path / "verl")
+        export_split(split_dir, tmp_path / "verl", ExportConfig(format="verl"))
     assert not (tmp_path / "verl").exists()
 
 
@@ -463,7 +468,7 @@ def test_template_and_system_prompt_write_the_prompts(tmp_path):
     from conftest import assert_one_line_error, invoke
 
     split_dir = build_choice_split(tmp_path / "split")
-    out = export_split(split_dir, "trl", tmp_path / "trl", template="solve/step_by_step")
+    out = export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl", template="solve/step_by_step"))
     prompt = pl.read_parquet(out / "grpo.parquet")["prompt"][1].to_list()
     assert [m["role"] for m in prompt] == ["system", "user"] and "\\boxed{answer}" in prompt[0]["content"]
     assert prompt[1]["content"].startswith("Which gas is noble?\n\n1. oxygen\n2. carbon\n3. neon")
@@ -511,7 +516,7 @@ def test_the_cards_tell_how_to_train(split_dir, tmp_path):
     default reward for lighteval/MATH (curate's as an option), curate's in the command for any other data_source."""
     from curate.card import VERL_CUSTOM_REWARD
 
-    verl = export_split(split_dir, "verl", tmp_path / "verl")
+    verl = export_split(split_dir, tmp_path / "verl", ExportConfig(format="verl"))
     card = (verl / "README.md").read_text(encoding="utf-8")
     for text in ("| rl.parquet | 2 |", "| stage_2.parquet | 1 |", "instruct/boxed@",
                  f"````text\n{user(RL[0][1])}\n````", "`data_source` `lighteval/MATH` with its MATH scorer",
@@ -519,10 +524,11 @@ def test_the_cards_tell_how_to_train(split_dir, tmp_path):
                  f"'data.train_files=[{verl}/stage_1.parquet,{verl}/stage_2.parquet]'", "data.shuffle=False"):
         assert text in card, text
     assert card.count(VERL_CUSTOM_REWARD[0]) == 1  # offered, not in the commands
-    custom = export_split(split_dir, "verl", tmp_path / "custom", data_source="dereason/math")
+    custom = export_split(split_dir, tmp_path / "custom", ExportConfig(format="verl", data_source="dereason/math"))
     custom = (custom / "README.md").read_text(encoding="utf-8")
     assert "no scorer for `data_source` `dereason/math`" in custom and custom.count(VERL_CUSTOM_REWARD[0]) == 2
-    trl = (export_split(split_dir, "trl", tmp_path / "trl") / "README.md").read_text(encoding="utf-8")
+    trl = (export_split(split_dir, tmp_path / "trl", ExportConfig(format="trl")) / "README.md").read_text(
+        encoding="utf-8")
     for text in ("| grpo.parquet | 2 |", "from curate.rewards import trl_reward", "reward_funcs=trl_reward(\"math\")",
                  f'data_files="{tmp_path}/trl/grpo.parquet"'):
         assert text in trl, text

@@ -14,9 +14,11 @@ import polars as pl
 import pytest
 from conftest import assert_one_line_error, invoke, write_jsonl
 
+from curate.command_config import ExportConfig, SplitConfig
 from curate.config import RunConfig
 from curate.engine import score
 from curate.export import export_split
+from curate.split import TauRule
 from curate.split_dir import make_split
 from curate.testing import FakeOpenAIServer, build_tokenizer
 
@@ -34,7 +36,7 @@ def work(tmp_path_factory):
     work = tmp_path_factory.mktemp("export-responses")
     data = write_jsonl(work / "data.jsonl", ROWS)
     score(RunConfig.from_flat({"source": str(data), "out": str(work / "run")}))  # bundled:tiny-judge
-    make_split(work / "run", work / "split", tau=1)
+    make_split(work / "run", work / "split", SplitConfig(tau_rule=TauRule(tau=1)))
     with FakeOpenAIServer(answer_format="boxed") as server:
         teacher = ["--model", "teacher", "--backend", "openai", "--base-url", server.base_url, "--temperature", "1.0",
                    "--max-tokens", "64"]
@@ -119,7 +121,8 @@ def test_trl_sft_holds_only_verified_responses_and_lists_the_items_without_one(w
 
 def test_hf_export_carries_the_responses_and_its_card_says_where_they_came_from(work, tmp_path):
     kept = kept_responses(work / "respond")
-    out = export_split(work / "split", "hf", tmp_path / "hf", responses=work / "respond", skip_unanswered=True)
+    out = export_split(work / "split", tmp_path / "hf",
+                       ExportConfig(format="hf", responses=str(work / "respond"), skip_unanswered=True))
     loaded = datasets.load_from_disk(str(out))
     assert dict(zip(loaded["sft"]["item_id"], loaded["sft"]["response"], strict=True)) == kept
     assert set(loaded["rl"]["response"]) == {None}
@@ -137,7 +140,7 @@ def test_unverified_responses_are_exported_and_said_to_be_unverified(work, tmp_p
     """A respond run over every item answers the arms too, so nothing is left out and no flag is needed."""
     unverified = work / "unverified"
     with caplog.at_level(logging.WARNING, logger="curate.export"):
-        out = export_split(work / "split", "trl", tmp_path / "trl", responses=unverified)
+        out = export_split(work / "split", tmp_path / "trl", ExportConfig(format="trl", responses=str(unverified)))
     assert "were not verified" in caplog.text
     sft = pl.read_parquet(out / "sft.parquet")
     kept = kept_responses(unverified)
@@ -146,9 +149,11 @@ def test_unverified_responses_are_exported_and_said_to_be_unverified(work, tmp_p
     made = json.loads((out / "responses.json").read_text())
     assert (made["verified"], made["verifier"], made["unanswered"]) == (False, None, 0)
     assert (out / "unanswered.jsonl").read_text() == ""
-    card = (export_split(work / "split", "hf", tmp_path / "hf", responses=unverified) / "README.md").read_text()
+    card = (export_split(work / "split", tmp_path / "hf", ExportConfig(format="hf", responses=str(unverified)))
+            / "README.md").read_text()
     assert "**not verified**" in card and "judged correct" not in card
-    verl = pl.read_parquet(export_split(work / "split", "verl", tmp_path / "verl", responses=unverified) / "sft.parquet")
+    verl = pl.read_parquet(export_split(work / "split", tmp_path / "verl",
+                                        ExportConfig(format="verl", responses=str(unverified))) / "sft.parquet")
     assert [m[-1]["content"] for m in verl["messages"].to_list()] == [kept[i] for i in sft["item_id"]]
 
 
@@ -161,7 +166,8 @@ def test_the_responses_are_read_from_the_store_not_a_stale_per_item_file(work, t
     with sqlite3.connect(stopped / "judgments.sqlite") as connection:
         connection.execute("DELETE FROM judgments WHERE item_id = ?", (gone,))
     connection.close()
-    out = export_split(work / "split", "trl", tmp_path / "trl", responses=stopped, skip_unanswered=True)
+    out = export_split(work / "split", tmp_path / "trl",
+                       ExportConfig(format="trl", responses=str(stopped), skip_unanswered=True))
     assert gone not in pl.read_parquet(out / "sft.parquet")["item_id"].to_list()
     assert {"split": "sft", "item_id": gone, "reason": "not_responded", "n_tried": 0} in read_jsonl(
         out / "unanswered.jsonl")

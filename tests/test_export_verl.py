@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from curate.choices import CHOICE
+from curate.command_config import ExportConfig
 from curate.export import export_split
 from curate.testing import build_tokenizer
 
@@ -100,8 +101,8 @@ def exported(tmp_path_factory):
     """The split exported for verl twice: with the default data_source, and with a name of our own."""
     work = tmp_path_factory.mktemp("verl-export")
     split = write_split(work / "split")
-    return (export_split(split, "verl", work / "verl"),
-            export_split(split, "verl", work / "custom", data_source="dereason/math"))
+    return (export_split(split, work / "verl", ExportConfig(format="verl")),
+            export_split(split, work / "custom", ExportConfig(format="verl", data_source="dereason/math")))
 
 
 @pytest.fixture(scope="module")

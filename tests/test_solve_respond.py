@@ -128,8 +128,12 @@ def test_solve_refuses_what_cannot_measure_a_pass_rate(tmp_path, args, message):
 def test_score_refuses_a_response_template_and_a_verifier(tmp_path):
     assert_one_line_error(invoke("score", data(tmp_path), "--out", tmp_path / "r1", "--template", "solve/step_by_step"),
                           "template 'solve/step_by_step' is a response template; `curate score` needs a judge")
-    assert_one_line_error(invoke("score", data(tmp_path), "--out", tmp_path / "r2", "--verify", "math"),
+    job = tmp_path / "job.yaml"
+    job.write_text("verify: math\n", encoding="utf-8")  # a job file takes every run setting; score has no --verify
+    assert_one_line_error(invoke("score", data(tmp_path), "--out", tmp_path / "r2", "--config", job),
                           "a judge's scores are parsed, not verified: drop --verify")
+    unknown = invoke("score", data(tmp_path), "--out", tmp_path / "r3", "--verify", "math")
+    assert unknown.exit_code == 2 and "No such option: --verify" in unknown.output
 
 
 def test_the_cli_prints_a_pass_rate_table(tmp_path):

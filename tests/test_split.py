@@ -7,9 +7,10 @@ import polars as pl
 import pytest
 
 from curate import hygiene
+from curate.errors import ConfigError
 from curate.hygiene import check_disjoint, decontaminate, deduplicate, normalize_question
-from curate.split import (SIDES, all_arm, assign_sides, budget_shares, budget_tau, curriculum_stages, fixed_tau,
-                          per_domain_tau, quantile_tau, random_arm, reversed_arm)
+from curate.split import (SIDES, TauRule, all_arm, assign_sides, budget_shares, choose_tau, curriculum_stages,
+                          random_arm, reversed_arm)
 
 
 def frame(scores, domains=None, questions=None, **extra) -> pl.DataFrame:
@@ -32,7 +33,8 @@ def test_sides_at_tau_3_keep_every_row_and_column():
     assert sided["side"].to_list() == ["sft", "sft", "sft", "rl", "rl", "rl", "unscored"]
     assert sided.drop("side").equals(items)
     assert set(sided["side"]) <= set(SIDES)
-    assert fixed_tau(3).tau == 3.0 and fixed_tau(3).method == "fixed"
+    fixed = choose_tau(items, TauRule(tau=3))
+    assert (fixed.tau, fixed.method) == (3.0, "fixed") and choose_tau(items, TauRule()).tau == 3.0
 
 
 def test_per_domain_tau_dict_with_null_domain_and_missing_domains():
@@ -55,7 +57,7 @@ def test_per_domain_tau_dict_with_null_domain_and_missing_domains():
 ])
 def test_quantile_tau_never_breaks_ties(q, tau, n_rl, n_at_tau):
     items = frame([*TIES, None])
-    choice = quantile_tau(items, q)
+    choice = choose_tau(items, TauRule(quantile=q))
     assert choice.tau == tau and choice.method == "quantile"
     d = choice.detail
     assert (d["target_n_rl"], d["n_rl"], d["n_sft"], d["n_at_tau"], d["n_scored"], d["n_unscored"]) == \
@@ -67,32 +69,40 @@ def test_quantile_tau_never_breaks_ties(q, tau, n_rl, n_at_tau):
 
 def test_quantile_target_survives_floating_point():
     assert 0.29 * 100 < 29  # so the floor needs care
-    assert quantile_tau(frame(list(range(1, 101))), 0.29).detail["n_rl"] == 29
+    assert choose_tau(frame(list(range(1, 101))), TauRule(quantile=0.29)).detail["n_rl"] == 29
 
 
 @pytest.mark.parametrize(("n_rl", "tau", "reached"),
                          [(5, 3.0, 4), (4, 3.0, 4), (3, 4.0, 2), (0, 5.0, 0), (100, 1.0, 9)])
 def test_budget_tau(n_rl, tau, reached):
-    choice = budget_tau(frame(TIES), n_rl)
+    choice = choose_tau(frame(TIES), TauRule(rl_budget=n_rl))
     assert (choice.tau, choice.detail["budget"], choice.detail["n_rl"]) == (tau, n_rl, reached)
-    assert asdict(budget_tau(frame(TIES), np.int64(n_rl))) == json.loads(json.dumps(asdict(choice)))
+    assert asdict(choose_tau(frame(TIES), TauRule(rl_budget=np.int64(n_rl)))) == json.loads(json.dumps(asdict(choice)))
 
 
-def test_tau_rejects_bad_values_and_no_scores():
-    with pytest.raises(ValueError, match="q must lie"):
-        quantile_tau(frame(TIES), 1.5)
-    with pytest.raises(ValueError, match="n_rl"):
-        budget_tau(frame(TIES), -1)
+@pytest.mark.parametrize(("rule", "message"), [
+    ({"quantile": 1.5}, "--quantile is the fraction of scored items for RL and must lie in [0, 1], not 1.5"),
+    ({"rl_budget": -1}, "--rl-budget must be at least 0, not -1"),
+    ({"tau": 2, "quantile": 0.3}, "choose τ one way, not with --tau and --quantile"),
+    ({"per_domain": True}, "--per-domain needs --quantile or --rl-budget"),
+])
+def test_a_tau_rule_is_checked_once_where_it_is_made(rule, message):
+    with pytest.raises(ConfigError) as refused:
+        TauRule(**rule)
+    assert message in str(refused.value)
+
+
+def test_tau_is_undefined_without_scores():
     with pytest.raises(ValueError, match="no scored items"):
-        quantile_tau(frame([None, None]), 0.5)
-    with pytest.raises(ValueError, match="rule"):
-        per_domain_tau(frame(TIES), "median", 0.5)
+        choose_tau(frame([None, None]), TauRule(quantile=0.5))
+    with pytest.raises(ValueError, match="no scored items"):
+        choose_tau(frame([None, None]), TauRule(rl_budget=1, per_domain=True))
 
 
 def test_per_domain_quantile_gives_every_domain_rl():
     items = frame([1, 2, 3, 4, 5, 1, 1, 2, 3, 4, None],
                   domains=["math"] * 5 + ["code"] * 3 + [None, None, "bio"])
-    choice = per_domain_tau(items, "quantile", 0.4)
+    choice = choose_tau(items, TauRule(quantile=0.4, per_domain=True))
     # math: target 2 → τ 3 (4, 5 in RL); code: target ⌊1.2⌋ = 1 → τ 1 (the 2); none: target 0 → τ 4
     assert choice.tau == {"__none__": 4.0, "code": 1.0, "math": 3.0}
     d = choice.detail
@@ -100,7 +110,8 @@ def test_per_domain_quantile_gives_every_domain_rl():
     assert (d["n_null_domain"], d["null_domain_group"], choice.method) == (2, "__none__", "per_domain_quantile")
     sided = assign_sides(items, choice.tau)
     assert sided.filter(pl.col("side") == "rl")["item_id"].to_list() == ["i03", "i04", "i07"]
-    budget = per_domain_tau(items, "budget", 1)  # one RL item in all: math (5 of 10 scored) has the largest share
+    # one RL item in all: math (5 of 10 scored) has the largest share
+    budget = choose_tau(items, TauRule(rl_budget=1, per_domain=True))
     assert budget.tau == {"__none__": 4.0, "code": 2.0, "math": 4.0}
     json.dumps(asdict(choice))
 
@@ -120,7 +131,7 @@ def test_per_domain_budget_is_a_total_not_a_budget_per_domain():
     """--rl-budget N --per-domain gave each domain N (70 RL items for N = 10); N bounds the total."""
     domains = [f"d{i}" for i in range(7) for _ in range(10)]
     items = frame([float(i % 5 + 1) + (i % 7) / 10 for i in range(70)], domains=domains)
-    choice = per_domain_tau(items, "budget", 10)
+    choice = choose_tau(items, TauRule(rl_budget=10, per_domain=True))
     n_rl = int((assign_sides(items, choice.tau)["side"] == "rl").sum())
     assert 0 < n_rl <= 10 and sum(d["n_rl"] for d in choice.detail["domains"].values()) == n_rl
     assert {d["budget"] for d in choice.detail["domains"].values()} <= {1, 2}

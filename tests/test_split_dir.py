@@ -9,8 +9,10 @@ from fakes import ScriptedBackend
 from typer.testing import CliRunner
 
 from curate.cli import app
+from curate.command_config import SplitConfig
 from curate.config import RunConfig
 from curate.engine import score
+from curate.split import TauRule
 from curate.split_dir import make_split
 
 BENCHMARK_PROBLEM = ("A train leaves the station at noon traveling at sixty miles per hour toward a city "
@@ -47,7 +49,7 @@ def digest(directory):
 
 def test_split_writes_sides_manifest_and_hygiene_report(tmp_path):
     run, benchmark = make_run(tmp_path)
-    manifest = make_split(run, tmp_path / "split", tau=3, benchmarks=(str(benchmark),))
+    manifest = make_split(run, tmp_path / "split", SplitConfig(tau_rule=TauRule(tau=3), decontaminate=[str(benchmark)]))
     sft, rl, unscored = (pl.read_parquet(tmp_path / "split" / f"{s}.parquet") for s in ("sft", "rl", "unscored"))
     assert set(sft["item_id"]).isdisjoint(rl["item_id"])
     assert (sft["score"] <= 3).all() and (rl["score"] > 3).all()
@@ -65,9 +67,9 @@ def test_split_writes_sides_manifest_and_hygiene_report(tmp_path):
 
 def test_random_arm_has_the_split_sizes_and_same_seed_gives_same_bytes(tmp_path):
     run, _ = make_run(tmp_path)
-    first = make_split(run, tmp_path / "a", tau=3, seed=7)
-    make_split(run, tmp_path / "b", tau=3, seed=7)
-    make_split(run, tmp_path / "c", tau=3, seed=8)
+    first = make_split(run, tmp_path / "a", SplitConfig(tau_rule=TauRule(tau=3), seed=7))
+    make_split(run, tmp_path / "b", SplitConfig(tau_rule=TauRule(tau=3), seed=7))
+    make_split(run, tmp_path / "c", SplitConfig(tau_rule=TauRule(tau=3), seed=8))
     assert first["arms"]["random"] == {"sft": first["counts"]["sft"], "rl": first["counts"]["rl"]}
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     assert digest(tmp_path / "a")["arms/random/sft.parquet"] != digest(tmp_path / "c")["arms/random/sft.parquet"]

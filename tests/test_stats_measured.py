@@ -20,6 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 import curate
 from curate.analysis import analyze_run, load_calibration
+from curate.command_config import StatsConfig
 from curate.config import RunConfig
 from curate.engine import score, solve
 from curate.irt import fit_rasch
@@ -75,7 +76,7 @@ def hand_pass_rates(run: Path) -> pl.DataFrame:
 
 
 def test_pass_rate_from_a_solve_run_agrees_with_a_hand_join(runs):
-    analysis = analyze_run(runs["judge"], pass_rate=str(runs["solve_a"]), n_resamples=100)
+    analysis = analyze_run(runs["judge"], StatsConfig(pass_rate=str(runs["solve_a"]), resamples=100))
     hand = judge_scores(runs["judge"]).join(hand_pass_rates(runs["solve_a"]), on="item_id").sort("item_id")
     rate = (hand["k"] / hand["n"]).to_numpy()
     agreement = analysis.stats["pass_rate"]
@@ -96,7 +97,7 @@ def test_pass_rate_from_a_solve_run_agrees_with_a_hand_join(runs):
 
 
 def test_items_on_one_side_only_are_counted_and_the_rest_joined(runs):
-    analysis = analyze_run(runs["judge"], pass_rate=str(runs["partial"]), n_resamples=0)
+    analysis = analyze_run(runs["judge"], StatsConfig(pass_rate=str(runs["partial"]), resamples=0))
     measured = hand_pass_rates(runs["partial"])
     judged = judge_scores(runs["judge"])
     both = judged.join(measured, on="item_id")
@@ -132,7 +133,7 @@ def test_calibrating_onto_a_solve_run_fits_a_falling_map_of_its_pass_rates(runs,
     judge = tmp_path / "judge"
     score(RunConfig.from_flat({"source": str(data), "out": str(judge), "template": "difficulty/intensity"}),
           backend=ScriptedBackend(lambda item_id, idx: (f"<score>{4 if solvable[item_id] else 2}</score>", "stop")))
-    analysis = analyze_run(judge, calibrate=str(runs["solve_a"]), n_resamples=0)
+    analysis = analyze_run(judge, StatsConfig(calibrate=str(runs["solve_a"]), resamples=0))
     calibration = load_calibration(judge)
     assert (calibration.target, calibration.increasing, calibration.n_fit) == (str(runs["solve_a"]), False, ITEMS)
     assert analysis.stats["calibration"]["increasing"] is False
@@ -141,7 +142,7 @@ def test_calibrating_onto_a_solve_run_fits_a_falling_map_of_its_pass_rates(runs,
 
 
 def test_irt_difficulties_from_two_solve_runs_agree_with_a_fit_done_by_hand(runs):
-    analysis = analyze_run(runs["judge"], irt=[runs["solve_a"], runs["solve_b"]], n_resamples=0)
+    analysis = analyze_run(runs["judge"], StatsConfig(resamples=0, irt=[str(runs["solve_a"]), str(runs["solve_b"])]))
     responses = pl.concat([rollouts(runs[name]).select(
         "item_id", pl.lit(f"solver ({name})").alias("model"), (pl.col("status") == "correct").cast(pl.Int64)
         .alias("correct")) for name in ("solve_a", "solve_b")])
@@ -210,7 +211,7 @@ def test_irt_out_needs_irt_runs_and_an_empty_folder(runs, tmp_path):
 def test_the_notes_say_which_counts_are_the_crowds_and_which_the_scored_items(runs):
     """"7 of the 24 items were solved by every model or none" beside "fit: 9 item(s) all wrong": the first counted
     the scored items, the second every item the solve runs answered, and neither said so."""
-    analysis = analyze_run(runs["judge"], irt=[runs["solve_a"], runs["partial"]], n_resamples=0)
+    analysis = analyze_run(runs["judge"], StatsConfig(resamples=0, irt=[str(runs["solve_a"]), str(runs["partial"])]))
     irt = analysis.stats["irt"]
     crowd = irt["crowd"]["items"]
     assert crowd == ITEMS + 4 and irt["n"] < crowd  # the partial run's own problems are the crowd's only
@@ -232,9 +233,10 @@ def test_an_unfinished_solve_run_is_named_as_such(runs, tmp_path):
     with sqlite3.connect(unfinished / "judgments.sqlite") as connection:
         connection.execute("DELETE FROM judgments WHERE item_id = ? AND sample_idx >= 2", (first,))
     connection.close()
-    notes = analyze_run(runs["judge"], pass_rate=str(unfinished), n_resamples=0).stats["pass_rate"]["notes"]
+    notes = analyze_run(runs["judge"], StatsConfig(pass_rate=str(unfinished), resamples=0)).stats["pass_rate"]["notes"]
     assert notes[0] == (f"solve run {unfinished} is unfinished: 1 of {ITEMS} items have fewer than its 4 rollouts (e.g. "
                      f"{first!r}, 2 stored): its pass rates count the rollouts stored so far; run the same `curate "
                      "solve` command again to finish it")
-    finished = analyze_run(runs["judge"], pass_rate=str(runs["solve_a"]), n_resamples=0).stats["pass_rate"]["notes"]
+    finished = analyze_run(runs["judge"], StatsConfig(pass_rate=str(runs["solve_a"]),
+                                                      resamples=0)).stats["pass_rate"]["notes"]
     assert not any("unfinished" in note for note in finished)

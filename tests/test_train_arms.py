@@ -316,3 +316,20 @@ def test_a_rerun_with_other_split_settings_is_refused_before_the_split_is_touche
     assert_one_line_error(invoke_train("tiny-cpu", "--recipe", path, "--out", out),
                           "holds a tiny-cpu run split with other settings (quantile: 0.4 then, 0.5 now)")
     assert (out / "split" / "manifest.json").read_bytes() == before
+
+
+def test_split_settings_an_earlier_tiny_cpu_recorded_still_hold(tmp_path):
+    """tiny-cpu recorded four split settings (score, tau, quantile, seed) before its split section took every
+    setting of `curate split`: such a record means curate split's defaults for the rest, so the same recipe
+    resumes that run, and another quantile is refused as before."""
+    from dataclasses import replace
+
+    from curate.errors import RunDirError
+    from curate.split import TauRule
+    from train.tinycpu import SPLIT_SETTINGS, _hold_split_settings, read_tiny_cpu
+
+    (tmp_path / SPLIT_SETTINGS).write_text(json.dumps({"score": "expected", "tau": None, "quantile": 0.4, "seed": 0}))
+    split = read_tiny_cpu(RECIPE)[1]
+    _hold_split_settings(split, tmp_path)
+    with pytest.raises(RunDirError, match=r"\(quantile: 0.4 then, 0.5 now\)"):
+        _hold_split_settings(replace(split, tau_rule=TauRule(quantile=0.5)), tmp_path)

@@ -129,7 +129,7 @@ def test_every_shipped_recipe_reads(recipe):
         from train.tinycpu import read_tiny_cpu
 
         task, split, plan, root = read_tiny_cpu(recipe)
-        assert root == Path("runs/tiny-cpu") and split.quantile == 0.4 and task.max_terms == 6
+        assert root == Path("runs/tiny-cpu") and split.tau_rule.quantile == 0.4 and task.max_terms == 6
         assert list(plan.recipes) == ["base", "difficulty", "random", "reversed", "sft_all", "rl_all"]
         return
     assert read_recipe(recipe).configs

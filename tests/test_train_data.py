@@ -6,6 +6,7 @@ import pytest
 from conftest import invoke
 from trainkit import build_split
 
+from curate.command_config import ExportConfig
 from curate.errors import ConfigError, DataError
 from curate.export import export_split
 from curate.testing import FakeOpenAIServer
@@ -58,7 +59,7 @@ def test_grpo_rows_carry_reference_and_choices_and_leave_out_items_without_a_ref
 
 
 def test_a_trl_export_trains_as_exported(split, tmp_path):
-    exported = export_split(split, "trl", tmp_path / "trl", response_field="reference")
+    exported = export_split(split, tmp_path / "trl", ExportConfig(format="trl", response_field="reference"))
     data = sft_data(sft(exported))
     assert data.record["prompts"] == "as exported" and data.record["source"] == str(exported / "sft.parquet")
     assert data.rows["messages"][0].to_list() == [{"role": "user", "content": "What is 1 + 4?\n\nLet's think step by "

@@ -40,11 +40,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.config import check, described, read_job_file
 from curate.errors import DereasonError, RunDirError
+from curate.settings import check, described, from_flat, read_job_file
 from curate.store import write_atomic
 from train.armtable import DONE, FAILED, markdown, plot, table
-from train.config import identity, stage_config, world_size
+from train.config import identity, world_size
 from train.model import main_process
 from train.recipe import RunRecipe, recipe_from_mapping
 from train.stage import differences
@@ -97,7 +97,7 @@ def read_arms_recipe(path: str | Path, out: str | None = None) -> ArmsPlan:
 def plan_arms(values: dict[str, Any], where: str, out: str | None = None) -> ArmsPlan:
     """Every arm's run recipe from an arms recipe's mapping (module docstring); `out` replaces its `out`."""
     values = dict(values)
-    config = stage_config(ArmsConfig, values.pop("arms", None) or {}, f"{where}, section arms")
+    config = from_flat(ArmsConfig, values.pop("arms", None) or {}, f"{where}, section arms")
     check("stages" not in values, f"{where}: an arms recipe sets no stages: each arm has its own (sft then grpo, "
                                   "sft or grpo alone), followed by eval")
     for stage in ("sft", "grpo"):

@@ -1,27 +1,26 @@
 """Stage settings: frozen dataclasses that validate themselves, declared once for the flags and the recipes.
 
 Each field's help text is the help of its flag (`dereason-train sft --learning-rate`, built from the fields by
-train.cli.flags) and the meaning of the same key in a YAML recipe (`learning_rate: 1e-5`). `stage_config(cls,
-mapping, where)` builds a config from such a flat mapping, naming the key and where it came from when a value is
-wrong; `asdict(config)` gives it back, which is what a stage records. A run recipe puts several stages' settings
-in one file (train.recipe).
+curate.cli.flags) and the meaning of the same key in a YAML recipe (`learning_rate: 1e-5`).
+`curate.settings.from_flat(cls, mapping, where)` builds a config from such a flat mapping, naming the key and
+where it came from when a value is wrong; `asdict(config)` gives it back, which is what a stage records. A run
+recipe puts several stages' settings in one file (train.recipe).
 """
 
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any, TypeVar, get_type_hints
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
-from curate.config import DEFAULT_RESPONSE_TEMPLATE, check_type, check, described
+from curate.config import DEFAULT_RESPONSE_TEMPLATE
 from curate.errors import ConfigError
+from curate.settings import check, described
 
 DEVICES, DTYPES = ("auto", "cpu", "cuda"), ("auto", "float32", "bfloat16", "float16")
 VLLM_MODES = ("auto", "on", "off")
 # Settings that change how often a stage writes, not what it learns: a resumed stage may change them.
 CADENCE = ("save_steps", "save_total_limit", "logging_steps")
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def world_size() -> int:
@@ -184,38 +183,6 @@ class GrpoConfig(StageConfig):
         check(self.vllm in VLLM_MODES, f"vllm must be one of {', '.join(VLLM_MODES)}, got {self.vllm!r}")
         check(0 < self.vllm_gpu_memory_utilization < 1, "vllm_gpu_memory_utilization must be in (0, 1), got "
                                                         f"{self.vllm_gpu_memory_utilization}")
-
-
-Config = TypeVar("Config")
-
-
-def _coerced(value: Any, hint: Any) -> Any:
-    """YAML reads `1e-5` as text (YAML 1.1 wants `1.0e-5`): a float setting takes it as the number it spells. A
-    list setting given one value takes it as a list of one."""
-    if isinstance(value, str) and "float" in str(hint) and _FLOAT.fullmatch(value.strip()):
-        return float(value)
-    if isinstance(value, str) and str(hint).startswith("list["):
-        return [value]
-    return value
-
-
-def stage_config(cls: type[Config], values: dict[str, Any], where: str) -> Config:
-    """A `cls` (a stage's config dataclass) from a flat mapping of its settings; ConfigError naming the key and
-    `where` it came from."""
-    hints = get_type_hints(cls)
-    unknown = sorted(set(values) - set(hints))
-    check(not unknown, f"{where}: unknown setting(s) {unknown}; valid settings: {sorted(hints)}")
-    values = {key: _coerced(value, hints[key]) for key, value in values.items()}
-    try:
-        for key, value in values.items():
-            check_type(key, value, hints[key])
-        missing = [f.name for f in fields(cls) if f.name not in values and f.default is MISSING
-                   and f.default_factory is MISSING]
-        check(not missing, f"missing setting(s) {missing} (each is a flag, --{missing[0].replace('_', '-')}, and a "
-                           "key of --config files and recipes)" if missing else "")
-        return cls(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
 
 
 def identity(config: Any) -> dict[str, Any]:

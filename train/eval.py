@@ -25,24 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from curate.config import (
-    DEFAULT_RESPONSE_TEMPLATE,
-    SECTIONS,
-    RunConfig,
-    check,
-    described,
-)
+from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig
+from curate.settings import check, described, settings_of
 from train.model import model_identity
 
 log = logging.getLogger(__name__)
 STAGE = "eval"
-# curate's own help for the settings eval hands to `curate solve` under the same meaning.
-_CURATE_HELP = {f.name: f.metadata.get("help", "") for cls in (RunConfig, *SECTIONS.values()) for f in fields(cls)
-                if f.name in RunConfig.flat_keys()}  # settings, not the sections that group them
+_CURATE = settings_of(RunConfig)  # the settings eval hands to `curate solve` under the same meaning
 
 
 def _as_curate(name: str, default: Any, extra: str = "") -> Any:
-    return described(_CURATE_HELP[name] + extra, default=default)
+    """A setting of `curate solve`, with its help and the default eval gives it."""
+    return described(_CURATE[name].help + extra, default=default)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +99,7 @@ def solve_config(config: EvalConfig, source: str) -> RunConfig:
     flat = {"source": source, "out": str(Path(config.out) / set_name(source)), "model": config.model,
             "verify": config.verifier, "split": config.heldout_split,
             **{f.name: getattr(config, f.name) for f in fields(config)
-               if f.name in _CURATE_HELP and f.name not in ("model", "out")}, **config.solve_args}
+               if f.name in _CURATE and f.name not in ("model", "out")}, **config.solve_args}
     return RunConfig.from_flat({key: value for key, value in flat.items() if value is not None or key == "limit"})
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from curate.config import check, read_job_file
-from train.config import FINAL, GrpoConfig, SftConfig, stage_config
+from curate.settings import check, from_flat, read_job_file
+from train.config import FINAL, GrpoConfig, SftConfig
 from train.eval import EvalConfig
 
 STAGE_CONFIGS: dict[str, type] = {"sft": SftConfig, "grpo": GrpoConfig, "eval": EvalConfig}
@@ -72,7 +72,7 @@ def recipe_from_mapping(values: dict[str, Any], where: str, out: str | None = No
         own = {key: value for key, value in values.items() if key in get_type_hints(cls)}
         stage_values = {**own, **{k.replace("-", "_"): v for k, v in sections.get(name, {}).items()},
                         "model": model, "out": str(Path(out) / folder)}
-        configs.append((folder, name, stage_config(cls, stage_values, f"{where}, stage {folder}")))
+        configs.append((folder, name, from_flat(cls, stage_values, f"{where}, stage {folder}")))
         if name in TRAINED:
             model = str(Path(out) / folder / FINAL)
     return RunRecipe(out=str(out), configs=tuple(configs))

@@ -11,16 +11,16 @@
       judge-run/       the curate score run
       split/           the split directory
       arms/            the arms directory: table.md, table.json, table.png, an arm's run per folder
-      split-settings.json  the split settings, written before the first split
+      split-settings.json  the split settings (curate split's keys), written before the first split
       tiny-cpu.json    what the judge's scores say about the known difficulty, the known difficulty on each side
                        of the split, and the seconds each phase took
 
 The recipe (train/recipes/tiny-cpu.yaml) is an arms recipe (train.arms) whose model, data and held-out set are
-the ones built here, plus two sections of its own: `task` (train.tinytask.TaskConfig) and `split`
-(SplitSettings). The known difficulty never reaches the split: the split reads the judge's scores, and
-tiny-cpu.json compares them with the known difficulty. Every phase resumes: a rerun finds the task built, asks
-the judge only what its run lacks, writes the same split again, and resumes the arms; a rerun with other split
-settings is refused before the split is touched.
+the ones built here, plus two sections of its own: `task` (train.tinytask.TaskConfig) and `split` (the settings
+of `curate split` by its flags' keys, curate.command_config.SplitConfig). The known difficulty never reaches the
+split: the split reads the judge's scores, and tiny-cpu.json compares them with the known difficulty. Every phase
+resumes: a rerun finds the task built, asks the judge only what its run lacks, writes the same split again, and
+resumes the arms; a rerun with other split settings is refused before the split is touched.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from curate.config import check, described, read_job_file
+from curate.command_config import SplitConfig
+from curate.settings import check, from_flat, read_job_file, to_flat
 from curate.store import write_atomic
-from train.config import stage_config
 from train.tinytask import JUDGE_TEMPLATE, TEMPLATE_DIR, TaskConfig, build_task
 
 log = logging.getLogger(__name__)
@@ -50,32 +50,14 @@ KNOWN_DIFFICULTY = ("Data: sums of one-digit numbers, known difficulty = terms �
                     "separate pre-training pool, and is used here only to check its scores.")
 
 
-@dataclass(frozen=True, kw_only=True)
-class SplitSettings:
-    """How the judged items are split (curate split's settings of the same names)."""
-
-    score: str = described("Item score the split reads: expected (the judge's expected score over the digits 1..5),"
-                           " mean or median.", default="expected")
-    tau: float | None = described("Items scored above τ go to RL, the others to SFT.", default=None)
-    quantile: float | None = described("Instead of τ: the share of items that goes to RL, the highest scored "
-                                       "(curate split chooses τ).", default=0.4)
-    seed: int = described("Seed of the random arm's deal.", default=0)
-
-    def __post_init__(self) -> None:
-        check(self.score in ("expected", "mean", "median"), f"score must be expected, mean or median, got "
-                                                            f"{self.score!r}")
-        check((self.tau is None) != (self.quantile is None), "give the split one of tau and quantile (the other "
-                                                             f"null), got tau {self.tau}, quantile {self.quantile}")
-
-
-def read_tiny_cpu(path: str | Path = RECIPE, out: str | None = None) -> tuple[TaskConfig, SplitSettings, Any, Path]:
+def read_tiny_cpu(path: str | Path = RECIPE, out: str | None = None) -> tuple[TaskConfig, SplitConfig, Any, Path]:
     """The task, the split settings, the arms plan (its model, data and held-out set filled in) and OUT."""
     from train.arms import plan_arms
 
     where = f"recipe {path}"
     values = read_job_file(path)
-    task = stage_config(TaskConfig, values.pop("task", None) or {}, f"{where}, section task")
-    split = stage_config(SplitSettings, values.pop("split", None) or {}, f"{where}, section split")
+    task = from_flat(TaskConfig, values.pop("task", None) or {}, f"{where}, section task")
+    split = from_flat(SplitConfig, values.pop("split", None) or {}, f"{where}, section split")
     root = Path(out or values.pop("out", None) or "runs/tiny-cpu")
     values.pop("out", None)
     taken = sorted({"model", "data"} & set(values)) + (["eval.heldout"] if "heldout" in (values.get("eval") or {})
@@ -104,14 +86,14 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def run_tiny_cpu(task: TaskConfig, split: SplitSettings, plan: Any, root: Path) -> dict[str, Any]:
+def run_tiny_cpu(task: TaskConfig, split: SplitConfig, plan: Any, root: Path) -> dict[str, Any]:
     """Build, score, split and train every arm (module docstring), on one thread; the report, with the arms
     manifest."""
     with one_thread():
         return _run(task, split, plan, root)
 
 
-def _run(task: TaskConfig, split: SplitSettings, plan: Any, root: Path) -> dict[str, Any]:
+def _run(task: TaskConfig, split: SplitConfig, plan: Any, root: Path) -> dict[str, Any]:
     from curate.config import RunConfig
     from curate.engine import score
     from curate.split_dir import make_split
@@ -130,28 +112,29 @@ def _run(task: TaskConfig, split: SplitSettings, plan: Any, root: Path) -> dict[
     seconds["score"] = round(time.perf_counter() - started - sum(seconds.values()), 1)
     _hold_split_settings(split, root)
     # Written again on a rerun: the same run and settings write the same files, so the arms resume.
-    manifest = make_split(root / "judge-run", root / "split", tau=split.tau, quantile=split.quantile,
-                          score=split.score, seed=split.seed, overwrite=True)
+    manifest = make_split(root / "judge-run", root / "split", split, overwrite=True)
     seconds["split"] = round(time.perf_counter() - started - sum(seconds.values()), 1)
     judge = judge_agreement(root / "split")
     arms = run_arms(replace(plan, notes=(KNOWN_DIFFICULTY, _agreement(judge, manifest))))
     seconds["arms"] = round(time.perf_counter() - started - sum(seconds.values()), 1)
-    report = {"task": task_record["settings"], "split": {**asdict(split), "counts": manifest["counts"],
+    report = {"task": task_record["settings"], "split": {**to_flat(split), "counts": manifest["counts"],
                                                          "chosen_tau": manifest["tau"]},
               "judge": judge, "seconds": seconds, "arms": str(plan.out)}
     write_atomic(root / REPORT, json.dumps(report, indent=2))
     return {**report, "table": arms["table"], "arms_manifest": arms}
 
 
-def _hold_split_settings(split: SplitSettings, root: Path) -> None:
+def _hold_split_settings(split: SplitConfig, root: Path) -> None:
     """Record the split settings before the first split, and refuse other ones later: the split is rewritten on
-    every run, and another split under arms trained on this one would make their results mean nothing."""
+    every run, and another split under arms trained on this one would make their results mean nothing. A record
+    that names only some settings (the first ones tiny-cpu had) means the others' defaults."""
     from curate.errors import RunDirError
     from train.stage import differences
 
-    path, wanted = root / SPLIT_SETTINGS, asdict(split)
+    path, wanted = root / SPLIT_SETTINGS, to_flat(split)
     if path.is_file():
-        if changed := differences(json.loads(path.read_text(encoding="utf-8")), wanted):
+        held = to_flat(from_flat(SplitConfig, json.loads(path.read_text(encoding="utf-8")), str(path)))
+        if changed := differences(held, wanted):
             raise RunDirError(f"{root} holds a tiny-cpu run split with other settings ({'; '.join(changed)}); rerun "
                               "with the same recipe to resume it, or choose another --out")
         return

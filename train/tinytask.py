@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.config import check, described
+from curate.settings import check, described
 from curate.store import write_atomic
 
 log = logging.getLogger(__name__)

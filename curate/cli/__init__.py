@@ -9,7 +9,10 @@ import typer
 
 from curate.cli import irt, levels, score, split, stats, templates
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Difficulty-aware curation of reasoning data.")
+# Click's own help: rich's tables cut long defaults short ("difficulty/intensity_score_onl…") and show <bool> beside
+# every flag; click's wraps each help whole, defaults included.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Difficulty-aware curation of reasoning data.")
 app.command()(score.score)
 app.command()(score.solve)
 app.command()(score.respond)

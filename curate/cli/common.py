@@ -1,32 +1,21 @@
-"""What every `curate` command shares: the consoles, exit codes, one-line errors, logging setup, and
-option help taken from the config dataclasses (a setting is declared once)."""
+"""What every `curate` command shares: the consoles, exit codes, one-line errors and logging setup (the flags are
+made from the config dataclasses by curate.cli.flags)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from dataclasses import fields
-from typing import Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from curate.config import SECTIONS, RunConfig
-from curate.errors import ConfigError, DereasonError, io_error_message
+from curate.errors import DereasonError, io_error_message
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 EXIT_ERROR, EXIT_FAILURES = 1, 3
-# Section classes last: their fields win over RunConfig's same-named section fields (`endpoint`).
-HELP = {f.name: f.metadata.get("help", "") for cls in (RunConfig, *SECTIONS.values()) for f in fields(cls)}
-
-
-def option(name: str, *flags: str) -> Any:
-    """A typer option whose help text is the config field's."""
-    return typer.Option(*flags, help=HELP[name], show_default=False)
 
 
 def print_error(message: str) -> None:
@@ -57,14 +46,3 @@ def setup_logging(verbose: bool = False) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
-def key_values(flag: str, pairs: list[str]) -> dict[str, Any]:
-    """A repeatable KEY=VALUE flag's values as a mapping, each VALUE read as YAML (`2`, `true`, `[a, b]`)."""
-    parsed = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{flag} takes KEY=VALUE, got {pair!r}")
-        parsed[key] = yaml.safe_load(value)
-    return parsed

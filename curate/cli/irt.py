@@ -7,7 +7,6 @@ notes as warnings); this module reads the options and prints a summary.
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,15 +14,8 @@ import typer
 from rich.table import Table
 
 from curate.cli.common import errors, out, setup_logging
+from curate.cli.flags import settings_command
 from curate.irt import RaschConfig
-
-RASCH_HELP = {f.name: f.metadata["help"] for f in fields(RaschConfig)}
-DEFAULTS = {f.name: f.default for f in fields(RaschConfig)}
-
-
-def _setting(name: str, flag: str) -> Any:
-    """A typer option whose help text is RaschConfig's field's (a setting is declared once)."""
-    return typer.Option(flag, help=RASCH_HELP[name])
 
 
 def _print_fit(manifest: dict[str, Any], out_dir: Path) -> None:
@@ -36,16 +28,15 @@ def _print_fit(manifest: dict[str, Any], out_dir: Path) -> None:
     out.print(table)
 
 
+@settings_command(RaschConfig)
 def irt(
     run_dirs: Annotated[list[Path], typer.Argument(
         help="Solve runs (`curate solve`) over the same items, each one model of the crowd (two or more).",
         show_default=False)],
     out_dir: Annotated[Path, typer.Option("--out", help="IRT directory to write (whole, or not at all).")],
-    prior_sd: Annotated[float, _setting("prior_sd", "--prior-sd")] = DEFAULTS["prior_sd"],
-    tolerance: Annotated[float, _setting("tolerance", "--tolerance")] = DEFAULTS["tolerance"],
-    max_iterations: Annotated[int, _setting("max_iterations", "--max-iterations")] = DEFAULTS["max_iterations"],
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty --out folder.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the IRT directory's manifest.json.")] = False,
+    *, settings: RaschConfig,
 ) -> None:
     """Rasch (IRT) difficulties of the items, fitted over the rollouts of several solve runs, one model each."""
     setup_logging()
@@ -53,8 +44,7 @@ def irt(
         from curate.irt_dir import IRT_ITEMS, make_irt
         from curate.store import MANIFEST
 
-        make_irt(run_dirs, out_dir, RaschConfig(prior_sd=prior_sd, tolerance=tolerance, max_iterations=max_iterations),
-                 overwrite=overwrite)
+        make_irt(run_dirs, out_dir, settings, overwrite=overwrite)
         if as_json:
             print((out_dir / MANIFEST).read_text(encoding="utf-8"), end="")
             return

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +34,7 @@ import typer
 from rich.table import Table
 
 from curate.cli.common import errors, out, setup_logging
+from curate.cli.flags import settings_command
 from curate.errors import ConfigError
 from curate.levels import (
     DROP_RULES,
@@ -43,6 +44,7 @@ from curate.levels import (
     ROLES,
     LevelConfig,
     Levels,
+    LevelsConfig,
     sample_notes,
 )
 from curate.crowd import SolverRun, check_same_items, rollouts, solver_runs, unfinished
@@ -51,15 +53,8 @@ from curate.store import read_items
 
 log = logging.getLogger(__name__)
 
-LEVEL_HELP = {f.name: f.metadata["help"] for f in fields(LevelConfig)}
-DEFAULTS = {f.name: f.default for f in fields(LevelConfig)}
 LEVELS_JSON = "levels.json"
 EVER_SOLVED_ROLE = "ever_solved"  # a solver after the third: it only decides whether an item is ever solved
-
-
-def _setting(name: str, *flags: str, more: str = "") -> Any:
-    """A typer option whose help text is LevelConfig's field's (a setting is declared once)."""
-    return typer.Option(*flags, help=f"{LEVEL_HELP[name]} {more}".strip())
 
 
 def _pass_rates(run: SolverRun, items: pl.DataFrame) -> pl.DataFrame:
@@ -106,18 +101,18 @@ def levels_json(summary: dict[str, Any]) -> str:
     return json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
 
 
-def make_levels(run_dirs: Sequence[str | Path], out_dir: str | Path, settings: dict[str, Any],
+def make_levels(run_dirs: Sequence[str | Path], out_dir: str | Path, settings: LevelsConfig = LevelsConfig(),
                 overwrite: bool = False) -> dict[str, Any]:
     """Write the levels directory of the solve runs `run_dirs` (smallest solver first) whole; returns levels.json's
-    content. `settings`: LevelConfig's fields but `solvers`; `drop_unsolved_by` may name a solver's run directory."""
+    content. `settings.drop_unsolved_by` may name a solver's run directory."""
     from curate import __version__
     from curate.levels import assign_levels
     from curate.outdir import atomic_directory, check_output_dir
     from curate.store import write_atomic, write_parquet_atomic
 
     runs = solver_runs(run_dirs, "levels:")
-    settings = {**settings, "drop_unsolved_by": _drop_rule(runs, settings.get("drop_unsolved_by"))}
-    config = LevelConfig(solvers=tuple(run.name for run in runs), **settings)
+    config = LevelConfig(solvers=tuple(run.name for run in runs),
+                         **asdict(replace(settings, drop_unsolved_by=_drop_rule(runs, settings.drop_unsolved_by))))
     inputs = [("solve run", run.run_dir) for run in runs]
     check_output_dir(out_dir, overwrite, inputs)  # before the work, and again when writing
     items = [read_items(run.run_dir) for run in runs]
@@ -156,26 +151,20 @@ def _print_levels(summary: dict[str, Any], out_dir: Path) -> None:
     out.print(table)
 
 
+@settings_command(LevelsConfig)
 def levels(
     run_dirs: Annotated[list[Path], typer.Argument(
         help="Solve runs (`curate solve`) over the same items, one per solver, smallest solver first.",
         show_default=False)],
     out_dir: Annotated[Path, typer.Option("--out", help="Levels directory to write (whole, or not at all).")],
-    level3_success_fraction: Annotated[float, _setting("level3_success_fraction", "--level3-success-fraction")] \
-        = DEFAULTS["level3_success_fraction"],
-    seed: Annotated[int, _setting("seed", "--seed")] = DEFAULTS["seed"],
-    drop_unsolved_by: Annotated[str | None, _setting("drop_unsolved_by", "--drop-unsolved-by", more=(
-        "Give its name or its run directory."))] = DEFAULTS["drop_unsolved_by"],
-    exclusive: Annotated[bool, _setting("exclusive", "--exclusive/--overlapping")] = DEFAULTS["exclusive"],
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty --out folder.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print levels.json.")] = False,
+    *, settings: LevelsConfig,
 ) -> None:
     """Staged-RL difficulty levels (arXiv 2504.00829) from the pass rates of three or more solvers' solve runs."""
     setup_logging()
     with errors():
-        summary = make_levels(run_dirs, out_dir, {"level3_success_fraction": level3_success_fraction, "seed": seed,
-                                                  "drop_unsolved_by": drop_unsolved_by, "exclusive": exclusive},
-                              overwrite=overwrite)
+        summary = make_levels(run_dirs, out_dir, settings, overwrite=overwrite)
         if as_json:
             print(levels_json(summary), end="")
             return

@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from curate.cli.common import err, errors, out
+from curate.cli.flags import settings_command
+from curate.command_config import CompareConfig, StatsConfig
 from curate.errors import ConfigError
 from curate.outdir import check_report_files
 from curate.store import write_atomic
@@ -120,38 +122,26 @@ def _print_stats(stats: dict[str, Any]) -> None:
     _print_notes(all_notes(stats))
 
 
+@settings_command(StatsConfig)
 def stats(
     run_dir: Annotated[Path, typer.Argument(help="Run directory made by `curate score` (a judge run).")],
-    reference: Annotated[str | None, typer.Option(
-        help="Input field with a numeric reference difficulty label (e.g. level, 1..5).")] = None,
-    pass_rate: Annotated[str | None, typer.Option(
-        help="Measured pass rates: a solve run directory (`curate solve` over the same items; any folder holding a "
-             "manifest.json is read as a run), or else an input field holding pass rates in 0..1.")] = None,
-    score_column: Annotated[str, typer.Option("--score", help="Item score: mean, median or expected.")] = "mean",
-    calibrate: Annotated[str | None, typer.Option(
-        help="Fit an isotonic map from the item score onto this input field, or onto a solve run's pass rates (a "
-             "run directory, as for --pass-rate), and save it with the run.")] = None,
-    irt: Annotated[list[Path] | None, typer.Option(
-        help="A solve run over the same items, one model of a crowd; repeat for each (two or more): the judge is "
-             "checked against Rasch (IRT) difficulties fitted over all their rollouts.")] = None,
     irt_out: Annotated[Path | None, typer.Option(
         help="Write the --irt fit here as an IRT directory (irt_items.parquet: every item's difficulty, its 95% "
              "interval and status; irt_models.parquet; manifest.json), as `curate irt` does.",
         show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty --irt-out folder.")] = False,
-    unsolved_at: Annotated[float, typer.Option(help="Pass rate at or below which an item counts as not solved.")] = 0.0,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")] = 1000,
-    report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --irt-out folder.")] \
+        = False,
+    report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here.",
+                                                show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+    *, settings: StatsConfig,
 ) -> None:
     """Calibration statistics of a run: distribution, failures, self-consistency, agreement."""
     with errors():
         from curate.analysis import analyze_run
 
         _check_report_path(report)
-        analysis = analyze_run(run_dir, score=score_column, reference=reference, pass_rate=pass_rate,
-                               calibrate=calibrate, irt=irt or (), irt_out=irt_out, overwrite=overwrite,
-                               unsolved_at=unsolved_at, n_resamples=resamples)
+        analysis = analyze_run(run_dir, settings, irt_out=irt_out, overwrite=overwrite)
         if report is not None:
             from curate.report import render_report
 
@@ -165,15 +155,14 @@ def stats(
                 out.print(f"report: {report}")
 
 
+@settings_command(CompareConfig)
 def compare(
     run_a: Annotated[Path, typer.Argument(help="First run directory.")],
     run_b: Annotated[Path, typer.Argument(help="Second run directory (same items, another template/judge/sampling).")],
-    score_column: Annotated[str, typer.Option("--score", help="Item score: mean, median or expected.")] = "mean",
-    allow_different_items: Annotated[bool, typer.Option(
-        help="Compare by id even where the two runs' items differ in question, reference or choices.")] = False,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")] = 1000,
-    report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here.",
+                                                show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    *, settings: CompareConfig,
 ) -> None:
     """How two runs over the same items differ: agreement, shift matrix, SFT/RL churn per τ."""
     with errors():
@@ -181,13 +170,12 @@ def compare(
         from curate.stats import all_notes, format_interval
 
         _check_report_path(report)
-        result = analyze_comparison(run_a, run_b, score=score_column, allow_different_items=allow_different_items,
-                                    n_resamples=resamples)
+        result = analyze_comparison(run_a, run_b, settings)
         if report is not None:
             from curate.report import render_report
 
             empty = pl.DataFrame(schema={"item_id": pl.String, "score": pl.Float64})
-            _write_report(report, render_report({"score": score_column}, empty, comparison=result,
+            _write_report(report, render_report({"score": settings.score}, empty, comparison=result,
                                                 title=f"dereason · {run_a} vs {run_b}"), result)
         if as_json:
             print(json.dumps(result, sort_keys=True, default=str))

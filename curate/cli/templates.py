@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Annotated
 
 import typer
 from rich.text import Text
 
 from curate.cli.common import EXIT_ERROR, errors, out, print_error
+from curate.cli.flags import settings_command
+from curate.command_config import TemplatesConfig
 from curate.errors import DereasonError, io_error_message
 
 HEADER = ("template", "parser", "identity")
 
 
-def templates(template_dir: Annotated[str | None, typer.Option(help="Also list templates here.")] = None) -> None:
+@settings_command(TemplatesConfig)
+def templates(*, settings: TemplatesConfig) -> None:
     """List templates: judge templates with their parsers, response and verifier templates. One that does not load gets an error line of
     its own after the list (the others are still listed), and the exit status is then 1."""
     from curate.templates import available_templates, load_template
 
     with errors():
-        names = available_templates(template_dir)
+        names = available_templates(settings.template_dir)
     listed, failures = [], []
     for name in names:
         try:
-            loaded = load_template(name, template_dir)
+            loaded = load_template(name, settings.template_dir)
         except DereasonError as exc:
             failures.append(str(exc))
         except OSError as exc:

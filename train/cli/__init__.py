@@ -7,7 +7,7 @@
     dereason-train arms  RECIPE.yaml [--out DIR]      every ablation arm of a split, and their table (train.arms)
     dereason-train tiny-cpu [--out runs/tiny-cpu]     the whole pipeline on a synthetic task, on a CPU (train.tinycpu)
 
-Each stage's flags are its config's fields (train.config, made into flags by train.cli.flags). Any of them
+Each stage's flags are its config's fields (train.config, made into flags by curate.cli.flags). Any of them
 may run under `accelerate launch` for several GPUs: `accelerate launch --num_processes 8 -m train.cli run R`.
 """
 
@@ -23,13 +23,11 @@ from typing import Annotated, Any
 import typer
 
 from curate.cli.common import errors, out, setup_logging
-from curate.config import read_job_file
-from train.cli.flags import config_command
-from train.config import stage_config
+from curate.cli.flags import settings_command
 from train.model import main_process
 from train.recipe import STAGE_CONFIGS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,  # as curate's (curate.cli)
                   help="Train on curate's splits: SFT, then GRPO from its final model, with curate's verifiers as "
                        "rewards.")
 
@@ -42,19 +40,17 @@ def _setup_logging() -> None:
 
 
 def _stage_command(name: str, doc: str) -> Callable[..., None]:
-    cls = STAGE_CONFIGS[name]
-
-    def run(flags: dict[str, Any], config_file: Path | None) -> None:
+    def command(*, settings: Any) -> None:
         _setup_logging()
-        settings = {**(read_job_file(config_file) if config_file else {}), **flags}
-        config = stage_config(cls, settings, f"--config {config_file}" if config_file else f"dereason-train {name}")
-        from train.run import STAGES
+        with errors():
+            from train.run import STAGES
 
-        record = STAGES[name].run(config)
+            record = STAGES[name].run(settings)
         if main_process():  # under `accelerate launch`, one process reports
             _print_record(name, record)
 
-    return config_command(cls, run, name, doc)
+    command.__name__, command.__qualname__, command.__doc__ = name, name, doc
+    return settings_command(STAGE_CONFIGS[name])(command)
 
 
 def _print_record(name: str, record: dict[str, Any]) -> None:
