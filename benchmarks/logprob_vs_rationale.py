@@ -51,7 +51,7 @@ def main() -> None:
     for name, settings in arms.items():
         config = RunConfig.from_flat({"source": str(data), "out": str(work / name.split()[0]), "model": str(model),
                                         "batch_size": args.batch_size, "max_failure_fraction": 1.0, **settings})
-        backend = create_backend(config)  # model loading is not what is compared
+        backend = create_backend(config.backend_config)  # model loading is not what is compared
         start = now()
         result = score(config, backend=backend)
         rates[name] = args.items / (now() - start)

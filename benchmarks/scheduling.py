@@ -50,7 +50,7 @@ def main() -> None:
             "out": str(work / name.replace(" ", "_")), "model": args.model, "template": args.template,
             "max_tokens": args.max_tokens, "top_logprobs": args.top_logprobs, "batch_size": args.batch_size,
             "max_failure_fraction": 1.0})
-        backend = TransformersBackend(config, sort_by_length=sort_by_length, reuse_prefix=reuse_prefix)
+        backend = TransformersBackend(config.backend_config, sort_by_length=sort_by_length, reuse_prefix=reuse_prefix)
         start = now()
         result = score(config, backend=backend)
         rates[name] = args.items / (now() - start)

@@ -126,13 +126,13 @@ def run_arm(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="dereason-bench-"))
     config = RunConfig.from_flat(engine_config(args, args.arm, work))
-    backend = TransformersBackend(config)
+    backend = TransformersBackend(config.backend_config)
     cuda = backend.device.type == "cuda"
     loaded = torch.cuda.memory_allocated() if cuda else resident_bytes()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     kind = args.arm.split("/")[0]
-    rows_per_batch = args.raw_rows or config.batch_size
+    rows_per_batch = args.raw_rows or config.backend_config.batch_size
     result: dict = {"rows_per_batch": rows_per_batch}
     if args.arm.endswith("engine"):
         start = now()
@@ -140,7 +140,7 @@ def run_arm(args: argparse.Namespace) -> dict:
         elapsed = now() - start
         result.update(items=summary["judgments"], completion_tokens=summary["completion_tokens"],
                       prompt_tokens=summary["prompt_tokens"], status_counts=summary["status_counts"],
-                      max_batch_tokens=config.max_batch_tokens)
+                      max_batch_tokens=config.backend_config.max_batch_tokens)
     else:
         template = load_template(config.template)
         rows = items(args, kind)

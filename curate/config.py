@@ -123,6 +123,37 @@ class EndpointConfig:
 
 
 @dataclass(frozen=True)
+class BackendConfig:
+    """All a backend receives (curate.backends): the model, the backend that runs it, and that backend's settings.
+    Each backend reads the ones it needs and states which of them its answers depend on (its identity)."""
+
+    model: str = described("Model: local path, Hub id or bundled:NAME; score defaults to the bundled tiny judge, "
+                           "solve and respond need one.", default=BUNDLED_JUDGE,
+                           defaults=dict.fromkeys(RESPONSE_COMMANDS, MISSING))
+    backend: str = described("Backend name (see curate.backends.BACKENDS).", default="transformers")
+    endpoint: EndpointConfig = described("How to reach a server (backend openai).", default_factory=EndpointConfig)
+    engine_args: dict[str, Any] = described(
+        "Extra vllm.LLM engine arguments, e.g. {tensor_parallel_size: 2, data_parallel_size: 4, "
+        "gpu_memory_utilization: 0.85}.", default_factory=dict)
+    batch_size: int | None = described(
+        "Most rows per batch in the transformers backend.", default=None,
+        unset="the token budget (--max-batch-tokens) alone sizes each batch")
+    max_batch_tokens: int = described(
+        "Most tokens per batch in the transformers backend: rows x (longest prompt + longest generation allowed), "
+        "padding included; a prompt over it runs alone. 16,384 fits beside an 8B bf16 model on a 24 GB GPU.",
+        default=16_384)
+    device: str = described("Torch device for local backends: auto, cpu, cuda, cuda:N, mps.", default="auto")
+    dtype: str = described("Torch dtype for local backends: auto, float32, bfloat16, float16.", default="auto")
+    trust_remote_code: bool = described("Allow model repos to run their own code (off unless you trust them).",
+                                    default=False)
+
+    def __post_init__(self) -> None:
+        check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.max_batch_tokens >= 1, f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
+        check(self.dtype in ("auto", "float32", "bfloat16", "float16"), f"unknown dtype {self.dtype!r}")
+
+
+@dataclass(frozen=True)
 class JudgeVerifierConfig:
     """The judge model of `--verify model` (curate.verify.model). It shares the run's device, dtype, batch and
     endpoint settings (rate limits, retries, API key variable); what differs is set here."""
@@ -153,10 +184,6 @@ class RunConfig:
                               defaults=dict.fromkeys(RESPONSE_COMMANDS, DEFAULT_RESPONSE_TEMPLATE))
     template_dir: str | None = described("Extra directory searched for templates before the bundled ones.",
                                          default=None)
-    model: str = described("Model: local path, Hub id or bundled:NAME; score defaults to the bundled tiny judge, "
-                           "solve and respond need one.", default=BUNDLED_JUDGE,
-                           defaults=dict.fromkeys(RESPONSE_COMMANDS, MISSING))
-    backend: str = described("Backend name (see curate.backends.BACKENDS).", default="transformers")
     verify: str | None = described(
         "Verifier that decides each response against the item's reference: math (math-verify on the last "
         "\\boxed{}), gsm8k (#### N), numeric, choice (an option's label or text) or exact, or model: a judge model "
@@ -164,22 +191,9 @@ class RunConfig:
     verifier: JudgeVerifierConfig = described("The judge of --verify model.", default_factory=JudgeVerifierConfig,
                                               commands=RESPONSE_COMMANDS)
     sampling: SamplingConfig = described("How each answer is sampled.", default_factory=SamplingConfig)
-    endpoint: EndpointConfig = described("How to reach a server (backend openai).", default_factory=EndpointConfig)
-    engine_args: dict[str, Any] = described(
-        "Extra vllm.LLM engine arguments, e.g. {tensor_parallel_size: 2, data_parallel_size: 4, "
-        "gpu_memory_utilization: 0.85}.", default_factory=dict)
-    batch_size: int | None = described(
-        "Most rows per batch in the transformers backend.", default=None,
-        unset="the token budget (--max-batch-tokens) alone sizes each batch")
-    max_batch_tokens: int = described(
-        "Most tokens per batch in the transformers backend: rows x (longest prompt + longest generation allowed), "
-        "padding included; a prompt over it runs alone. 16,384 fits beside an 8B bf16 model on a 24 GB GPU.",
-        default=16_384)
+    backend_config: BackendConfig = described("The model that answers and the backend that runs it.",
+                                              default_factory=BackendConfig)
     chunk_size: int = described("Judgments committed to the store per transaction.", default=64)
-    device: str = described("Torch device for local backends: auto, cpu, cuda, cuda:N, mps.", default="auto")
-    dtype: str = described("Torch dtype for local backends: auto, float32, bfloat16, float16.", default="auto")
-    trust_remote_code: bool = described("Allow model repos to run their own code (off unless you trust them).",
-                                    default=False)
     retry_failed: bool = described("Request again the judgments stored as error or truncated.", default=False)
     max_failure_fraction: float = described(
         "Exit with an error when more than this fraction of judgments failed (unparseable, truncated, error).",
@@ -187,20 +201,14 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.out), "out (run directory) is empty")
-        check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(self.max_batch_tokens >= 1, f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
         check(self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}")
         check(0 <= self.max_failure_fraction <= 1,
                f"max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")
-        check(self.dtype in ("auto", "float32", "bfloat16", "float16"), f"unknown dtype {self.dtype!r}")
         judge_settings = [key for key, value in asdict(self.verifier).items()
                           if value != JudgeVerifierConfig.__dataclass_fields__[key].default]
         check(self.verify == "model" or not judge_settings,
               f"{', '.join('--' + key.replace('_', '-') for key in judge_settings)} set the judge of --verify model; "
               f"this run verifies with {self.verify!r}: drop them, or use --verify model")
-        check(self.verify != "model" or self.verifier.verify_model is not None,
-              "--verify model asks a judge model whether each answer equals the reference: name it with "
-              "--verify-model (e.g. the served model's name, or a local path)")
 
     @property
     def out_path(self) -> Path:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,16 +23,8 @@ from typing import Any
 import polars as pl
 
 from curate import __version__
-from curate.backends import (
-    SAMPLERS,
-    Backend,
-    Completion,
-    LazyBackend,
-    Request,
-    check_backend_name,
-    model_fingerprint,
-)
-from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig, SamplingConfig
+from curate.backends import Backend, Completion, LazyBackend, Request, backend_identity, backend_kind
+from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig
 from curate.data import fingerprint, load_items
 from curate.errors import ConfigError, FailureThresholdError
 from curate.identity import IDENTITY_DEFAULTS
@@ -49,13 +41,13 @@ from curate.store import (
 )
 from curate.tasks import ResponseTask, ScoreTask, Task, rebuild_task
 from curate.templates import JudgeTemplate, load_template
-from curate.verify import MODEL_VERIFIER, VERIFIER_NAMES, Verifier, get_verifier
+from curate.verify import MODEL_VERIFIER, VERIFIER_NAMES, get_verifier
+from curate.verify.model import judge_verifier
 
 log = logging.getLogger(__name__)
 
 # A slow trickle of answers is still committed this often, so a crash loses little.
 COMMIT_INTERVAL_SECONDS = 2.0
-LOCAL_BACKENDS = ("transformers", "vllm")  # the ones whose numerics depend on --dtype
 DEFAULT_MAX_FAILURE_FRACTION = RunConfig.__dataclass_fields__["max_failure_fraction"].default
 # A record the backend failed (curate.backends.Completion.error) has no finish reason: nothing to decide again.
 BACKEND_ANSWERED = ~((pl.col("status") == "error") & (pl.col("finish_reason") == ""))
@@ -83,22 +75,11 @@ def run_identity(config: RunConfig, items: pl.DataFrame, template: JudgeTemplate
     sampling = config.sampling
     identity = {
         "task": task.name, "input_fingerprint": fingerprint(items), "n_items": items.height,
-        "template": template.identity, **task.identity(),
-        "model": config.model, "model_fingerprint": model_fingerprint(config.model),
-        "backend": config.backend, "samples": sampling.samples, "temperature": sampling.temperature,
-        "top_p": sampling.top_p, "max_tokens": sampling.max_tokens, "seed": sampling.seed,
-        "top_logprobs": sampling.top_logprobs, "constrain_score": sampling.constrain_score,
+        "template": template.identity, **task.identity(), **backend_identity(config.backend_config, sampling),
+        "samples": sampling.samples, "temperature": sampling.temperature, "top_p": sampling.top_p,
+        "max_tokens": sampling.max_tokens, "seed": sampling.seed, "top_logprobs": sampling.top_logprobs,
+        "constrain_score": sampling.constrain_score,
     }
-    if config.backend in LOCAL_BACKENDS:
-        identity["dtype"] = config.dtype
-    if sampling.temperature > 0 and config.backend in SAMPLERS:
-        identity["sampler"] = SAMPLERS[config.backend]
-    if config.backend == "vllm":
-        identity["engine_args"] = dict(sorted(config.engine_args.items()))
-    if config.backend == "openai":
-        endpoint = config.endpoint
-        identity.update(endpoint=endpoint.endpoint, use_n=endpoint.use_n, tokenizer=endpoint.tokenizer,
-                        tokenizer_fingerprint=model_fingerprint(endpoint.tokenizer) if endpoint.tokenizer else "")
     return identity
 
 
@@ -128,7 +109,7 @@ def score(config: RunConfig, progress: Callable[[Progress], None] | None = None,
           backend: Backend | None = None) -> RunResult:
     """Score `config.data` into `config.out`, resuming whatever that run directory already holds.
 
-    `backend` replaces the one named by `config.backend` (tests, custom engines); it is not closed.
+    `backend` replaces the one `config.backend_config` names (tests, custom engines); it is not closed.
     """
     return run(config, score_task, progress, backend)
 
@@ -161,7 +142,7 @@ def _run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress
     task = make_task(config, template, resources)
     if items.height:  # template errors surface here, before any model is loaded or called
         template.render(items.row(0, named=True))
-    check_backend_name(config.backend)
+    backend_kind(config.backend_config.backend)
     identity = run_identity(config, items, template, task)
     manifest_extra = {"dereason_version": __version__, "created_at": time.time(), "source": loaded.source,
                       "config": config.to_flat()}
@@ -178,7 +159,7 @@ def _run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress
         if config.retry_failed:
             log.info("retrying %d record(s) stored as %s", store.retire(task.retried_statuses),
                      " or ".join(task.retried_statuses))
-        backend = backend or resources.enter_context(closing(LazyBackend(config)))
+        backend = backend or resources.enter_context(closing(LazyBackend(config.backend_config)))
         requested = 0
         for wanted in _rounds(task, run_dir, items, config.sampling.samples):
             pending = store.missing(wanted)
@@ -217,26 +198,10 @@ def response_task(name: str, config: RunConfig, template: JudgeTemplate, resourc
     if name == "solve" and config.verify is None:
         raise ConfigError(f"`curate solve` measures pass rates, so it needs --verify NAME (one of "
                           f"{', '.join(VERIFIER_NAMES)}) to decide each response")
-    verifier = (None if config.verify is None else model_verifier(config, resources)
-                if config.verify == MODEL_VERIFIER else get_verifier(config.verify))
+    verifier = (None if config.verify is None else
+                judge_verifier(config.verifier, config.backend_config, config.sampling.seed, config.template_dir,
+                               resources) if config.verify == MODEL_VERIFIER else get_verifier(config.verify))
     return ResponseTask(name, verifier, template.identity)
-
-
-def model_verifier(config: RunConfig, resources: ExitStack) -> Verifier:
-    """The judge of `--verify model`: the run's settings with the judge's model, backend and URL; its backend is
-    created at the first answer it must judge and closed with `resources`."""
-    settings = config.verifier
-    judge = replace(config, model=settings.verify_model, backend=settings.verify_backend or config.backend,
-                    endpoint=replace(config.endpoint, base_url=settings.verify_base_url or config.endpoint.base_url),
-                    sampling=SamplingConfig(max_tokens=settings.verify_max_tokens, seed=config.sampling.seed))
-    template = load_template(settings.verify_template, config.template_dir)
-    backend = resources.enter_context(closing(LazyBackend(judge)))
-    identity = {"verifier_model": judge.model, "verifier_model_fingerprint": model_fingerprint(judge.model),
-                "verifier_backend": judge.backend, "verifier_template": template.identity,
-                "verifier_max_tokens": settings.verify_max_tokens}
-    if judge.backend == "openai":
-        identity["verifier_endpoint"] = judge.endpoint.endpoint
-    return get_verifier(MODEL_VERIFIER, backend=backend, template=template, sampling=judge.sampling, judge=identity)
 
 
 def _rounds(task: Task, run_dir: Path, items: pl.DataFrame, samples: int) -> Iterator[pl.DataFrame]:
@@ -271,7 +236,7 @@ def _request_missing(store: RunStore, backend: Backend, config: RunConfig, task:
             yield request
 
     done = failed = 0
-    secrets = secrets_in({config.endpoint.api_key_env})
+    secrets = secrets_in({config.backend_config.endpoint.api_key_env})
     buffer: list[Completion] = []  # answered, not yet turned into records and committed
     last_commit = time.monotonic()
 

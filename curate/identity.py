@@ -13,9 +13,12 @@ from curate.errors import RunDirError
 # Identity keys added after runs were made without them, with the value those runs implicitly had.
 IDENTITY_DEFAULTS: dict[str, Any] = {"task": "score", "dtype": "auto", "endpoint": "chat", "tokenizer": None,
                                      "tokenizer_fingerprint": "", "use_n": False, "engine_args": {},
-                                     "constrain_score": False}
-# Identity keys added later whose value such runs recorded in their manifest's config, under this name.
-IDENTITY_FROM_CONFIG = {"max_tokens": "max_tokens", "verifier_max_tokens": "verify_max_tokens"}
+                                     "constrain_score": False, "verifier_tokenizer_fingerprint": ""}
+# Identity keys added later whose value such runs recorded in their manifest's config, under this name. A judge of
+# --verify model ran with the run's dtype, engine arguments and endpoint settings.
+IDENTITY_FROM_CONFIG = {"max_tokens": "max_tokens", "verifier_max_tokens": "verify_max_tokens",
+                        "verifier_dtype": "dtype", "verifier_engine_args": "engine_args", "verifier_use_n": "use_n",
+                        "verifier_tokenizer": "tokenizer"}
 # Template identities ("name@hash"): the hash of the bytes is what a judgment depends on; the name is how the
 # template was given (a name, a relative or an absolute path).
 _TEMPLATE_KEYS = ("template", "verifier_template")

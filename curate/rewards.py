@@ -45,15 +45,22 @@ _CHOICE = get_verifier("choice")
 
 
 def named_verifier(name: str, settings: Mapping[str, Any] | None = None) -> Verifier:
-    """The verifier `name` with its settings; for `model`, the settings are its judge's run settings."""
+    """The verifier `name` with its settings; for `model`, the settings are its judge's (curate.config's
+    JudgeVerifierConfig keys: verify_model, …) and its backend's (BackendConfig keys: device, dtype, base_url, …),
+    with `seed` and `template_dir` as a run's."""
     if name != MODEL_VERIFIER:
         return get_verifier(name, **dict(settings or {}))
-    from curate.config import RunConfig
-    from curate.engine import model_verifier
+    from curate.config import BackendConfig, JudgeVerifierConfig
+    from curate.settings import from_flat, settings_of
+    from curate.verify.model import judge_verifier
 
-    judge = RunConfig.from_flat({"source": "unused", "out": "unused", "verify": name, **dict(settings or {})})
+    given = dict(settings or {})
+    seed, template_dir = given.pop("seed", 0), given.pop("template_dir", None)
+    judge_keys = settings_of(JudgeVerifierConfig)
+    judge = from_flat(JudgeVerifierConfig, {k: v for k, v in given.items() if k in judge_keys}, "verifier settings")
+    run = from_flat(BackendConfig, {k: v for k, v in given.items() if k not in judge_keys}, "verifier settings")
     # The judge's backend loads at its first answer and lives as long as the process (a training run).
-    return model_verifier(judge, ExitStack())
+    return judge_verifier(judge, run, seed, template_dir, ExitStack())
 
 
 def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:

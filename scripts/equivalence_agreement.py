@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from curate.backends import create_backend
-from curate.config import RunConfig, SamplingConfig
+from curate.config import BackendConfig, SamplingConfig
 from curate.templates import load_template
 from curate.verify import get_verifier
 from curate.verify.extract import read_number
@@ -52,9 +52,7 @@ def main() -> None:
     items, responses = [item for item, _ in cases], [response for _, response in cases]
     truth = get_verifier("math")
     labels = [truth.verify(response, item).status for item, response in cases]
-    config = RunConfig.from_flat({"source": str(args.data), "out": "unused", "model": args.model,
-                                  "batch_size": args.batch_size})
-    backend = create_backend(config)
+    backend = create_backend(BackendConfig(model=args.model, batch_size=args.batch_size))
     judge = get_verifier("model", backend=backend, template=load_template("verify/equivalence"),
                          sampling=SamplingConfig(max_tokens=args.max_tokens))
     start = time.perf_counter()

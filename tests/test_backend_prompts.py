@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 from curate.backends import Request
 from curate.backends.base import continues_answer, prompt_texts, prompts_token_ids
 from curate.backends.control import control_tokens
-from curate.config import DataConfig, RunConfig, SamplingConfig
+from curate.config import BackendConfig, SamplingConfig
 from curate.errors import BackendError
 from curate.templates import load_template
 
@@ -56,7 +56,7 @@ def test_a_control_tokens_text_in_a_question_is_plain_text_and_the_templates_con
 def test_the_question_reaches_the_model_whole(random_model):
     from curate.backends.transformers import TransformersBackend
 
-    backend = TransformersBackend(RunConfig(data=DataConfig(source="unused"), out="unused", model=str(random_model)),
+    backend = TransformersBackend(BackendConfig(model=str(random_model)),
                                   reuse_prefix=False)
     prompts = []
     hook = backend.model.register_forward_pre_hook(

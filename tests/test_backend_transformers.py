@@ -9,7 +9,7 @@ from conftest import invoke, write_jsonl
 
 import curate
 from curate.backends import Request, create_backend
-from curate.config import DataConfig, SamplingConfig, RunConfig
+from curate.config import BackendConfig, SamplingConfig, RunConfig
 from curate.engine import score
 from curate.parse import PARSERS, Status, parse_completion
 from curate.templates import load_template
@@ -17,7 +17,7 @@ from curate.templates import load_template
 
 @pytest.fixture(scope="module")
 def backend(random_model):
-    config = RunConfig(data=DataConfig(source="unused"), out="unused", model=str(random_model), batch_size=4)
+    config = BackendConfig(model=str(random_model), batch_size=4)
     created = create_backend(config)
     yield created
     created.close()
@@ -134,7 +134,7 @@ def test_any_first_tokens_a_request_allows_bind_its_answer_and_requests_of_other
 def test_reusing_the_shared_prefix_changes_nothing(random_model):
     from curate.backends.transformers import TransformersBackend
 
-    config = RunConfig(data=DataConfig(source="unused"), out="unused", model=str(random_model), batch_size=3)
+    config = BackendConfig(model=str(random_model), batch_size=3)
     rubric = {"role": "system", "content": "Rate the reasoning intensity from 1 to 5. " * 4}
     requests = [Request(r.item_id, r.sample_indices, (rubric, *r.messages)) for r in REQUESTS]
     sampling = SamplingConfig(samples=3, temperature=1.0, max_tokens=5, top_logprobs=4, seed=5)
@@ -155,7 +155,7 @@ def test_a_failure_midway_through_a_batch_answers_each_sample_once(tmp_path, ran
     data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"q{i}", "question": f"Problem {i}?"} for i in range(3)])
     config = RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "model": str(random_model),
                                     "batch_size": 4, "max_tokens": 3, "max_failure_fraction": 1.0})
-    backend = TransformersBackend(config)
+    backend = TransformersBackend(config.backend_config)
     decode, calls = backend.tokenizer.decode, itertools.count(1)
 
     def decode_failing_on_the_third_row(ids, **kwargs):
@@ -176,8 +176,7 @@ def judge():
     """The bundled judge: 2,048 positions, one token per " x"."""
     from curate.backends.transformers import TransformersBackend
 
-    created = TransformersBackend(RunConfig(data=DataConfig(source="unused"), out="unused",
-                                              model="bundled:tiny-judge", batch_size=8))
+    created = TransformersBackend(BackendConfig(model="bundled:tiny-judge", batch_size=8))
     yield created
     created.close()
 
@@ -253,8 +252,7 @@ def forward_calls(model):
 def test_only_the_last_positions_logits_are_computed(random_model):
     from curate.backends.transformers import TransformersBackend
 
-    backend = TransformersBackend(RunConfig(data=DataConfig(source="unused"), out="unused",
-                                              model=str(random_model), batch_size=4))
+    backend = TransformersBackend(BackendConfig(model=str(random_model), batch_size=4))
     shapes = []
     hook = backend.model.register_forward_hook(lambda _module, _args, output: shapes.append(output.logits.shape))
     requests = [Request(r.item_id, r.sample_indices, (RUBRIC, *r.messages)) for r in REQUESTS]
@@ -282,7 +280,7 @@ def run_within(backend, budget, requests, sampling, batch_size):
         return run(backend, requests, sampling, batch_size), calls
     finally:
         hook.remove()
-        backend.max_batch_tokens = RunConfig.__dataclass_fields__["max_batch_tokens"].default
+        backend.max_batch_tokens = BackendConfig.__dataclass_fields__["max_batch_tokens"].default
 
 
 def test_batches_keep_to_the_token_budget_and_results_do_not_change(backend):
@@ -301,7 +299,7 @@ def test_batches_keep_to_the_token_budget_and_results_do_not_change(backend):
 def test_by_default_the_token_budget_alone_sizes_a_batch(random_model):
     """Logprob scoring of short prompts: 16,384 tokens hold far more than 16 rows of about 20 tokens and one to
     generate, and a row cap set by hand still binds."""
-    config = RunConfig(data=DataConfig(source="unused"), out="unused", model=str(random_model))
+    config = BackendConfig(model=str(random_model))
     default = create_backend(config)
     requests = [Request(f"q{i}", (0,), ({"role": "user", "content": f"What is {i} plus {i}?"},)) for i in range(200)]
     calls, hook = forward_calls(default.model)
@@ -359,7 +357,7 @@ def test_a_row_that_does_not_fit_alone_is_one_error_and_the_run_completes(tmp_pa
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     config = RunConfig.from_flat({"source": str(data), "out": str(tmp_path / "run"), "model": str(random_model),
                                     "max_tokens": 3, "max_failure_fraction": 1.0})
-    backend = TransformersBackend(config)
+    backend = TransformersBackend(config.backend_config)
     template = load_template(config.template)
     long_prompt = len(backend.prompt_ids(template.render(rows[5])))
     assert long_prompt < backend.context  # it fits the context, but (here) not the memory
@@ -557,7 +555,7 @@ def test_the_heap_is_frozen_while_the_backend_is_open_unless_someone_else_froze_
     had outlived two collections: 0.4 s per 3,000 judgments of a small model."""
     import gc
 
-    config = RunConfig(data=DataConfig(source="unused"), out="unused", model=str(random_model))
+    config = BackendConfig(model=str(random_model))
     gc.unfreeze()  # what a backend of another test froze
     created = create_backend(config)
     try:

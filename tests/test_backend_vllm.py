@@ -166,10 +166,10 @@ def config(tmp_path, **overrides):
 
 def test_adapter_speaks_the_documented_api(tmp_path, fake_vllm):
     cfg = config(tmp_path, engine_args={"tensor_parallel_size": 2})
-    backend = create_backend(cfg)
+    backend = create_backend(cfg.backend_config)
     assert backend.llm.model == "org/judge"
     assert backend.llm.engine_args["enable_prefix_caching"] is True
-    assert backend.llm.engine_args["tensor_parallel_size"] == 2 and backend.llm.engine_args["seed"] == 0
+    assert backend.llm.engine_args["tensor_parallel_size"] == 2
     result = score(cfg, backend=backend)
     (prompts, params, use_tqdm), = backend.llm.calls  # 60 requests: one chunk
     assert len(prompts) == 60 and use_tqdm is False
@@ -194,7 +194,7 @@ def test_adapter_speaks_the_documented_api(tmp_path, fake_vllm):
 def test_logprob_scoring_reads_the_first_positions_alternatives(tmp_path, fake_vllm):
     cfg = config(tmp_path, template="difficulty/intensity_score_only", samples=1, temperature=0.0, top_logprobs=5,
                  max_tokens=1)
-    backend = create_backend(cfg)
+    backend = create_backend(cfg.backend_config)
     result = score(cfg, backend=backend)
     assert {(p.logprobs, p.allowed_token_ids) for p in backend.llm.calls[0][1]} == {(5, None)}
     stored = curate.load_judgments(tmp_path / "run")
@@ -211,7 +211,7 @@ def test_a_constrained_prefilled_run_sends_allowed_tokens_and_continues_the_answ
                                               "{% block user %}{{ question }}{% endblock %}\n")
     cfg = config(tmp_path, template=str(tmp_path / "prefilled.jinja"), samples=1, temperature=0.0, top_logprobs=5,
                  max_tokens=1, constrain_score=True)
-    backend = create_backend(cfg)
+    backend = create_backend(cfg.backend_config)
     result = score(cfg, backend=backend)
     (prompts, params, _), = backend.llm.calls
     assert {tuple(p.allowed_token_ids) for p in params} == {(11, 12, 13, 14, 15)}  # not "55", not "The"
@@ -226,7 +226,7 @@ def test_a_constrained_prefilled_run_sends_allowed_tokens_and_continues_the_answ
 
 def test_requests_go_in_chunks(tmp_path, fake_vllm, monkeypatch):
     monkeypatch.setattr("curate.backends.vllm.CHUNK_REQUESTS", 16)
-    backend = create_backend(config(tmp_path))
+    backend = create_backend(config(tmp_path).backend_config)
     score(config(tmp_path), backend=backend)
     assert [len(call[0]) for call in backend.llm.calls] == [16, 16, 16, 12]
     assert CHUNK_REQUESTS > 16
@@ -235,7 +235,7 @@ def test_requests_go_in_chunks(tmp_path, fake_vllm, monkeypatch):
 def test_without_vllm_the_error_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
     with pytest.raises(BackendError, match="pip install 'dereason\\[vllm\\]'"):
-        create_backend(config(tmp_path))
+        create_backend(config(tmp_path).backend_config)
     result = CliRunner().invoke(app, ["score", str(tmp_path / "d.jsonl"), "--backend", "vllm",
                                       "--out", str(tmp_path / "cli")])
     assert result.exit_code == 1
@@ -247,7 +247,7 @@ def test_a_prompt_longer_than_max_model_len_is_its_own_error_row(tmp_path, fake_
     rows[7]["question"] = "word " * 5000
     data = write_jsonl(tmp_path / "long.jsonl", rows)
     cfg = config(tmp_path, source=str(data), engine_args={"max_model_len": 4096})
-    backend = create_backend(cfg)
+    backend = create_backend(cfg.backend_config)
     result = score(cfg, backend=backend)
     (prompts, _, _), = backend.llm.calls
     assert len(prompts) == 58  # every other sample went in the one chunk
@@ -272,7 +272,7 @@ def test_a_control_tokens_text_in_a_question_reaches_vllm_as_plain_text(tmp_path
     monkeypatch.setattr(LLM, "tokenizer", tokenizer)
     rows = [{"id": "q0", "question": "Why does <|im_end|> end a turn?"}, {"id": "q1", "question": "Why does it?"}]
     cfg = config(tmp_path, source=str(write_jsonl(tmp_path / "control.jsonl", rows)), samples=1)
-    backend = create_backend(cfg)
+    backend = create_backend(cfg.backend_config)
     score(cfg, backend=backend)
     (prompts, _, _), = backend.llm.calls
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")

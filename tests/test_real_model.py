@@ -45,11 +45,10 @@ def test_other_models_have_no_gguf_file(model):
 def smollm2():
     """One load of the real model (about 20 s) for the tests that drive the engine with it directly."""
     from curate.backends.transformers import TransformersBackend
-    from curate.config import DataConfig, RunConfig
+    from curate.config import BackendConfig
 
     # One batch for a test's rows: a decode step reads all 540 MB of weights, whatever the batch holds.
-    backend = TransformersBackend(RunConfig(data=DataConfig(source="unused"), out="unused",
-                                            model="bundled:smollm2-135m", batch_size=8))
+    backend = TransformersBackend(BackendConfig(model="bundled:smollm2-135m", batch_size=8))
     yield backend
     backend.close()
 

@@ -145,6 +145,20 @@ def test_solve_with_a_judge_model_stores_its_verdicts_and_resumes_without_asking
     assert curate.load_judgments(tmp_path / "run").height == 4 * ITEMS
 
 
+def test_a_judged_run_made_before_the_judges_backend_settings_were_in_its_identity_resumes(tmp_path):
+    """Its manifest names the judge's model, backend, template and endpoint only; the judge ran with the run's
+    endpoint settings, which its recorded config holds."""
+    with FakeOpenAIServer(answer_format="boxed") as solver, FakeOpenAIServer(answer_format="verdict") as judge:
+        solve(job(tmp_path, solver, judge.base_url, samples=1, temperature=0.0))
+        manifest_path = tmp_path / "run" / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        added = ("verifier_use_n", "verifier_tokenizer", "verifier_tokenizer_fingerprint", "verifier_max_tokens")
+        assert all(key in manifest["identity"] for key in added)
+        manifest["identity"] = {k: v for k, v in manifest["identity"].items() if k not in added}
+        manifest_path.write_text(json.dumps(manifest))
+        assert solve(job(tmp_path, solver, judge.base_url, samples=1, temperature=0.0)).requested == 0
+
+
 def test_a_judge_that_cannot_be_reached_leaves_error_verdicts_that_a_retry_decides(tmp_path):
     with FakeOpenAIServer(answer_format="boxed") as solver:
         failed = invoke("solve", "--config", _job_file(tmp_path, solver, "http://127.0.0.1:9/v1"))

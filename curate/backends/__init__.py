@@ -1,8 +1,17 @@
-"""Backends by name. The choice is explicit (`--backend`), never sniffed from a model name."""
+"""Backends by name. The choice is explicit (`--backend`), never sniffed from a model name.
+
+A backend receives a BackendConfig (curate.config) and nothing else of a run: the engine hands it requests
+(curate.backends.base.Request) and sampling settings, and it hands back completions. Each entry of BACKENDS says
+how to make its backend and which of its settings the answers depend on (its identity, recorded in a run's
+manifest, so that a resumed run answers as it began). An entry imports its backend's module only when the
+backend is made: a run with nothing left to ask loads no torch, vLLM or aiohttp.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from curate.backends.base import (
     Alternatives,
@@ -13,65 +22,90 @@ from curate.backends.base import (
     sample_seed,
 )
 from curate.backends.models import model_fingerprint, resolve_model
-from curate.config import RunConfig, SamplingConfig
+from curate.config import BackendConfig, SamplingConfig
 from curate.errors import BackendError, ConfigError
 
-
-def _transformers(config: RunConfig) -> Backend:
-    from curate.backends.transformers import (
-        TransformersBackend,  # imports torch: only when chosen
-    )
-
-    return TransformersBackend(config)
+# How the transformers backend draws sampled tokens: a resumed run must draw as it began. (vLLM and servers sample
+# with their own seeded generators.) See curate/backends/sampling.py.
+TRANSFORMERS_SAMPLER = "inverse-cdf in vocabulary order, splitmix64 uniforms per (item, sample, step), v2"
 
 
-def _openai(config: RunConfig) -> Backend:
+@dataclass(frozen=True)
+class BackendKind:
+    """How a backend is made from its settings, and what of them (and of sampling) its answers depend on."""
+
+    make: Callable[[BackendConfig], Backend]
+    identity: Callable[[BackendConfig, SamplingConfig], dict[str, Any]]
+
+
+def _transformers(settings: BackendConfig) -> Backend:
+    from curate.backends.transformers import TransformersBackend  # imports torch: only when chosen
+
+    return TransformersBackend(settings)
+
+
+def _transformers_identity(settings: BackendConfig, sampling: SamplingConfig) -> dict[str, Any]:
+    return {"dtype": settings.dtype, **({"sampler": TRANSFORMERS_SAMPLER} if sampling.temperature > 0 else {})}
+
+
+def _openai(settings: BackendConfig) -> Backend:
     try:
         from curate.backends.openai import OpenAIBackend
     except ImportError as exc:
         raise BackendError(f"--backend openai needs aiohttp, tenacity and aiolimiter ({exc}); "
                            "install them with: pip install 'dereason[openai]'") from exc
-    return OpenAIBackend(config)
+    return OpenAIBackend(settings)
 
 
-def _vllm(config: RunConfig) -> Backend:
-    from curate.backends.vllm import (
-        VLLMBackend,  # imports vllm itself only when constructed
-    )
-
-    return VLLMBackend(config)
+def _openai_identity(settings: BackendConfig, sampling: SamplingConfig) -> dict[str, Any]:
+    endpoint = settings.endpoint
+    return {"endpoint": endpoint.endpoint, "use_n": endpoint.use_n, "tokenizer": endpoint.tokenizer,
+            "tokenizer_fingerprint": model_fingerprint(endpoint.tokenizer) if endpoint.tokenizer else ""}
 
 
-BACKENDS: dict[str, Callable[[RunConfig], Backend]] = {"transformers": _transformers, "openai": _openai,
-                                                         "vllm": _vllm}
+def _vllm(settings: BackendConfig) -> Backend:
+    from curate.backends.vllm import VLLMBackend  # imports vllm itself only when constructed
+
+    return VLLMBackend(settings)
 
 
-# How a backend of ours draws sampled tokens, recorded in a sampled run's identity: a resumed run must draw as
-# it began. (vLLM and servers sample with their own seeded generators.) See curate/backends/sampling.py.
-SAMPLERS = {"transformers": "inverse-cdf in vocabulary order, splitmix64 uniforms per (item, sample, step), v2"}
+def _vllm_identity(settings: BackendConfig, sampling: SamplingConfig) -> dict[str, Any]:
+    return {"dtype": settings.dtype, "engine_args": dict(sorted(settings.engine_args.items()))}
 
 
-def check_backend_name(name: str) -> None:
+BACKENDS: dict[str, BackendKind] = {"transformers": BackendKind(_transformers, _transformers_identity),
+                                    "openai": BackendKind(_openai, _openai_identity),
+                                    "vllm": BackendKind(_vllm, _vllm_identity)}
+
+
+def backend_kind(name: str) -> BackendKind:
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
+    return BACKENDS[name]
 
 
-def create_backend(config: RunConfig) -> Backend:
-    check_backend_name(config.backend)
-    return BACKENDS[config.backend](config)
+def backend_identity(settings: BackendConfig, sampling: SamplingConfig) -> dict[str, Any]:
+    """What a backend's answers depend on, for a run's identity: the model (and its files' fingerprint), the backend,
+    and the settings that backend reads."""
+    return {"model": settings.model, "model_fingerprint": model_fingerprint(settings.model),
+            "backend": settings.backend, **backend_kind(settings.backend).identity(settings, sampling)}
+
+
+def create_backend(settings: BackendConfig) -> Backend:
+    return backend_kind(settings.backend).make(settings)
 
 
 class LazyBackend:
-    """The backend `config` names, created at its first request: a run with nothing left to ask loads no model."""
+    """The backend `settings` names, made at its first request: a run with nothing left to ask loads no model."""
 
-    def __init__(self, config: RunConfig):
-        check_backend_name(config.backend)
-        self.config, self.name, self.model_id = config, config.backend, config.model
+    def __init__(self, settings: BackendConfig):
+        backend_kind(settings.backend)
+        self.settings, self.name, self.model_id = settings, settings.backend, settings.model
         self._backend: Backend | None = None
 
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
         if self._backend is None:
-            self._backend = create_backend(self.config)
+            self._backend = create_backend(self.settings)
         return self._backend.generate(requests, sampling)
 
     def close(self) -> None:
@@ -79,5 +113,6 @@ class LazyBackend:
             self._backend.close()
 
 
-__all__ = ["BACKENDS", "SAMPLERS", "Alternatives", "Backend", "Completion", "LazyBackend", "Request", "TokenLogprobs",
-           "check_backend_name", "create_backend", "model_fingerprint", "resolve_model", "sample_seed"]
+__all__ = ["BACKENDS", "Alternatives", "Backend", "BackendKind", "Completion", "LazyBackend", "Request",
+           "TokenLogprobs", "backend_identity", "backend_kind", "create_backend", "model_fingerprint",
+           "resolve_model", "sample_seed"]

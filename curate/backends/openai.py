@@ -66,7 +66,7 @@ from curate.backends.openai_answer import (
     retry_after_seconds,
     server_message,
 )
-from curate.config import RunConfig, SamplingConfig
+from curate.config import BackendConfig, SamplingConfig
 from curate.errors import BackendError
 from curate.redact import redact, refuse_url_credentials, secrets_in
 
@@ -95,7 +95,7 @@ def _paced(per_minute: int, window_seconds: float) -> AsyncLimiter:
 class OpenAIBackend:
     name = "openai"
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: BackendConfig):
         settings = config.endpoint
         base_url = settings.base_url or os.environ.get("OPENAI_BASE_URL")
         refuse_url_credentials("$OPENAI_BASE_URL", base_url)

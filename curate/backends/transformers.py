@@ -52,7 +52,7 @@ from curate.backends.base import (
 )
 from curate.backends.models import load_causal_lm
 from curate.backends.sampling import next_tokens, uniforms
-from curate.config import RunConfig, SamplingConfig
+from curate.config import BackendConfig, SamplingConfig
 from curate.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def _out_of_memory(exc: BaseException) -> bool:
 class TransformersBackend:
     name = "transformers"
 
-    def __init__(self, config: RunConfig, sort_by_length: bool = True, reuse_prefix: bool = True):
+    def __init__(self, config: BackendConfig, sort_by_length: bool = True, reuse_prefix: bool = True):
         self.sort_by_length, self.reuse_prefix = sort_by_length, reuse_prefix
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (token ids, their KV cache)
         self._token_texts: dict[int, str] = {}  # token id → its text, for top logprobs: the same few ids recur

@@ -33,7 +33,7 @@ from curate.backends.base import (
     sample_seed,
 )
 from curate.backends.models import local_model
-from curate.config import RunConfig, SamplingConfig
+from curate.config import BackendConfig, SamplingConfig
 from curate.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,15 @@ INSTALL_HINT = ("--backend vllm needs vLLM, which is not installed: pip install 
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: BackendConfig):
         try:
             import vllm
         except ImportError:
             raise BackendError(INSTALL_HINT) from None
         self._sampling_params = vllm.SamplingParams
         self.model_id = config.model
-        engine_args: dict[str, Any] = {"enable_prefix_caching": True, "dtype": config.dtype,
-                                       "seed": config.sampling.seed, **config.engine_args}
+        # Every request carries its own seed (curate.backends.sample_seed): the engine's is never drawn from.
+        engine_args: dict[str, Any] = {"enable_prefix_caching": True, "dtype": config.dtype, **config.engine_args}
         self.llm = vllm.LLM(model=local_model(config.model), trust_remote_code=config.trust_remote_code,
                             **engine_args)
         self.tokenizer = self.llm.get_tokenizer()

@@ -114,7 +114,7 @@ def run_command(kind: str, doc: str) -> Callable[..., None]:
             from curate.backends import LazyBackend
 
             with (_failures_reported(settings.out_path, as_json, kind), interrupted(settings, kind),
-                  progress_bar(kind, disabled=as_json) as bar, closing(LazyBackend(settings)) as backend):
+                  progress_bar(kind, disabled=as_json) as bar, closing(LazyBackend(settings.backend_config)) as backend):
                 result = getattr(engine, kind)(settings, progress=bar.update,
                                                backend=RequestClock(backend, bar.requesting))
             _report(result.summary, result.run_dir, as_json, kind)

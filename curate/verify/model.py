@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from curate.backends import LazyBackend, backend_identity
 from curate.backends.base import Backend, Request
-from curate.config import SamplingConfig
+from curate.config import BackendConfig, JudgeVerifierConfig, SamplingConfig
 from curate.errors import ConfigError
 from curate.parse import answer_part
-from curate.templates import JudgeTemplate
+from curate.settings import check
+from curate.templates import JudgeTemplate, load_template
 from curate.verify.base import Verdict, VerdictStatus
 from curate.verify.simple import ExactVerifier
 
@@ -81,6 +84,25 @@ class ModelVerifier:
         for position, answer in asked.values():  # a backend that drops a request leaves an explicit error
             verdicts[position] = Verdict(VerdictStatus.ERROR, answer, "the equivalence judge returned no answer")
         return verdicts  # type: ignore[return-value]  # every position was filled above
+
+
+def judge_verifier(judge: JudgeVerifierConfig, run: BackendConfig, seed: int, template_dir: str | None,
+                   resources: ExitStack) -> ModelVerifier:
+    """The model verifier of `--verify model`: the judge's model, backend and URL over the run's backend settings
+    (`run`: its device, dtype, endpoint settings and API key variable), greedy. Its backend is made at the first
+    answer it must judge and closed with `resources`; its identity is that backend's, each key prefixed verifier_,
+    with the judge's template and max tokens."""
+    check(judge.verify_model is not None, "--verify model asks a judge model whether each answer equals the "
+                                          "reference: name it with --verify-model (e.g. the served model's name, or "
+                                          "a local path)")
+    settings = replace(run, model=judge.verify_model, backend=judge.verify_backend or run.backend,
+                       endpoint=replace(run.endpoint, base_url=judge.verify_base_url or run.endpoint.base_url))
+    sampling = SamplingConfig(max_tokens=judge.verify_max_tokens, seed=seed)
+    template = load_template(judge.verify_template, template_dir)
+    backend = resources.enter_context(closing(LazyBackend(settings)))
+    identity = {f"verifier_{key}": value for key, value in backend_identity(settings, sampling).items()}
+    return ModelVerifier(backend=backend, template=template, sampling=sampling, judge={
+        **identity, "verifier_template": template.identity, "verifier_max_tokens": judge.verify_max_tokens})
 
 
 def _without_judge(response: str, item: Mapping[str, Any]) -> Verdict | str:
