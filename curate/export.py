@@ -48,8 +48,11 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 import pyarrow as pa
@@ -190,57 +193,101 @@ def with_responses(splits: dict[str, pl.DataFrame], respond_dir: Path,
     return splits, left_out, provenance
 
 
+class Converted(NamedTuple):
+    """A split directory in one format, before anything is written (a bad split leaves no export)."""
+
+    tables: dict[str, pl.DataFrame]  # one per file or Hub split
+    card: str | None  # README.md, for a format whose card is made with its tables (trl, verl)
+
+
+class Source(NamedTuple):
+    """What a writer may read besides its tables: the split's manifest and frames, and the responses' provenance."""
+
+    manifest: dict[str, Any]
+    splits: dict[str, pl.DataFrame]
+    provenance: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """A format: how the split's frames become its tables (`convert(splits, config, out)`), and how those are
+    written into the export folder (`write(staging, converted, source)`)."""
+
+    convert: Callable[[dict[str, pl.DataFrame], ExportConfig, Path], Converted]
+    write: Callable[[Path, Converted, Source], None]
+
+
+def _columns_as_they_are(splits: dict[str, pl.DataFrame], config: ExportConfig, out: Path) -> Converted:
+    return Converted(_harmonized(splits), None)
+
+
+def _trainer_tables(fmt: str, splits: dict[str, pl.DataFrame], config: ExportConfig, out: Path) -> Converted:
+    prompts = prompt_template(config.template)
+    response_field = config.response_field or RESPONSE
+    data_source = config.data_source or VERL_DATA_SOURCE
+    tables = (trl_tables(splits, response_field, prompts, config.system_prompt) if fmt == "trl" else
+              verl_tables(splits, response_field, prompts, config.system_prompt, data_source, config.ability))
+    counts = {name: frame.height for name, frame in tables.items()}
+    # `datasets` (so TRL and verl) cannot load a parquet file without rows: the card lists such splits instead.
+    tables = {name: frame for name, frame in tables.items() if frame.height}
+    prompt = {"template": prompts.identity, "description": prompts.description, "system_prompt": config.system_prompt,
+              "example": _first_prompt(tables)}
+    return Converted(tables, trainer_card(fmt, str(out), counts, prompt, data_source, VERL_DATA_SOURCE))
+
+
+def _write_hf(staging: Path, converted: Converted, source: Source) -> None:
+    import datasets
+
+    tables = converted.tables
+    # An empty split needs num_shards=1: by default it is saved as 0 shards, which load_from_disk rejects.
+    dataset = datasets.DatasetDict({name: datasets.Dataset(_arrow(frame)) for name, frame in tables.items()})
+    dataset.save_to_disk(str(staging), num_shards={name: 1 for name, f in tables.items() if not f.height})
+    (staging / HF_DATA).mkdir()
+    for name, frame in tables.items():
+        if frame.height:
+            _write_parquet(frame, staging / HF_DATA / f"{name}-00000-of-00001.parquet")
+    write_atomic(staging / HISTOGRAM, histogram_png(source.splits, source.manifest.get("tau"),
+                                                    source.manifest.get("score") or "item"))
+    write_atomic(staging / CARD, dataset_card(source.manifest, {n: f.height for n, f in tables.items()}, HISTOGRAM,
+                                              source.provenance))
+
+
+def _write_parquet_files(staging: Path, converted: Converted, source: Source) -> None:
+    for name, frame in converted.tables.items():
+        _write_parquet(frame, staging / f"{name}.parquet")
+
+
+def _write_jsonl_files(staging: Path, converted: Converted, source: Source) -> None:
+    for name, frame in converted.tables.items():
+        write_atomic(staging / f"{name}.jsonl", frame.write_ndjson())
+
+
+EXPORTERS: dict[str, Exporter] = {
+    "hf": Exporter(_columns_as_they_are, _write_hf),
+    "parquet": Exporter(_columns_as_they_are, _write_parquet_files),
+    "jsonl": Exporter(_columns_as_they_are, _write_jsonl_files),
+    "trl": Exporter(partial(_trainer_tables, "trl"), _write_parquet_files),
+    "verl": Exporter(partial(_trainer_tables, "verl"), _write_parquet_files),
+}
+
+
 def export_split(split_dir: str | Path, out_dir: str | Path, config: ExportConfig, overwrite: bool = False) -> Path:
-    """Write the split directory in `config.format` (see the module docstring) to out_dir, whole; `overwrite`
-    replaces a non-empty out_dir. The SFT response is the column `config.response_field` (default "response") or
-    the respond run `config.responses`; `template` and `system_prompt` make the trl and verl prompts,
+    """Write the split directory in `config.format` (one of EXPORTERS; see the module docstring) to out_dir, whole;
+    `overwrite` replaces a non-empty out_dir. The SFT response is the column `config.response_field` (default
+    "response") or the respond run `config.responses`; `template` and `system_prompt` make the trl and verl prompts,
     `data_source` (default lighteval/MATH) and `ability` are verl's (curate.export_trainers)."""
-    fmt, responses, system_prompt = config.format, config.responses, config.system_prompt
+    exporter, responses = EXPORTERS[config.format], config.responses
     manifest, splits = read_split_dir(split_dir)
     inputs = [("split directory", Path(split_dir)), *([("respond run", Path(responses))] if responses else [])]
     out = check_output_dir(out_dir, overwrite, inputs)
     provenance = None
     if responses is not None:
         splits, unanswered, provenance = with_responses(splits, Path(responses), config.skip_unanswered)
-    response_field = config.response_field or RESPONSE
-    card = None
-    # Converted before anything is written, so a bad split leaves no export.
-    if fmt in ("trl", "verl"):
-        prompts = prompt_template(config.template)
-        data_source = config.data_source or VERL_DATA_SOURCE
-        tables = (trl_tables(splits, response_field, prompts, system_prompt) if fmt == "trl" else
-                  verl_tables(splits, response_field, prompts, system_prompt, data_source, config.ability))
-        counts = {name: frame.height for name, frame in tables.items()}
-        # `datasets` (so TRL and verl) cannot load a parquet file without rows: the card lists such splits instead.
-        tables = {name: frame for name, frame in tables.items() if frame.height}
-        prompt = {"template": prompts.identity, "description": prompts.description, "system_prompt": system_prompt,
-                  "example": _first_prompt(tables)}
-        card = trainer_card(fmt, str(out), counts, prompt, data_source, VERL_DATA_SOURCE)
-    else:
-        tables = _harmonized(splits)
+    converted = exporter.convert(splits, config, out)
     with atomic_directory(out, overwrite, inputs) as staging:
-        if fmt == "hf":
-            import datasets
-
-            # An empty split needs num_shards=1: by default it is saved as 0 shards, which load_from_disk rejects.
-            dataset = datasets.DatasetDict({name: datasets.Dataset(_arrow(frame)) for name, frame in tables.items()})
-            dataset.save_to_disk(str(staging), num_shards={name: 1 for name, f in tables.items() if not f.height})
-            (staging / HF_DATA).mkdir()
-            for name, frame in tables.items():
-                if frame.height:
-                    _write_parquet(frame, staging / HF_DATA / f"{name}-00000-of-00001.parquet")
-            histogram = histogram_png(splits, manifest.get("tau"), manifest.get("score") or "item")
-            write_atomic(staging / HISTOGRAM, histogram)
-            write_atomic(staging / CARD, dataset_card(manifest, {n: f.height for n, f in tables.items()}, HISTOGRAM,
-                                                      provenance))
-        elif fmt == "jsonl":
-            for name, frame in tables.items():
-                write_atomic(staging / f"{name}.jsonl", frame.write_ndjson())
-        else:
-            for name, frame in tables.items():
-                _write_parquet(frame, staging / f"{name}.parquet")
-        if card is not None:
-            write_atomic(staging / CARD, card)
+        exporter.write(staging, converted, Source(manifest, splits, provenance))
+        if converted.card is not None:
+            write_atomic(staging / CARD, converted.card)
         if provenance is not None:
             write_atomic(staging / UNANSWERED, unanswered.write_ndjson())
             write_atomic(staging / RESPONSES, json.dumps(provenance, indent=2, sort_keys=True))

@@ -54,3 +54,10 @@ def test_no_code_outside_the_backends_dict_branches_on_a_backend_name():
 def test_rewards_and_verifiers_build_no_run():
     for path in modules("curate/verify") + [REPO / "curate" / "rewards.py"]:
         assert '"unused"' not in path.read_text(encoding="utf-8"), path
+
+
+def test_every_export_format_the_command_takes_has_its_exporter():
+    from curate.command_config import FORMATS
+    from curate.export import EXPORTERS
+
+    assert tuple(EXPORTERS) == FORMATS
