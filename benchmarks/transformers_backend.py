@@ -96,7 +96,7 @@ def write_arm_data(args: argparse.Namespace) -> None:
 def items(args: argparse.Namespace, kind: str) -> list[dict]:
     """The items of an arm's file, as the engine reads them."""
     from curate.config import DataConfig
-    from curate.data import load_items
+    from curate.data.items import load_items
 
     return load_items(DataConfig(source=str(arm_data(args, kind)), question_field=args.question_field)).items.to_dicts()
 

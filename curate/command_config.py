@@ -2,7 +2,7 @@
 and `templates` (curate.settings; each command's flags are made from them by curate.cli.flags).
 
 A run's own settings are RunConfig's (curate.config); `curate levels` and `curate irt` take LevelsConfig and
-RaschConfig, declared beside their rules (curate.levels, curate.irt). What an invocation does rather than what
+RaschConfig, declared beside their rules (curate.split.levels, curate.stats.irt). What an invocation does rather than what
 it computes, such as where it writes, whether it may replace a folder, or printing JSON, is no setting: those are
 the commands' own options and the functions' own arguments. This module is light to import, so that the command
 line makes its flags without loading what the work needs.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from curate.settings import check, described
-from curate.split import ARMS, TauRule
+from curate.split.rules import ARMS, TauRule
 
 FORMATS = ("hf", "parquet", "jsonl", "trl", "verl")
 # The export options that only some formats use.
@@ -24,7 +24,7 @@ FORMAT_OPTIONS = {"template": ("trl", "verl"), "system_prompt": ("trl", "verl"),
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """`curate split` (curate.split_dir.make_split): τ, the ablation arms, the RL curriculum and hygiene."""
+    """`curate split` (curate.split.directory.make_split): τ, the ablation arms, the RL curriculum and hygiene."""
 
     score: str = described("Item score: mean, median, expected or calibrated.", default="mean")
     tau_rule: TauRule = described("How τ is chosen.", default_factory=TauRule)
@@ -61,7 +61,7 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """`curate export` (curate.export.export_split): the format, the SFT responses and the trainers' prompts."""
+    """`curate export` (curate.export.exporters.export_split): the format, the SFT responses and the trainers' prompts."""
 
     format: str = described("hf, parquet, jsonl, trl or verl.")
     response_field: str | None = described("SFT target field for --format trl and verl.", default=None,
@@ -113,7 +113,7 @@ class ScoreStatistics:
 
 @dataclass(frozen=True)
 class StatsConfig(ScoreStatistics):
-    """`curate stats` (curate.analysis.analyze_run): what the judge run's scores are checked against."""
+    """`curate stats` (curate.stats.analysis.analyze_run): what the judge run's scores are checked against."""
 
     reference: str | None = described(
         "Input field with a numeric reference difficulty label (e.g. level, 1..5).", default=None)
@@ -135,7 +135,7 @@ class StatsConfig(ScoreStatistics):
 
 @dataclass(frozen=True)
 class CompareConfig(ScoreStatistics):
-    """`curate compare` (curate.analysis.analyze_comparison)."""
+    """`curate compare` (curate.stats.analysis.analyze_comparison)."""
 
     allow_different_items: bool = described(
         "Compare by id even where the two runs' items differ in question, reference or choices.", default=False)

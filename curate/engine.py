@@ -23,22 +23,21 @@ from typing import Any
 import polars as pl
 
 from curate import __version__
-from curate.backends import Backend, Completion, LazyBackend, Request, backend_identity, backend_kind
+from curate.backends import (
+    Backend,
+    Completion,
+    LazyBackend,
+    Request,
+    backend_identity,
+    backend_kind,
+)
 from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig
-from curate.data import fingerprint, load_items
+from curate.data.items import fingerprint, load_items
 from curate.errors import ConfigError, FailureThresholdError
+from curate.files import append_jsonl, write_atomic, write_parquet_atomic
 from curate.identity import IDENTITY_DEFAULTS
 from curate.redact import redact, secrets_in
-from curate.store import (
-    ITEMS,
-    RunStore,
-    append_jsonl,
-    read_items,
-    read_judgments,
-    read_manifest,
-    write_atomic,
-    write_parquet_atomic,
-)
+from curate.store import ITEMS, RunStore, read_items, read_judgments, read_manifest
 from curate.tasks import ResponseTask, ScoreTask, Task, rebuild_task
 from curate.templates import JudgeTemplate, load_template
 from curate.verify import MODEL_VERIFIER, VERIFIER_NAMES, get_verifier

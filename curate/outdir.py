@@ -21,7 +21,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from curate.errors import ConfigError
-from curate.store import is_run_dir, process_alive
+from curate.files import process_alive
+from curate.store import is_run_dir
 
 log = logging.getLogger(__name__)
 # The staging (.tmp) and set-aside (.old) folders of atomic_directory: `.NAME.PID.HEX.tmp`.

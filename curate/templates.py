@@ -45,7 +45,7 @@ import jinja2.meta
 import yaml
 from jinja2.runtime import new_context
 
-from curate.choices import format_choices
+from curate.data.choices import format_choices
 from curate.errors import TemplateError
 from curate.parse import PARSERS, Parser
 from curate.sandbox import BoundedSandbox, bounded_render

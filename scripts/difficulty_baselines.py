@@ -20,13 +20,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from build_tiny_judge import SHARED_DATA, read_jsonl, split_rows
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import Ridge
 
-from build_tiny_judge import SHARED_DATA, read_jsonl, split_rows
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a source checkout
-from curate.stats import bootstrap_interval, format_interval, spearman  # noqa: E402
+from curate.stats.metrics import bootstrap_interval, format_interval, spearman  # noqa: E402
 
 
 def main() -> None:

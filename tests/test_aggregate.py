@@ -1,7 +1,7 @@
 import polars as pl
 import pytest
 
-from curate.aggregate import per_item, summary
+from curate.stats.aggregate import per_item, summary
 
 COLUMNS = ["item_id", "sample_idx", "status", "score", "prompt_tokens", "completion_tokens", "score_method",
            "expected_score", "score_entropy", "score_mass"]

@@ -9,12 +9,17 @@ from conftest import write_jsonl
 from fakes import ScriptedBackend
 from typer.testing import CliRunner
 
-from curate.analysis import CALIBRATED_FILE, analyze_comparison, analyze_run, load_calibration
 from curate.cli import app
 from curate.command_config import CompareConfig, StatsConfig
 from curate.config import RunConfig
 from curate.engine import score
-from curate.stats import all_notes
+from curate.stats.analysis import (
+    CALIBRATED_FILE,
+    analyze_comparison,
+    analyze_run,
+    load_calibration,
+)
+from curate.stats.metrics import all_notes
 
 ROWS = [{"id": f"q{i:03d}", "question": f"Problem {i}", "level": i % 5 + 1, "pass_rate": 1 - (i % 5) / 4,
          "domain": "algebra" if i % 2 else "geometry"} for i in range(60)]

@@ -58,6 +58,6 @@ def test_rewards_and_verifiers_build_no_run():
 
 def test_every_export_format_the_command_takes_has_its_exporter():
     from curate.command_config import FORMATS
-    from curate.export import EXPORTERS
+    from curate.export.exporters import EXPORTERS
 
     assert tuple(EXPORTERS) == FORMATS

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from curate.calibrate import Calibration, fit_isotonic, reliability_table
+from curate.stats.calibrate import Calibration, fit_isotonic, reliability_table
 
 
 def noisy_pass_rates(n=200, seed=0):

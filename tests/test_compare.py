@@ -3,9 +3,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curate.choices import CHOICE
-from curate.compare import compare_runs
+from curate.data.choices import CHOICE
 from curate.runs import item_differences
+from curate.stats.compare import compare_runs
 
 SCHEMA = {"item_id": pl.String, "score_mean": pl.Float64, "score_median": pl.Float64, "expected_mean": pl.Float64,
           "n_logprobs": pl.Int64, "item_status": pl.String}

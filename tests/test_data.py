@@ -1,4 +1,4 @@
-"""Unit tests for curate/data.py (and curate/config.py's DataConfig): input rows → validated items."""
+"""Unit tests for curate/data/items.py (and curate/config.py's DataConfig): input rows → validated items."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import curate.readers as readers_module
+import curate.data.readers as readers_module
 from curate.config import DataConfig
-from curate.choices import CHOICE
-from curate.data import LoadedItems, content_id, fingerprint, load_items
-from curate.readers import BUNDLED_DIR, resolve_source
+from curate.data.choices import CHOICE
+from curate.data.items import LoadedItems, content_id, fingerprint, load_items
+from curate.data.readers import BUNDLED_DIR, resolve_source
 from curate.errors import ConfigError, DataError, DereasonError
 
 CANONICAL_COLUMNS = ["id", "question", "reference", "choices", "domain"]
@@ -890,11 +890,11 @@ def test_parquet_null_question_row(tmp_path):
 
 def test_quarantine_logs_a_warning_and_error_mode_has_none(tmp_path, caplog):
     path = write_jsonl(tmp_path / "in.jsonl", [{"question": "ok"}, {"question": ""}])
-    with caplog.at_level(logging.WARNING, logger="curate.data"):
+    with caplog.at_level(logging.WARNING, logger="curate.data.items"):
         quarantine(path)
     assert any("quarantined 1 bad row(s)" in r.getMessage() for r in caplog.records)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="curate.data"):
+    with caplog.at_level(logging.WARNING, logger="curate.data.items"):
         load(write_jsonl(tmp_path / "clean.jsonl", [{"question": "ok"}]))
     assert not caplog.records
 

@@ -84,7 +84,7 @@ def test_reparse_into_failures_exits_3_and_the_manifest_names_the_parser(tmp_pat
 ])
 def test_identity_holds_the_settings_the_backend_reads(tmp_path, backend, changed, key):
     """Defect 19: dtype, --endpoint/--tokenizer, use_n and engine_args were not part of the run's identity."""
-    from curate.data import load_items
+    from curate.data.items import load_items
     from curate.templates import load_template
 
     base = job(tmp_path, backend=backend)
@@ -94,7 +94,7 @@ def test_identity_holds_the_settings_the_backend_reads(tmp_path, backend, change
 
 
 def test_a_tokenizer_is_identified_by_its_files(tmp_path):
-    from curate.data import load_items
+    from curate.data.items import load_items
     from curate.templates import load_template
 
     config = job(tmp_path, backend="openai", endpoint="completions", tokenizer="bundled:tiny-judge")
@@ -123,7 +123,7 @@ def test_sampled_logprob_scoring_scores_what_each_sample_drew(tmp_path):
 
 def test_a_sampled_run_records_how_its_backend_draws(tmp_path):
     """A sampled run begun with another sampler must not be resumed with this one: its draws would differ."""
-    from curate.data import load_items
+    from curate.data.items import load_items
     from curate.templates import load_template
 
     sampled = job(tmp_path, samples=2, temperature=1.0)

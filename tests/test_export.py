@@ -8,10 +8,10 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from curate.errors import ConfigError, DataError
-from curate.card import dataset_card
 from curate.command_config import FORMATS, ExportConfig
-from curate.export import export_split, push_to_hub
+from curate.errors import ConfigError, DataError
+from curate.export.card import dataset_card
+from curate.export.exporters import export_split, push_to_hub
 
 MANIFEST = {
     "tau": 2.5, "tau_method": "fixed", "score": "mean", "counts": {"sft": 3, "rl": 2, "unscored": 1},
@@ -342,8 +342,8 @@ CHOICES = [[{"label": "A", "text": "3"}, {"label": "B", "text": "4"}], None,
 
 
 def build_choice_split(root):
-    """A split whose items carry labelled options (curate.choices.CHOICE), as the split step writes them."""
-    from curate.choices import CHOICE
+    """A split whose items carry labelled options (curate.data.choices.CHOICE), as the split step writes them."""
+    from curate.data.choices import CHOICE
 
     root.mkdir()
     (root / "manifest.json").write_text(json.dumps({**MANIFEST, "counts": {"sft": 1, "rl": 2, "unscored": 0}}))
@@ -457,7 +457,7 @@ def test_the_cli_shows_no_progress_bars_of_other_libraries(split_dir, tmp_path):
     (None, None, None), ("  ", CHOICES[0], None),
 ])
 def test_final_answer_is_what_verls_preprocessing_writes(reference, choices, expected):
-    from curate.export_trainers import final_answer
+    from curate.export.trainers import final_answer
 
     assert final_answer(reference, choices) == expected
 
@@ -514,7 +514,7 @@ def test_a_renamed_input_field_is_named(tmp_path):
 def test_the_cards_tell_how_to_train(split_dir, tmp_path):
     """The trl and verl cards: files and rows, the template and the first prompt, and the next command: verl's
     default reward for lighteval/MATH (curate's as an option), curate's in the command for any other data_source."""
-    from curate.card import VERL_CUSTOM_REWARD
+    from curate.export.card import VERL_CUSTOM_REWARD
 
     verl = export_split(split_dir, tmp_path / "verl", ExportConfig(format="verl"))
     card = (verl / "README.md").read_text(encoding="utf-8")

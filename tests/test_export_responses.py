@@ -17,9 +17,9 @@ from conftest import assert_one_line_error, invoke, write_jsonl
 from curate.command_config import ExportConfig, SplitConfig
 from curate.config import RunConfig
 from curate.engine import score
-from curate.export import export_split
-from curate.split import TauRule
-from curate.split_dir import make_split
+from curate.export.exporters import export_split
+from curate.split.directory import make_split
+from curate.split.rules import TauRule
 from curate.testing import FakeOpenAIServer, build_tokenizer
 
 EASY = [f"What is {i} - {i} + 3?" for i in range(6)]
@@ -139,7 +139,7 @@ def test_hf_export_carries_the_responses_and_its_card_says_where_they_came_from(
 def test_unverified_responses_are_exported_and_said_to_be_unverified(work, tmp_path, caplog):
     """A respond run over every item answers the arms too, so nothing is left out and no flag is needed."""
     unverified = work / "unverified"
-    with caplog.at_level(logging.WARNING, logger="curate.export"):
+    with caplog.at_level(logging.WARNING, logger="curate.export.exporters"):
         out = export_split(work / "split", tmp_path / "trl", ExportConfig(format="trl", responses=str(unverified)))
     assert "were not verified" in caplog.text
     sft = pl.read_parquet(out / "sft.parquet")

@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
-from curate.choices import CHOICE
 from curate.command_config import ExportConfig
-from curate.export import export_split
+from curate.data.choices import CHOICE
+from curate.export.exporters import export_split
 from curate.testing import build_tokenizer
 
 LABELS = [{"label": "A", "text": "3"}, {"label": "B", "text": "4"}]
@@ -73,10 +73,9 @@ def verl():
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
+        import verl
         from hydra import compose, initialize_config_dir
         from torchdata.stateful_dataloader import StatefulDataLoader
-
-        import verl
         from verl.trainer.ppo.reward import load_reward_manager
         from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler
         from verl.utils.dataset.rl_dataset import collate_fn

@@ -6,8 +6,14 @@ from scipy.special import expit
 from scipy.stats import spearmanr
 
 from curate.errors import ConfigError, DataError
-from curate.irt import (ITEMS_SCHEMA, MODELS_SCHEMA, RaschConfig, fit_rasch, responses_from_matrix,
-                        responses_from_rollouts)
+from curate.stats.irt import (
+    ITEMS_SCHEMA,
+    MODELS_SCHEMA,
+    RaschConfig,
+    fit_rasch,
+    responses_from_matrix,
+    responses_from_rollouts,
+)
 
 
 def simulate(n_items=500, n_models=20, answers_per_cell=1, difficulty_sd=1.5, seed=0):

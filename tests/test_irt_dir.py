@@ -15,7 +15,7 @@ from fakes import ScriptedBackend
 import curate
 from curate.config import RunConfig
 from curate.engine import solve
-from curate.irt import fit_rasch
+from curate.stats.irt import fit_rasch
 
 # Right rollouts of 4 per solver; "errors": every rollout of that solver fails in the backend.
 RIGHT = {"a": (1, 3, 4), "b": (0, 2, 4), "c": (0, 0, 1), "d": (4, 4, 4), "e": (0, 0, 0), "f": (2, 3, 4),

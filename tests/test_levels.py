@@ -2,8 +2,8 @@ import polars as pl
 import pytest
 
 from curate.errors import ConfigError, DataError
-from curate.levels import LEVELS_SCHEMA, LevelConfig, assign_levels
-from curate.passrate import pass_rates
+from curate.split.levels import LEVELS_SCHEMA, LevelConfig, assign_levels
+from curate.stats.passrate import pass_rates
 
 
 def solve_run(outcomes: dict[str, tuple[int, int] | str]) -> pl.DataFrame:

@@ -6,7 +6,12 @@ import pytest
 from scipy.stats import binomtest
 
 from curate.errors import ConfigError, DataError
-from curate.passrate import PER_ITEM_SCHEMA, pass_rates, summarize, wilson_interval
+from curate.stats.passrate import (
+    PER_ITEM_SCHEMA,
+    pass_rates,
+    summarize,
+    wilson_interval,
+)
 
 
 def rollouts(verdicts: dict[str, list[str]]) -> pl.DataFrame:

@@ -9,15 +9,26 @@ import pytest
 from matplotlib.image import imread
 
 import curate.store
-from curate.aggregate import per_item
-from curate.calibrate import fit_isotonic, reliability_table
-from curate.compare import compare_runs
-from curate.report import MAX_DOMAINS, histogram_figure, render_report, write_report
-from curate.stats import format_interval
-from curate.consistency import self_consistency
-from curate.irt import fit_rasch
-from curate.measured import irt_agreement
-from curate.stats import failure_rates, item_scores, pass_rate_agreement, reference_agreement, score_distribution
+from curate.stats.aggregate import per_item
+from curate.stats.calibrate import fit_isotonic, reliability_table
+from curate.stats.compare import compare_runs
+from curate.stats.consistency import self_consistency
+from curate.stats.irt import fit_rasch
+from curate.stats.measured import irt_agreement
+from curate.stats.metrics import (
+    failure_rates,
+    format_interval,
+    item_scores,
+    pass_rate_agreement,
+    reference_agreement,
+    score_distribution,
+)
+from curate.stats.report import (
+    MAX_DOMAINS,
+    histogram_figure,
+    render_report,
+    write_report,
+)
 
 JUDGMENT_COLUMNS = ["item_id", "sample_idx", "status", "score", "score_method", "expected_score", "score_entropy",
                     "prompt_tokens", "completion_tokens", "raw_text", "score_probs", "score_mass"]

@@ -6,11 +6,25 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curate import hygiene
 from curate.errors import ConfigError
-from curate.hygiene import check_disjoint, decontaminate, deduplicate, normalize_question
-from curate.split import (SIDES, TauRule, all_arm, assign_sides, budget_shares, choose_tau, curriculum_stages,
-                          random_arm, reversed_arm)
+from curate.split import hygiene
+from curate.split.hygiene import (
+    check_disjoint,
+    decontaminate,
+    deduplicate,
+    normalize_question,
+)
+from curate.split.rules import (
+    SIDES,
+    TauRule,
+    all_arm,
+    assign_sides,
+    budget_shares,
+    choose_tau,
+    curriculum_stages,
+    random_arm,
+    reversed_arm,
+)
 
 
 def frame(scores, domains=None, questions=None, **extra) -> pl.DataFrame:

@@ -12,8 +12,8 @@ from curate.cli import app
 from curate.command_config import SplitConfig
 from curate.config import RunConfig
 from curate.engine import score
-from curate.split import TauRule
-from curate.split_dir import make_split
+from curate.split.directory import make_split
+from curate.split.rules import TauRule
 
 BENCHMARK_PROBLEM = ("A train leaves the station at noon traveling at sixty miles per hour toward a city "
                      "that lies one hundred and twenty miles away; when does it arrive there")
@@ -179,14 +179,14 @@ def test_an_empty_out_folder_is_used_without_overwrite(tmp_path):
 
 def test_a_failed_split_or_export_leaves_nothing_and_keeps_the_old_folder(tmp_path, monkeypatch):
     """A split that failed half-way left sft/rl/unscored/arms without a manifest."""
-    import curate.export
-    import curate.split_dir
+    import curate.export.exporters
+    import curate.split.directory
 
     run, _ = make_run(tmp_path)
     assert invoke("split", run, "--out", tmp_path / "old").exit_code == 0
     assert invoke("export", tmp_path / "old", "--format", "parquet", "--out", tmp_path / "export").exit_code == 0
     before = tree(tmp_path)
-    real = curate.split_dir.write_atomic
+    real = curate.split.directory.write_atomic
 
     def failing(path, data):
         if path.name in ("manifest.json", "rl.parquet"):
@@ -198,10 +198,10 @@ def test_a_failed_split_or_export_leaves_nothing_and_keeps_the_old_folder(tmp_pa
             raise OSError(28, "No space left on device")
         real_parquet(frame, path)
 
-    real_parquet = curate.split_dir.write_parquet_atomic
-    monkeypatch.setattr(curate.split_dir, "write_atomic", failing)
-    monkeypatch.setattr(curate.split_dir, "write_parquet_atomic", failing_parquet)
-    monkeypatch.setattr(curate.export, "write_atomic", failing)
+    real_parquet = curate.split.directory.write_parquet_atomic
+    monkeypatch.setattr(curate.split.directory, "write_atomic", failing)
+    monkeypatch.setattr(curate.split.directory, "write_parquet_atomic", failing_parquet)
+    monkeypatch.setattr(curate.export.exporters, "write_atomic", failing)
     assert_one_line_error(invoke("split", run, "--out", tmp_path / "new" / "split"), "No space left on device")
     assert_one_line_error(invoke("split", run, "--out", tmp_path / "old", "--tau", "2", "--overwrite"),
                           f"cannot use {tmp_path / 'old'}: No space left on device")

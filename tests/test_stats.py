@@ -4,10 +4,21 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curate.aggregate import per_item
-from curate.consistency import identical_samples, self_consistency
-from curate.stats import (SCORE_COLUMNS, all_notes, bootstrap_interval, failure_rates, item_field, item_scores,
-                          pass_rate_agreement, reference_agreement, round_score, score_distribution, spearman)
+from curate.stats.aggregate import per_item
+from curate.stats.consistency import identical_samples, self_consistency
+from curate.stats.metrics import (
+    SCORE_COLUMNS,
+    all_notes,
+    bootstrap_interval,
+    failure_rates,
+    item_field,
+    item_scores,
+    pass_rate_agreement,
+    reference_agreement,
+    round_score,
+    score_distribution,
+    spearman,
+)
 
 JUDGMENT_COLUMNS = ["item_id", "sample_idx", "status", "score", "score_method", "expected_score", "score_entropy",
                     "prompt_tokens", "completion_tokens", "raw_text", "score_probs", "score_mass"]

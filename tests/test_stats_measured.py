@@ -19,11 +19,11 @@ from scipy.stats import binomtest, spearmanr
 from sklearn.metrics import roc_auc_score
 
 import curate
-from curate.analysis import analyze_run, load_calibration
 from curate.command_config import StatsConfig
 from curate.config import RunConfig
 from curate.engine import score, solve
-from curate.irt import fit_rasch
+from curate.stats.analysis import analyze_run, load_calibration
+from curate.stats.irt import fit_rasch
 from curate.testing import FakeOpenAIServer
 
 ITEMS = 24

@@ -15,8 +15,8 @@ from conftest import assert_one_line_error, invoke
 from jinja2.exceptions import SecurityError
 
 from curate.config import DataConfig
-from curate.choices import format_choices
-from curate.data import load_items
+from curate.data.choices import format_choices
+from curate.data.items import load_items
 from curate.errors import DereasonError, TemplateError
 from curate.parse import PARSERS
 from curate.templates import (

@@ -325,7 +325,7 @@ def test_split_settings_an_earlier_tiny_cpu_recorded_still_hold(tmp_path):
     from dataclasses import replace
 
     from curate.errors import RunDirError
-    from curate.split import TauRule
+    from curate.split.rules import TauRule
     from train.tinycpu import SPLIT_SETTINGS, _hold_split_settings, read_tiny_cpu
 
     (tmp_path / SPLIT_SETTINGS).write_text(json.dumps({"score": "expected", "tau": None, "quantile": 0.4, "seed": 0}))

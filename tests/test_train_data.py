@@ -8,7 +8,7 @@ from trainkit import build_split
 
 from curate.command_config import ExportConfig
 from curate.errors import ConfigError, DataError
-from curate.export import export_split
+from curate.export.exporters import export_split
 from curate.testing import FakeOpenAIServer
 from train.config import GrpoConfig, SftConfig
 from train.data import grpo_data, sft_data

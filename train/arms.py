@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import DereasonError, RunDirError
+from curate.files import write_atomic
 from curate.settings import check, described, from_flat, read_job_file
-from curate.store import write_atomic
 from train.armtable import DONE, FAILED, markdown, plot, table
 from train.config import identity, world_size
 from train.model import main_process

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from curate.stats import N_RESAMPLES, format_interval, headline
+from curate.stats.metrics import N_RESAMPLES, format_interval, headline
 
 DONE, FAILED = "done", "failed"
 
@@ -29,7 +29,7 @@ DONE, FAILED = "done", "failed"
 def paired_difference(arm: pl.DataFrame, baseline: pl.DataFrame, seed: int = 0,
                       n_resamples: int = N_RESAMPLES) -> dict[str, Any]:
     """Mean per-item difference of pass rates (arm − baseline) over the items both measured, with its paired
-    bootstrap interval; each frame has item_id, pass_rate and pass_status (curate.passrate.PER_ITEM_SCHEMA)."""
+    bootstrap interval; each frame has item_id, pass_rate and pass_status (curate.stats.passrate.PER_ITEM_SCHEMA)."""
     def measured(frame: pl.DataFrame) -> pl.DataFrame:
         return frame.filter(pl.col("pass_status") == "measured").select("item_id", "pass_rate")
 

@@ -1,6 +1,6 @@
 """The rows a stage trains on, built from a split directory or read from a TRL export, and their fingerprint.
 
-From a split directory (`curate split`, read with `curate.export.read_split_dir`) every item's prompt is
+From a split directory (`curate split`, read with `curate.export.exporters.read_split_dir`) every item's prompt is
 rendered by the stage's response template, the one `curate solve` evaluates with:
     SFT   `messages` = the prompt, then the assistant turn: the kept response of a `curate respond` run
           (`responses`, joined as `curate export --responses` joins it), else the split's column
@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
-from curate.choices import CHOICE
+from curate.data.choices import CHOICE
 from curate.errors import ConfigError, DataError
-from curate.export import RESPONSE, UNANSWERED, read_split_dir
+from curate.export.exporters import RESPONSE, UNANSWERED, read_split_dir
 from curate.templates import load_template
 from train.config import GrpoConfig, SftConfig, StageConfig
 
@@ -169,7 +169,9 @@ def _responses(config: SftConfig, frame: pl.DataFrame,
                template: str | None) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """The split's items with the respond run's kept `response`, as `curate export --responses` joins them; the
     items left out (skip_unanswered); where the responses came from."""
-    from curate.export import with_responses  # one join for `curate export --responses` and training
+    from curate.export.exporters import (
+        with_responses,  # one join for `curate export --responses` and training
+    )
 
     if not (config.split == "sft" or config.split.endswith("_sft")):
         raise ConfigError(f"--responses answer the SFT side of a split; {config.split!r} is not one (sft, <arm>_sft)")

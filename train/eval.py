@@ -105,7 +105,7 @@ def solve_config(config: EvalConfig, source: str) -> RunConfig:
 
 def pass_at_1(per_item: Any, seed: int) -> dict[str, Any]:
     """pass@1 over a solve run's per-item frame (module docstring), with its bootstrap interval and counts."""
-    from curate.passrate import summarize
+    from curate.stats.passrate import summarize
 
     return {**summarize(per_item), **mean_pass_rate(per_item, seed)}
 
@@ -113,7 +113,7 @@ def pass_at_1(per_item: Any, seed: int) -> dict[str, Any]:
 def mean_pass_rate(per_item: Any, seed: int, n_resamples: int | None = None) -> dict[str, Any]:
     """pass@1, the mean pass rate over the measured items, with its 95% bootstrap interval over items (curate's
     default resamples unless given), the number of measured items, and why a number is missing if one is."""
-    from curate.stats import N_RESAMPLES, headline
+    from curate.stats.metrics import N_RESAMPLES, headline
 
     rates = per_item.filter(per_item["pass_status"] == "measured")["pass_rate"].to_numpy()
     notes: list[str] = []
@@ -127,7 +127,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     from accelerate import PartialState
 
     from curate.engine import solve
-    from curate.stats import format_interval
+    from curate.stats.metrics import format_interval
     from train.stage import Stage
 
     # Under `accelerate launch` (a recipe's eval) every process passes the same barriers as in a training stage

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from curate.errors import ConfigError, RunDirError
+from curate.files import write_atomic
 from curate.outdir import is_run_dir
-from curate.store import write_atomic
 from train.config import identity
 from train.eval import evaluate
 from train.grpo import prepare_grpo, train_grpo

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import ConfigError, RunDirError
+from curate.files import append_jsonl, write_atomic
 from curate.outdir import is_run_dir
-from curate.store import append_jsonl, write_atomic
 from train.config import FINAL, identity
 from train.model import main_process
 

@@ -3,7 +3,7 @@
     task (train.tinytask: items, held-out set, a tiny solver and a tiny judge pre-trained from scratch)
       → score: `curate score` of the items by the judge (curate.engine.score; logprob scoring: the expected score
         over the digits 1..5 of its first answer token)
-      → split: `curate split` on that score (curate.split_dir.make_split; τ, arms)
+      → split: `curate split` on that score (curate.split.directory.make_split; τ, arms)
       → arms: SFT → GRPO → eval per arm, and the comparison table (train.arms)
 
     OUT/
@@ -37,8 +37,8 @@ from typing import Any
 import polars as pl
 
 from curate.command_config import SplitConfig
+from curate.files import write_atomic
 from curate.settings import check, from_flat, read_job_file, to_flat
-from curate.store import write_atomic
 from train.tinytask import JUDGE_TEMPLATE, TEMPLATE_DIR, TaskConfig, build_task
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def run_tiny_cpu(task: TaskConfig, split: SplitConfig, plan: Any, root: Path) ->
 def _run(task: TaskConfig, split: SplitConfig, plan: Any, root: Path) -> dict[str, Any]:
     from curate.config import RunConfig
     from curate.engine import score
-    from curate.split_dir import make_split
+    from curate.split.directory import make_split
     from train.arms import run_arms
 
     seconds: dict[str, float] = {}
@@ -145,7 +145,7 @@ def _hold_split_settings(split: SplitConfig, root: Path) -> None:
 def judge_agreement(split_dir: Path) -> dict[str, Any]:
     """The judge's scores against the known difficulty, on the items split: Spearman's ρ with its interval, and
     the known difficulty's mean and histogram on each side."""
-    from curate.stats import headline, spearman
+    from curate.stats.metrics import headline, spearman
 
     sides = {side: pl.read_parquet(split_dir / f"{side}.parquet") for side in ("sft", "rl")}
     both = pl.concat([frame.select("score", "difficulty") for frame in sides.values()])
@@ -160,7 +160,7 @@ def judge_agreement(split_dir: Path) -> dict[str, Any]:
 
 
 def _agreement(judge: dict[str, Any], manifest: dict[str, Any]) -> str:
-    from curate.stats import format_interval
+    from curate.stats.metrics import format_interval
 
     sides = judge["sides"]
     return (f"Judge: Spearman {format_interval(judge['spearman_score_vs_known_difficulty'], 2)} with the known "
@@ -170,7 +170,7 @@ def _agreement(judge: dict[str, Any], manifest: dict[str, Any]) -> str:
 
 def summary(report: dict[str, Any]) -> list[str]:
     """The lines `dereason-train tiny-cpu` prints above the table."""
-    from curate.stats import format_interval
+    from curate.stats.metrics import format_interval
 
     judge, counts = report["judge"], report["split"]["counts"]
     sides = judge["sides"]

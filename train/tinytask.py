@@ -39,8 +39,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from curate.files import write_atomic
 from curate.settings import check, described
-from curate.store import write_atomic
 
 log = logging.getLogger(__name__)
 # The task's own short templates (train/recipes/templates/tiny): curate's formats, a few tokens of prompt.

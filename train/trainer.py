@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from curate.errors import ConfigError
-from curate.export import UNANSWERED
-from curate.store import append_jsonl, write_atomic
+from curate.export.exporters import UNANSWERED
+from curate.files import append_jsonl, write_atomic
 from train.config import CADENCE, FINAL, TRL_NAMES, StageConfig
 from train.data import StageData
 from train.model import Hardware

@@ -1,6 +1,6 @@
 """`curate irt SOLVE_RUN SOLVE_RUN ... --out IRT_DIR`: Rasch difficulties of the items from solve runs alone.
 
-The fit is curate.irt's, the directory curate.irt_dir's (its docstring lists the files, and it logs the fit's
+The fit is curate.stats.irt's, the directory curate.stats.irt_dir's (its docstring lists the files, and it logs the fit's
 notes as warnings); this module reads the options and prints a summary.
 """
 
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from curate.cli.common import errors, out, setup_logging
 from curate.cli.flags import settings_command
-from curate.irt import RaschConfig
+from curate.stats.irt import RaschConfig
 
 
 def _print_fit(manifest: dict[str, Any], out_dir: Path) -> None:
@@ -41,7 +41,7 @@ def irt(
     """Rasch (IRT) difficulties of the items, fitted over the rollouts of several solve runs, one model each."""
     setup_logging()
     with errors():
-        from curate.irt_dir import IRT_ITEMS, make_irt
+        from curate.stats.irt_dir import IRT_ITEMS, make_irt
         from curate.store import MANIFEST
 
         make_irt(run_dirs, out_dir, settings, overwrite=overwrite)

@@ -1,6 +1,6 @@
 """`curate levels RUN...`: the staged-RL levels of arXiv 2504.00829 from several solve runs' pass rates.
 
-The rules are curate.levels' (pure); this module reads the runs and writes the levels directory:
+The rules are curate.split.levels' (pure); this module reads the runs and writes the levels directory:
 
     OUT/
       levels.json        the settings, each solver's run and identity, counts per level, rule and drop reason,
@@ -14,7 +14,7 @@ The rules are curate.levels' (pure); this module reads the runs and writes the l
       dropped.parquet    item_id, rule, reason of every item in no level
 
 The runs come in solver order, smallest first, and must be finished solve runs over the same items (the same
-ids naming the same question, reference and choices), read by curate.crowd, which names each solver. OUT
+ids naming the same question, reference and choices), read by curate.stats.crowd, which names each solver. OUT
 appears whole or not at all (curate.outdir), and nothing in it depends on the clock: the same runs and settings
 give the same bytes.
 """
@@ -36,7 +36,8 @@ from rich.table import Table
 from curate.cli.common import errors, out, setup_logging
 from curate.cli.flags import settings_command
 from curate.errors import ConfigError
-from curate.levels import (
+from curate.runs import is_run_directory, run_items
+from curate.split.levels import (
     DROP_RULES,
     LEVEL_RULES,
     LEVELS_SCHEMA,
@@ -47,8 +48,13 @@ from curate.levels import (
     LevelsConfig,
     sample_notes,
 )
-from curate.crowd import SolverRun, check_same_items, rollouts, solver_runs, unfinished
-from curate.runs import is_run_directory, run_items
+from curate.stats.crowd import (
+    SolverRun,
+    check_same_items,
+    rollouts,
+    solver_runs,
+    unfinished,
+)
 from curate.store import read_items
 
 log = logging.getLogger(__name__)
@@ -59,7 +65,7 @@ EVER_SOLVED_ROLE = "ever_solved"  # a solver after the third: it only decides wh
 
 def _pass_rates(run: SolverRun, items: pl.DataFrame) -> pl.DataFrame:
     """The run's per-item pass rates from its stored rollouts; ConfigError when an item lacks some of them."""
-    from curate.passrate import pass_rates
+    from curate.stats.passrate import pass_rates
 
     rates = pass_rates(rollouts(run), where=f"solve run {run.run_dir}")
     if short := unfinished(run.run_dir, run.identity, items["id"], rates):
@@ -106,9 +112,9 @@ def make_levels(run_dirs: Sequence[str | Path], out_dir: str | Path, settings: L
     """Write the levels directory of the solve runs `run_dirs` (smallest solver first) whole; returns levels.json's
     content. `settings.drop_unsolved_by` may name a solver's run directory."""
     from curate import __version__
-    from curate.levels import assign_levels
+    from curate.files import write_atomic, write_parquet_atomic
     from curate.outdir import atomic_directory, check_output_dir
-    from curate.store import write_atomic, write_parquet_atomic
+    from curate.split.levels import assign_levels
 
     runs = solver_runs(run_dirs, "levels:")
     config = LevelConfig(solvers=tuple(run.name for run in runs),

@@ -25,8 +25,8 @@ def split(
     """Split a scored run into SFT (score ≤ τ) and RL (score > τ), with ablation arms and hygiene."""
     setup_logging()
     with errors():
-        from curate.card import tau_text
-        from curate.split_dir import make_split
+        from curate.export.card import tau_text
+        from curate.split.directory import make_split
 
         manifest = make_split(run_dir, out_dir, settings, overwrite=overwrite)
         if as_json:
@@ -63,9 +63,14 @@ def export_command(
     """Export a split for the Hub, TRL, verl or plain files."""
     setup_logging()
     with errors():
-        from curate.card import CARD
-        from curate.export import RESPONSES, UNANSWERED, check_push, export_split
-        from curate.export import push_to_hub as push
+        from curate.export.card import CARD
+        from curate.export.exporters import (
+            RESPONSES,
+            UNANSWERED,
+            check_push,
+            export_split,
+        )
+        from curate.export.exporters import push_to_hub as push
 
         if push_to_hub:
             check_push(settings.format)  # before anything is written

@@ -15,8 +15,8 @@ from curate.cli.common import err, errors, out
 from curate.cli.flags import settings_command
 from curate.command_config import CompareConfig, StatsConfig
 from curate.errors import ConfigError
+from curate.files import write_atomic
 from curate.outdir import check_report_files
-from curate.store import write_atomic
 
 
 def _check_report_path(report: Path | None) -> None:
@@ -36,7 +36,7 @@ def _check_report_path(report: Path | None) -> None:
 
 def _write_report(report: Path, page: str, data: dict[str, Any]) -> None:
     """The page and its statistics as JSON beside it, creating the folder when it does not exist."""
-    from curate.report import write_report
+    from curate.stats.report import write_report
 
     report.parent.mkdir(parents=True, exist_ok=True)
     write_report(report, page)
@@ -49,7 +49,7 @@ def _print_notes(notes: list[str]) -> None:
 
 
 def _print_stats(stats: dict[str, Any]) -> None:
-    from curate.stats import (  # scipy and scikit-learn: only for the commands that need them
+    from curate.stats.metrics import (  # scipy and scikit-learn: only for the commands that need them
         all_notes,
         format_interval,
     )
@@ -138,12 +138,12 @@ def stats(
 ) -> None:
     """Calibration statistics of a run: distribution, failures, self-consistency, agreement."""
     with errors():
-        from curate.analysis import analyze_run
+        from curate.stats.analysis import analyze_run
 
         _check_report_path(report)
         analysis = analyze_run(run_dir, settings, irt_out=irt_out, overwrite=overwrite)
         if report is not None:
-            from curate.report import render_report
+            from curate.stats.report import render_report
 
             _write_report(report, render_report(analysis.stats, analysis.items, analysis.reliability,
                                                 title=f"dereason · {run_dir}"), analysis.stats)
@@ -166,13 +166,13 @@ def compare(
 ) -> None:
     """How two runs over the same items differ: agreement, shift matrix, SFT/RL churn per τ."""
     with errors():
-        from curate.analysis import analyze_comparison
-        from curate.stats import all_notes, format_interval
+        from curate.stats.analysis import analyze_comparison
+        from curate.stats.metrics import all_notes, format_interval
 
         _check_report_path(report)
         result = analyze_comparison(run_a, run_b, settings)
         if report is not None:
-            from curate.report import render_report
+            from curate.stats.report import render_report
 
             empty = pl.DataFrame(schema={"item_id": pl.String, "score": pl.Float64})
             _write_report(report, render_report({"score": settings.score}, empty, comparison=result,

@@ -11,7 +11,7 @@ Every stored response is exactly one of
 The raw text is always kept, with what the verifier read (`answer`) and the verifier's name and version.
 
 solve     k rollouts per item (all wanted at once) → per-item pass rate with a Wilson interval
-          (curate.passrate); truncated rollouts count as failed attempts, error and timeout as none.
+          (curate.stats.passrate); truncated rollouts count as failed attempts, error and timeout as none.
 respond   teacher responses, a sample index at a time: an item is settled by its first kept response
           (correct, or ok when unverified), so --samples k is rejection sampling that stops asking once one
           passes. Per item: the kept response (the lowest sample index that passed), how many were tried and
@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from curate.backends import Completion
-from curate.passrate import pass_rates, summarize
+from curate.stats.passrate import pass_rates, summarize
 from curate.verify import ModelVerifier, Verdict, VerdictStatus, Verifier, verify_all
 
 OK, TRUNCATED, ERROR = "ok", "truncated", "error"

@@ -9,9 +9,16 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
-from curate.aggregate import AGGREGATED_COLUMNS, per_item, summary
 from curate.backends import Alternatives, Completion
-from curate.parse import FAILED, SCORE_DIGITS, Parser, Status, parse_completion, score_alternatives
+from curate.parse import (
+    FAILED,
+    SCORE_DIGITS,
+    Parser,
+    Status,
+    parse_completion,
+    score_alternatives,
+)
+from curate.stats.aggregate import AGGREGATED_COLUMNS, per_item, summary
 
 
 class Judgment(NamedTuple):

@@ -56,7 +56,7 @@ def _stage_command(name: str, doc: str) -> Callable[..., None]:
 def _print_record(name: str, record: dict[str, Any]) -> None:
     config = record["identity"]["config"]
     if "sets" in record:
-        from curate.stats import format_interval
+        from curate.stats.metrics import format_interval
 
         for set_name, result in record["sets"].items():
             out.print(f"{name} {set_name}: pass@1 {format_interval(result['pass_at_1'], 3)} over {result['measured']} "

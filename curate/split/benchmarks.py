@@ -11,8 +11,8 @@ from pathlib import Path
 
 import polars as pl
 
+from curate.data.readers import BUNDLED_PREFIX, ROW, listed, read_table, resolve_source
 from curate.errors import ConfigError, DataError
-from curate.readers import BUNDLED_PREFIX, ROW, listed, read_table, resolve_source
 
 BENCHMARK_FIELDS = ("question", "problem", "prompt")  # looked for when a benchmark file's field is not named
 

@@ -22,10 +22,16 @@ from typing import Any
 
 import polars as pl
 
-from curate.crowd import run_summary, unfinished
 from curate.errors import ConfigError
-from curate.irt_dir import UNPLACED, is_irt_directory, read_irt_dir
-from curate.runs import ITEM_TEXT, SOLVE, item_mismatch, read_response_run, refuse_other_items
+from curate.runs import (
+    ITEM_TEXT,
+    SOLVE,
+    item_mismatch,
+    read_response_run,
+    refuse_other_items,
+)
+from curate.stats.crowd import run_summary, unfinished
+from curate.stats.irt_dir import UNPLACED, is_irt_directory, read_irt_dir
 from curate.store import read_items
 
 SOLVE_PASS_RATE = "solve_pass_rate"  # what a --stage-by SOLVE_RUN adds to every item

@@ -1,6 +1,6 @@
 """Two runs over the same items compared: agreement, shifts, and SFT/RL churn. Pure, no I/O.
 
-Items compared are those scored in both runs (an inner join of `curate.stats.item_scores` on
+Items compared are those scored in both runs (an inner join of `curate.stats.metrics.item_scores` on
 item_id); `n_only_a` / `n_only_b` count items scored in one run but not the other (absent from the
 other run, or unscored there). An id names the same item in both runs only when the items agree
 (`curate.runs.item_differences`).
@@ -13,7 +13,7 @@ Definitions
     churn           per τ: an item is SFT when its unrounded score ≤ τ and RL otherwise (as the
                     split decides); sft_to_rl counts SFT in A and RL in B, rl_to_sft the reverse,
                     fraction = changed / n_common.
-Rounding is `curate.stats.round_score` (half up, clipped to 1..5). α and κ carry a percentile
+Rounding is `curate.stats.metrics.round_score` (half up, clipped to 1..5). α and κ carry a percentile
 bootstrap interval over items; an undefined statistic is None with the reason in `notes`.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import confusion_matrix
 
-from curate.stats import (
+from curate.stats.metrics import (
     LABELS,
     MIN_PAIRS,
     N_RESAMPLES,
@@ -53,7 +53,7 @@ def _churn(a: np.ndarray, b: np.ndarray, tau: float) -> dict[str, Any]:
 def compare_runs(per_item_a: pl.DataFrame, per_item_b: pl.DataFrame, score: str = "mean",
                  taus: Sequence[float] = (1, 2, 3, 4), *, n_resamples: int = N_RESAMPLES, seed: int = 0,
                  level: float = 0.95) -> dict[str, Any]:
-    """Compare run A with run B (per-item frames of `curate.aggregate.per_item`) on common items."""
+    """Compare run A with run B (per-item frames of `curate.stats.aggregate.per_item`) on common items."""
     a_scores, b_scores = item_scores(per_item_a, score), item_scores(per_item_b, score)
     joined = a_scores.join(b_scores, on="item_id", how="inner", suffix="_b").sort("item_id")
     a, b = joined["score"].to_numpy(), joined["score_b"].to_numpy()

@@ -5,7 +5,7 @@ Reasoning Capabilities: A Preliminary Experimental Study" (arXiv 2504.00829), §
 DeepSeek-R1-Distill-Qwen-1.5B, -7B and -32B and DeepSeek-R1 several times over each problem; here the
 `solvers` setting names the runs, smallest first: the first three play the paper's 1.5B ("small"), 7B
 ("middle") and 32B ("large"); any further one (the paper's DeepSeek-R1) counts only for whether an item is
-ever solved. A pass rate is n_correct / attempts of `curate.passrate.pass_rates`: "fails" is 0 correct, "solves
+ever solved. A pass rate is n_correct / attempts of `curate.stats.passrate.pass_rates`: "fails" is 0 correct, "solves
 all" is every attempt correct, "partial" is strictly between.
 
     dropped   first, an item no solver ever solves (the paper drops those DeepSeek-R1 never solves, "too difficult
@@ -23,7 +23,7 @@ its lowest level only (disjoint curriculum stages), so level 2's "both partial" 
 is drawn from the items in neither level 1 nor level 2. An item the sample leaves out, and in no other level,
 is listed with the dropped items as "not_sampled".
 
-Sampling: the candidates are ordered by sha256(f"level3:{seed}\\x1f{item_id}") (as `curate.split`'s random arm
+Sampling: the candidates are ordered by sha256(f"level3:{seed}\\x1f{item_id}") (as `curate.split.rules`'s random arm
 deals items) and the first round(fraction · n) are kept, halves rounded up: the same seed and items give the
 same sample in any row order.
 """
@@ -39,7 +39,7 @@ import polars as pl
 
 from curate.errors import ConfigError, DataError
 from curate.settings import check, described
-from curate.split import stable_keys
+from curate.split.rules import stable_keys
 
 ROLES = ("small", "middle", "large")
 LEVEL_RULES = {"small_partial": 1, "small_fails_middle_solves": 2, "small_fails_middle_partial": 2,
@@ -133,7 +133,7 @@ def _counts(pass_rates: Mapping[str, pl.DataFrame], solvers: tuple[str, ...]) ->
         frame = pass_rates[solver]
         if absent := [c for c in ("item_id", "attempts", "n_correct") if c not in frame.columns]:
             raise DataError(f"pass rates of solver {solver!r} lack column(s) {absent}; "
-                            "build them with curate.passrate.pass_rates")
+                            "build them with curate.stats.passrate.pass_rates")
         if repeated := frame.height - frame["item_id"].n_unique():
             raise DataError(f"pass rates of solver {solver!r} list {repeated} item(s) more than once")
         tables.append(frame.select(pl.col("item_id").cast(pl.String), pl.col("n_correct").alias(f"correct_{k}"),
@@ -175,7 +175,7 @@ def _rows(frame: pl.DataFrame, rule: str, reason: pl.Expr) -> pl.DataFrame:
 
 
 def assign_levels(pass_rates: Mapping[str, pl.DataFrame], config: LevelConfig) -> Levels:
-    """The levels of every item that `pass_rates` (solver name → `curate.passrate.pass_rates` frame) measures.
+    """The levels of every item that `pass_rates` (solver name → `curate.stats.passrate.pass_rates` frame) measures.
 
     ConfigError when a solver of `config.solvers` has no frame, a frame belongs to no named solver, or a solver
     lacks items the others have (naming the solver and how many); see the module docstring for the rules."""

@@ -1,6 +1,6 @@
 """A run directory → the statistics behind `curate stats` and `curate compare`.
 
-The I/O side of `curate.stats`, `curate.calibrate` and `curate.compare` (which stay pure): read
+The I/O side of `curate.stats.metrics`, `curate.stats.calibrate` and `curate.stats.compare` (which stay pure): read
 the judgments and items of a run, compute, and, when asked to calibrate, save the calibration with
 the run (RUN_DIR/calibration.json, and every scored item's calibrated value in
 RUN_DIR/calibrated.parquet) so that the split step can threshold the calibrated value.
@@ -8,13 +8,13 @@ RUN_DIR/calibrated.parquet) so that the split step can threshold the calibrated 
 Calibration is fitted on the items that carry the target field and applied to every scored item.
 Agreement figures computed on those same items are therefore in-sample: say so where you quote them.
 
-Measured difficulty (`curate.measured`): `--pass-rate` and `--calibrate` take an input field or a solve
+Measured difficulty (`curate.stats.measured`): `--pass-rate` and `--calibrate` take an input field or a solve
 run directory. A value naming a folder that holds a manifest.json is a run, and it must be a `curate
 solve` run over the items the judge scored (its pass rates are aggregated from the records stored now, as
 `curate solve` aggregates them); any other value is an input field. A solve run with items short of their
 rollouts is used as it is, with a note that it is unfinished. A calibration onto a solve run's pass rates is
 fitted decreasing. `--irt` takes two or more solve runs, each one model of a crowd, and fits Rasch
-difficulties over all their rollouts (`curate.irt_dir.fit_crowd`, as `curate irt` does): the stats carry every
+difficulties over all their rollouts (`curate.stats.irt_dir.fit_crowd`, as `curate irt` does): the stats carry every
 item's difficulty (`irt.items`), and `irt_out` writes the fit there as an IRT directory.
 
 Every bad input is a one-line `ConfigError` or `RunDirError` naming the option, the field and what to
@@ -34,20 +34,9 @@ from typing import Any
 
 import polars as pl
 
-from curate.aggregate import AGGREGATED_COLUMNS, per_item
-from curate.calibrate import Calibration, fit_isotonic, reliability_table
 from curate.command_config import CompareConfig, StatsConfig
-from curate.compare import compare_runs
-from curate.consistency import self_consistency
-from curate.crowd import run_summary, unfinished
 from curate.errors import ConfigError
-from curate.irt_dir import fit_crowd, write_irt_dir
-from curate.measured import (
-    coverage_note,
-    irt_agreement,
-    join_pass_rates,
-    pass_rate_noise,
-)
+from curate.files import write_parquet_atomic
 from curate.outdir import check_output_dir
 from curate.runs import (
     ITEM_TEXT,
@@ -59,7 +48,19 @@ from curate.runs import (
     read_run_of,
     refuse_other_items,
 )
-from curate.stats import (
+from curate.stats.aggregate import AGGREGATED_COLUMNS, per_item
+from curate.stats.calibrate import Calibration, fit_isotonic, reliability_table
+from curate.stats.compare import compare_runs
+from curate.stats.consistency import self_consistency
+from curate.stats.crowd import run_summary, unfinished
+from curate.stats.irt_dir import fit_crowd, write_irt_dir
+from curate.stats.measured import (
+    coverage_note,
+    irt_agreement,
+    join_pass_rates,
+    pass_rate_noise,
+)
+from curate.stats.metrics import (
     JUDGMENT_COLUMNS,
     failure_rates,
     item_field,
@@ -68,7 +69,7 @@ from curate.stats import (
     reference_agreement,
     score_distribution,
 )
-from curate.store import MANIFEST, read_items, read_judgments, write_parquet_atomic
+from curate.store import MANIFEST, read_items, read_judgments
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATED_FILE = "calibrated.parquet"
@@ -122,7 +123,7 @@ def _field_pass_rates(items: pl.DataFrame, name: str) -> pl.DataFrame:
 
 def _solve_pass_rates(judge_dir: Path, scores: pl.DataFrame, solve_dir: Path,
                       option: str) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """A solve run's measured pass rates of the scored items (`curate.measured.join_pass_rates`), and where
+    """A solve run's measured pass rates of the scored items (`curate.stats.measured.join_pass_rates`), and where
     they come from: the run, the items on one side only, how noisy the rates are, whether the run is finished."""
     identity, items, solve_items = read_response_run(solve_dir, SOLVE, option)
     refuse_other_items(read_items(judge_dir), str(judge_dir), solve_dir, items, option)
@@ -144,7 +145,7 @@ def _solve_pass_rates(judge_dir: Path, scores: pl.DataFrame, solve_dir: Path,
 def _irt(judge_dir: Path, scores: pl.DataFrame, runs: Sequence[Path], bootstrap: dict[str, int],
          irt_out: Path | None, overwrite: bool) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Rasch difficulties fitted over the rollouts of solve runs (one model each) against the item scores; with
-    `irt_out`, the fit written there as an IRT directory (`curate.irt_dir`)."""
+    `irt_out`, the fit written there as an IRT directory (`curate.stats.irt_dir`)."""
     crowd = fit_crowd(runs, "--irt")
     judged = read_items(judge_dir)
     for run in crowd.runs:  # ids the judge run lacks still place the models on one scale
@@ -171,7 +172,7 @@ def _run_summary(run_dir: Path, identity: dict[str, Any], scored: int) -> dict[s
 
 
 def run_item_scores(run_dir: Path, per: pl.DataFrame, score: str) -> pl.DataFrame:
-    """`curate.stats.item_scores` of a run; a score the run cannot give is one ConfigError naming the run."""
+    """`curate.stats.metrics.item_scores` of a run; a score the run cannot give is one ConfigError naming the run."""
     try:
         return item_scores(per, score)
     except ValueError as exc:
@@ -182,7 +183,7 @@ def analyze_run(run_dir: str | Path, config: StatsConfig = StatsConfig(), irt_ou
                 overwrite: bool = False) -> RunAnalysis:
     """Statistics of one judge run; `config.pass_rate` and `config.calibrate` name an input field or a solve run
     directory (`is_run_directory`), `config.irt` two or more solve runs; with `calibrate`, fit and save an isotonic
-    map onto it; with `irt_out`, write the IRT fit there (`curate.irt_dir`; `overwrite` replaces a folder with
+    map onto it; with `irt_out`, write the IRT fit there (`curate.stats.irt_dir`; `overwrite` replaces a folder with
     files)."""
     run_dir = Path(run_dir)
     score, reference, pass_rate, calibrate, irt = (config.score, config.reference, config.pass_rate,

@@ -1,5 +1,5 @@
 """Rasch difficulties of a crowd of solve runs, written as an IRT directory and read back: the I/O around
-`curate.irt` (pure). `curate irt SOLVE_RUN SOLVE_RUN ... --out IRT_DIR` writes one from solve runs alone;
+`curate.stats.irt` (pure). `curate irt SOLVE_RUN SOLVE_RUN ... --out IRT_DIR` writes one from solve runs alone;
 `curate stats JUDGE_RUN --irt RUN --irt RUN --irt-out IRT_DIR` writes the same while checking a judge against
 it; `curate split JUDGE_RUN --stages k --stage-by IRT_DIR` orders the RL stages by it.
 
@@ -20,7 +20,7 @@ is set by the prior, beyond every measured item, so its rank is right but its di
 "no_countable_answer" (the runs hold the item but no countable rollout of it: every rollout failed as error or
 timeout, or none is stored yet): then the difficulty and its interval are null, never a number.
 
-The runs are read by `curate.crowd`: two or more solve runs over the same items, each one model, named as
+The runs are read by `curate.stats.crowd`: two or more solve runs over the same items, each one model, named as
 `curate levels` names its solvers. An unfinished run is fitted on the rollouts stored so far (a Rasch fit takes
 any number of answers per cell), with a note. The directory appears whole or not at all (`curate.outdir`), and
 nothing in it depends on the clock: the same runs and settings give the same bytes.
@@ -37,10 +37,24 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
-from curate.crowd import SolverRun, check_same_items, rollouts, run_summary, solver_runs, unfinished
 from curate.errors import ConfigError
-from curate.irt import IRT_STATUSES, ITEMS_SCHEMA, RaschConfig, RaschFit, fit_rasch, responses_from_rollouts
 from curate.runs import ITEM_TEXT
+from curate.stats.crowd import (
+    SolverRun,
+    check_same_items,
+    rollouts,
+    run_summary,
+    solver_runs,
+    unfinished,
+)
+from curate.stats.irt import (
+    IRT_STATUSES,
+    ITEMS_SCHEMA,
+    RaschConfig,
+    RaschFit,
+    fit_rasch,
+    responses_from_rollouts,
+)
 from curate.store import MANIFEST, read_items
 
 log = logging.getLogger(__name__)
@@ -61,7 +75,7 @@ class CrowdFit(NamedTuple):
 
 def fit_crowd(run_dirs: Sequence[str | Path], option: str, config: RaschConfig = RaschConfig()) -> CrowdFit:
     """The Rasch fit of the solve runs' rollouts, every item of the runs placed or said why not; `option` names
-    what was given the runs in the one-line errors (fewer than two runs, and those of `curate.crowd`)."""
+    what was given the runs in the one-line errors (fewer than two runs, and those of `curate.stats.crowd`)."""
     if len(run_dirs) < 2:
         given = ", ".join(map(str, run_dirs)) or "none"
         raise ConfigError(f"{option} needs at least two solve runs, each one model of the crowd, but got "
@@ -100,8 +114,8 @@ def write_irt_dir(fit: CrowdFit, out_dir: str | Path, overwrite: bool = False,
                   inputs: Sequence[tuple[str, Path]] = ()) -> Path:
     """Write the IRT directory whole; `inputs` are further folders (what, folder) it must not be written into."""
     from curate import __version__
+    from curate.files import write_atomic, write_parquet_atomic
     from curate.outdir import atomic_directory, check_output_dir
-    from curate.store import write_atomic, write_parquet_atomic
 
     inputs = [*[("solve run", run.run_dir) for run in fit.runs], *inputs]
     target = check_output_dir(out_dir, overwrite, inputs)

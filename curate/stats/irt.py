@@ -47,8 +47,8 @@ import numpy as np
 import polars as pl
 
 from curate.errors import ConfigError, DataError
-from curate.passrate import COUNTABLE, check_rollouts
 from curate.settings import check, described
+from curate.stats.passrate import COUNTABLE, check_rollouts
 
 RESPONSE_COLUMNS = ("item_id", "model", "correct")
 IRT_STATUSES = ("measured", "all_correct", "all_wrong")
@@ -97,7 +97,7 @@ def responses_from_matrix(matrix: pl.DataFrame, item_column: str = "item_id") ->
 
 
 def responses_from_rollouts(runs: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
-    """Responses from several solvers' verified rollouts (solver name → frame as `curate.passrate` takes it):
+    """Responses from several solvers' verified rollouts (solver name → frame as `curate.stats.passrate` takes it):
     correct is 1 for a correct verdict, 0 for wrong or no_answer; error and timeout rollouts are left out, as
     they are from the pass rate."""
     frames = []

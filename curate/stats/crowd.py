@@ -66,7 +66,7 @@ def check_same_items(runs: Sequence[SolverRun], option: str) -> None:
 
 
 def rollouts(run: SolverRun) -> pl.DataFrame:
-    """The run's stored rollouts as `curate.passrate` takes them: item_id, sample_idx, verdict."""
+    """The run's stored rollouts as `curate.stats.passrate` takes them: item_id, sample_idx, verdict."""
     return read_judgments(run.run_dir, columns=("item_id", "sample_idx", "status")).rename({"status": "verdict"})
 
 

@@ -15,7 +15,7 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from curate.report import png_bytes
+from curate.stats.report import png_bytes
 
 CARD = "README.md"
 HISTOGRAM = "score_histogram.png"
@@ -100,7 +100,7 @@ def _domain_rows(tau: dict[str, float], detail: dict[str, Any]) -> list[str]:
 
 
 def _responses(responses: dict[str, Any]) -> list[str]:
-    """Where the SFT responses came from (`curate.export`'s responses.json) and which items have none."""
+    """Where the SFT responses came from (`curate.export.exporters`'s responses.json) and which items have none."""
     checked = (f"each one a response the verifier `{responses['verifier']}` judged correct" if responses["verified"]
                else ("**not verified**: the respond run had no verifier, so each is the model's first finished "
                      "response, unchecked"))

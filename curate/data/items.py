@@ -2,10 +2,10 @@
 
 Columns of the items frame: `id`, `question`, `reference`, `choices`, `domain` (the last three may
 be null) and, when the input has other fields, `extra`: a struct carrying them through untouched.
-Row numbers in messages are 1-based positions in the input (see `curate.readers`). An input without
+Row numbers in messages are 1-based positions in the input (see `curate.data.readers`). An input without
 a single usable item is refused, saying why.
 
-`choices` is `List(CHOICE)` (see `curate.choices` for the shapes it is read from);
+`choices` is `List(CHOICE)` (see `curate.data.choices` for the shapes it is read from);
 `--choices-field A,B,C,D` instead names one column per option: labelled by the column names when
 every name is a single character, else A, B, C, … in the order given; empty cells are no option.
 A row whose choices cannot be read is a bad row, with the reason.
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.choices import CHOICE, canonical_choices
 from curate.config import DataConfig
+from curate.data.choices import CHOICE, canonical_choices
+from curate.data.readers import ROW, listed, read_table, resolve_source
 from curate.errors import DataError
-from curate.readers import ROW, listed, read_table, resolve_source
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """A judge's item scores against measured difficulty: one solve run's pass rates, or Rasch difficulties fitted
-over several solve runs (a crowd of models). Pure functions over Polars frames, no I/O: `curate.analysis`
+over several solve runs (a crowd of models). Pure functions over Polars frames, no I/O: `curate.stats.analysis`
 reads the runs.
 
-Joining: an item counts when the judge scored it (`curate.stats.item_scores`) and the solve run measured it
+Joining: an item counts when the judge scored it (`curate.stats.metrics.item_scores`) and the solve run measured it
 (`pass_status` "measured": at least one countable attempt). Items on one side only are counted, never
 dropped silently: `n_judged_only` (scored, with no measured pass rate; `n_unmeasured` of them are in the
 solve run but every rollout failed as error or timeout) and `n_solved_only` (measured, not scored).
@@ -11,7 +11,7 @@ Noise of a pass rate: k rollouts measure a pass rate only to within its Wilson 9
 and a rate of 0.5 spans 0.15..0.85. `pass_rate_noise` reports the mean width of those intervals over the
 joined items, with the attempts per item: a wide mean width caps the agreement any judge can reach.
 
-IRT difficulty (`curate.irt.fit_rasch`): higher is harder, so a judge that agrees has Spearman ρ > 0. An item
+IRT difficulty (`curate.stats.irt.fit_rasch`): higher is harder, so a judge that agrees has Spearman ρ > 0. An item
 every model of the crowd solved (or none did) has a difficulty set by the prior, not measured: the headline
 `spearman` leaves those items out; `spearman_with_extremes` keeps them, since their rank (beyond every
 measured item) is still right even though their distance from the others is not.
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from curate.irt import RaschFit
-from curate.stats import N_RESAMPLES, correlation_problem, headline, spearman
+from curate.stats.irt import RaschFit
+from curate.stats.metrics import N_RESAMPLES, correlation_problem, headline, spearman
 
 MEASURED = "measured"
 PASS_RATE_COLUMNS = ("pass_rate", "pass_low", "pass_high", "attempts")

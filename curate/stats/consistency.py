@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from curate.aggregate import with_distribution
 from curate.parse import Status
-from curate.stats import N_RESAMPLES, headline, ordinal_alpha
+from curate.stats.aggregate import with_distribution
+from curate.stats.metrics import N_RESAMPLES, headline, ordinal_alpha
 
 
 def identical_samples(judgments: pl.DataFrame) -> pl.DataFrame:

@@ -1,13 +1,13 @@
 """Statistics of a run: score distribution, failures, self-consistency, agreement with references.
 
 Pure functions over Polars frames (no I/O). Shapes: `judgments` as `curate.store.read_judgments`
-returns them, `per_item` as `curate.aggregate.per_item`, `items` as RUN_DIR/items.parquet.
+returns them, `per_item` as `curate.stats.aggregate.per_item`, `items` as RUN_DIR/items.parquet.
 
 Definitions
     item score       one number per scored item: `score_mean` ("mean"), `score_median` ("median"),
                      or `expected_mean` ("expected", items with at least one logprob judgment).
     rounded score    half up (2.5 → 3), clipped to 1..5: `round_score`, the one rule used everywhere.
-    self-consistency see `curate.consistency`.
+    self-consistency see `curate.stats.consistency`.
     agreement        Spearman ρ, Kendall τ-b, quadratic-weighted Cohen's κ (scipy, scikit-learn) over
                      pairs where both values are present; κ and the confusion matrix (rows =
                      reference label, columns = rounded score) need reference and rounded score
@@ -35,8 +35,8 @@ import polars as pl
 from scipy import stats as sps
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, roc_auc_score
 
-from curate.aggregate import AGGREGATED_COLUMNS
 from curate.parse import SCORE_MAX, SCORE_MIN, Status
+from curate.stats.aggregate import AGGREGATED_COLUMNS
 
 # What the statistics of a run read from its judgments (raw text and distributions: identical samples).
 JUDGMENT_COLUMNS = (*AGGREGATED_COLUMNS, "raw_text", "score_probs")

@@ -6,7 +6,7 @@ with a label (`label`, `key`, `letter`, `aoVal` or `id`, case-insensitive; posit
 and a text (`text`, `content`, `value` or `option`), each possibly wrapped in a one-element list
 (TAL); an object `{"A": text, …}`; an object of parallel lists `{"label": [...], "text": [...]}`
 (ARC on the Hub); or JSON text of any of these (CSV). One column per option is read by
-`curate.data` (`--choices-field A,B,C,D`).
+`curate.data.items` (`--choices-field A,B,C,D`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A scored run directory → a split directory (the I/O around the pure functions of curate.split and curate.hygiene).
+"""A scored run directory → a split directory (the I/O around the pure functions of curate.split.rules and curate.split.hygiene).
 
     SPLIT_DIR/
       manifest.json                  counts, τ and how it was chosen, the item score used and what it
@@ -14,7 +14,7 @@
 The run split is a score run: τ is on its judge score. The RL curriculum may be ordered by a difficulty
 measured over the same items: `stage_by` naming a folder (when it is no field of the items) that is a solve
 run (its pass rates, `solve_pass_rate`) or an IRT directory (its Rasch difficulties, `irt_difficulty` and
-`irt_status`), as curate.stage_order reads them; every item of the split then carries the column(s), and an
+`irt_status`), as curate.split.stages reads them; every item of the split then carries the column(s), and an
 RL item without a value is refused, with the counts per reason.
 
 Inside a split the score always rises with difficulty. `calibrated` applies the run's saved isotonic map
@@ -37,21 +37,15 @@ from typing import Any
 import polars as pl
 
 from curate import __version__
-from curate.aggregate import AGGREGATED_COLUMNS, per_item
-from curate.analysis import (
-    CALIBRATED_FILE,
-    CALIBRATION_FILE,
-    load_calibration,
-    run_item_scores,
-)
-from curate.benchmark_texts import benchmark_texts
 from curate.command_config import SplitConfig
 from curate.errors import ConfigError, DataError
+from curate.files import write_atomic, write_parquet_atomic
 from curate.outdir import atomic_directory, check_output_dir
 from curate.parse import SCORE_MAX, SCORE_MIN
 from curate.runs import SCORE, read_run_of, run_items
-from curate.hygiene import check_disjoint, decontaminate, deduplicate
-from curate.split import (
+from curate.split.benchmarks import benchmark_texts
+from curate.split.hygiene import check_disjoint, decontaminate, deduplicate
+from curate.split.rules import (
     HARDER_WHEN,
     TauChoice,
     TauRule,
@@ -62,10 +56,23 @@ from curate.split import (
     random_arm,
     reversed_arm,
 )
-from curate.stage_order import COLUMNS as MEASURED_COLUMNS
-from curate.stage_order import IRT_DIFFICULTY, SOLVE_PASS_RATE, check_placed, measured_order, placement_notes
-from curate.stats import SCORE_COLUMNS
-from curate.store import read_judgments, write_atomic, write_parquet_atomic
+from curate.split.stages import COLUMNS as MEASURED_COLUMNS
+from curate.split.stages import (
+    IRT_DIFFICULTY,
+    SOLVE_PASS_RATE,
+    check_placed,
+    measured_order,
+    placement_notes,
+)
+from curate.stats.aggregate import AGGREGATED_COLUMNS, per_item
+from curate.stats.analysis import (
+    CALIBRATED_FILE,
+    CALIBRATION_FILE,
+    load_calibration,
+    run_item_scores,
+)
+from curate.stats.metrics import SCORE_COLUMNS
+from curate.store import read_judgments
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +237,7 @@ def make_split(run_dir: str | Path, out_dir: str | Path, config: SplitConfig = S
                overwrite: bool = False) -> dict[str, Any]:
     """Write the split directory of the score run `run_dir` whole, by `config`; returns its manifest. A benchmark
     file given without a field uses `config.benchmark_field`, else the one of
-    `curate.benchmark_texts.BENCHMARK_FIELDS` it has. `overwrite` replaces a non-empty `out_dir`."""
+    `curate.split.benchmarks.BENCHMARK_FIELDS` it has. `overwrite` replaces a non-empty `out_dir`."""
     run_dir = Path(run_dir)
     rule, arms, stages, stage_by, harder_when = (config.tau_rule, config.arm_names, config.stages, config.stage_by,
                                                  config.harder_when)

@@ -19,13 +19,13 @@ from typing import Any
 
 import polars as pl
 
-from curate.choices import JSON_TYPE_NAMES, canonical_choices
+from curate.data.choices import JSON_TYPE_NAMES, canonical_choices
 from curate.errors import DataError
 
 log = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
-BUNDLED_DIR = Path(__file__).parent / "bundled"
+BUNDLED_DIR = Path(__file__).parent.parent / "bundled"
 LONGEST_CSV_FIELD = 2**31 - 1
 FILE_SUFFIXES = (".jsonl", ".ndjson", ".parquet", ".csv", ".json")
 ACCEPTED_INPUTS = ("a .jsonl, .json, .parquet or .csv file, a datasets save_to_disk directory, "

@@ -1,6 +1,6 @@
 """A run's statistics as one self-contained HTML page: tables, figures, and the stats as JSON.
 
-`render_report` takes what `curate.stats`, `curate.calibrate` and `curate.compare` compute (the
+`render_report` takes what `curate.stats.metrics`, `curate.stats.calibrate` and `curate.stats.compare` compute (the
 `stats` dict, the per-item frame, a reliability table, a run comparison) and returns one HTML page
 that needs nothing else: figures are PNGs drawn with matplotlib's `Figure` (Agg canvas, no pyplot
 global state) embedded as base64 data URIs, styling is inline CSS, and the stats dict itself is
@@ -35,7 +35,8 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from curate.stats import (
+from curate.files import write_atomic
+from curate.stats.metrics import (
     LABELS,
     SCORE_MAX,
     SCORE_MIN,
@@ -43,7 +44,6 @@ from curate.stats import (
     format_interval,
     round_score,
 )
-from curate.store import write_atomic
 
 MAX_DOMAINS = 15
 SECTIONS = ("run", "score", "distribution", "failures", "self_consistency", "reference", "pass_rate", "irt",

@@ -42,8 +42,8 @@ from typing import Any
 
 import polars as pl
 
-from curate.choices import CHOICE
-from curate.data import CONVENTIONAL
+from curate.data.choices import CHOICE
+from curate.data.items import CONVENTIONAL
 from curate.errors import ConfigError, DataError, TemplateError
 from curate.templates import JudgeTemplate, load_template
 from curate.verify.extract import last_boxed
@@ -55,7 +55,7 @@ VERL_DATA_SOURCE = "lighteval/MATH"
 RESPONSE = "response"  # the column of the SFT response
 MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
 ITEM_FIELDS = ("item_id", "question", "reference", "choices", "domain")
-# Input field → the split column curate reads it into (curate.data: `answer` is the reference, `id` the item id).
+# Input field → the split column curate reads it into (curate.data.items: `answer` is the reference, `id` the item id).
 RENAMED = {CONVENTIONAL["reference"]: "reference", CONVENTIONAL["id"]: "item_id"}
 _PROMPT, _INDEX = "__dereason_prompt", "__dereason_index"  # working columns, clear of any input field's name
 

@@ -11,7 +11,7 @@ directory.
     hf       a `datasets.DatasetDict` written with `save_to_disk(out_dir)` (open it with
              `datasets.load_from_disk`): splits sft, rl, unscored and the extra splits, all with the same
              columns (their union; a column a split lacks is null there), so the dict is one Hub config.
-             Beside it: README.md, the dataset card (YAML front matter, see `curate.card.dataset_card`),
+             Beside it: README.md, the dataset card (YAML front matter, see `curate.export.card.dataset_card`),
              score_histogram.png, which the card links relatively, and data/<split>-00000-of-00001.parquet,
              where the card's `configs` point (the names `push_to_hub` gives the Hub's files), so that
              `datasets.load_dataset(out_dir)` loads the folder as it loads the pushed repo. A split without
@@ -20,12 +20,12 @@ directory.
     parquet  <split>.parquet per split, the columns of hf.
     jsonl    <split>.jsonl per split, one JSON object a line, the columns of hf.
     trl      sft.parquet (`messages`, for SFTTrainer) and grpo.parquet (`prompt`, `reference`, `choices`, for
-             GRPOTrainer), <arm>_sft / <arm>_grpo, stage_<i>: see `curate.export_trainers`.
+             GRPOTrainer), <arm>_sft / <arm>_grpo, stage_<i>: see `curate.export.trainers`.
     verl     rl.parquet, sft.parquet, <arm>_rl, <arm>_sft, stage_<i> with the columns of verl's RLHFDataset
-             (data_source, prompt, ability, reward_model, extra_info): see `curate.export_trainers`.
+             (data_source, prompt, ability, reward_model, extra_info): see `curate.export.trainers`.
              trl and verl write README.md beside the files: what each holds, the prompt template with an
              example prompt, how the answers are rewarded, and the commands that train on them
-             (`curate.card.trainer_card`).
+             (`curate.export.card.trainer_card`).
 SFT responses: `response_field` names a column of the split (default `response`), or `responses` names a
 respond run (`curate respond`) over the same items (shared ids naming other items are refused): each SFT-side
 item (splits sft and <arm>_sft) then gets that run's kept response as `response` (an input field so named
@@ -58,10 +58,17 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.card import CARD, HF_DATA, HISTOGRAM, dataset_card, histogram_png, trainer_card
 from curate.command_config import ExportConfig
 from curate.errors import ConfigError, DataError, DereasonError
-from curate.export_trainers import (
+from curate.export.card import (
+    CARD,
+    HF_DATA,
+    HISTOGRAM,
+    dataset_card,
+    histogram_png,
+    trainer_card,
+)
+from curate.export.trainers import (
     RESPONSE,
     VERL_DATA_SOURCE,
     prompt_template,
@@ -70,9 +77,9 @@ from curate.export_trainers import (
     verl_tables,
     with_prompt_fields,
 )
+from curate.files import write_atomic
 from curate.outdir import atomic_directory, check_output_dir, is_run_dir
 from curate.runs import ITEM_TEXT, RESPOND, read_response_run, refuse_other_items
-from curate.store import write_atomic
 
 log = logging.getLogger(__name__)
 BASE_SPLITS = ("sft", "rl", "unscored")
@@ -275,7 +282,7 @@ def export_split(split_dir: str | Path, out_dir: str | Path, config: ExportConfi
     """Write the split directory in `config.format` (one of EXPORTERS; see the module docstring) to out_dir, whole;
     `overwrite` replaces a non-empty out_dir. The SFT response is the column `config.response_field` (default
     "response") or the respond run `config.responses`; `template` and `system_prompt` make the trl and verl prompts,
-    `data_source` (default lighteval/MATH) and `ability` are verl's (curate.export_trainers)."""
+    `data_source` (default lighteval/MATH) and `ability` are verl's (curate.export.trainers)."""
     exporter, responses = EXPORTERS[config.format], config.responses
     manifest, splits = read_split_dir(split_dir)
     inputs = [("split directory", Path(split_dir)), *([("respond run", Path(responses))] if responses else [])]

@@ -23,8 +23,8 @@ import numpy as np
 import polars as pl
 from sklearn.isotonic import IsotonicRegression
 
-from curate.stats import ArrayLike, as_float
-from curate.store import write_atomic
+from curate.files import write_atomic
+from curate.stats.metrics import ArrayLike, as_float
 
 FORMAT = "dereason.calibration/1"
 MIN_FIT_PAIRS = 5

@@ -1,4 +1,4 @@
-r"""Scored items → an SFT/RL split by reasoning intensity, ablation arms and an RL curriculum (curate.hygiene
+r"""Scored items → an SFT/RL split by reasoning intensity, ablation arms and an RL curriculum (curate.split.hygiene
 removes duplicates and benchmark contamination and checks the sides are disjoint).
 
 Pure Polars/NumPy functions, no I/O. Input: one row per item with `item_id`, `question`, `score`
@@ -8,7 +8,7 @@ Failures are data: an unscored item gets side "unscored", a removed item comes b
 
 Definitions
     side        "sft" if score ≤ τ, "rl" if score > τ, "unscored" if score is null. The score is compared
-                as given (a mean of 3.5 at τ = 3 is RL; apply `curate.stats.round_score` first to split on
+                as given (a mean of 3.5 at τ = 3 is RL; apply `curate.stats.metrics.round_score` first to split on
                 the rounded 1..5 scale). A per-domain τ is a dict; a null domain is the group "__none__".
     τ           `choose_tau(items, TauRule(...))`: fixed (`tau`, default 3), or chosen from the scores, always
                 an observed one. By a budget (`rl_budget` N): the smallest observed score v with #(score > v) ≤ N;
