@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +17,8 @@ from curate.errors import DereasonError, io_error_message
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 EXIT_ERROR, EXIT_FAILURES = 1, 3
+# The option of every command that writes a folder whole (curate.outdir), with the --out it replaces.
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out folder.")]
 
 
 def print_error(message: str) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from curate.cli.common import errors, out, setup_logging
+from curate.cli.common import Overwrite, errors, out, setup_logging
 from curate.cli.flags import settings_command
 from curate.stats.irt import RaschConfig
 
@@ -34,7 +34,7 @@ def irt(
         help="Solve runs (`curate solve`) over the same items, each one model of the crowd (two or more).",
         show_default=False)],
     out_dir: Annotated[Path, typer.Option("--out", help="IRT directory to write (whole, or not at all).")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out folder.")] = False,
+    overwrite: Overwrite = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the IRT directory's manifest.json.")] = False,
     *, settings: RaschConfig,
 ) -> None:

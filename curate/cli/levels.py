@@ -33,7 +33,7 @@ import polars as pl
 import typer
 from rich.table import Table
 
-from curate.cli.common import errors, out, setup_logging
+from curate.cli.common import Overwrite, errors, out, setup_logging
 from curate.cli.flags import settings_command
 from curate.errors import ConfigError
 from curate.runs import is_run_directory, run_items
@@ -163,7 +163,7 @@ def levels(
         help="Solve runs (`curate solve`) over the same items, one per solver, smallest solver first.",
         show_default=False)],
     out_dir: Annotated[Path, typer.Option("--out", help="Levels directory to write (whole, or not at all).")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out folder.")] = False,
+    overwrite: Overwrite = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print levels.json.")] = False,
     *, settings: LevelsConfig,
 ) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from curate.cli.common import errors, out, setup_logging
+from curate.cli.common import Overwrite, errors, out, setup_logging
 from curate.cli.flags import settings_command
 from curate.command_config import ExportConfig, SplitConfig
 
@@ -18,7 +18,7 @@ from curate.command_config import ExportConfig, SplitConfig
 def split(
     run_dir: Annotated[Path, typer.Argument(help="Run directory made by `curate score` (τ is on its judge score).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Split directory to write (whole, or not at all).")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out folder.")] = False,
+    overwrite: Overwrite = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     *, settings: SplitConfig,
 ) -> None:
@@ -57,7 +57,7 @@ def export_command(
         help="With --format hf: push to this Hub repo (token from $HF_TOKEN).", show_default=False)] = None,
     public: Annotated[bool, typer.Option("--public", help="Make the pushed dataset public (private by default).")] \
         = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out folder.")] = False,
+    overwrite: Overwrite = False,
     *, settings: ExportConfig,
 ) -> None:
     """Export a split for the Hub, TRL, verl or plain files."""
