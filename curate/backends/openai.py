@@ -130,7 +130,9 @@ class OpenAIBackend:
                 body.update(logprobs=True, top_logprobs=sampling.top_logprobs)
             else:
                 body["logprobs"] = sampling.top_logprobs
-        if sampling.constrain_score:  # vLLM's structured outputs; its logprobs stay those of the unconstrained model
+        if sampling.constrain_score:
+            # vLLM's structured outputs. vLLM 0.32's server masks the logits before it takes the logprobs: they come
+            # back renormalised over the five digits (score_mass 1), the scores' relative probabilities unchanged.
             body["structured_outputs"] = {"choice": list(SCORE_DIGITS)}
         if self.tokenizer is not None:
             body["prompt"] = completion_prompt(self.tokenizer, request.messages)

@@ -18,6 +18,7 @@ hold it to vLLM 0.32's API with a stand-in module where that build is not instal
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -47,6 +48,9 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, config: RunConfig):
+        # vLLM logs to stdout unless told otherwise, which is where `curate ... --json` prints its summary; its engine
+        # processes inherit the setting. A stream the user chose is kept.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         try:
             import vllm
         except ImportError:

