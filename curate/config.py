@@ -67,8 +67,9 @@ class SamplingConfig:
         "Allow only the score tokens 1..5 as the first answer token (transformers: an allowed-token mask; vllm: "
         "allowed_token_ids; openai: structured_outputs choice, which vLLM-served endpoints honour), so that a "
         "chat model that would start with a word still gives a score; score_mass records how much probability "
-        "the model gave the score tokens unconstrained. Needs a score-only template, --max-tokens 1 and "
-        "--top-logprobs.", default=False, commands=("score",))
+        "the model gave the score tokens unconstrained (a vLLM server constrains before it reports logprobs: "
+        "there it is 1). Needs a score-only template, --max-tokens 1 and --top-logprobs.", default=False,
+        commands=("score",))
 
     def __post_init__(self) -> None:
         check(self.samples >= 1, f"samples must be >= 1, got {self.samples}")
