@@ -27,6 +27,7 @@ from curate.templates import (
 )
 
 BUNDLED = ["difficulty/intensity", "difficulty/intensity_prefilled", "difficulty/intensity_score_only",
+           "difficulty/level_prefilled",
            "solve/step_by_step", "verify/equivalence"]
 HEADER = "{#-\nparser: score_only\ndescription: a test template\n-#}\n"  # lines 1-4
 CHOICES = [{"label": "A", "text": "3"}, {"label": "B", "text": "4"}]

@@ -46,7 +46,7 @@ def prepare_grpo(config: GrpoConfig) -> Prepared:
                 "use_vllm": vllm, **({"vllm_mode": "colocate",
                                       "vllm_gpu_memory_utilization": config.vllm_gpu_memory_utilization} if vllm else {})}
 
-    return prepare(STAGE, "GRPOConfig", config, grpo_data(config), own_arguments, {"rewards": reward_functions})
+    return prepare(STAGE, "trl.GRPOConfig", config, grpo_data(config), own_arguments, {"rewards": reward_functions})
 
 
 def train_grpo(config: GrpoConfig, prepared: Prepared | None = None) -> dict[str, Any]:

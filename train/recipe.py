@@ -22,8 +22,9 @@ from typing import Any, get_type_hints
 from curate.settings import check, from_flat, read_job_file
 from train.config import FINAL, GrpoConfig, SftConfig
 from train.eval import EvalConfig
+from train.judge import JudgeConfig
 
-STAGE_CONFIGS: dict[str, type] = {"sft": SftConfig, "grpo": GrpoConfig, "eval": EvalConfig}
+STAGE_CONFIGS: dict[str, type] = {"sft": SftConfig, "grpo": GrpoConfig, "eval": EvalConfig, "judge": JudgeConfig}
 TRAINED = ("sft", "grpo")  # stages that leave a model for the next stage to start from
 
 

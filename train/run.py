@@ -30,6 +30,7 @@ from curate.outdir import is_run_dir
 from train.config import identity
 from train.eval import evaluate
 from train.grpo import prepare_grpo, train_grpo
+from train.judge import prepare_judge, train_judge
 from train.model import main_process
 from train.recipe import RunRecipe
 from train.sft import prepare_sft, train_sft
@@ -45,7 +46,8 @@ class StageKind(NamedTuple):
 
 
 STAGES: dict[str, StageKind] = {"sft": StageKind(train_sft, prepare_sft), "grpo": StageKind(train_grpo, prepare_grpo),
-                                "eval": StageKind(evaluate, None)}  # eval's settings are checked by curate on reading
+                                "eval": StageKind(evaluate, None),  # eval's settings are checked by curate on reading
+                                "judge": StageKind(train_judge, prepare_judge)}
 
 
 def read_run_manifest(run_dir: str | Path) -> dict[str, Any] | None:

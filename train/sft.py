@@ -22,7 +22,7 @@ STAGE = "sft"
 
 def prepare_sft(config: SftConfig) -> Prepared:
     """The SFT stage's rows and TRL settings, checked before any model is loaded."""
-    return prepare(STAGE, "SFTConfig", config, sft_data(config),
+    return prepare(STAGE, "trl.SFTConfig", config, sft_data(config),
                    lambda hardware: {"max_length": config.max_length,
                                      "assistant_only_loss": config.assistant_only_loss},
                    {"chat_template": _read_chat_template(config)})

@@ -10,6 +10,7 @@
       checkpoint-N/       the Trainer's checkpoints (weights, optimiser, scheduler, RNG and data position), and
                           training_seconds.json: the seconds of training up to that step, over every invocation
       final/              the trained model and tokenizer (LoRA adapters merged), renamed into place whole
+      adapter/            with LoRA: the adapters alone (a few MB, loadable over the starting model with peft)
       unanswered.jsonl    SFT with skip_unanswered: the items left out for want of a kept response, with the reason
 
 Resume: rerunning the same command finds the last complete checkpoint (the Trainer writes trainer_state.json
@@ -46,6 +47,7 @@ STAGE_RECORD, INVOCATIONS, METRICS, LOCK = "stage.json", "invocations.jsonl", "m
 TRAINED_SECONDS = "training_seconds.json"
 CLOSING = "train_loss"  # of metrics.jsonl's lines, only the closing one has it
 TRAINING, DONE = "training", "done"
+ADAPTER = "adapter"  # with LoRA: the adapters alone (final/ has them merged)
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 PACKAGES = ("dereason", "trl", "transformers", "torch", "peft", "accelerate", "datasets")
 
@@ -190,7 +192,10 @@ class Stage:
         if trainer.accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
         if merge_adapters:
-            model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+            if trainer.accelerator.is_main_process:
+                self._save_whole(unwrapped, ADAPTER)
+            model = unwrapped.merge_and_unload()
             if trainer.accelerator.is_main_process:
                 model.save_pretrained(staging)
                 trainer.processing_class.save_pretrained(staging)
@@ -204,6 +209,14 @@ class Stage:
         os.rename(staging, final)
         append_jsonl(self.dir / METRICS, {"step": trainer.state.global_step, **metrics})
         return self.done({**details, "final": FINAL, "steps": trainer.state.global_step, "metrics": metrics})
+
+    def _save_whole(self, model: Any, name: str) -> None:
+        """`model.save_pretrained` into the stage's folder `name`, written beside it and renamed into place."""
+        staging = self.dir / f".{name}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        shutil.rmtree(self.dir / name, ignore_errors=True)
+        os.rename(staging, self.dir / name)
 
     def done(self, details: dict[str, Any]) -> dict[str, Any]:
         """Record the stage as done, with what it produced (`details`); the record."""

@@ -18,6 +18,7 @@ checkpoint the next one resumed from; the steps a kill undid are not counted), w
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -148,17 +149,18 @@ class Prepared(NamedTuple):
     inputs: dict[str, Any]
 
 
-def prepare(name: str, trl_class: str, config: StageConfig, data: StageData,
+def prepare(name: str, settings_class: str, config: StageConfig, data: StageData,
             own_arguments: Callable[[Hardware], dict[str, Any]], inputs: dict[str, Any] | None = None) -> Prepared:
-    """A stage's Prepared: TRL's `trl_class` config built from the shared arguments, then `own_arguments(hardware)`,
-    then the config's trainer_args, so that TRL's own refusals come before anything trains."""
-    import trl
-
+    """A stage's Prepared: its trainer's settings (`settings_class`, a dotted name such as trl.SFTConfig, imported
+    only now) built from the shared arguments, then `own_arguments(hardware)`, then the config's trainer_args, so that
+    the library's own refusals come before anything trains."""
     from train.model import hardware
 
+    module, _, cls = settings_class.rpartition(".")
     where = hardware(config)
     arguments = trainer_arguments(config, where, own_arguments(where))
-    return Prepared(data, where, arguments, trl_settings(getattr(trl, trl_class), arguments, name), inputs or {})
+    return Prepared(data, where, arguments, trl_settings(getattr(importlib.import_module(module), cls), arguments, name),
+                    inputs or {})
 
 
 def run_stage(name: str, config: StageConfig, prepared: Prepared, make_trainer: TrainerFactory,

@@ -102,16 +102,27 @@ def load_causal_lm(model: str, dtype: Any, trust_remote_code: bool, plain: bool 
     """The causal LM and tokenizer `model` names (curate's bundled names, a folder or a Hub id), with weights in
     `dtype` ("auto" or a torch dtype); BackendError (one line) when they cannot be loaded. A packaged GGUF model is dequantised while loading; with `plain` it is rebuilt as a model
     transformers will save (a GGUF-loaded one carries its quantization config, and `save_pretrained` refuses it)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    tokenizer = load_tokenizer(model, trust_remote_code)
     path, gguf = local_model(model), gguf_file(model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf, trust_remote_code=trust_remote_code)
         loaded = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf, dtype=dtype,
                                                       trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError) as exc:  # ImportError: e.g. no `gguf` for a GGUF model
         raise BackendError(load_error("model", model, path, exc)) from exc
     return (plain_model(loaded) if gguf and plain else loaded), tokenizer
+
+
+def load_tokenizer(model: str, trust_remote_code: bool) -> Any:
+    """The tokenizer of the model `model` names (load_causal_lm's), without loading the weights."""
+    from transformers import AutoTokenizer
+
+    path, gguf = local_model(model), gguf_file(model)
+    try:
+        return AutoTokenizer.from_pretrained(path, gguf_file=gguf, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, ImportError) as exc:
+        raise BackendError(load_error("model", model, path, exc)) from exc
 
 
 def plain_model(model: Any) -> Any:

@@ -3,6 +3,7 @@
     dereason-train sft   --model M --data SPLIT_DIR --out DIR [flags | --config sft.yaml]
     dereason-train grpo  --model SFT_DIR/final --data SPLIT_DIR --out DIR --verifier math [flags | --config grpo.yaml]
     dereason-train eval  --model DIR/final --heldout test.jsonl --out DIR --verifier math [--samples k]
+    dereason-train judge --data items.jsonl --label level --out DIR [--per-level N]   a distilled judge (train.judge)
     dereason-train run   RECIPE.yaml [--out DIR]      SFT, then GRPO from its final model (train.run)
     dereason-train arms  RECIPE.yaml [--out DIR]      every ablation arm of a split, and their table (train.arms)
     dereason-train tiny-cpu [--out runs/tiny-cpu]     the whole pipeline on a synthetic task, on a CPU (train.tinycpu)
@@ -65,6 +66,12 @@ def _print_record(name: str, record: dict[str, Any]) -> None:
         return
     out.print(f"{name}: {record['status']} after {record['steps']} steps; final model "
               f"{Path(config['out']) / record['final']}")
+    if "judge" in record:
+        from curate.stats.metrics import format_interval
+
+        heldout = record["judge"]["heldout"]
+        out.print(f"judge on {heldout['items']} held-out items: Spearman with their level "
+                  f"{format_interval(heldout['vs_level'].get('spearman'), 3)} (curate stats of {heldout['run']})")
 
 
 app.command()(_stage_command("sft", "Supervised fine-tuning (TRL SFTTrainer) on a split's conversations; rerun to "
@@ -73,6 +80,9 @@ app.command()(_stage_command("grpo", "GRPO (TRL GRPOTrainer) on a split's prompt
                                      "rerun to resume from the last checkpoint."))
 app.command(name="eval")(_stage_command("eval", "pass@1, averaged over --samples answers per item, of a model "
                                                 "on held-out sets: a `curate solve` run per set; rerun to resume."))
+app.command()(_stage_command("judge", "Distil a difficulty judge: fine-tune a chat model to answer a judge template "
+                                      "with each item's level 1..5 (from a field, a score or solve run, or an IRT "
+                                      "fit), then check it on held-out items; rerun to resume."))
 
 
 @app.command()
