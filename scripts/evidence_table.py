@@ -1,7 +1,8 @@
 """The README's evidence table: how well each judge, and two cheap baselines, rank held-out problems by every
 difficulty signal in ../shared/data/eval (used only to measure: nothing here is fitted or chosen on it).
 
-    python scripts/evidence_table.py [--work runs/evidence] [--per-set 500] [--judges tiny,smollm2-prefilled,...]
+    python scripts/evidence_table.py [--work runs/evidence] [--per-set 300] [--judges tiny,smollm2-prefilled,...]
+                                     [--pairwise-per-set 100] [--comparisons 4]
 
 Signals (Spearman ρ of the judge's score with each; a negative ρ where the signal falls with difficulty):
     MATH-500 level (1-5), Omni-MATH difficulty (AoPS 1-9.5), MathOdyssey level (high-school math < college math <
@@ -16,6 +17,11 @@ over the digits 1..5:
     smollm2-prefilled       SmolLM2, difficulty/intensity_prefilled
     smollm2-constrained     SmolLM2, prefilled and --constrain-score
     distilled               bundled:smollm2-judge (scripts/build_distilled_judge.py), difficulty/level_prefilled
+Pairwise judges, each a `curate pairs` run per set (items compared only with items of the same set) read by the
+Bradley-Terry strength, on the first --pairwise-per-set items of each set's sample (pairwise costs --comparisons
+requests per item, each with two problems in it):
+    smollm2-pairwise        SmolLM2, pairwise/harder_prefilled, P(A harder) from the letter's logprobs
+    distilled-pairwise      bundled:smollm2-judge through the same pairwise template
 Baselines: problem length in characters, and TF-IDF (word 1-2-grams) + ridge fitted on MATH train levels (the
 distilled judge's training items). Cost: seconds of the run per 1,000 problems on this machine, model load included.
 """
@@ -55,9 +61,13 @@ JUDGES: dict[str, dict[str, Any]] = {
     "smollm2-constrained": {"model": "bundled:smollm2-135m", "template": PREFILLED, "constrain_score": True},
     "distilled": {"model": "bundled:smollm2-judge", "template": "difficulty/level_prefilled"},
 }
+PAIRWISE_JUDGES: dict[str, dict[str, Any]] = {
+    "smollm2-pairwise": {"model": "bundled:smollm2-135m", "template": "pairwise/harder_prefilled"},
+    "distilled-pairwise": {"model": "bundled:smollm2-judge", "template": "pairwise/harder_prefilled"},
+}
 
 
-def eval_sets(work: Path, per_set: int, seed: int) -> dict[str, pl.DataFrame]:
+def eval_sets(work: Path, per_set: int, pairwise_per_set: int, seed: int) -> dict[str, pl.DataFrame]:
     """Each set as curate reads it (id, question) with its signals, written to work/sets/NAME.jsonl."""
     (work / "sets").mkdir(parents=True, exist_ok=True)
     sets = {}
@@ -70,6 +80,7 @@ def eval_sets(work: Path, per_set: int, seed: int) -> dict[str, pl.DataFrame]:
         if frame.height > per_set:
             frame = frame.sample(per_set, seed=seed).sort("id")
         frame.write_ndjson(work / "sets" / f"{_slug(name)}.jsonl")
+        frame.head(pairwise_per_set).write_ndjson(work / "sets" / f"{_slug(name)}-pairs.jsonl")
         sets[name] = frame
     return sets
 
@@ -78,21 +89,28 @@ def _slug(name: str) -> str:
     return name.split(" ")[0].lower()
 
 
-def judged(judge: str, set_name: str, work: Path) -> tuple[pl.DataFrame, float]:
-    """The judge's expected score per item of the set (null where it gave none), and its run's seconds."""
+def judged(judge: str, set_name: str, work: Path, comparisons: int) -> tuple[pl.DataFrame, float]:
+    """The judge's score per item of the set (null where it gave none: its expected score, or a pairwise judge's
+    Bradley-Terry strength), and the seconds its run took, summed over the invocations that asked for judgments."""
     from curate.config import RunConfig
-    from curate.engine import score
+    from curate import engine
 
     out = work / "runs" / judge / _slug(set_name)
-    config = RunConfig.from_flat({"source": str(work / "sets" / f"{_slug(set_name)}.jsonl"), "out": str(out),
-                                  "top_logprobs": 20, "max_tokens": 1, "device": "cpu", "max_failure_fraction": 1.0,
-                                  **JUDGES[judge]})
+    if judge in PAIRWISE_JUDGES:
+        run, column, source = engine.pairs, "strength", f"{_slug(set_name)}-pairs.jsonl"
+        settings = {**PAIRWISE_JUDGES[judge], "comparisons": comparisons}
+    else:
+        run, column, source = engine.score, "expected_mean", f"{_slug(set_name)}.jsonl"
+        settings = {**JUDGES[judge], "top_logprobs": 20, "max_tokens": 1}
+    config = RunConfig.from_flat({"source": str(work / "sets" / source), "out": str(out), "device": "cpu",
+                                  "max_failure_fraction": 1.0, **settings})
     timing = out / "seconds.json"
     started = time.monotonic()
-    per_item = score(config).per_item
-    if not timing.is_file() or json.loads(timing.read_text())["items"] != per_item.height:
-        timing.write_text(json.dumps({"items": per_item.height, "seconds": time.monotonic() - started}))
-    return (per_item.select(pl.col("item_id").alias("id"), pl.col("expected_mean").alias("score")),
+    result = run(config)
+    if result.requested:  # a resumed run adds the seconds of each invocation that asked for something
+        spent = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
+        timing.write_text(json.dumps({"seconds": spent + time.monotonic() - started}))
+    return (result.per_item.select(pl.col("item_id").alias("id"), pl.col(column).alias("score")),
             json.loads(timing.read_text())["seconds"])
 
 
@@ -111,24 +129,26 @@ def baselines(sets: dict[str, pl.DataFrame]) -> dict[str, dict[str, pl.DataFrame
 
 
 def agreement(scores: pl.DataFrame, frame: pl.DataFrame, signal: str) -> dict[str, Any]:
-    from curate.stats.metrics import bootstrap_interval, spearman
+    """Spearman ρ of the scores with the signal, with its bootstrap 95% interval, over the items that have both."""
+    from curate.stats.metrics import headline, spearman
 
     both = frame.select("id", signal).join(scores, on="id").drop_nulls()
-    if both.height < 3 or both["score"].n_unique() < 2:
-        return {"n": both.height, "value": None, "low": None, "high": None}
-    x, y = both["score"].to_numpy(), both[signal].to_numpy()
-    low, high = bootstrap_interval(spearman, x, y)
-    return {"n": both.height, "value": float(spearman(x, y)), "low": low, "high": high}
+    notes: list[str] = []
+    too_few = "fewer than 3 items, or one score for all" if both.height < 3 or both["score"].n_unique() < 2 else None
+    stat = headline("spearman", spearman, (both["score"].to_numpy(), both[signal].to_numpy()), notes, too_few)
+    return {"n": both.height, **(stat or {"value": None, "low": None, "high": None}), "notes": notes}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "evidence")
-    parser.add_argument("--per-set", type=int, default=500)
+    parser.add_argument("--per-set", type=int, default=300)
+    parser.add_argument("--pairwise-per-set", type=int, default=100)
+    parser.add_argument("--comparisons", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--judges", default=",".join(JUDGES))
+    parser.add_argument("--judges", default=",".join([*JUDGES, *PAIRWISE_JUDGES]))
     args = parser.parse_args()
-    sets = eval_sets(args.work, args.per_set, args.seed)
+    sets = eval_sets(args.work, args.per_set, args.pairwise_per_set, args.seed)
     rows: dict[str, dict[str, Any]] = {}
     for name, per_set in baselines(sets).items():
         rows[name] = {"cost_s_per_1000": None, "signals": {
@@ -137,10 +157,11 @@ def main() -> None:
     for judge in args.judges.split(","):
         seconds, items, signals = 0.0, 0, {}
         for set_name, frame in sets.items():
-            scores, took = judged(judge, set_name, args.work)
-            seconds, items = seconds + took, items + frame.height
+            scores, took = judged(judge, set_name, args.work, args.comparisons)
+            seconds, items = seconds + took, items + scores.height
             signals |= {f"{set_name} {signal}": agreement(scores, frame, signal) for signal in frame.columns[2:]}
-        rows[judge] = {"cost_s_per_1000": 1000 * seconds / items, "signals": signals, **JUDGES[judge]}
+        rows[judge] = {"cost_s_per_1000": 1000 * seconds / items, "signals": signals,
+                       **JUDGES.get(judge, PAIRWISE_JUDGES.get(judge, {}))}
         (args.work / "evidence.json").write_text(json.dumps(rows, indent=2, default=str))
     (args.work / "evidence.json").write_text(json.dumps(rows, indent=2, default=str))
     print(markdown(rows))
