@@ -3,8 +3,8 @@
 It asks the store which (item, sample) pairs are missing, renders them, hands them to the backend
 in windows, turns what comes back into the task's records (curate.tasks: a judgment for `score`, a
 verified response for `solve` and `respond`, a comparison of two items for `pairs`, whose units are
-comparisons rather than items), commits every `chunk_size` of them, and reports progress. A crash loses at most the uncommitted chunk; rerunning the same job requests only what is
-missing. A task that settles items early (rejection sampling: stop at the first verified response)
+comparisons rather than items), commits every `chunk_size` of them, and reports progress. A crash
+loses at most the uncommitted chunk; rerunning the same job requests only what is missing. A task that settles items early (rejection sampling: stop at the first verified response)
 is run a sample index at a time, each round asking only for the items not settled yet.
 """
 

@@ -1,9 +1,9 @@
 """The task seam: what a run asks a model for, and what it keeps of each answer.
 
 The engine (curate.engine) is the same for every task: it renders the task's template for each
-(unit, sample) still missing from the run's store (a unit is an item, or for `pairs` a comparison of two), hands the requests to a backend, turns each
-completion into the task's record, commits records in chunks, and aggregates them per item. A task
-says only what differs:
+(unit, sample) still missing from the run's store (a unit is an item, or for `pairs` a comparison of
+two), hands the requests to a backend, turns each completion into the task's record, commits
+records in chunks, and aggregates them per item. A task says only what differs:
 
     name               the run's kind, recorded in its identity ("score", "solve", "respond", "pairs")
     records_word       what its records are called in messages ("judgments", "responses", "comparisons")
