@@ -44,6 +44,7 @@ import numpy as np
 import polars as pl
 
 from curate.errors import DataError
+from curate.stats.frames import require_columns
 
 COMPARISON_COLUMNS = ("a_id", "b_id", "outcome")  # outcome: P(a harder) in 0..1
 BT_STATUSES = ("measured", "always_harder", "always_easier")
@@ -116,11 +117,7 @@ class BradleyTerryFit(NamedTuple):
 
 
 def _checked(comparisons: pl.DataFrame) -> pl.DataFrame:
-    if missing := [c for c in COMPARISON_COLUMNS if c not in comparisons.columns]:
-        raise DataError(f"comparisons lack column(s) {missing} (columns: {comparisons.columns})")
-    for column in COMPARISON_COLUMNS:
-        if nulls := comparisons[column].null_count():
-            raise DataError(f"comparisons: {nulls} row(s) have no {column}")
+    require_columns(comparisons, COMPARISON_COLUMNS, "comparisons")
     frame = comparisons.select(pl.col("a_id", "b_id").cast(pl.String), pl.col("outcome").cast(pl.Float64))
     if bad := frame.filter((pl.col("outcome") < 0) | (pl.col("outcome") > 1) | pl.col("outcome").is_nan()).height:
         raise DataError(f"comparisons: {bad} outcome(s) outside 0..1; an outcome is P(the first item is harder)")
