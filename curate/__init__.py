@@ -10,8 +10,9 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 # Imported after __version__, which the engine records in every manifest.
-from curate.config import DataConfig, RunConfig, SamplingConfig  # noqa: E402
-from curate.engine import reparse, score  # noqa: E402
+from curate.config import DataConfig, PairwiseConfig, RunConfig, SamplingConfig  # noqa: E402
+from curate.engine import pairs, reparse, score  # noqa: E402
 from curate.store import read_judgments as load_judgments  # noqa: E402
 
-__all__ = ["DataConfig", "SamplingConfig", "RunConfig", "__version__", "load_judgments", "reparse", "score"]
+__all__ = ["DataConfig", "PairwiseConfig", "SamplingConfig", "RunConfig", "__version__", "load_judgments", "pairs",
+           "reparse", "score"]

@@ -26,7 +26,8 @@ FORMAT_OPTIONS = {"template": ("trl", "verl"), "system_prompt": ("trl", "verl"),
 class SplitConfig:
     """`curate split` (curate.split.directory.make_split): τ, the ablation arms, the RL curriculum and hygiene."""
 
-    score: str = described("Item score: mean, median, expected or calibrated.", default="mean")
+    score: str | None = described("Item score: mean, median, expected or calibrated; strength for a pairs run.",
+                                  default=None, unset="mean (a pairs run: strength)")
     tau_rule: TauRule = described("How τ is chosen.", default_factory=TauRule)
     arms: str = described("Ablation arms, comma-separated: random,reversed,sft_all,rl_all.", default=",".join(ARMS))
     stages: int | None = described("Write a k-stage RL curriculum, easy to hard.", default=None)
@@ -107,7 +108,8 @@ class ExportConfig:
 class ScoreStatistics:
     """What `curate stats` and `curate compare` share: the item score they read, and their intervals' bootstrap."""
 
-    score: str = described("Item score: mean, median or expected.", default="mean")
+    score: str | None = described("Item score: mean, median or expected; strength for a pairs run.", default=None,
+                                  unset="each run's own: mean (a pairs run: strength)")
     resamples: int = described("Bootstrap resamples for the 95% intervals (0: none).", default=1000)
 
 
@@ -145,7 +147,7 @@ class CompareConfig(ScoreStatistics):
 class ReparseConfig:
     """`curate reparse` (curate.engine.reparse): what decides the stored outputs instead of the run's own."""
 
-    parser: str | None = described("Parser to use instead of the template's (score runs).", default=None,
+    parser: str | None = described("Parser to use instead of the template's (score and pairs runs).", default=None,
                                    unset="the template's")
     verify: str | None = described("Verifier to use instead of the run's (solve, respond runs).", default=None,
                                    unset="the run's")

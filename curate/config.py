@@ -1,7 +1,8 @@
-"""The settings of a run (`curate score`, `curate solve`, `curate respond`, and curate.engine's functions).
+"""The settings of a run (`curate score`, `curate solve`, `curate respond`, `curate pairs`, and curate.engine's
+functions).
 
 RunConfig groups them in sections (curate.settings: a section's fields are keys of the same flat mapping); a YAML
-job file mirrors the flags one to one (`question_field: problem` is `--question-field problem`). The three commands
+job file mirrors the flags one to one (`question_field: problem` is `--question-field problem`). The four commands
 share RunConfig: a field or section that only some of them take says so (`commands`), and so does a default that
 differs by command (`defaults`), so that each command's flags are its own (curate.cli.score).
 """
@@ -19,7 +20,9 @@ BUNDLED_JUDGE = "bundled:tiny-judge"
 DEFAULT_TEMPLATE = "difficulty/intensity_score_only"
 DEFAULT_RESPONSE_TEMPLATE = "solve/step_by_step"  # what `curate solve` and `curate respond` use unless told
 DEFAULT_VERIFIER_TEMPLATE = "verify/equivalence"
+DEFAULT_PAIRWISE_TEMPLATE = "pairwise/harder_prefilled"  # what `curate pairs` uses unless told
 RESPONSE_COMMANDS = ("solve", "respond")  # the commands whose model answers, and a verifier may decide
+MODEL_NEEDED = (*RESPONSE_COMMANDS, "pairs")  # the commands with no default model: the bundled judge answers digits
 
 
 @dataclass(frozen=True)
@@ -56,20 +59,21 @@ class SamplingConfig:
     temperature: float = described("Sampling temperature; 0 is greedy.", default=0.0)
     top_p: float = described("Nucleus sampling mass.", default=1.0)
     max_tokens: int = described("Most tokens a judgment may generate; longer ones are stored as truncated.",
-                            default=512)
+                            default=512, defaults={"pairs": 1})
     seed: int = described("Base seed; each (item, sample) draws from its own seed derived from it.", default=0)
     top_logprobs: int = described(
         "Top logprobs returned per generated token, for logprob scoring: the distribution over the scores "
         "1..5 is read where the score digit was generated (the first answer token of a score-only template, "
         "the inside of a tagged one's final <score> tag, after any </think>). With a score-only template and "
-        "--max-tokens 1 a judgment costs one forward pass. 0: off.", default=0)
+        "--max-tokens 1 a judgment costs one forward pass (`curate pairs`: P(A harder) is read where the letter "
+        "stands). 0: off.", default=0, defaults={"pairs": 20})
     constrain_score: bool = described(
         "Allow only the score tokens 1..5 as the first answer token (transformers: an allowed-token mask; vllm: "
         "allowed_token_ids; openai: structured_outputs choice, which vLLM-served endpoints honour), so that a "
         "chat model that would start with a word still gives a score; score_mass records how much probability "
         "the model gave the score tokens unconstrained (a vLLM server constrains before it reports logprobs: "
-        "there it is 1). Needs a score-only template, --max-tokens 1 and --top-logprobs.", default=False,
-        commands=("score",))
+        "there it is 1). Needs a score-only template, --max-tokens 1 and --top-logprobs. `curate pairs`: the "
+        "letters A and B instead.", default=False, commands=("score", "pairs"))
 
     def __post_init__(self) -> None:
         check(self.samples >= 1, f"samples must be >= 1, got {self.samples}")
@@ -129,8 +133,8 @@ class BackendConfig:
     Each backend reads the ones it needs and states which of them its answers depend on (its identity)."""
 
     model: str = described("Model: local path, Hub id or bundled:NAME; score defaults to the bundled tiny judge, "
-                           "solve and respond need one.", default=BUNDLED_JUDGE,
-                           defaults=dict.fromkeys(RESPONSE_COMMANDS, MISSING))
+                           "solve, respond and pairs need one.", default=BUNDLED_JUDGE,
+                           defaults=dict.fromkeys(MODEL_NEEDED, MISSING))
     backend: str = described("Backend name (see curate.backends.BACKENDS).", default="transformers")
     endpoint: EndpointConfig = described("How to reach a server (backend openai).", default_factory=EndpointConfig)
     engine_args: dict[str, Any] = described(
@@ -152,6 +156,21 @@ class BackendConfig:
         check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.max_batch_tokens >= 1, f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
         check(self.dtype in ("auto", "float32", "bfloat16", "float16"), f"unknown dtype {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class PairwiseConfig:
+    """Which items a pairs run (`curate pairs`, curate.engine.pairs) compares: curate.tasks.schedule."""
+
+    comparisons: int = described(
+        "Comparisons per item: each item is compared with K others, each pair asked in both orders (A/B, then B/A), "
+        "so the run makes K requests per item (K x items in all, times --samples) and shows each item in 2K of "
+        "them. Raising it later asks only the new pairs.", default=4)
+    schedule_seed: int = described("Seed of the schedule: which items meet (the same items, K and seed give the same "
+                                   "pairs).", default=0)
+
+    def __post_init__(self) -> None:
+        check(self.comparisons >= 1, f"comparisons must be >= 1, got {self.comparisons}")
 
 
 @dataclass(frozen=True)
@@ -181,8 +200,10 @@ class RunConfig:
     out: str = described("Run directory: manifest, judgments store, aggregates.",
                          unset="runs/DATA__TEMPLATE__MODEL")
     template: str = described("Template name or path to a .jinja file: a judge template for score, a response "
-                              "template for solve and respond.", default=DEFAULT_TEMPLATE,
-                              defaults=dict.fromkeys(RESPONSE_COMMANDS, DEFAULT_RESPONSE_TEMPLATE))
+                              "template for solve and respond, a pairwise template for pairs.",
+                              default=DEFAULT_TEMPLATE, defaults={**dict.fromkeys(RESPONSE_COMMANDS,
+                                                                                  DEFAULT_RESPONSE_TEMPLATE),
+                                                                  "pairs": DEFAULT_PAIRWISE_TEMPLATE})
     template_dir: str | None = described("Extra directory searched for templates before the bundled ones.",
                                          default=None)
     verify: str | None = described(
@@ -191,6 +212,8 @@ class RunConfig:
         "(--verify-model) decides equivalence (see curate.verify).", default=None, commands=RESPONSE_COMMANDS)
     verifier: JudgeVerifierConfig = described("The judge of --verify model.", default_factory=JudgeVerifierConfig,
                                               commands=RESPONSE_COMMANDS)
+    pairwise: PairwiseConfig = described("Which items a pairs run compares.", default_factory=PairwiseConfig,
+                                         commands=("pairs",))
     sampling: SamplingConfig = described("How each answer is sampled.", default_factory=SamplingConfig)
     backend_config: BackendConfig = described("The model that answers and the backend that runs it.",
                                               default_factory=BackendConfig)

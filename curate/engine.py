@@ -2,9 +2,9 @@
 
 It asks the store which (item, sample) pairs are missing, renders them, hands them to the backend
 in windows, turns what comes back into the task's records (curate.tasks: a judgment for `score`, a
-verified response for `solve` and `respond`), commits every `chunk_size` of them, and reports
-progress. A crash loses at most the uncommitted chunk; rerunning the same job requests only what is
-missing. A task that settles items early (rejection sampling: stop at the first verified response)
+verified response for `solve` and `respond`, a comparison of two items for `pairs`, whose units are
+comparisons rather than items), commits every `chunk_size` of them, and reports progress. A crash
+loses at most the uncommitted chunk; rerunning the same job requests only what is missing. A task that settles items early (rejection sampling: stop at the first verified response)
 is run a sample index at a time, each round asking only for the items not settled yet.
 """
 
@@ -31,14 +31,14 @@ from curate.backends import (
     backend_identity,
     backend_kind,
 )
-from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig
+from curate.config import DEFAULT_PAIRWISE_TEMPLATE, DEFAULT_RESPONSE_TEMPLATE, RunConfig
 from curate.data.items import fingerprint, load_items
 from curate.errors import ConfigError, FailureThresholdError
 from curate.files import append_jsonl, write_atomic, write_parquet_atomic
 from curate.identity import IDENTITY_DEFAULTS
 from curate.redact import redact, secrets_in
 from curate.store import ITEMS, RunStore, read_items, read_judgments, read_manifest
-from curate.tasks import ResponseTask, ScoreTask, Task, rebuild_task
+from curate.tasks import PairsTask, ResponseTask, ScoreTask, Task, rebuild_task
 from curate.templates import JudgeTemplate, load_template
 from curate.verify import MODEL_VERIFIER, VERIFIER_NAMES, get_verifier
 from curate.verify.model import judge_verifier
@@ -82,10 +82,10 @@ def run_identity(config: RunConfig, items: pl.DataFrame, template: JudgeTemplate
     return identity
 
 
-def _pending_rows(pending: pl.DataFrame, items: pl.DataFrame) -> Iterator[dict[str, Any]]:
-    """Pending items with their wanted sample indices, in input order."""
+def _pending_rows(pending: pl.DataFrame, units: pl.DataFrame) -> Iterator[dict[str, Any]]:
+    """Pending units (items, or a pairs run's comparisons) with their wanted sample indices, in the units' order."""
     wanted = pending.group_by("item_id", maintain_order=True).agg(pl.col("sample_idx").alias("samples"))
-    yield from wanted.join(items.rename({"id": "item_id"}), on="item_id", maintain_order="left").iter_rows(named=True)
+    yield from wanted.join(units.rename({"id": "item_id"}), on="item_id", maintain_order="left").iter_rows(named=True)
 
 
 def _request(row: dict[str, Any], template: JudgeTemplate, task: Task) -> Request:
@@ -125,6 +125,14 @@ def respond(config: RunConfig, progress: Callable[[Progress], None] | None = Non
     return run(config, partial(response_task, "respond"), progress, backend)
 
 
+def pairs(config: RunConfig, progress: Callable[[Progress], None] | None = None,
+          backend: Backend | None = None) -> RunResult:
+    """Pairwise difficulty: each item compared with `config.pairwise.comparisons` others, each pair asked in both
+    orders through a pairwise template, and a Bradley-Terry fit of the comparisons (curate.tasks.pairs): per item,
+    its strength (higher = harder) with a 95% interval, as the run's item score."""
+    return run(config, pairs_task, progress, backend)
+
+
 def run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress], None] | None = None,
         backend: Backend | None = None) -> RunResult:
     """Run the task `make_task` builds for `config` and its template over `config.data` into `config.out`,
@@ -139,15 +147,16 @@ def _run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress
     items = loaded.items if config.data.limit is None else loaded.items.head(config.data.limit)
     template = load_template(config.template, config.template_dir)
     task = make_task(config, template, resources)
-    if items.height:  # template errors surface here, before any model is loaded or called
-        template.render(items.row(0, named=True))
+    units = task.units(items)
+    if units.height:  # template errors surface here, before any model is loaded or called
+        template.render(units.row(0, named=True))
     backend_kind(config.backend_config.backend)
     identity = run_identity(config, items, template, task)
     manifest_extra = {"dereason_version": __version__, "created_at": time.time(), "source": loaded.source,
                       "config": config.to_flat()}
     run_dir = config.out_path
     with RunStore.open(run_dir, identity, manifest_extra, task.record_type,
-                       may_raise=("max_tokens",) if config.retry_failed else ()) as store:
+                       may_raise=task.rising_identity + (("max_tokens",) if config.retry_failed else ())) as store:
         # Rewritten every time: fields outside the identity (extras added to the input later) reach stats.
         write_parquet_atomic(items, run_dir / ITEMS)
         if loaded.quarantined.height:
@@ -160,13 +169,13 @@ def _run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress
                      " or ".join(task.retried_statuses))
         backend = backend or resources.enter_context(closing(LazyBackend(config.backend_config)))
         requested = 0
-        for wanted in _rounds(task, run_dir, items, config.sampling.samples):
+        for wanted in _rounds(task, run_dir, units, config.sampling.samples):
             pending = store.missing(wanted)
-            log.info("%s: %d (item, sample) pair(s) wanted, %d stored, %d to request", run_dir, wanted.height,
+            log.info("%s: %d %s wanted, %d stored, %d to request", run_dir, wanted.height, task.records_word,
                      wanted.height - pending.height, pending.height)
             if pending.height:
                 requested += pending.height
-                _request_missing(store, backend, config, task, template, pending, items, progress)
+                _request_missing(store, backend, config, task, template, pending, units, progress)
         result_summary, items_frame = write_aggregates(run_dir, task, requested=requested)
     _check_failures(result_summary, config.max_failure_fraction, task)
     return RunResult(run_dir=run_dir, requested=requested, summary=result_summary, per_item=items_frame)
@@ -176,7 +185,7 @@ def score_task(config: RunConfig, template: JudgeTemplate, resources: ExitStack)
     if config.verify is not None:
         raise ConfigError("--verify decides the responses of `curate solve` and `curate respond`; a judge's scores "
                           "are parsed, not verified: drop --verify")
-    if template.parser is None:
+    if template.kind != "judge":
         raise ConfigError(f"template {template.name!r} is a {template.kind} template; `curate score` needs a judge "
                           "template such as difficulty/intensity_score_only (`curate templates` lists them)")
     if config.sampling.constrain_score and not template.parser.whole_answer_is_score:
@@ -184,6 +193,15 @@ def score_task(config: RunConfig, template: JudgeTemplate, resources: ExitStack)
                           f"(parser {template.parser.name}) answers with more than a score; use a score-only template "
                           "such as difficulty/intensity_score_only, or drop --constrain-score")
     return ScoreTask(template.parser, template.identity, sampled=config.sampling.temperature > 0,
+                     constrained=config.sampling.constrain_score)
+
+
+def pairs_task(config: RunConfig, template: JudgeTemplate, resources: ExitStack) -> PairsTask:
+    if template.kind != "pairwise":
+        raise ConfigError(f"template {template.name!r} is a {template.kind} template; `curate pairs` needs a pairwise "
+                          f"template such as {DEFAULT_PAIRWISE_TEMPLATE} (`curate templates` lists them)")
+    return PairsTask(template.parser, template.identity, comparisons=config.pairwise.comparisons,
+                     schedule_seed=config.pairwise.schedule_seed, sampled=config.sampling.temperature > 0,
                      constrained=config.sampling.constrain_score)
 
 
@@ -203,10 +221,10 @@ def response_task(name: str, config: RunConfig, template: JudgeTemplate, resourc
     return ResponseTask(name, verifier, template.identity)
 
 
-def _rounds(task: Task, run_dir: Path, items: pl.DataFrame, samples: int) -> Iterator[pl.DataFrame]:
-    """The (item_id, sample_idx) pairs wanted: all at once, or a sample index at a time for the items the
-    task has not settled yet (read after the previous round was stored)."""
-    ids = items.select(pl.col("id").alias("item_id"))
+def _rounds(task: Task, run_dir: Path, units: pl.DataFrame, samples: int) -> Iterator[pl.DataFrame]:
+    """The (item_id, sample_idx) pairs wanted (a unit's id is the store's item_id): all at once, or a sample index
+    at a time for the units the task has not settled yet (read after the previous round was stored)."""
+    ids = units.select(pl.col("id").alias("item_id"))
     if not task.asks_in_rounds:
         yield ids.join(pl.DataFrame({"sample_idx": range(samples)}, schema={"sample_idx": pl.Int64}), how="cross")
         return
@@ -221,13 +239,13 @@ def _stored(run_dir: Path, task: Task) -> pl.DataFrame:
 
 
 def _request_missing(store: RunStore, backend: Backend, config: RunConfig, task: Task, template: JudgeTemplate,
-                     pending: pl.DataFrame, items: pl.DataFrame,
+                     pending: pl.DataFrame, units: pl.DataFrame,
                      progress: Callable[[Progress], None] | None) -> None:
     outstanding: dict[tuple[str, int], None] = {}  # rendered, not yet answered (insertion-ordered)
-    rows: dict[str, dict[str, Any]] = {}  # the items being asked about, for the task to read (a reference)
+    rows: dict[str, dict[str, Any]] = {}  # the units being asked about, for the task to read (a reference)
 
     def requests() -> Iterator[Request]:
-        for row in _pending_rows(pending, items):
+        for row in _pending_rows(pending, units):
             request = _request(row, template, task)
             rows[request.item_id] = row
             for idx in request.sample_indices:

@@ -1,5 +1,6 @@
-"""Run directories of every kind, read and checked in one place: a judge run (`curate score`), a solve run
-and a respond run. Whoever takes a run from the user (stats, compare, split, export, levels) reads it
+"""Run directories of every kind, read and checked in one place: a judge run (`curate score`), a solve run,
+a respond run and a pairs run (`curate pairs`), which is read wherever a judge run is: its items' scores are
+their Bradley-Terry strengths. Whoever takes a run from the user (stats, compare, split, export, levels) reads it
 here, so every command refuses the same things with the same words: a folder that is not a finished run
 directory, a run of another kind (saying what to do with it), and runs whose shared ids name different
 items. Per-item frames are aggregated from the records stored now, as the command that made the run
@@ -26,7 +27,8 @@ from curate.store import (
 )
 from curate.tasks import rebuild_task
 
-SCORE, SOLVE, RESPOND = "score", "solve", "respond"
+SCORE, SOLVE, RESPOND, PAIRS = "score", "solve", "respond", "pairs"
+READ_AS = {SCORE: (SCORE, PAIRS)}  # the runs taken where a run of the key's kind is asked for
 SHOWN_CHARS = 60  # of a question quoted in a message
 ITEM_TEXT = ("question", "reference", "choices")  # what makes two items with one id the same item
 # What to do with a run of each kind, for a command that was given it in the wrong place.
@@ -35,8 +37,10 @@ USES = {SCORE: "split it (`curate split`) or check it (`curate stats`)",
                "runs), order RL stages by it (`curate split JUDGE_RUN --stages K --stage-by RUN`) or make levels "
                "from several (`curate levels`)",
         RESPOND: "export its responses (`curate export SPLIT_DIR --responses RUN`)"}
+USES[PAIRS] = USES[SCORE]
 MADE_BY = {SCORE: "curate score DATA --out RUN", SOLVE: "curate solve DATA --model M --verify NAME --samples k --out RUN",
-           RESPOND: "curate respond DATA --model M [--verify NAME] --out RUN"}
+           RESPOND: "curate respond DATA --model M [--verify NAME] --out RUN",
+           PAIRS: "curate pairs DATA --model M --out RUN"}
 
 
 def is_run_directory(value: str | Path) -> bool:
@@ -69,15 +73,15 @@ def read_run_identity(run_dir: str | Path, made_by: str = SCORE, option: str = "
 
 
 def run_task(identity: dict[str, Any]) -> str:
-    """The task that made a run: score, solve or respond (runs older than solve and respond are score runs)."""
+    """The task that made a run: score, solve, respond or pairs (runs older than solve and respond are score runs)."""
     return identity.get("task", SCORE)
 
 
 def read_run_of(run_dir: str | Path, kind: str, option: str) -> dict[str, Any]:
-    """`read_run_identity` of a run made by `curate {kind}`; RunDirError naming `option` and what to do with a
-    run of another kind."""
+    """`read_run_identity` of a run made by `curate {kind}` (for a score run, a pairs run too: READ_AS); RunDirError
+    naming `option` and what to do with a run of another kind."""
     identity = read_run_identity(run_dir, made_by=kind, option=option)
-    if (task := run_task(identity)) != kind:
+    if (task := run_task(identity)) not in READ_AS.get(kind, (kind,)):
         raise RunDirError(f"{option} {run_dir} is a {task} run, not a {kind} run ({MADE_BY[kind]}); with a {task} "
                           f"run, {USES.get(task, 'see its command')}")
     return identity

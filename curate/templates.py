@@ -13,7 +13,10 @@ A judge template (for `curate score`) declares its parser. A response template (
 and `curate respond`: a model answers the problem, and a verifier, not a parser, reads the answer)
 declares `kind: response` instead. A verifier template (`kind: verifier`, for `--verify model`: a judge
 model says whether an answer is equivalent to the reference, curate.verify.model) declares no parser
-either, and sees one more variable: `answer`, the final answer read from the response.
+either, and sees one more variable: `answer`, the final answer read from the response. A pairwise
+template (`kind: pairwise`, for `curate pairs`: which of two items is harder) declares a parser of
+curate.parse_choice.CHOICE_PARSERS, and sees two variables instead of one item's: `a` and `b`, the
+items shown first and second, each with the fields below (`{{ a.question }}`, `{{ b.choices | format_choices }}`).
     {% block system %}...{% endblock %}
     {% block user %}Problem: {{ question }}{% endblock %}
 
@@ -48,6 +51,7 @@ from jinja2.runtime import new_context
 from curate.data.choices import format_choices
 from curate.errors import TemplateError
 from curate.parse import PARSERS, Parser
+from curate.parse_choice import CHOICE_PARSERS, LetterChoiceParser
 from curate.sandbox import BoundedSandbox, bounded_render
 
 SUFFIX = ".jinja"
@@ -75,14 +79,15 @@ def available_templates(template_dir: str | Path | None = None) -> list[str]:
     return sorted({str(p.relative_to(root).with_suffix("")) for root in roots for p in root.rglob(f"*{SUFFIX}")})
 
 
-KINDS = ("judge", "response", "verifier")
+KINDS = ("judge", "response", "verifier", "pairwise")
+PARSED_KINDS = {"judge": PARSERS, "pairwise": CHOICE_PARSERS}  # the kinds whose answers a parser reads
 
 
 @dataclass(frozen=True)
 class JudgeTemplate:
     name: str
     source: str
-    parser: Parser | None  # a judge template's; None for the other kinds
+    parser: Parser | LetterChoiceParser | None  # a judge or pairwise template's; None for the other kinds
     description: str
     _template: jinja2.Template
     kind: str = "judge"
@@ -104,10 +109,13 @@ class JudgeTemplate:
         object.__setattr__(self, "_globals", dict(self._template.globals))
 
     def render(self, item: dict[str, Any]) -> list[dict[str, str]]:
-        """Chat messages for one item; errors name the template, the line and the item id."""
+        """Chat messages for one item (a pairwise template's: for one comparison, its items `item["a"]` and
+        `item["b"]`); errors name the template, the line and the item id."""
         template = self._template
+        variables = {"a": _context(item["a"]), "b": _context(item["b"])} if self.kind == "pairwise" else \
+            _context(item)
         context = new_context(template.environment, template.name, template.blocks,
-                              {**self._globals, **_context(item)}, shared=True)
+                              {**self._globals, **variables}, shared=True)
         messages = []
         for role in ROLES:
             block = self._template.blocks.get(role)
@@ -119,7 +127,7 @@ class JudgeTemplate:
                 message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
                 raise TemplateError(f"template {self.name!r}, line {_template_line(exc, self._template)}: "
                                     f"{message} (rendering item {item.get('id')!r}); available "
-                                    f"variables: {', '.join(_context(item))}") from exc
+                                    f"variables: {_names(variables)}") from exc
             messages.append({"role": role, "content": content})
         if self.prefill:
             messages.append({"role": "assistant", "content": self.prefill})
@@ -131,6 +139,12 @@ def _context(item: dict[str, Any]) -> dict[str, Any]:
                "choices": item.get("choices"), "domain": item.get("domain"), "extra": item.get("extra") or {}}
     # Only a verifier template is rendered with an answer; in the others `answer` stays an undefined name.
     return {**context, "answer": item["answer"]} if "answer" in item else context
+
+
+def _names(variables: dict[str, Any]) -> str:
+    if set(variables) == {"a", "b"}:
+        return f"a and b, each with {', '.join(variables['a'])}"
+    return ", ".join(variables)
 
 
 def _template_line(exc: BaseException, template: jinja2.Template) -> int | str:
@@ -177,13 +191,15 @@ def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTem
         raise TemplateError(f"template {display!r} declares kind {kind!r}; declare one of {list(KINDS)} (judge by "
                             "default)")
     parser_name = metadata.get("parser")
-    if kind != "judge" and parser_name is not None:
+    parsers = PARSED_KINDS.get(kind)
+    if parsers is None and parser_name is not None:
         raise TemplateError(f"template {display!r} is a {kind} template, so it declares no parser (a verifier reads "
                             "a response template's answers; curate.verify.model reads a verifier template's)")
-    if kind == "judge" and parser_name not in PARSERS:
+    if parsers is not None and parser_name not in parsers:
         raise TemplateError(f"template {display!r} declares parser {parser_name!r}; "
-                            f"declare one of {sorted(PARSERS)} in its header comment (or `kind: response` for a "
-                            "template whose answers a verifier reads)")
+                            f"declare one of {sorted(parsers)} in its header comment"
+                            + (" (or `kind: response` for a template whose answers a verifier reads)" if kind == "judge"
+                               else ""))
     if re.search(r"\{%-?\s*extends\b", source):
         raise TemplateError(f"template {display!r}: {{% extends %}} is not supported (blocks render on their own); "
                             "copy the parent's blocks instead")
@@ -192,7 +208,7 @@ def load_template(name: str, template_dir: str | Path | None = None) -> JudgeTem
     prefill = metadata.get("prefill", "")
     if not isinstance(prefill, str) or (prefill and not prefill.strip()):
         raise TemplateError(f"template {display!r}: prefill must be a string with some text, got {prefill!r}")
-    return JudgeTemplate(name=display, source=source, parser=PARSERS.get(parser_name),
+    return JudgeTemplate(name=display, source=source, parser=parsers[parser_name] if parsers else None,
                          description=str(metadata.get("description", "")), _template=template,
                          included=_included(env, source, display), prefill=prefill, kind=kind)
 

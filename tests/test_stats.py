@@ -65,7 +65,9 @@ def test_item_scores_picks_the_column_and_scored_items():
     assert item_scores(frame)["score"].dtype == pl.Float64
     with pytest.raises(ValueError, match="expected.*mean.*median"):
         item_scores(frame, "max")
-    assert set(SCORE_COLUMNS) == {"mean", "median", "expected"}
+    assert set(SCORE_COLUMNS) == {"mean", "median", "expected", "strength"}
+    with pytest.raises(ValueError, match="--score strength is a pairs run's Bradley-Terry strength"):
+        item_scores(frame, "strength")
 
 
 def test_expected_score_without_logprob_judgments_says_how_to_get_them():

@@ -16,6 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 app.command()(score.score)
 app.command()(score.solve)
 app.command()(score.respond)
+app.command()(score.pairs)
 app.command()(score.reparse)
 app.command()(stats.stats)
 app.command()(stats.compare)

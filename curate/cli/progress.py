@@ -1,4 +1,4 @@
-"""What `curate score`, `solve` and `respond` show while they run: the progress bar with a rate since the first
+"""What `curate score`, `solve`, `respond` and `pairs` show while they run: the progress bar with a rate since the first
 request, and on Ctrl-C what the run directory holds and the command that resumes it."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the backends and the engine load with the run, not with the
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped with Ctrl-C
 
 ACTIVITY = {"score": ("scoring", "judgments"), "solve": ("solving", "responses"),
-            "respond": ("responding", "responses")}
+            "respond": ("responding", "responses"), "pairs": ("comparing", "comparisons")}
 
 
 def rate_text(done: int, seconds: float, records: str) -> str:
@@ -125,7 +125,14 @@ def stored_text(job: RunConfig, kind: str) -> str:
     items = pl.scan_parquet(run_dir / ITEMS).select(pl.len()).collect().item()
     samples = job.sampling.samples
     bound = "at most " if kind == "respond" else ""  # respond stops asking about an item at its first kept response
-    return (f"{run_dir} holds {stored} of {bound}{items * samples} {records} ({items} items × {samples} "
+    if kind == "pairs":
+        from curate.tasks.schedule import schedule_size
+
+        comparisons = job.pairwise.comparisons
+        wanted, per = schedule_size(items, comparisons), f"{items} items, {comparisons} comparisons per item"
+    else:
+        wanted, per = items, f"{items} items"
+    return (f"{run_dir} holds {stored} of {bound}{wanted * samples} {records} ({per} × {samples} "
             f"sample{'s' if samples > 1 else ''})")
 
 

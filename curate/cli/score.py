@@ -1,5 +1,5 @@
-"""`curate score`, `curate solve`, `curate respond` (one command shape: every run setting the command takes is a
-flag; curate.config says which) and `curate reparse`."""
+"""`curate score`, `curate solve`, `curate respond`, `curate pairs` (one command shape: every run setting the command
+takes is a flag; curate.config says which) and `curate reparse`."""
 
 from __future__ import annotations
 
@@ -73,8 +73,27 @@ def _respond_rows(table: Table, result: dict[str, Any]) -> None:
         table.add_row("items without a response", f"{shown} (per_item.parquet: item_status none_kept)")
 
 
+def _pairs_rows(table: Table, result: dict[str, Any]) -> None:
+    table.add_row("items", f"{result['items']} ({result['items_scored']} with a strength, {result['items_unscored']} "
+                           "without)")
+    table.add_row("comparisons per item", f"{result['comparisons_per_item']} (each pair in both orders)")
+    _statuses(table, result, "comparisons")
+    table.add_row("outcomes", f"{result['soft_outcomes']} P(A harder) from logprobs, {result['hard_outcomes']} 0/1 "
+                              "from the letter")
+    for status, count in result["bt_status_counts"].items():
+        table.add_row(f"  items {status.replace('_', ' ')}", str(count))
+    fit = result["bradley_terry"]
+    if fit["position_bias"] is not None:
+        bias = fit["position_bias"]
+        interval = "" if bias["low"] is None else f" [{bias['low']:+.2f}, {bias['high']:+.2f}]"
+        table.add_row("position bias δ", f"{bias['value']:+.2f}{interval} logits (mean P(first harder) "
+                                         f"{fit['mean_p_first']:.3f})")
+    for note in fit["notes"]:
+        table.add_row("note", note)
+
+
 SUMMARY_ROWS: dict[str, Callable[[Table, dict[str, Any]], None]] = {
-    "score": _score_rows, "solve": _solve_rows, "respond": _respond_rows}
+    "score": _score_rows, "solve": _solve_rows, "respond": _respond_rows, "pairs": _pairs_rows}
 
 
 def _print_summary(result: dict[str, Any], run_dir: Path, kind: str) -> None:
@@ -128,6 +147,9 @@ solve = run_command("solve", "Answer every problem in DATA --samples times and v
                              "per-item pass rates with Wilson intervals; rerun to resume.")
 respond = run_command("respond", "Write a response to every problem in DATA (a teacher's, for SFT); with --verify "
                                  "and --samples k, keep the first verified one of up to k tries; rerun to resume.")
+pairs = run_command("pairs", "Compare every problem in DATA with --comparisons others (which is harder, A or B?), each "
+                             "pair in both orders, and fit Bradley-Terry strengths: each item's difficulty, with a "
+                             "95% interval; rerun to resume.")
 
 
 @settings_command(ReparseConfig)

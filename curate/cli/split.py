@@ -16,7 +16,8 @@ from curate.command_config import ExportConfig, SplitConfig
 
 @settings_command(SplitConfig)
 def split(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory made by `curate score` (τ is on its judge score).")],
+    run_dir: Annotated[Path, typer.Argument(help="Run directory made by `curate score` (τ is on its judge score) or "
+                                                 "`curate pairs` (on its Bradley-Terry strength).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Split directory to write (whole, or not at all).")],
     overwrite: Overwrite = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,

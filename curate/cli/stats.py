@@ -59,12 +59,27 @@ def _print_stats(stats: dict[str, Any]) -> None:
     table.add_row("judge", f"{run['model']} · {run['template']} · {run['samples']} sample(s)")
     table.add_row("items scored", f"{run['n_scored']} of {run['n_items']}")
     distribution = stats["distribution"]
-    table.add_row(f"items per {distribution['histogram_of']}", "")
-    for level, count in distribution["histogram"].items():
-        table.add_row(f"  {level}", f"{count:>6}")
+    if distribution["histogram"] is None:
+        table.add_row("item scores", f"mean {distribution['mean']:.3f}, std {distribution['std']:.3f}"
+                      if distribution["std"] is not None else "n/a")
+    else:
+        table.add_row(f"items per {distribution['histogram_of']}", "")
+        for level, count in distribution["histogram"].items():
+            table.add_row(f"  {level}", f"{count:>6}")
     failures = stats["failures"]
     table.add_row("failures", ", ".join(f"{k} {v}" for k, v in failures.get("counts", {}).items()) or "n/a")
     consistency = stats["self_consistency"]
+    if pairs := stats.get("pairs"):
+        agreement, bias = consistency["order_agreement"], pairs["position_bias"]
+        table.add_row("comparisons", f"{pairs['comparisons']} ({pairs['comparisons_per_item']} per item; "
+                                     f"{pairs['soft_outcomes']} soft, {pairs['hard_outcomes']} 0/1)")
+        table.add_row("both orders agree", "n/a" if agreement["fraction"] is None else
+                      f"{agreement['agree']} of {agreement['pairs']} pairs ({agreement['fraction']:.1%})")
+        if bias is not None:
+            table.add_row("position bias δ (logits)", format_interval(bias, digits=3)
+                          + f"; mean P(first harder) {pairs['mean_p_first']:.3f}")
+        table.add_row("items by fit status", ", ".join(f"{k.replace('_', ' ')} {v}"
+                                                        for k, v in pairs["bt_status_counts"].items()))
     table.add_row("self-consistency α (ordinal)", format_interval(consistency.get("alpha"), digits=3))
     if consistency.get("mean_item_std") is not None:
         table.add_row("mean per-item std", f"{consistency['mean_item_std']:.3f}")
@@ -124,7 +139,8 @@ def _print_stats(stats: dict[str, Any]) -> None:
 
 @settings_command(StatsConfig)
 def stats(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory made by `curate score` (a judge run).")],
+    run_dir: Annotated[Path, typer.Argument(help="Run directory made by `curate score` (a judge run) or `curate "
+                                                 "pairs`.")],
     irt_out: Annotated[Path | None, typer.Option(
         help="Write the --irt fit here as an IRT directory (irt_items.parquet: every item's difficulty, its 95% "
              "interval and status; irt_models.parquet; manifest.json), as `curate irt` does.",
@@ -175,29 +191,33 @@ def compare(
             from curate.stats.report import render_report
 
             empty = pl.DataFrame(schema={"item_id": pl.String, "score": pl.Float64})
-            _write_report(report, render_report({"score": settings.score}, empty, comparison=result,
+            _write_report(report, render_report({"score": result["score"]}, empty, comparison=result,
                                                 title=f"dereason · {run_a} vs {run_b}"), result)
         if as_json:
             print(json.dumps(result, sort_keys=True, default=str))
             return
-        table = Table(title=f"{run_a} (rows) vs {run_b} (columns), {result['n_common']} items scored in both",
-                      show_header=True)
-        table.add_column("A \\ B")
-        for label in range(1, 6):
-            table.add_column(str(label))
-        for label, row in enumerate(result["shift_matrix"], start=1):
-            table.add_row(str(label), *(str(v) for v in row))
-        out.print(table)
-        out.print(f"scored only in A: {result['n_only_a']} · scored only in B: {result['n_only_b']}")
+        if result["shift_matrix"] is not None:
+            table = Table(title=f"{run_a} (rows) vs {run_b} (columns), {result['n_common']} items scored in both",
+                          show_header=True)
+            table.add_column("A \\ B")
+            for label in range(1, 6):
+                table.add_column(str(label))
+            for label, row in enumerate(result["shift_matrix"], start=1):
+                table.add_row(str(label), *(str(v) for v in row))
+            out.print(table)
+        out.print(f"{result['n_common']} items scored in both · scored only in A: {result['n_only_a']} · scored only "
+                  f"in B: {result['n_only_b']} (A: {result['score']}, B: {result['score_b']})")
         shift = result.get("mean_shift")
-        out.print(f"α (ordinal) {format_interval(result.get('alpha'), digits=3)} · "
+        out.print(f"Spearman {format_interval(result.get('spearman'), digits=3)} · "
+                  f"α (ordinal) {format_interval(result.get('alpha'), digits=3)} · "
                   f"quadratic κ {format_interval(result.get('qwk'), digits=3)} · "
                   f"mean shift (B − A) {'n/a' if shift is None else f'{shift:+.3f}'}")
-        churn = Table("τ", "SFT→RL", "RL→SFT", "changed", "fraction", title="items changing side (SFT: score ≤ τ)")
-        for row in result["churn"]:
-            churn.add_row(str(row["tau"]), str(row["sft_to_rl"]), str(row["rl_to_sft"]), str(row["changed"]),
-                          f"{row['fraction']:.1%}" if row["fraction"] is not None else "n/a")
-        out.print(churn)
+        if result["churn"]:
+            churn = Table("τ", "SFT→RL", "RL→SFT", "changed", "fraction", title="items changing side (SFT: score ≤ τ)")
+            for row in result["churn"]:
+                churn.add_row(str(row["tau"]), str(row["sft_to_rl"]), str(row["rl_to_sft"]), str(row["changed"]),
+                              f"{row['fraction']:.1%}" if row["fraction"] is not None else "n/a")
+            out.print(churn)
         if report is not None:
             out.print(f"report: {report}")
         _print_notes(all_notes(result))

@@ -20,7 +20,9 @@ RL item without a value is refused, with the counts per reason.
 Inside a split the score always rises with difficulty. `calibrated` applies the run's saved isotonic map
 (calibration.json) to the current item scores of the kind it was fitted on; a map that falls with the
 score (onto a pass rate in 0..1) is turned into 1 − predicted pass rate. τ must lie on the score's scale
-(1..5 for judge scores, the map's range for calibrated ones).
+(1..5 for judge scores, the map's range for calibrated ones). A pairs run's score is each item's Bradley-Terry
+strength, which has no fixed scale (logits against the run's average item, the range its items span): its τ is
+chosen by --quantile or --rl-budget, and a fixed τ is refused.
 
 The split directory appears whole or not at all (`curate.outdir.atomic_directory`).
 Nothing depends on the clock: the same run, settings and seed give byte-identical files.
@@ -42,7 +44,7 @@ from curate.errors import ConfigError, DataError
 from curate.files import write_atomic, write_parquet_atomic
 from curate.outdir import atomic_directory, check_output_dir
 from curate.parse import SCORE_MAX, SCORE_MIN
-from curate.runs import SCORE, read_run_of, run_items
+from curate.runs import SCORE, aggregated_now, read_run_of, run_items, run_task
 from curate.split.benchmarks import benchmark_texts
 from curate.split.hygiene import check_disjoint, decontaminate, deduplicate
 from curate.split.rules import (
@@ -64,15 +66,13 @@ from curate.split.stages import (
     measured_order,
     placement_notes,
 )
-from curate.stats.aggregate import AGGREGATED_COLUMNS, per_item
 from curate.stats.analysis import (
     CALIBRATED_FILE,
     CALIBRATION_FILE,
     load_calibration,
     run_item_scores,
 )
-from curate.stats.metrics import SCORE_COLUMNS
-from curate.store import read_judgments
+from curate.stats.metrics import SCORE_COLUMNS, on_scale, resolve_score
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +87,30 @@ RESERVED = ("item_id", "score", "side", "arm", "stage", "unscored_reason", *MEAS
 class ItemScores:
     items: pl.DataFrame  # every item with `score` (Float64, higher = harder; null = unscored) and its fields
     unscored: pl.DataFrame  # item_id, unscored_reason of the unscored items
-    scale: tuple[float, float]  # the values the score can take
+    scale: tuple[float, float] | None  # the values the score can take (a strength's: the range it spans, if any)
+    kind: str  # the item score: mean, median, expected, strength or calibrated
     meaning: str
     calibration: dict[str, Any] | None
     notes: tuple[str, ...]
 
 
-def scored_items(run_dir: Path, score: str) -> ItemScores:
-    """Every item of the run with its score, why an item has none, and what the score means."""
-    if score not in SCORES:
+def scored_items(run_dir: Path, score: str | None, identity: dict[str, Any]) -> ItemScores:
+    """Every item of the run with its score (`score`, or the run's own when None), why an item has none, and what
+    the score means."""
+    if score not in (*SCORES, None):
         raise ConfigError(f"unknown score {score!r}; choose one of {list(SCORES)}")
-    per = per_item(read_judgments(run_dir, columns=AGGREGATED_COLUMNS))
+    per = aggregated_now(run_dir, identity)
+    score = resolve_score(per, score)
     if score == "calibrated":
         scores, scale, meaning, calibration, notes = _calibrated(run_dir, per)
         kind = calibration["score"]
     else:
         kind, calibration, notes = score, None, []
-        scores, scale, meaning = run_item_scores(run_dir, per, score), (SCORE_MIN, SCORE_MAX), f"{score} judge score"
+        scores = run_item_scores(run_dir, per, score)
+        scale, meaning = ((SCORE_MIN, SCORE_MAX), f"{score} judge score") if on_scale(score) else (
+            (scores["score"].min(), scores["score"].max()) if scores.height else None,
+            "Bradley-Terry strength (logits against the run's average item; higher = harder)")
+    command = run_task(identity)
     items = run_items(run_dir, RESERVED).join(scores, on="item_id", how="left", maintain_order="left")
     unscored = (items.filter(pl.col("score").is_null()).select("item_id")
                 .join(per.select("item_id", "item_status"), on="item_id", how="left", maintain_order="left")
@@ -113,13 +120,13 @@ def scored_items(run_dir: Path, score: str) -> ItemScores:
     for reason, n in sorted(unscored["unscored_reason"].value_counts().rows()):
         notes.append({
             "not_judged": f"the run is incomplete: {n} of {items.height} items were never judged and are counted as "
-                          "unscored; finish it by running `curate score` again with the same settings, then split "
-                          "again",
-            "judgments_failed": f"{n} item(s) have only failed judgments and are unscored; `curate score` with the "
-                                "same settings and --retry-failed requests the errors and truncations again",
+                          f"unscored; finish it by running `curate {command}` again with the same settings, then "
+                          "split again",
+            "judgments_failed": f"{n} item(s) have only failed judgments and are unscored; `curate {command}` with "
+                                "the same settings and --retry-failed requests the errors and truncations again",
         }.get(reason, f"{n} item(s) have judgments but no {kind} score and are unscored"))
-    return ItemScores(items=items, unscored=unscored, scale=(float(scale[0]), float(scale[1])), meaning=meaning,
-                      calibration=calibration, notes=tuple(notes))
+    return ItemScores(items=items, unscored=unscored, scale=scale and (float(scale[0]), float(scale[1])), kind=score,
+                      meaning=meaning, calibration=calibration, notes=tuple(notes))
 
 
 def _calibrated(run_dir: Path, per: pl.DataFrame) -> tuple[pl.DataFrame, tuple[float, float], str, dict, list[str]]:
@@ -166,6 +173,11 @@ def _calibrated(run_dir: Path, per: pl.DataFrame) -> tuple[pl.DataFrame, tuple[f
 # --- checks that need the run -------------------------------------------------------------------------
 
 def _check_on_scale(rule: TauRule, scores: ItemScores) -> None:
+    if rule.method == "fixed" and not on_scale(scores.kind):
+        spans = f" (here {scores.scale[0]:.2f}..{scores.scale[1]:.2f})" if scores.scale else ""
+        raise ConfigError(f"{'the default ' if rule.tau is None else ''}τ = {rule.value:g} is a fixed value, and the "
+                          f"{scores.meaning} has no fixed scale{spans}: choose τ from the scores with --quantile or "
+                          "--rl-budget")
     low, high = scores.scale
     if rule.method == "fixed" and not low <= rule.value <= high:
         raise ConfigError(f"{'the default ' if rule.tau is None else ''}τ = {rule.value:g} is outside the scale of "
@@ -242,7 +254,7 @@ def make_split(run_dir: str | Path, out_dir: str | Path, config: SplitConfig = S
     rule, arms, stages, stage_by, harder_when = (config.tau_rule, config.arm_names, config.stages, config.stage_by,
                                                  config.harder_when)
     identity = read_run_of(run_dir, SCORE, "split:")
-    scores = scored_items(run_dir, config.score)
+    scores = scored_items(run_dir, config.score, identity)
     items, notes = scores.items, list(scores.notes)
     _check_on_scale(rule, scores)
     measured = None
@@ -294,9 +306,9 @@ def make_split(run_dir: str | Path, out_dir: str | Path, config: SplitConfig = S
         files[f"stages/stage_{stage}.parquet"] = staged.filter(pl.col("stage") == stage)
     removed_frame = pl.concat(removed, how="diagonal_relaxed") if removed else pl.DataFrame()
     manifest = {
-        "dereason_version": __version__, "run_dir": str(run_dir), "score": config.score,
-        "score_meaning": scores.meaning,
-        "score_scale": list(scores.scale), "seed": config.seed, "tau": choice.tau, "tau_method": choice.method,
+        "dereason_version": __version__, "run_dir": str(run_dir), "score": scores.kind,
+        "score_meaning": scores.meaning, "score_scale": list(scores.scale) if scores.scale else None,
+        "seed": config.seed, "tau": choice.tau, "tau_method": choice.method,
         "tau_detail": choice.detail, "counts": {side: int((sided["side"] == side).sum()) for side in
                                                 ("sft", "rl", "unscored")},
         "unscored_reasons": dict(sorted(unscored["unscored_reason"].value_counts().rows())),

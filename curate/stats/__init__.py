@@ -10,6 +10,8 @@
     crowd         several solve runs over the same items read as a crowd of solvers (for IRT and levels)
     irt           Rasch (IRT) difficulties and abilities fitted over a crowd's rollouts (pure)
     irt_dir       an IRT fit written as, and read from, an IRT directory (`curate irt`)
+    frames        a table of records checked for the columns a computation reads, and for nulls in them
+    bradley_terry item strengths (difficulty) with a position bias fitted over a pairs run's comparisons (pure)
     measured      a judge against measured difficulty: pass rates, IRT difficulties, their noise
     analysis      the I/O shell: reads runs, runs the above, writes calibration files (analyze_run, analyze_comparison)
     report        a self-contained HTML page of a run's statistics and figures

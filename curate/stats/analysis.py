@@ -17,6 +17,12 @@ fitted decreasing. `--irt` takes two or more solve runs, each one model of a cro
 difficulties over all their rollouts (`curate.stats.irt_dir.fit_crowd`, as `curate irt` does): the stats carry every
 item's difficulty (`irt.items`), and `irt_out` writes the fit there as an IRT directory.
 
+A pairs run (`curate pairs`) is read wherever a judge run is: its item score is each item's Bradley-Terry strength
+(`--score strength`, its default), which is not on the 1..5 scale, so the statistics that round scores to 1..5
+(histogram, κ, confusion matrix; in a comparison α, κ, the shift matrix and the churn) are left out with a note, and
+the rank statistics stand. Its self-consistency is whether a pair's two orders agree; `stats["pairs"]` holds the
+fit: the position bias, mean P(first harder), the items per status.
+
 Every bad input is a one-line `ConfigError` or `RunDirError` naming the option, the field and what to
 do: a folder that is not a finished run directory, a run of the wrong kind (a solve or respond run given
 as the judge run, a score or respond run given as a solve run), an input field that is not numeric
@@ -38,17 +44,20 @@ from curate.command_config import CompareConfig, StatsConfig
 from curate.errors import ConfigError
 from curate.files import write_parquet_atomic
 from curate.outdir import check_output_dir
+from curate.identity import IDENTITY_DEFAULTS
 from curate.runs import (
     ITEM_TEXT,
+    PAIRS,
     SCORE,
     SOLVE,
+    aggregated_now,
     is_run_directory,
     item_mismatch,
     read_response_run,
     read_run_of,
     refuse_other_items,
+    run_task,
 )
-from curate.stats.aggregate import AGGREGATED_COLUMNS, per_item
 from curate.stats.calibrate import Calibration, fit_isotonic, reliability_table
 from curate.stats.compare import compare_runs
 from curate.stats.consistency import self_consistency
@@ -65,11 +74,14 @@ from curate.stats.metrics import (
     failure_rates,
     item_field,
     item_scores,
+    on_scale,
     pass_rate_agreement,
     reference_agreement,
+    resolve_score,
     score_distribution,
 )
 from curate.store import MANIFEST, read_items, read_judgments
+from curate.tasks import rebuild_task
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATED_FILE = "calibrated.parquet"
@@ -166,12 +178,26 @@ def _irt(judge_dir: Path, scores: pl.DataFrame, runs: Sequence[Path], bootstrap:
 
 
 def _run_summary(run_dir: Path, identity: dict[str, Any], scored: int) -> dict[str, Any]:
-    return {"run_dir": str(run_dir), "template": identity["template"], "model": identity["model"],
+    return {"run_dir": str(run_dir), "task": run_task(identity), "template": identity["template"],
+            "model": identity["model"],
             "backend": identity["backend"], "samples": identity["samples"],
             "temperature": identity.get("temperature"), "n_items": identity["n_items"], "n_scored": scored}
 
 
-def run_item_scores(run_dir: Path, per: pl.DataFrame, score: str) -> pl.DataFrame:
+def _pairs_statistics(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A pairs run's self-consistency (do a pair's two orders agree?) and its fit (`stats["pairs"]`)."""
+    fit = summary["bradley_terry"]
+    agreement = summary["order_agreement"]
+    consistency = {"alpha": None, "order_agreement": agreement, "notes": [
+        "α compares an item's scores across samples; a pairs run's consistency is whether a pair's two orders name "
+        "the same item harder (order_agreement)"]}
+    pairs = {key: summary[key] for key in ("comparisons_per_item", "comparisons", "soft_outcomes", "hard_outcomes",
+                                           "bt_status_counts")}
+    return consistency, {**pairs, "position_bias": fit["position_bias"], "mean_p_first": fit["mean_p_first"],
+                         "fit": {key: value for key, value in fit.items() if key != "notes"}, "notes": fit["notes"]}
+
+
+def run_item_scores(run_dir: Path, per: pl.DataFrame, score: str | None) -> pl.DataFrame:
     """`curate.stats.metrics.item_scores` of a run; a score the run cannot give is one ConfigError naming the run."""
     try:
         return item_scores(per, score)
@@ -194,10 +220,12 @@ def analyze_run(run_dir: str | Path, config: StatsConfig = StatsConfig(), irt_ou
             raise ConfigError("--irt-out writes the IRT fit of the --irt solve runs: give them (two or more), or fit "
                               "solve runs alone with `curate irt RUN RUN ... --out DIR`")
         check_output_dir(irt_out, overwrite, [("judge run", run_dir), *[("solve run", Path(r)) for r in irt]])
-    judgments = read_judgments(run_dir, columns=JUDGMENT_COLUMNS)
+    task = rebuild_task({**IDENTITY_DEFAULTS, **identity})
+    judgments = read_judgments(run_dir, columns=JUDGMENT_COLUMNS if task.name == SCORE else task.aggregated_columns)
     items_frame = read_items(run_dir)
-    per = per_item(judgments)
+    per, summary = task.aggregate(judgments)
     scores = run_item_scores(run_dir, per, score)
+    score = resolve_score(per, score)
     frame = scores.join(items_frame.select(pl.col("id").alias("item_id"), "domain"), on="item_id", how="left")
     if reference:
         frame = frame.join(_numeric_field(items_frame, reference, "--reference", "reference", "numeric labels like "
@@ -206,12 +234,18 @@ def analyze_run(run_dir: str | Path, config: StatsConfig = StatsConfig(), irt_ou
     stats: dict[str, Any] = {
         "run": _run_summary(run_dir, identity, frame.height), "score": score,
         "distribution": score_distribution(per, items_frame, score), "failures": failure_rates(judgments),
-        "self_consistency": self_consistency(judgments, temperature=identity.get("temperature"), **bootstrap),
+        "self_consistency": None, "pairs": None,
         "reference": None, "pass_rate": None, "irt": None, "calibration": None, "notes": [],
     }
+    if task.name == PAIRS:
+        stats["self_consistency"], stats["pairs"] = _pairs_statistics(summary)
+        stats["failures"]["notes"].append("a pairs run's records are comparisons: its failures count comparisons, "
+                                          "and items_without_ok names comparisons")
+    else:
+        stats["self_consistency"] = self_consistency(judgments, temperature=identity.get("temperature"), **bootstrap)
     if reference:
         stats["reference"] = {"field": reference, **reference_agreement(frame["score"], frame["reference"],
-                                                                        **bootstrap)}
+                                                                        scores_on_scale=on_scale(score), **bootstrap)}
     if pass_rate:
         if is_run_directory(pass_rate):
             values, source = _solve_pass_rates(run_dir, scores, Path(pass_rate), "--pass-rate")
@@ -279,7 +313,7 @@ def analyze_comparison(run_a: str | Path, run_b: str | Path, config: CompareConf
     shared ids name different items, unless `config.allow_different_items` (then a note says how many)."""
     runs = [Path(run_a), Path(run_b)]
     identities = [read_run_of(run, SCORE, "compare:") for run in runs]
-    frames = [per_item(read_judgments(run, columns=AGGREGATED_COLUMNS)) for run in runs]
+    frames = [aggregated_now(run, identity) for run, identity in zip(runs, identities, strict=True)]
     scored = [run_item_scores(run, frame, config.score).height for run, frame in zip(runs, frames, strict=True)]
     notes = _same_items_note(runs[0], runs[1], config.allow_different_items)
     result = compare_runs(frames[0], frames[1], score=config.score, n_resamples=config.resamples,

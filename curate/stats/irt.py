@@ -48,6 +48,7 @@ import polars as pl
 
 from curate.errors import ConfigError, DataError
 from curate.settings import check, described
+from curate.stats.frames import require_columns
 from curate.stats.passrate import COUNTABLE, check_rollouts
 
 RESPONSE_COLUMNS = ("item_id", "model", "correct")
@@ -111,11 +112,7 @@ def responses_from_rollouts(runs: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
 
 
 def _cells(responses: pl.DataFrame) -> pl.DataFrame:
-    if missing := [c for c in RESPONSE_COLUMNS if c not in responses.columns]:
-        raise DataError(f"responses lack column(s) {missing} (columns: {responses.columns})")
-    for column in RESPONSE_COLUMNS:
-        if nulls := responses[column].null_count():
-            raise DataError(f"responses: {nulls} row(s) have no {column}")
+    require_columns(responses, RESPONSE_COLUMNS, "responses")
     correct = responses["correct"]
     if not (correct.dtype == pl.Boolean or correct.dtype.is_numeric()):
         raise DataError(f"responses: correct must be 0/1 or true/false, but it holds {correct.dtype}")

@@ -5,7 +5,9 @@ returns them, `per_item` as `curate.stats.aggregate.per_item`, `items` as RUN_DI
 
 Definitions
     item score       one number per scored item: `score_mean` ("mean"), `score_median` ("median"),
-                     or `expected_mean` ("expected", items with at least one logprob judgment).
+                     or `expected_mean` ("expected", items with at least one logprob judgment) of a judge
+                     run; a pairs run's Bradley-Terry `strength` ("strength"), which is not on the 1..5 scale
+                     (`on_scale`): what rounds scores to 1..5 (histograms, κ, confusion matrices) leaves it out.
     rounded score    half up (2.5 → 3), clipped to 1..5: `round_score`, the one rule used everywhere.
     self-consistency see `curate.stats.consistency`.
     agreement        Spearman ρ, Kendall τ-b, quadratic-weighted Cohen's κ (scipy, scikit-learn) over
@@ -40,10 +42,12 @@ from curate.stats.aggregate import AGGREGATED_COLUMNS
 
 # What the statistics of a run read from its judgments (raw text and distributions: identical samples).
 JUDGMENT_COLUMNS = (*AGGREGATED_COLUMNS, "raw_text", "score_probs")
-SCORE_COLUMNS = {"mean": "score_mean", "median": "score_median", "expected": "expected_mean"}
+STRENGTH = "strength"  # a pairs run's item score (curate.tasks.pairs)
+SCORE_COLUMNS = {"mean": "score_mean", "median": "score_median", "expected": "expected_mean", STRENGTH: "strength"}
 # What the histogram of each item score counts: an expected score is no score the judge wrote.
 HISTOGRAM_OF = {"mean": "rounded mean of the sampled scores", "median": "rounded median of the sampled scores",
-                "expected": "rounded expected score (logprob-weighted, not sampled)"}
+                "expected": "rounded expected score (logprob-weighted, not sampled)",
+                STRENGTH: "nothing: Bradley-Terry strengths are not on the 1..5 scale"}
 LABELS = tuple(range(SCORE_MIN, SCORE_MAX + 1))
 MIN_PAIRS = 3  # below this a correlation or κ says nothing
 MIN_BOOTSTRAP = 10
@@ -66,13 +70,30 @@ def as_float(values: ArrayLike) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def item_scores(per_item: pl.DataFrame, score: str = "mean") -> pl.DataFrame:
-    """item_id and `score` (Float64) of the scored items, by the chosen item score.
+def on_scale(score: str) -> bool:
+    """Whether the item score lies on the judge's 1..5 scale (a Bradley-Terry strength does not)."""
+    return score != STRENGTH
 
-    ValueError for an unknown score, and for "expected" when no item has a logprob judgment (the
-    message says how to get them and which scores the run has)."""
+
+def resolve_score(per_item: pl.DataFrame, score: str | None) -> str:
+    """The item score to read: `score`, or when None the run's own (mean; a pairs run's strength)."""
+    return score or (STRENGTH if SCORE_COLUMNS[STRENGTH] in per_item.columns else "mean")
+
+
+def item_scores(per_item: pl.DataFrame, score: str | None = None) -> pl.DataFrame:
+    """item_id and `score` (Float64) of the scored items, by the chosen item score (`resolve_score`).
+
+    ValueError for an unknown score, one the run does not have (a judge run's of a pairs run, or the reverse),
+    and for "expected" when no item has a logprob judgment (the message says how to get them and which scores
+    the run has)."""
+    score = resolve_score(per_item, score)
     if score not in SCORE_COLUMNS:
         raise ValueError(f"unknown score {score!r}; choose one of {sorted(SCORE_COLUMNS)}")
+    if SCORE_COLUMNS[score] not in per_item.columns:
+        raise ValueError(f"--score {score} is a judge run's, and this is a pairs run, whose one item score is its "
+                         f"Bradley-Terry strength: use --score {STRENGTH} (or leave --score out)" if on_scale(score)
+                         else f"--score {STRENGTH} is a pairs run's Bradley-Terry strength (`curate pairs`); this "
+                              "judge run's item scores are mean, median and expected")
     if score == "expected" and not (per_item["n_logprobs"] > 0).any():
         scored = (per_item["item_status"] == "scored").any()
         raise ValueError(f"--score expected needs logprob judgments and none of the run's {per_item.height} items "
@@ -100,20 +121,22 @@ def _histogram(scores: np.ndarray) -> dict[str, int]:
     return {str(k): int((rounded == k).sum()) for k in LABELS}
 
 
-def _describe(scores: np.ndarray) -> dict[str, Any]:
+def _describe(scores: np.ndarray, histogram: bool) -> dict[str, Any]:
     n = len(scores)
     return {"n": n, "mean": float(scores.mean()) if n else None,
-            "std": float(scores.std(ddof=1)) if n >= 2 else None, "histogram": _histogram(scores)}
+            "std": float(scores.std(ddof=1)) if n >= 2 else None,
+            "histogram": _histogram(scores) if histogram else None}
 
 
-def score_distribution(per_item: pl.DataFrame, items: pl.DataFrame, score: str = "mean",
+def score_distribution(per_item: pl.DataFrame, items: pl.DataFrame, score: str | None = None,
                        by: str | None = "domain") -> dict[str, Any]:
-    """Histogram of rounded item scores (`histogram_of` says of which), n, mean, std (ddof=1), overall and per
-    value of `by`."""
+    """Histogram of rounded item scores (`histogram_of` says of which; None for a score off the 1..5 scale), n,
+    mean, std (ddof=1), overall and per value of `by`."""
+    score = resolve_score(per_item, score)
     scores = item_scores(per_item, score)
     values = scores["score"].to_numpy()
-    result: dict[str, Any] = {"score": score, **_describe(values), "histogram_of": HISTOGRAM_OF[score], "by": by,
-                              "groups": None, "notes": []}
+    result: dict[str, Any] = {"score": score, **_describe(values, on_scale(score)),
+                              "histogram_of": HISTOGRAM_OF[score], "by": by, "groups": None, "notes": []}
     notes = result["notes"]
     if len(values) < 2:
         notes.append("no scored items: mean and std are undefined" if not len(values) else
@@ -131,7 +154,7 @@ def score_distribution(per_item: pl.DataFrame, items: pl.DataFrame, score: str =
         return result
     if joined[by].null_count():
         notes.append(f"{joined[by].null_count()} scored item(s) have no {by!r}: group None")
-    result["groups"] = [{"group": key[0], **_describe(group["score"].to_numpy())}
+    result["groups"] = [{"group": key[0], **_describe(group["score"].to_numpy(), on_scale(score))}
                         for key, group in joined.sort(by, nulls_last=True).group_by(by, maintain_order=True)]
     return result
 
@@ -260,8 +283,10 @@ def all_notes(parts: dict[str, Any]) -> list[str]:
 
 
 def reference_agreement(scores: ArrayLike, reference: ArrayLike, labels: Sequence[int] = LABELS, *,
-                        n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
-    """Agreement of item scores with an ordinal reference (e.g. MATH level), paired by position."""
+                        n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = 0.95,
+                        scores_on_scale: bool = True) -> dict[str, Any]:
+    """Agreement of item scores with an ordinal reference (e.g. MATH level), paired by position; κ and the
+    confusion matrix only for scores on the 1..5 scale (`scores_on_scale`), the rank correlations for any."""
     x, ref = _pairs(scores, reference)
     notes: list[str] = []
     options = {"n_resamples": n_resamples, "seed": seed, "level": level}
@@ -271,6 +296,10 @@ def reference_agreement(scores: ArrayLike, reference: ArrayLike, labels: Sequenc
         "spearman": headline("spearman", spearman, (x, ref), notes, why, **options),
         "kendall": headline("kendall", kendall, (x, ref), notes, why, **options),
         "qwk": None, "labels": list(labels), "confusion_matrix": None, "notes": notes}
+    if not scores_on_scale:
+        notes.append("qwk and confusion_matrix need scores on the 1..5 scale; these (Bradley-Terry strengths) are "
+                     "not: compare ranks (spearman, kendall)")
+        return result
     rounded = round_score(x)
     outside = sorted(set(ref[~np.isin(ref, labels)].tolist()) | set(rounded[~np.isin(rounded, labels)].tolist()))
     if outside:

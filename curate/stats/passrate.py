@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from curate.errors import ConfigError, DataError
+from curate.stats.frames import require_columns
 
 COUNTABLE = ("correct", "wrong", "no_answer", "truncated")
 MACHINE_FAILURES = ("error", "timeout")
@@ -43,11 +44,7 @@ PER_ITEM_SCHEMA = {"item_id": pl.String, "n_rollouts": pl.Int64, **{f"n_{v}": pl
 def check_rollouts(rollouts: pl.DataFrame, where: str = "rollouts") -> None:
     """DataError naming `where` when the rollouts lack a column, hold nulls, an unknown verdict, or an
     (item_id, sample_idx) pair twice."""
-    if missing := [c for c in ROLLOUT_COLUMNS if c not in rollouts.columns]:
-        raise DataError(f"{where} lack column(s) {missing} (columns: {rollouts.columns})")
-    for column in ROLLOUT_COLUMNS:
-        if nulls := rollouts[column].null_count():
-            raise DataError(f"{where}: {nulls} row(s) have no {column}")
+    require_columns(rollouts, ROLLOUT_COLUMNS, where)
     if unknown := sorted(set(rollouts["verdict"].cast(pl.String).unique().to_list()) - set(VERDICTS)):
         count = rollouts.filter(pl.col("verdict").cast(pl.String).is_in(unknown)).height
         raise DataError(f"{where}: {count} row(s) have a verdict outside {list(VERDICTS)}: {unknown[:5]}")

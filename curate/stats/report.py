@@ -253,6 +253,8 @@ def shift_figure(comparison: dict[str, Any] | None) -> tuple[Figure | str, str]:
         return "not a run comparison", ""
     if not comparison.get("n_common"):
         return "no items scored in both runs", ""
+    if comparison.get("shift_matrix") is None:
+        return "no shift matrix: the runs' scores are not both on the 1..5 scale (a pairs run's strengths)", ""
     fig = _heatmap(comparison["shift_matrix"], comparison["labels"], "run A rounded score", "run B rounded score")
     return fig, (f"{comparison['n_common']} items scored in both runs; diagonal = unchanged; mean shift B − A "
                  f"{_num(comparison.get('mean_shift'), 3)}.")
@@ -264,7 +266,7 @@ def _headline_rows(stats: dict[str, Any], comparison: dict[str, Any] | None) -> 
                ("pass rate", stats.get("pass_rate"), ("spearman", "auroc"), "n"),
                ("IRT difficulty", stats.get("irt"), ("spearman", "spearman_with_extremes"), ("n_measured", "n")),
                ("self-consistency", stats.get("self_consistency"), ("alpha",), "n_units"),
-               ("run A vs B", comparison, ("alpha", "qwk"), "n_common")]
+               ("run A vs B", comparison, ("spearman", "alpha", "qwk"), "n_common")]
     for source, part, keys, n_key in sources:
         if part:
             field = f" ({part['field']})" if part.get("field") else ""

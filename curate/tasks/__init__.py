@@ -1,4 +1,5 @@
-"""Tasks the engine runs (curate.tasks.base has the seam): `score` judges, `solve` and `respond` answer."""
+"""Tasks the engine runs (curate.tasks.base has the seam): `score` judges, `solve` and `respond` answer, `pairs`
+compares."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from typing import Any
 
 from curate.errors import ConfigError
 from curate.parse import PARSERS
+from curate.parse_choice import CHOICE_PARSERS
 from curate.tasks.base import Task
+from curate.tasks.pairs import PairsTask
 from curate.tasks.responses import ResponseTask
 from curate.tasks.score import ScoreTask
 from curate.verify import MODEL_VERIFIER, get_verifier
@@ -16,11 +19,18 @@ RESPONSE_TASKS = ("solve", "respond")
 
 def rebuild_task(identity: dict[str, Any], parser_name: str | None = None, verifier: str | None = None) -> Task:
     """The task a run directory's identity describes, for deciding its stored records again (a reparse):
-    with another parser (score runs) or verifier (solve and respond runs) when one is named."""
+    with another parser (score and pairs runs) or verifier (solve and respond runs) when one is named."""
     task = identity["task"]
+    if task in ("score", "pairs") and verifier is not None:
+        raise ConfigError(f"--verify applies to solve and respond runs; this is a {task} run (use --parser)")
+    if task == "pairs":
+        name = parser_name or identity["parser"]
+        if name not in CHOICE_PARSERS:
+            raise ConfigError(f"unknown pairwise parser {name!r}; choose one of {sorted(CHOICE_PARSERS)}")
+        return PairsTask(CHOICE_PARSERS[name], template_identity="", comparisons=identity["comparisons"],
+                         schedule_seed=identity["schedule_seed"], sampled=identity["temperature"] > 0,
+                         constrained=identity["constrain_score"])
     if task == "score":
-        if verifier is not None:
-            raise ConfigError("--verify applies to solve and respond runs; this is a score run (use --parser)")
         name = parser_name or identity["parser"]
         if name not in PARSERS:
             raise ConfigError(f"unknown parser {name!r}; choose one of {sorted(PARSERS)}")
@@ -38,4 +48,4 @@ def rebuild_task(identity: dict[str, Any], parser_name: str | None = None, verif
     raise ConfigError(f"this run directory was made by a task this version does not know: {task!r}")
 
 
-__all__ = ["RESPONSE_TASKS", "ResponseTask", "ScoreTask", "Task", "rebuild_task"]
+__all__ = ["RESPONSE_TASKS", "PairsTask", "ResponseTask", "ScoreTask", "Task", "rebuild_task"]

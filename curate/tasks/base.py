@@ -1,12 +1,12 @@
 """The task seam: what a run asks a model for, and what it keeps of each answer.
 
 The engine (curate.engine) is the same for every task: it renders the task's template for each
-(item, sample) still missing from the run's store, hands the requests to a backend, turns each
-completion into the task's record, commits records in chunks, and aggregates them per item. A task
-says only what differs:
+(unit, sample) still missing from the run's store (a unit is an item, or for `pairs` a comparison of
+two), hands the requests to a backend, turns each completion into the task's record, commits
+records in chunks, and aggregates them per item. A task says only what differs:
 
-    name               the run's kind, recorded in its identity ("score", "solve", "respond")
-    records_word       what its records are called in messages ("judgments", "responses")
+    name               the run's kind, recorded in its identity ("score", "solve", "respond", "pairs")
+    records_word       what its records are called in messages ("judgments", "responses", "comparisons")
     record_type        the NamedTuple stored per (item, sample); its annotations make the table
     aggregated_columns the record columns aggregate() and settled() read
     reparsed_columns   what `curate reparse` decides again from a stored raw output
@@ -14,6 +14,10 @@ says only what differs:
     retried_statuses   statuses --retry-failed requests again
     first_tokens       what the first answer token may say (curate.backends.Request.first_tokens); () for anything
     identity()         what the records depend on beyond the model, template and sampling
+    rising_identity    identity keys that may rise on a resume, the records stored keeping their worth (a pairs
+                       run's comparisons per item: a larger schedule holds the smaller one)
+    units(items)       what is asked about, one row per unit with an `id` (the store's item_id) and what the
+                       template renders: the items themselves, or one row per comparison of two
     records(...)       a chunk of completions → their records, at once (a verifier that asks a judge model
                        gets the chunk as one batch, and its verdicts are stored in the chunk's transaction)
     reread(...)        one stored record → the record decided again (no model call)
@@ -45,9 +49,13 @@ class Task(Protocol):
     failed_statuses: tuple[str, ...]
     retried_statuses: tuple[str, ...]
     first_tokens: tuple[str, ...]
+    rising_identity: tuple[str, ...]
 
     def identity(self) -> dict[str, Any]:
         """What the stored records depend on beyond model, template and sampling (a parser, a verifier)."""
+
+    def units(self, items: pl.DataFrame) -> pl.DataFrame:
+        """What the engine asks about, from the run's items (module docstring)."""
 
     def records(self, completions: Sequence[Completion], items: Sequence[Mapping[str, Any]]) -> list[tuple]:
         """The records stored for completions, each of the item beside it (a row of the run's items)."""

@@ -67,6 +67,7 @@ class ResponseTask:
     failed_statuses = FAILED
     retried_statuses = (ERROR, TRUNCATED)
     first_tokens = ()  # a response may open with anything
+    rising_identity = ()
 
     @property
     def aggregated_columns(self) -> tuple[str, ...]:
@@ -75,6 +76,9 @@ class ResponseTask:
     def identity(self) -> dict[str, Any]:
         judge = dict(self.verifier.judge) if isinstance(self.verifier, ModelVerifier) else {}
         return {"verifier": self.verifier.name if self.verifier else None, **judge}
+
+    def units(self, items: pl.DataFrame) -> pl.DataFrame:
+        return items  # each item is asked about on its own
 
     def records(self, completions: Sequence[Completion], items: Sequence[Mapping[str, Any]]) -> list[Response]:
         return self._responses(completions, items, [self.template_identity] * len(completions))

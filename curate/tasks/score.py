@@ -65,6 +65,7 @@ class ScoreTask:
                         "score_mass", "score_probs")
     failed_statuses = tuple(FAILED)
     retried_statuses = (Status.ERROR, Status.TRUNCATED)
+    rising_identity = ()
 
     @property
     def first_tokens(self) -> tuple[str, ...]:
@@ -73,6 +74,9 @@ class ScoreTask:
 
     def identity(self) -> dict[str, Any]:
         return {"parser": self.parser.name}
+
+    def units(self, items: pl.DataFrame) -> pl.DataFrame:
+        return items  # each item is judged on its own
 
     def records(self, completions: Sequence[Completion], items: Sequence[Mapping[str, Any]]) -> list[Judgment]:
         return [self._judgment(completion, score_alternatives(self.parser, completion.logprobs)
