@@ -2,7 +2,7 @@
 difficulty signal in ../shared/data/eval (used only to measure: nothing here is fitted or chosen on it).
 
     python scripts/evidence_table.py [--work runs/evidence] [--per-set 300] [--judges tiny,smollm2-prefilled,...]
-                                     [--pairwise-per-set 100] [--comparisons 4]
+                                     [--pairwise-per-set 60] [--comparisons 4]
 
 Signals (Spearman ρ of the judge's score with each; a negative ρ where the signal falls with difficulty):
     MATH-500 level (1-5), Omni-MATH difficulty (AoPS 1-9.5), MathOdyssey level (high-school math < college math <
@@ -18,8 +18,8 @@ over the digits 1..5:
     smollm2-constrained     SmolLM2, prefilled and --constrain-score
     distilled               bundled:smollm2-judge (scripts/build_distilled_judge.py), difficulty/level_prefilled
 Pairwise judges, each a `curate pairs` run per set (items compared only with items of the same set) read by the
-Bradley-Terry strength, on the first --pairwise-per-set items of each set's sample (pairwise costs --comparisons
-requests per item, each with two problems in it):
+Bradley-Terry strength, on a seeded --pairwise-per-set of the items of MATH-500, Omni-MATH and MathOdyssey
+(pairwise costs --comparisons requests per item, each with two problems in it: the other sets are not run):
     smollm2-pairwise        SmolLM2, pairwise/harder_prefilled, P(A harder) from the letter's logprobs
     distilled-pairwise      bundled:smollm2-judge through the same pairwise template
 Baselines: problem length in characters, and TF-IDF (word 1-2-grams) + ridge fitted on MATH train levels (the
@@ -61,6 +61,7 @@ JUDGES: dict[str, dict[str, Any]] = {
     "smollm2-constrained": {"model": "bundled:smollm2-135m", "template": PREFILLED, "constrain_score": True},
     "distilled": {"model": "bundled:smollm2-judge", "template": "difficulty/level_prefilled"},
 }
+PAIRWISE_SETS = ("MATH-500", "Omni-MATH", "MathOdyssey")
 PAIRWISE_JUDGES: dict[str, dict[str, Any]] = {
     "smollm2-pairwise": {"model": "bundled:smollm2-135m", "template": "pairwise/harder_prefilled"},
     "distilled-pairwise": {"model": "bundled:smollm2-judge", "template": "pairwise/harder_prefilled"},
@@ -80,7 +81,8 @@ def eval_sets(work: Path, per_set: int, pairwise_per_set: int, seed: int) -> dic
         if frame.height > per_set:
             frame = frame.sample(per_set, seed=seed).sort("id")
         frame.write_ndjson(work / "sets" / f"{_slug(name)}.jsonl")
-        frame.head(pairwise_per_set).write_ndjson(work / "sets" / f"{_slug(name)}-pairs.jsonl")
+        frame.sample(min(pairwise_per_set, frame.height), seed=seed).sort("id").write_ndjson(
+            work / "sets" / f"{_slug(name)}-pairs.jsonl")
         sets[name] = frame
     return sets
 
@@ -101,9 +103,10 @@ def judged(judge: str, set_name: str, work: Path, comparisons: int) -> tuple[pl.
         settings = {**PAIRWISE_JUDGES[judge], "comparisons": comparisons}
     else:
         run, column, source = engine.score, "expected_mean", f"{_slug(set_name)}.jsonl"
-        settings = {**JUDGES[judge], "top_logprobs": 20, "max_tokens": 1}
+        settings = JUDGES[judge]
     config = RunConfig.from_flat({"source": str(work / "sets" / source), "out": str(out), "device": "cpu",
-                                  "max_failure_fraction": 1.0, **settings})
+                                  "max_failure_fraction": 1.0, "top_logprobs": 20,
+                                  "max_tokens": 1, **settings})
     timing = out / "seconds.json"
     started = time.monotonic()
     result = run(config)
@@ -143,7 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "evidence")
     parser.add_argument("--per-set", type=int, default=300)
-    parser.add_argument("--pairwise-per-set", type=int, default=100)
+    parser.add_argument("--pairwise-per-set", type=int, default=60)
     parser.add_argument("--comparisons", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--judges", default=",".join([*JUDGES, *PAIRWISE_JUDGES]))
@@ -157,6 +160,8 @@ def main() -> None:
     for judge in args.judges.split(","):
         seconds, items, signals = 0.0, 0, {}
         for set_name, frame in sets.items():
+            if judge in PAIRWISE_JUDGES and set_name not in PAIRWISE_SETS:
+                continue
             scores, took = judged(judge, set_name, args.work, args.comparisons)
             seconds, items = seconds + took, items + scores.height
             signals |= {f"{set_name} {signal}": agreement(scores, frame, signal) for signal in frame.columns[2:]}
@@ -175,7 +180,8 @@ def markdown(rows: dict[str, dict[str, Any]]) -> str:
              "|---|" + "---|" * (len(signals) + 1)]
     for name, row in rows.items():
         cost = "–" if row["cost_s_per_1000"] is None else f"{row['cost_s_per_1000']:.0f}"
-        cells = [format_interval(row["signals"][s], digits=2) + f" (n={row['signals'][s]['n']})" for s in signals]
+        cells = [format_interval(row["signals"][s], digits=2) + f" (n={row['signals'][s]['n']})"
+                 if s in row["signals"] else "not run" for s in signals]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {cost} |")
     return "\n".join(lines) + "\n"
 
