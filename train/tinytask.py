@@ -21,20 +21,21 @@ answered directly were solved at about the same rate whatever the number of term
 after 300 steps); two 4-digit numbers, difficulty = carries, were solved not at all for 600 steps, then not less
 often with more carries; a + b of 1 to 5 digits stayed under 0.1 at every length for 600 steps.
 
-The solver learns, on the pre-training pool, to answer each prompt as `curate solve` renders it (the task's
-response template, tiny/solve, through the chat template) with the worked solution and <|im_end|>, only until its
-mean probability of writing a whole solution, over the pool's first 256 problems, reaches `solver_target` (a
-check every 25 steps; the step it leaves its plateau differs by a hundred or more between seeds, so a fixed number
-of steps would leave some seeds' solvers unable to solve anything): it then solves short chains more often than
-long ones and neither always nor never, so that pass rates lie between 0 and 1 and fall with difficulty. Why a
-learning rate of 1e-3: at 3e-3 the solver went from writing 30% to 65% of solutions whole within 50 steps, learning
-the lengths out of order, and one seed's solver, stopped at its target, wrote solutions of 4 additions less often
-than of 5 (0.14 against 0.20, on 120 fresh problems of each); at 1e-3 it took 150 to 200 steps, and at every check
-on the way (25 steps apart, 2 seeds) the more additions, the less often. The judge
-learns, on the same pool, to answer each prompt as `curate score` renders it (tiny/rate, curate's score-only judge
-protocol) with the pool item's difficulty digit: it rates the items (which it never saw) from their text alone, and
-its logprob scores are what the split reads. The known difficulty is the judge's training label on the pool and a
-column the report compares the judged scores with; it is never an item's score.
+The solver learns, on the pre-training pool, to answer each prompt as `curate solve` renders it (the task's response
+template, tiny/solve, through the chat template) with the worked solution and <|im_end|>, only until its mean
+probability of writing a whole solution, over the pool's first 256 problems, reaches `solver_target` (a check every
+25 steps; the step it leaves its plateau differs by a hundred or more between seeds, so a fixed number of steps
+would leave some seeds' solvers unable to solve anything): it then solves short chains more often than long ones and
+neither always nor never, so that pass rates lie between 0 and 1 and fall with difficulty. Why a learning rate of
+1e-3: at 3e-3 the solver went from writing 30% to 65% of solutions whole within 50 steps, learning the lengths out
+of order, and one seed's solver, stopped at its target, wrote solutions of 4 additions less often than of 5 (0.14
+against 0.20, on 120 fresh problems of each); at 1e-3 it took 150 to 275 steps to go from 10% to 60%, and at every
+check on the way (25 steps apart, 2 seeds) the more additions, the less often, as on the probe in each of the
+shipped recipe's 8 seeds. The judge learns, on the same pool, to answer each prompt as `curate score` renders it
+(tiny/rate, curate's score-only judge protocol) with the pool item's difficulty digit: it rates the items (which it
+never saw) from their text alone, and its logprob scores are what the split reads. The known difficulty is the
+judge's training label on the pool and a column the report compares the judged scores with; it is never an item's
+score.
 """
 
 from __future__ import annotations
