@@ -1,7 +1,5 @@
-"""`dereason-train arms` and `tiny-cpu`: the table's statistics on frames whose answer is known, an arm that fails
-as a row of the table, the arms recipe's mistakes, and the tiny-cpu pipeline at a smaller size than the shipped
-recipe (pre-training, a judged split, every arm trained and evaluated): both stages train, GRPO's reward rises,
-the table has every arm with intervals and paired differences."""
+"""`dereason-train arms`: the table's statistics on frames whose answer is known, an arm that fails as a row of the
+table, the arms recipe's mistakes (tiny-cpu, which runs the arms end to end, is tests/test_tinycpu.py)."""
 
 import json
 
@@ -12,10 +10,8 @@ import yaml
 from conftest import assert_one_line_error
 from trainkit import (
     build_split,
-    changed,
     invoke_train,
     read_jsonl,
-    weights,
     write_chat_template,
     write_heldout,
 )
@@ -23,7 +19,6 @@ from trainkit import (
 from curate.errors import ConfigError
 from train.arms import plan_arms
 from train.armtable import markdown, paired_difference, table
-from train.tinycpu import RECIPE
 
 
 def per_item(rates, ids=None, status=None):
@@ -237,99 +232,3 @@ def test_an_arm_that_fails_is_a_row_and_the_others_still_run(tmp_path, random_mo
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     assert_one_line_error(invoke_train("arms", path),
                           "holds arms of other settings (recipes.random.grpo.learning_rate: 0.001 then, 0.002 now; ")
-
-
-# The shipped recipe, shrunk: fewer and shorter pre-training steps, items and held-out items, fewer training steps
-# and samples. What it keeps: pre-training long enough that the solver is partly right, so GRPO has groups whose
-# rewards differ.
-SMALLER = {"task": {"items": 120, "heldout": 40, "pretrain_items": 800, "solver_steps": 180, "judge_steps": 40},
-           "arms": {"base": False}, "sft": {"max_steps": 4}, "grpo": {"max_steps": 16, "batch_size": 32},
-           "eval": {"samples": 2}}
-
-
-@pytest.fixture(scope="module")
-def tiny_cpu(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-cpu")
-    recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
-    for section, values in SMALLER.items():
-        recipe[section] = {**recipe[section], **values}
-    path = root / "tiny-cpu.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    result = invoke_train("tiny-cpu", "--recipe", path, "--out", root / "out")
-    assert result.exit_code == 0, result.output
-    return root / "out", result
-
-
-def test_tiny_cpu_prints_the_table_with_every_arm_its_intervals_and_paired_differences(tiny_cpu):
-    out, result = tiny_cpu
-    for arm in ("difficulty", "random", "reversed", "sft_all", "rl_all"):
-        assert f"| {arm} | " in result.stdout
-    saved = json.loads((out / "arms" / "table.json").read_text())
-    assert saved["baseline"] == "random" and saved["sets"] == ["heldout"]
-    for row in saved["rows"]:
-        entry = row["sets"]["heldout"]
-        assert row["status"] == "done" and entry["measured"] == 40
-        assert entry["pass_at_1"]["low"] <= entry["pass_at_1"]["value"] <= entry["pass_at_1"]["high"]
-        if row["arm"] != "random":
-            assert entry["paired_items"] == 40
-            assert entry["difference"]["low"] <= entry["difference"]["value"] <= entry["difference"]["high"]
-    assert (out / "arms" / "table.md").read_text() in result.stdout
-
-
-def test_both_stages_change_the_weights_and_grpos_reward_rises(tiny_cpu):
-    """SFT and GRPO each move the difficulty arm's weights. GRPO's mean reward, as TRL logs it per step, is higher
-    over the second half of its steps than over the first, in the reversed arm: its GRPO trains on the easy side,
-    where this partly trained solver's groups of completions disagree most. (The hard side gives 16 steps of 32
-    completions too few informative groups to rise every time: measured, 2 of 4 GRPO stages of one run rose.)"""
-    out, _ = tiny_cpu
-    arm = out / "arms" / "difficulty"
-    solver, sft = weights(out / "task" / "solver"), weights(arm / "sft" / "final")
-    grpo = weights(arm / "grpo" / "final")
-    assert changed(solver, sft) and changed(sft, grpo)
-    rewards = [row["reward"] for row in read_jsonl(out / "arms" / "reversed" / "grpo" / "metrics.jsonl")
-               if "reward" in row]
-    assert len(rewards) == 16 and np.mean(rewards[8:]) > np.mean(rewards[:8]), rewards
-
-
-def test_the_split_reads_the_judges_scores_from_curates_engine(tiny_cpu):
-    """The scores the split used are the judge run's (curate score, logprob scoring), and they track the known
-    difficulty the split never read."""
-    out, _ = tiny_cpu
-    judged = pl.read_parquet(out / "judge-run" / "per_item.parquet")
-    split = pl.concat([pl.read_parquet(out / "split" / f"{side}.parquet") for side in ("sft", "rl")])
-    joined = split.join(judged.select("item_id", "expected_mean"), on="item_id")
-    assert joined.height == 120 and (joined["score"] == joined["expected_mean"]).all()
-    report = json.loads((out / "tiny-cpu.json").read_text())
-    assert report["judge"]["spearman_score_vs_known_difficulty"]["value"] > 0.5
-    sides = report["judge"]["sides"]
-    assert sides["rl"]["mean_known_difficulty"] > sides["sft"]["mean_known_difficulty"]
-
-
-def test_a_rerun_with_other_split_settings_is_refused_before_the_split_is_touched(tiny_cpu, tmp_path):
-    """The split is written again on every run: with other settings it replaced the one the arms had trained on."""
-    out, _ = tiny_cpu
-    before = (out / "split" / "manifest.json").read_bytes()
-    recipe = yaml.safe_load((out.parent / "tiny-cpu.yaml").read_text(encoding="utf-8"))
-    recipe["split"] = {**recipe["split"], "quantile": 0.5}
-    path = tmp_path / "other-split.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    assert_one_line_error(invoke_train("tiny-cpu", "--recipe", path, "--out", out),
-                          "holds a tiny-cpu run split with other settings (quantile: 0.4 then, 0.5 now)")
-    assert (out / "split" / "manifest.json").read_bytes() == before
-
-
-def test_split_settings_an_earlier_tiny_cpu_recorded_still_hold(tmp_path):
-    """tiny-cpu recorded four split settings (score, tau, quantile, seed) before its split section took every
-    setting of `curate split`: such a record means curate split's defaults for the rest, so the same recipe
-    resumes that run, and another quantile is refused as before."""
-    from dataclasses import replace
-
-    from curate.errors import RunDirError
-    from curate.split.rules import TauRule
-    from train.tinycpu import SPLIT_SETTINGS, _hold_split_settings, read_tiny_cpu
-
-    (tmp_path / SPLIT_SETTINGS).write_text(json.dumps({"score": "expected", "tau": None, "quantile": 0.4, "seed": 0}))
-    split = read_tiny_cpu(RECIPE)[1]
-    _hold_split_settings(split, tmp_path)
-    with pytest.raises(RunDirError, match=r"\(quantile: 0.4 then, 0.5 now\)"):
-        _hold_split_settings(replace(split, tau_rule=TauRule(quantile=0.5)), tmp_path)

@@ -123,14 +123,19 @@ SMOLLM2_CHAT_TEMPLATE = (
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_shipped_recipe_reads(recipe):
-    """Run recipes as `dereason-train run` reads them; tiny-cpu as `dereason-train tiny-cpu` does (its task, split
-    and every arm's stages)."""
+    """Run recipes as `dereason-train run` reads them; tiny-cpu as `dereason-train tiny-cpu` does (per seed: its task,
+    split and every arm's stages, each with that seed)."""
     if recipe.stem == "tiny-cpu":
         from train.tinycpu import read_tiny_cpu
 
-        task, split, plan, root = read_tiny_cpu(recipe)
-        assert root == Path("runs/tiny-cpu") and split.tau_rule.quantile == 0.4 and task.max_terms == 6
-        assert list(plan.recipes) == ["base", "difficulty", "random", "reversed", "sft_all", "rl_all"]
+        replicates, root = read_tiny_cpu(recipe)
+        assert root == Path("runs/tiny-cpu") and [replicate.seed for replicate in replicates] == list(range(8))
+        for seed, replicate in enumerate(replicates):
+            assert replicate.root == root / f"seed-{seed}" and replicate.task.seed == replicate.split.seed == seed
+            assert replicate.split.tau_rule.quantile == 0.4 and replicate.task.max_additions == 5
+            assert list(replicate.plan.recipes) == ["base", "difficulty", "random", "reversed", "sft_all", "rl_all"]
+            stages = [config for arm in replicate.plan.recipes.values() for _, _, config in arm.configs]
+            assert {config.seed for config in stages} == {seed}
         return
     assert read_recipe(recipe).configs
 

@@ -138,3 +138,73 @@ def plot(result: dict[str, Any], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def mean_over_seeds(values: list[float]) -> dict[str, float | None] | None:
+    """{"value", "low", "high"}: the mean of one number per seed and its 95% Student's t interval (n − 1 degrees of
+    freedom); no interval from one seed, none at all from no seed."""
+    from scipy import stats
+
+    found = np.asarray(values, dtype=float)
+    if not found.size:
+        return None
+    mean = float(found.mean())
+    if found.size < 2:
+        return {"value": mean, "low": None, "high": None}
+    if np.ptp(found) == 0:  # every seed gave the same number: scipy's interval is nan for a zero spread
+        return {"value": mean, "low": mean, "high": mean}
+    interval = stats.ttest_1samp(found, 0).confidence_interval(0.95)
+    return {"value": mean, "low": float(interval.low), "high": float(interval.high)}
+
+
+def across_seeds(tables: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The arms tables of one recipe run with several seeds, as one: per arm and held-out set, pass@1 and Δ against
+    the baseline averaged over the seeds with a 95% t interval across them (each seed one number: the interval says
+    how much a rerun with another seed moves the result, which the per-seed bootstrap over items does not), how many
+    seeds' Δ is above 0, and each seed's numbers. An arm missing from a seed (it failed) is a note, and its means are
+    over the seeds it has."""
+    first = next(iter(tables.values()))
+    rows, notes = [], []
+    for position, arm in enumerate(row["arm"] for row in first["rows"]):
+        row = {"arm": arm, "stages": first["rows"][position]["stages"], "sets": {}}
+        for set_name in first["sets"]:
+            per_seed, differences = {}, {}
+            for seed, seeded in tables.items():
+                entry = next(r for r in seeded["rows"] if r["arm"] == arm)["sets"].get(set_name) or {}
+                if (pass_at_1 := entry.get("pass_at_1")) is None:
+                    notes.append(f"{arm}, {set_name}: no pass@1 in seed {seed}; its means are over the other seeds")
+                    continue
+                per_seed[seed] = pass_at_1["value"]
+                if entry.get("difference") is not None:
+                    differences[seed] = entry["difference"]["value"]
+            row["sets"][set_name] = {
+                "pass_at_1": mean_over_seeds(list(per_seed.values())), "per_seed": per_seed,
+                "difference": None if arm == first["baseline"] else mean_over_seeds(list(differences.values())),
+                "per_seed_difference": differences, "positive_differences": sum(d > 0 for d in differences.values())}
+        rows.append(row)
+    return {"baseline": first["baseline"], "sets": first["sets"], "seeds": list(tables), "rows": rows,
+            "notes": notes}
+
+
+def seeds_markdown(result: dict[str, Any], notes: list[str] = ()) -> str:
+    """The across-seeds table as markdown: per held-out set, the mean pass@1 and Δ with their intervals, the seeds
+    with Δ above 0, and each seed's pass@1."""
+    seeds, baseline = result["seeds"], result["baseline"]
+    header = ["arm", f"training (steps × sequences per step on split, seed {seeds[0]})"]
+    for set_name in result["sets"]:
+        header += [f"{set_name} pass@1, mean of {len(seeds)} seeds [95% CI]",
+                   f"Δ vs {baseline} [95% CI]", "seeds with Δ > 0",
+                   f"pass@1 per seed ({', '.join(map(str, seeds))})"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in result["rows"]:
+        cells = [row["arm"], _budget(row["stages"])]
+        for entry in row["sets"].values():
+            per_seed = ", ".join(f"{entry['per_seed'][seed]:.3f}" if seed in entry["per_seed"] else "—"
+                                 for seed in seeds)
+            if row["arm"] == baseline:
+                cells += [format_interval(entry["pass_at_1"], 3), "(baseline)", "", per_seed]
+            else:
+                cells += [format_interval(entry["pass_at_1"], 3), format_interval(entry["difference"], 3),
+                          f"{entry['positive_differences']} of {len(entry['per_seed_difference'])}", per_seed]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", *(f"- {note}" for note in [*result["notes"], *notes])]).rstrip() + "\n"

@@ -6,18 +6,24 @@
       → split: `curate split` on that score (curate.split.directory.make_split; τ, arms)
       → arms: SFT → GRPO → eval per arm, and the comparison table (train.arms)
 
+once per seed (the recipe's `seeds`: 0 to N − 1, each a whole run with its own problems, models, split, training
+and sampling), then the table across seeds (train.tinyreport):
+
     OUT/
-      task/            the task directory
-      judge-run/       the curate score run
-      split/           the split directory
-      arms/            the arms directory: table.md, table.json, table.png, an arm's run per folder
-      split-settings.json  the split settings (curate split's keys), written before the first split
-      tiny-cpu.json    what the judge's scores say about the known difficulty, the known difficulty on each side
-                       of the split, and the seconds each phase took
+      seed-S/            one seed's run:
+        task/            the task directory
+        judge-run/       the curate score run
+        split/           the split directory
+        arms/            the arms directory: table.md, table.json, table.png, an arm's run per folder
+        split-settings.json  the split settings (curate split's keys), written before the first split
+        tiny-cpu.json    the solver's pre-training, what the judge's scores say about the known difficulty, the
+                         known difficulty on each side of the split, and the seconds each phase took
+      tiny-cpu.json table.md   the report across seeds (train.tinyreport)
 
 The recipe (train/recipes/tiny-cpu.yaml) is an arms recipe (train.arms) whose model, data and held-out set are
-the ones built here, plus two sections of its own: `task` (train.tinytask.TaskConfig) and `split` (the settings
-of `curate split` by its flags' keys, curate.command_config.SplitConfig). The known difficulty never reaches the
+the ones built here, plus `seeds` and two sections of its own: `task` (train.tinytask.TaskConfig) and `split` (the
+settings of `curate split` by its flags' keys, curate.command_config.SplitConfig); each seed is its run's task,
+split and training seed, so the recipe sets none of those. The known difficulty never reaches the
 split: the split reads the judge's scores, and tiny-cpu.json compares them with the known difficulty. Every phase
 resumes: a rerun finds the task built, asks the judge only what its run lacks, writes the same split again, and
 resumes the arms; a rerun with other split settings is refused before the split is touched.
@@ -30,7 +36,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,25 +45,46 @@ import polars as pl
 from curate.command_config import SplitConfig
 from curate.files import write_atomic
 from curate.settings import check, from_flat, read_job_file, to_flat
+from train.tinyreport import REPORT
 from train.tinytask import JUDGE_TEMPLATE, TEMPLATE_DIR, TaskConfig, build_task
 
 log = logging.getLogger(__name__)
 RECIPE = Path(__file__).parent / "recipes" / "tiny-cpu.yaml"
-REPORT = "tiny-cpu.json"
 SPLIT_SETTINGS = "split-settings.json"  # what the split was asked for, kept before the first split
-KNOWN_DIFFICULTY = ("Data: sums of one-digit numbers, known difficulty = terms − 1. The split read a tiny judge's "
-                    "scores (curate score, logprob scoring); the known difficulty was that judge's training label on a "
-                    "separate pre-training pool, and is used here only to check its scores.")
+KNOWN_DIFFICULTY = ("Data: a two-digit number plus one-digit numbers, solved in written steps; known difficulty = "
+                    "the additions. The split read a tiny judge's scores (curate score, logprob scoring); the known "
+                    "difficulty was that judge's training label on a separate pre-training pool, and is used here only "
+                    "to check its scores.")
 
 
-def read_tiny_cpu(path: str | Path = RECIPE, out: str | None = None) -> tuple[TaskConfig, SplitConfig, Any, Path]:
-    """The task, the split settings, the arms plan (its model, data and held-out set filled in) and OUT."""
+@dataclass(frozen=True)
+class Replicate:
+    """One seed's whole run: its task, split settings and arms plan, under ROOT/seed-SEED."""
+
+    seed: int
+    task: TaskConfig
+    split: SplitConfig
+    plan: Any  # train.arms.ArmsPlan
+    root: Path
+
+
+def read_tiny_cpu(path: str | Path = RECIPE, out: str | None = None,
+                  seeds: int | None = None) -> tuple[list[Replicate], Path]:
+    """A replicate per seed (0 to `seeds` − 1: the recipe's `seeds` unless given), each with its task, split
+    settings and arms plan (model, data and held-out set filled in), and OUT."""
     from train.arms import plan_arms
 
     where = f"recipe {path}"
     values = read_job_file(path)
-    task = from_flat(TaskConfig, values.pop("task", None) or {}, f"{where}, section task")
-    split = from_flat(SplitConfig, values.pop("split", None) or {}, f"{where}, section split")
+    task_values, split_values = values.pop("task", None) or {}, values.pop("split", None) or {}
+    count = values.pop("seeds", 1) if seeds is None else seeds
+    values.pop("seeds", None)
+    check(isinstance(count, int) and not isinstance(count, bool) and count >= 1,
+          f"{where}: seeds must be a whole number >= 1 (seeds 0 to seeds - 1, each a whole run), got {count!r}")
+    seeded = [name for name, section in (("seed", values), ("task.seed", task_values), ("split.seed", split_values))
+              if "seed" in section]
+    check(not seeded, f"{where} sets {seeded}: each of tiny-cpu's seeds (seeds: N runs 0 to N - 1) is its run's "
+                      "task, split and training seed")
     root = Path(out or values.pop("out", None) or "runs/tiny-cpu")
     values.pop("out", None)
     taken = sorted({"model", "data"} & set(values)) + (["eval.heldout"] if "heldout" in (values.get("eval") or {})
@@ -65,10 +92,16 @@ def read_tiny_cpu(path: str | Path = RECIPE, out: str | None = None) -> tuple[Ta
     check(not taken, f"{where} sets {taken}: tiny-cpu trains the model it builds, on the split it makes, and "
                      "evaluates on its own held-out set")
     values.setdefault("template_dir", str(TEMPLATE_DIR))
-    eval_section = {**(values.get("eval") or {}), "heldout": [str(root / "task" / "heldout.jsonl")]}
-    plan = plan_arms({**values, "model": str(root / "task" / "solver"), "data": str(root / "split"),
-                      "eval": eval_section}, where, str(root / "arms"))
-    return task, split, plan, root
+    replicates = []
+    for seed in range(count):
+        seed_root = root / f"seed-{seed}"
+        eval_section = {**(values.get("eval") or {}), "heldout": [str(seed_root / "task" / "heldout.jsonl")]}
+        plan = plan_arms({**values, "seed": seed, "model": str(seed_root / "task" / "solver"),
+                          "data": str(seed_root / "split"), "eval": eval_section}, where, str(seed_root / "arms"))
+        replicates.append(Replicate(
+            seed, from_flat(TaskConfig, {**task_values, "seed": seed}, f"{where}, section task"),
+            from_flat(SplitConfig, {**split_values, "seed": seed}, f"{where}, section split"), plan, seed_root))
+    return replicates, root
 
 
 @contextmanager
@@ -86,11 +119,16 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def run_tiny_cpu(task: TaskConfig, split: SplitConfig, plan: Any, root: Path) -> dict[str, Any]:
-    """Build, score, split and train every arm (module docstring), on one thread; the report, with the arms
-    manifest."""
+def run_tiny_cpu(replicates: list[Replicate], root: Path) -> dict[str, Any]:
+    """Build, score, split and train every arm for each seed in turn (module docstring), on one thread; the report
+    across seeds (train.tinyreport), with each seed's report and arms manifest."""
+    from train.tinyreport import across_seeds_report
+
+    started = time.perf_counter()
     with one_thread():
-        return _run(task, split, plan, root)
+        reports = {replicate.seed: _run(replicate.task, replicate.split, replicate.plan, replicate.root)
+                   for replicate in replicates}
+    return across_seeds_report(reports, root, round(time.perf_counter() - started, 1))
 
 
 def _run(task: TaskConfig, split: SplitConfig, plan: Any, root: Path) -> dict[str, Any]:
@@ -117,8 +155,9 @@ def _run(task: TaskConfig, split: SplitConfig, plan: Any, root: Path) -> dict[st
     judge = judge_agreement(root / "split")
     arms = run_arms(replace(plan, notes=(KNOWN_DIFFICULTY, _agreement(judge, manifest))))
     seconds["arms"] = round(time.perf_counter() - started - sum(seconds.values()), 1)
-    report = {"task": task_record["settings"], "split": {**to_flat(split), "counts": manifest["counts"],
-                                                         "chosen_tau": manifest["tau"]},
+    solver = {key: value for key, value in task_record["models"]["solver"].items() if key != "losses_every_50"}
+    report = {"task": task_record["settings"], "solver": solver, "heldout": str(root / "task" / "heldout.jsonl"),
+              "split": {**to_flat(split), "counts": manifest["counts"], "chosen_tau": manifest["tau"]},
               "judge": judge, "seconds": seconds, "arms": str(plan.out)}
     write_atomic(root / REPORT, json.dumps(report, indent=2))
     return {**report, "table": arms["table"], "arms_manifest": arms}

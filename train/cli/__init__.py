@@ -6,7 +6,8 @@
     dereason-train judge --data items.jsonl --label level --out DIR [--per-level N]   a distilled judge (train.judge)
     dereason-train run   RECIPE.yaml [--out DIR]      SFT, then GRPO from its final model (train.run)
     dereason-train arms  RECIPE.yaml [--out DIR]      every ablation arm of a split, and their table (train.arms)
-    dereason-train tiny-cpu [--out runs/tiny-cpu]     the whole pipeline on a synthetic task, on a CPU (train.tinycpu)
+    dereason-train tiny-cpu [--out runs/tiny-cpu] [--seeds N]   the whole pipeline on a synthetic task, per seed, on a
+                                                                CPU, and the table across seeds (train.tinycpu)
 
 Each stage's flags are its config's fields (train.config, made into flags by curate.cli.flags). Any of them
 may run under `accelerate launch` for several GPUs: `accelerate launch --num_processes 8 -m train.cli run R`.
@@ -114,7 +115,6 @@ def run(
 def _print_table(manifest: dict[str, Any], lines: list[str] = ()) -> None:
     """The arms table as markdown (no rich markup: its intervals are in brackets), then where it was written; a
     failed arm makes the exit status 3 once the table is out."""
-    from curate.cli.common import EXIT_FAILURES, print_error
     from train.armtable import FAILED, markdown
 
     table, where = manifest["table"], Path(manifest["out"])
@@ -122,10 +122,16 @@ def _print_table(manifest: dict[str, Any], lines: list[str] = ()) -> None:
         print(line)
     print(markdown(table, table["notes"]), end="")
     out.print(f"table: {where / 'table.md'}, {where / 'table.json'}, {where / 'table.png'}", highlight=False)
-    failed = [row["arm"] for row in table["rows"] if row["status"] == FAILED]
+    _exit_on_failures([row["arm"] for row in table["rows"] if row["status"] == FAILED], where)
+
+
+def _exit_on_failures(failed: list[str], where: Path | str) -> None:
+    """Exit status 3 when an arm failed, saying where its traceback is."""
+    from curate.cli.common import EXIT_FAILURES, print_error
+
     if failed:
         print_error(f"{len(failed)} arm(s) failed ({', '.join(failed)}): their rows say why, and each one's "
-                    f"error.log in {where} has the traceback; rerun the same command to try them again")
+                    f"error.log under {where} has the traceback; rerun the same command to try them again")
         raise typer.Exit(EXIT_FAILURES)
 
 
@@ -159,20 +165,33 @@ def tiny_cpu(
                                                 show_default=False)] = None,
     out_dir: Annotated[str | None, typer.Option("--out", help="Where everything is written (default: the recipe's "
                                                               "out, runs/tiny-cpu).", show_default=False)] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Run seeds 0 to N - 1, each a whole run "
+                                                                     "(default: the recipe's seeds, 8).",
+                                              show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report and the table as JSON.")] = False,
 ) -> None:
-    """The whole pipeline on a synthetic addition task, on a CPU: pre-train a tiny solver and a tiny judge, score
-    the items with curate's engine, split them, train every arm and print the table; rerun to resume."""
+    """The whole pipeline on a synthetic addition task, on a CPU, once per seed: pre-train a tiny solver and a tiny
+    judge, score the items with curate's engine, split them, train every arm; then print the table across seeds;
+    rerun to resume."""
     _setup_logging()
     with errors():
+        from train.armtable import FAILED
         from train.tinycpu import RECIPE, read_tiny_cpu, run_tiny_cpu, summary
+        from train.tinyreport import TABLE
 
-        report = run_tiny_cpu(*read_tiny_cpu(recipe or RECIPE, out_dir))
+        report = run_tiny_cpu(*read_tiny_cpu(recipe or RECIPE, out_dir, seeds))
         if as_json:
-            print(json.dumps({key: value for key, value in report.items() if key != "arms_manifest"},
+            print(json.dumps({key: value for key, value in report.items() if key not in ("arms_manifests", "markdown")},
                              sort_keys=True, default=str))
             return
-        _print_table(report["arms_manifest"], summary(report))
+        for seed, manifest in report["arms_manifests"].items():
+            print(f"seed {seed}: its table {Path(manifest['out']) / 'table.md'}")
+            for line in summary(report["per_seed"][seed]):
+                print(line)
+        print(report["markdown"], end="")
+        out.print(f"table: {Path(report['out']) / TABLE}", highlight=False)
+        _exit_on_failures([f"{row['arm']} of seed {seed}" for seed, manifest in report["arms_manifests"].items()
+                           for row in manifest["table"]["rows"] if row["status"] == FAILED], report["out"])
 
 
 def main() -> None:
