@@ -7,12 +7,11 @@ kv_clear), and a simulated rollout fills it: three data sources whose pass rates
 v1 trainer cannot be imported (scripts/install.sh installs it)."""
 
 import json
-import logging
-import os
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from verlkit import logging_kept, ppo_config
 
 from curate.errors import ConfigError, RunDirError
 
@@ -22,26 +21,14 @@ GROUP, BATCH = 4, 3
 
 @pytest.fixture(scope="module")
 def verl():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        import transfer_queue
-        import verl
-        from hydra import compose, initialize_config_dir
-        from verl.trainer.ppo.checkpoint_callback import build_checkpoint_callback
-        from verl.trainer.ppo.v1.trainer_base import PPOTrainer
-    except ImportError as exc:
-        pytest.skip(f"verl's v1 trainer cannot be imported ({exc}): bash scripts/install.sh installs it")
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
-
-    def config(overrides):
-        with initialize_config_dir(config_dir=config_dir, version_base=None):
-            return compose("ppo_trainer", overrides=overrides)
-
-    return SimpleNamespace(config=config, PPOTrainer=PPOTrainer, callback=build_checkpoint_callback,
+    with logging_kept():
+        try:
+            import transfer_queue
+            from verl.trainer.ppo.checkpoint_callback import build_checkpoint_callback
+            from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+        except ImportError as exc:
+            pytest.skip(f"verl's v1 trainer cannot be imported ({exc}): bash scripts/install.sh installs it")
+    return SimpleNamespace(config=ppo_config, PPOTrainer=PPOTrainer, callback=build_checkpoint_callback,
                            tq=transfer_queue)
 
 

@@ -22,8 +22,8 @@ from typing import Any
 from curate.errors import ConfigError
 from curate.rewards import named_verifier, trl_rewards
 from train.config import GrpoConfig
-from train.data import grpo_data
 from train.curriculum import CategoryCurriculum, make_curriculum
+from train.data import grpo_data
 from train.model import Hardware
 from train.online_filter import OnlineFilter, parse_band
 from train.trainer import Prepared, lora_config, prepare, run_stage
