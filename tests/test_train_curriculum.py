@@ -85,14 +85,26 @@ def test_a_curriculum_field_the_data_lacks_is_refused(random_model, leveled_spli
                           "online_filter: need 0 <= LOW <= HIGH <= 1, got '0.8,0.2'")
 
 
-def test_train_grpo_with_the_online_filter_logs_the_kept_fraction(random_model, leveled_split, tmp_path, caplog):
+def test_train_grpo_with_the_online_filter_logs_the_kept_fraction(random_model, leveled_split, tmp_path, caplog,
+                                                                  monkeypatch):
+    """`--online-filter 0.2,0.8` as given. The random model never answers right, so the verifier is made to judge a
+    completion right when its length is even: a group of two is then in the band about half the time."""
+    import curate.rewards
+    from curate.verify import Verdict, VerdictStatus
+
+    monkeypatch.setattr(curate.rewards, "verdicts", lambda verifier, responses, *rest: [
+        Verdict(VerdictStatus.CORRECT if len(r) % 2 == 0 else VerdictStatus.WRONG, "x") for r in responses])
     out = tmp_path / "filtered"
-    result = grpo(random_model, leveled_split, out, "--online-filter", "0.0,1.0", "--max-steps", "2")
+    result = grpo(random_model, leveled_split, out, "--online-filter", "0.2,0.8", "--online-filter-rounds", "8",
+                  "--max-steps", "3")
     assert result.exit_code == 0, result.output
     logged = [row for row in read_jsonl(out / METRICS) if "loss" in row]
-    assert [row["online_filter/kept_fraction"] for row in logged] == [1.0, 1.0]  # every accuracy is in [0, 1]
-    assert [row["online_filter/generated_groups"] for row in logged] == [1.0, 1.0]
-    assert "kept groups 1," in caplog.text  # each step's log line says it
+    assert len(logged) == 3
+    for row in logged:
+        kept, generated = row["online_filter/kept_fraction"], row["online_filter/generated_groups"]
+        assert 0 < kept <= 1 and kept * generated >= 1  # at least the batch's groups were in the band
+        assert row["online_filter/extra_rounds"] == generated - 1  # each extra round generates a batch's groups
+    assert "kept groups " in caplog.text  # each step's log line says it
 
 
 def test_a_group_out_of_the_band_is_refilled_and_the_step_trains_on_the_joined_batch(random_model, leveled_split,
