@@ -10,7 +10,15 @@ import polars as pl
 import pytest
 import torch
 from conftest import assert_one_line_error
-from trainkit import build_split, changed, invoke_train, read_jsonl, weights
+from trainkit import (
+    Crash,
+    build_split,
+    changed,
+    crash_at,
+    invoke_train,
+    read_jsonl,
+    weights,
+)
 
 from train.curriculum.trl_sampler import STATE_FILE
 from train.online_filter import groups_in_band, merged, parse_band
@@ -64,13 +72,11 @@ def test_the_curriculum_sampler_trains_and_its_state_is_updated_and_saved(curric
 
 def test_a_resumed_curriculum_stage_ends_as_an_uninterrupted_one(curriculum_run, random_model, leveled_split, tmp_path,
                                                                  monkeypatch):
-    import test_train_resume
-
     out = tmp_path / "grpo"
     with monkeypatch.context() as patch:
-        test_train_resume.crash_at(patch, "grpo")
+        crash_at(patch, "grpo")
         crashed = grpo(random_model, leveled_split, out, *CURRICULUM)
-    assert isinstance(crashed.exception, test_train_resume.Crash), crashed.output
+    assert isinstance(crashed.exception, Crash), crashed.output
     result = grpo(random_model, leveled_split, out, *CURRICULUM)
     assert result.exit_code == 0, result.output
     assert [i["resumed_from"] for i in read_jsonl(out / INVOCATIONS)] == [None, "checkpoint-2"]
