@@ -6,13 +6,13 @@ scoring responses to the rows it loaded: its default reward, and curate's (`cura
 `reward.custom_reward_function`. Skipped when verl cannot be imported (scripts/install.sh installs it)."""
 
 import json
-import logging
 import os
 import shlex
 from types import SimpleNamespace
 
 import polars as pl
 import pytest
+from verlkit import logging_kept, ppo_config
 
 from curate.command_config import ExportConfig
 from curate.data.choices import CHOICE
@@ -68,29 +68,17 @@ def write_split(root):
 
 @pytest.fixture(scope="module")
 def verl():
-    """verl's pieces. `import verl` calls logging.basicConfig, which would fix the format of every later log line of
-    this process (curate's CLI configures logging on first use): the root logger is put back as it was."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        import verl
-        from hydra import compose, initialize_config_dir
-        from torchdata.stateful_dataloader import StatefulDataLoader
-        from verl.trainer.ppo.reward import load_reward_manager
-        from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler
-        from verl.utils.dataset.rl_dataset import collate_fn
-    except ImportError as exc:
-        pytest.skip(f"verl's data path cannot be imported ({exc}): bash scripts/install.sh installs verl 0.9.1 with it")
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
-
-    def config(overrides: list[str]):
-        with initialize_config_dir(config_dir=config_dir, version_base=None):
-            return compose("ppo_trainer", overrides=overrides)
-
-    return SimpleNamespace(version=verl.__version__, config=config, create_rl_dataset=create_rl_dataset,
+    with logging_kept():
+        try:
+            import verl
+            from torchdata.stateful_dataloader import StatefulDataLoader
+            from verl.trainer.ppo.reward import load_reward_manager
+            from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler
+            from verl.utils.dataset.rl_dataset import collate_fn
+        except ImportError as exc:
+            pytest.skip(f"verl's data path cannot be imported ({exc}): bash scripts/install.sh installs verl 0.9.1 "
+                        "with it")
+    return SimpleNamespace(version=verl.__version__, config=ppo_config, create_rl_dataset=create_rl_dataset,
                            create_rl_sampler=create_rl_sampler, collate_fn=collate_fn, loader=StatefulDataLoader,
                            load_reward_manager=load_reward_manager, DataProto=verl.DataProto)
 

@@ -12,28 +12,24 @@ import time
 from pathlib import Path
 
 import pytest
-
 from trainkit import (
+    Crash,
     build_split,
     changed,
+    crash_at,
     invoke_train,
     read_jsonl,
     tiny_recipe,
     weights,
 )
 
-import train.trainer
-from train.stage import INVOCATIONS, METRICS, TRAINED_SECONDS, Stage, read_record
+from train.stage import INVOCATIONS, METRICS, TRAINED_SECONDS, read_record
 
 REPO = Path(__file__).resolve().parent.parent
 LONGER = {"sft": {"max_steps": 12, "save_steps": 3}, "grpo": {"max_steps": 6, "save_steps": 2}}
 # The seconds a run took (GRPO logs each step's as step_time), which no two runs share; seconds_add_up checks
 # the closing ones.
 SECONDS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "step_time"}
-
-
-class Crash(Exception):
-    """What the process sees of a kill right after a checkpoint: training stops there."""
 
 
 def kill_after_a_checkpoint(recipe: Path, stage_dir: Path, limit_seconds: float = 120) -> str:
@@ -55,29 +51,6 @@ def kill_after_a_checkpoint(recipe: Path, stage_dir: Path, limit_seconds: float 
     whole = [p.parent.name for p in stage_dir.glob("checkpoint-*/trainer_state.json")]
     assert whole, f"no checkpoint of {stage_dir} in {limit_seconds:g} s:\n{said}"
     return max(whole, key=lambda name: int(name.split("-")[1]))
-
-
-def crash_at(monkeypatch, stage: str, event: str = "on_save") -> None:
-    """Each invocation of `stage` stops at its first `event`: one of the Trainer's callbacks (on_save: right after a
-    checkpoint; on_train_end: after the last step), or `done`: with its final model saved and its closing metrics
-    written, as stage.json is to say it is done."""
-    def crash(*args, **kwargs):
-        raise Crash(f"{stage} stopped at {event}")
-
-    if event == "done":
-        recorded_done = Stage.done
-        monkeypatch.setattr(Stage, "done", lambda self, details: crash() if self.name == stage
-                            else recorded_done(self, details))
-        return
-    original = train.trainer.stage_callback
-
-    def with_crash(name, *args):
-        callback = original(name, *args)
-        if name == stage:
-            setattr(callback, event, crash)
-        return callback
-
-    monkeypatch.setattr(train.trainer, "stage_callback", with_crash)
 
 
 def test_a_killed_run_resumes_each_stage_from_its_last_checkpoint(tmp_path, random_model, monkeypatch):

@@ -1,5 +1,6 @@
-"""What the train tests share: a split directory of tiny arithmetic items (as `curate split` writes one) and a
-ChatML chat template with the {% generation %} markers that assistant-only loss needs."""
+"""What the train tests share: a split directory of tiny arithmetic items (as `curate split` writes one), a
+ChatML chat template with the {% generation %} markers that assistant-only loss needs, and a stage stopped as a kill
+would stop it (crash_at)."""
 
 from __future__ import annotations
 
@@ -100,3 +101,33 @@ def tiny_recipe(root: Path, model: Path, split: Path, **sections) -> Path:
     path = root / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path
+
+
+class Crash(Exception):
+    """What the process sees of a kill right after a checkpoint: training stops there."""
+
+
+def crash_at(monkeypatch, stage: str, event: str = "on_save") -> None:
+    """Each invocation of `stage` stops at its first `event`: one of the Trainer's callbacks (on_save: right after a
+    checkpoint; on_train_end: after the last step), or `done`: with its final model saved and its closing metrics
+    written, as stage.json is to say it is done."""
+    import train.trainer
+    from train.stage import Stage
+
+    def crash(*args, **kwargs):
+        raise Crash(f"{stage} stopped at {event}")
+
+    if event == "done":
+        recorded_done = Stage.done
+        monkeypatch.setattr(Stage, "done", lambda self, details: crash() if self.name == stage
+                            else recorded_done(self, details))
+        return
+    original = train.trainer.stage_callback
+
+    def with_crash(name, *args):
+        callback = original(name, *args)
+        if name == stage:
+            setattr(callback, event, crash)
+        return callback
+
+    monkeypatch.setattr(train.trainer, "stage_callback", with_crash)

@@ -19,6 +19,7 @@ from curate.settings import check, described
 
 DEVICES, DTYPES = ("auto", "cpu", "cuda"), ("auto", "float32", "bfloat16", "float16")
 VLLM_MODES = ("auto", "on", "off")
+CURRICULA = ("none", "sec", "dump")  # train.curriculum.BANDITS, and none
 # Settings that change how often a stage writes, not what it learns: a resumed stage may change them.
 CADENCE = ("save_steps", "save_total_limit", "logging_steps")
 
@@ -167,6 +168,22 @@ class GrpoConfig(StageConfig):
                           "off. Never on CPU.", default="auto")
     vllm_gpu_memory_utilization: float = described("Share of GPU memory vLLM may take beside training.",
                                                    default=0.3)
+    curriculum: str = described(
+        "Which prompts each generation batch trains on: none (TRL's shuffled order), sec (SEC, arXiv 2505.14970) or "
+        "dump (DUMP, arXiv 2504.09710): a bandit over the categories of curriculum_field that favours the "
+        "categories whose advantages are largest (train.curriculum); its state is saved with each checkpoint.",
+        default="none")
+    curriculum_field: str = described("Column of the data whose values are the curriculum's categories: a "
+                                      "difficulty level, a stage, a domain.", default="level")
+    curriculum_settings: dict[str, Any] = described(
+        "Settings of the curriculum's bandit (sec: alpha 0.5, temperature 1.0; dump: window 300, temperature 0.1, "
+        "the papers' values).", default_factory=dict)
+    online_filter: str | None = described(
+        "LOW,HIGH: keep only the prompt groups whose accuracy (the verifier's verdicts over the group) lies in "
+        "[LOW, HIGH], and generate more groups until the batch is full (train.online_filter); e.g. 0.2,0.8, "
+        "PRIME's band. One process only.", default=None, unset="off")
+    online_filter_rounds: int = described("With online_filter: the most extra generation batches per step before "
+                                          "training stops for want of groups in the band.", default=4)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -183,6 +200,21 @@ class GrpoConfig(StageConfig):
         check(self.vllm in VLLM_MODES, f"vllm must be one of {', '.join(VLLM_MODES)}, got {self.vllm!r}")
         check(0 < self.vllm_gpu_memory_utilization < 1, "vllm_gpu_memory_utilization must be in (0, 1), got "
                                                         f"{self.vllm_gpu_memory_utilization}")
+        check(self.curriculum != "none" or not self.curriculum_settings,
+              "curriculum_settings are given but curriculum is none: choose sec or dump")
+        check(self.curriculum in CURRICULA, f"curriculum must be one of {', '.join(CURRICULA)}, got "
+                                            f"{self.curriculum!r}")
+        if self.curriculum != "none":
+            from train.curriculum import make_bandit
+
+            check(bool(self.curriculum_field), "curriculum_field is empty")
+            make_bandit(self.curriculum, self.curriculum_settings)
+        check(self.online_filter_rounds >= 0, f"online_filter_rounds must be >= 0, got {self.online_filter_rounds}")
+        if self.online_filter is not None:
+            from train.online_filter import parse_band
+
+            parse_band(self.online_filter)
+            check(processes == 1, f"online_filter runs on one process; this job has {processes}")
 
 
 def identity(config: Any) -> dict[str, Any]:

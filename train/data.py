@@ -6,8 +6,9 @@ rendered by the stage's response template, the one `curate solve` evaluates with
           (`responses`, joined as `curate export --responses` joins it), else the split's column
           `response_field` (the reference, by default, which the log says). Items without a target are
           refused, or left out with `skip_unanswered` (listed, with the reason, in unanswered.jsonl).
-    GRPO  `prompt`, `reference` and `choices` (TRL hands the extra columns to the reward functions); items
-          without a reference can earn no reward, so they are left out and counted.
+    GRPO  `prompt`, `reference` and `choices` (TRL hands the extra columns to the reward functions), and with a
+          curriculum its `curriculum_field`; items without a reference can earn no reward, so they are left out
+          and counted.
 From a TRL export (`curate export --format trl`: its folder, or one .parquet/.jsonl file) the rows are taken as
 written: SFT needs `messages`, GRPO `prompt` and `reference` (the export has no `choices`, so the choice
 verifier needs the split directory).
@@ -83,16 +84,19 @@ def sft_data(config: SftConfig) -> StageData:
 
 def grpo_data(config: GrpoConfig) -> StageData:
     source = Path(config.data)
+    categories = [config.curriculum_field] if config.curriculum != "none" else []
     if is_split_dir(source):
         frame, prompts, record = _rendered(config, source)
-        rows = frame.select("prompt", pl.col("reference").cast(pl.String), "choices", "item_id")
+        for column in categories:
+            _require_column(frame, column, config, "curriculum_field")
+        rows = frame.select("prompt", pl.col("reference").cast(pl.String), "choices", "item_id", *categories)
     else:
-        rows, where = _exported(config, "prompt", ("prompt", "reference"))
+        rows, where = _exported(config, "prompt", ("prompt", "reference", *categories))
         if config.verifier == "choice" and "choices" not in rows.columns:
             raise ConfigError(f"the choice verifier needs each item's options, and {where} has no `choices` column "
                               "(a TRL export carries them only inside the prompt): train on the split directory")
         rows = rows.select("prompt", pl.col("reference").cast(pl.String), *(["choices"] * ("choices" in rows.columns)),
-                           *_ids(rows))
+                           *_ids(rows), *categories)
         prompts, record = {"prompts": "as exported"}, {"source": where}
     missing = pl.col("reference").is_null() | (pl.col("reference").str.strip_chars() == "")
     no_reference = rows.filter(missing)

@@ -7,6 +7,11 @@ Per step TRL logs the mean reward (`reward`), the fraction of groups whose rewar
 (`frac_reward_zero_std`: no learning signal from them) and the completion lengths (`completions/mean_length`,
 `completions/clipped_ratio`); the rewards add the verdict counts (`verdicts/correct`, …). All reach
 metrics.jsonl in the stage directory.
+
+Curricula inside RL (train.grpo_trainer): with `curriculum` sec or dump a bandit over `curriculum_field` draws each
+generation batch's prompts (train.curriculum) and logs each category's probability (`curriculum/<category>`);
+with `online_filter` LOW,HIGH only the groups whose accuracy lies in the band train, refilled up to
+`online_filter_rounds` times (train.online_filter, which logs `online_filter/kept_fraction`, …).
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from typing import Any
 from curate.errors import ConfigError
 from curate.rewards import named_verifier, trl_rewards
 from train.config import GrpoConfig
+from train.curriculum import CategoryCurriculum, make_curriculum
 from train.data import grpo_data
 from train.model import Hardware
+from train.online_filter import OnlineFilter, parse_band
 from train.trainer import Prepared, lora_config, prepare, run_stage
 
 STAGE = "grpo"
@@ -49,16 +56,31 @@ def prepare_grpo(config: GrpoConfig) -> Prepared:
     return prepare(STAGE, "trl.GRPOConfig", config, grpo_data(config), own_arguments, {"rewards": reward_functions})
 
 
+def curriculum(config: GrpoConfig, dataset: Any) -> CategoryCurriculum | None:
+    if config.curriculum == "none":
+        return None
+    return make_curriculum(config.curriculum, dataset[config.curriculum_field], config.seed,
+                           config.curriculum_settings, config.curriculum_field)
+
+
+def online_filter(config: GrpoConfig) -> OnlineFilter | None:
+    if config.online_filter is None:
+        return None
+    return OnlineFilter(*parse_band(config.online_filter), config.online_filter_rounds, config.seed)
+
+
 def train_grpo(config: GrpoConfig, prepared: Prepared | None = None) -> dict[str, Any]:
     """Train (or resume, or find done) the GRPO stage; its record (stage.json)."""
     prepared = prepared or prepare_grpo(config)
     verifier = named_verifier(config.verifier, config.verifier_settings)
 
     def make_trainer(model: Any, tokenizer: Any, dataset: Any, ready: Prepared) -> Any:
-        from trl import GRPOTrainer
+        from train.grpo_trainer import CurriculumGrpoTrainer
 
-        return GRPOTrainer(model=model, reward_funcs=ready.inputs["rewards"], args=ready.settings,
-                           train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(config))
+        return CurriculumGrpoTrainer(model=model, reward_funcs=ready.inputs["rewards"], args=ready.settings,
+                                     train_dataset=dataset, processing_class=tokenizer,
+                                     peft_config=lora_config(config), curriculum=curriculum(config, dataset),
+                                     online_filter=online_filter(config))
 
     return run_stage(STAGE, config, prepared, make_trainer,
                      {"verifier": f"{verifier.name}@{verifier.version}",

@@ -74,7 +74,8 @@ def lora_config(config: StageConfig) -> Any:
 
 # The few numbers of a log that say how a stage is going, in the order they are shown.
 SHOWN = {"loss": "loss", "reward": "reward", "frac_reward_zero_std": "zero-std groups",
-         "completions/mean_length": "length", "verdicts/correct": "correct", "learning_rate": "lr",
+         "completions/mean_length": "length", "verdicts/correct": "correct",
+         "online_filter/kept_fraction": "kept groups", "learning_rate": "lr",
          "train_loss": "mean loss", "train_runtime": "seconds"}
 
 
