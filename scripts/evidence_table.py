@@ -2,7 +2,7 @@
 difficulty signal in ../shared/data/eval (used only to measure: nothing here is fitted or chosen on it).
 
     python scripts/evidence_table.py [--work runs/evidence] [--per-set 300] [--judges tiny,smollm2-prefilled,...]
-                                     [--pairwise-per-set 60] [--comparisons 4]
+                                     [--pairwise-per-set 60] [--comparisons 4] [--distilled MODEL]
 
 Signals (Spearman ρ of the judge's score with each; a negative ρ where the signal falls with difficulty):
     MATH-500 level (1-5), Omni-MATH difficulty (AoPS 1-9.5), MathOdyssey level (high-school math < college math <
@@ -16,12 +16,13 @@ over the digits 1..5:
     smollm2-first-token     SmolLM2-135M-Instruct, score-only template, first-token logprobs
     smollm2-prefilled       SmolLM2, difficulty/intensity_prefilled
     smollm2-constrained     SmolLM2, prefilled and --constrain-score
-    distilled               bundled:smollm2-judge (scripts/build_distilled_judge.py), difficulty/level_prefilled
+    distilled               --distilled (bundled:smollm2-judge, or the final/ folder scripts/build_distilled_judge.py
+                            trained), difficulty/level_prefilled
 Pairwise judges, each a `curate pairs` run per set (items compared only with items of the same set) read by the
 Bradley-Terry strength, on a seeded --pairwise-per-set of the items of MATH-500, Omni-MATH and MathOdyssey
 (pairwise costs --comparisons requests per item, each with two problems in it: the other sets are not run):
     smollm2-pairwise        SmolLM2, pairwise/harder_prefilled, P(A harder) from the letter's logprobs
-    distilled-pairwise      bundled:smollm2-judge through the same pairwise template
+    distilled-pairwise      --distilled through the same pairwise template
 Baselines: problem length in characters, and TF-IDF (word 1-2-grams) + ridge fitted on MATH train levels (the
 distilled judge's training items). Cost: seconds of the run per 1,000 problems on this machine, model load included.
 """
@@ -54,22 +55,25 @@ SETS: dict[str, tuple[str, str, dict[str, pl.Expr], pl.Expr | None]] = {
                       {"rating": pl.col("difficulty").cast(pl.Float64)}, None),
 }
 PREFILLED = "difficulty/intensity_prefilled"
+DISTILLED = "bundled:smollm2-judge"
 JUDGES: dict[str, dict[str, Any]] = {
     "tiny": {"model": "bundled:tiny-judge", "template": "difficulty/intensity_score_only"},
     "smollm2-first-token": {"model": "bundled:smollm2-135m", "template": "difficulty/intensity_score_only"},
     "smollm2-prefilled": {"model": "bundled:smollm2-135m", "template": PREFILLED},
     "smollm2-constrained": {"model": "bundled:smollm2-135m", "template": PREFILLED, "constrain_score": True},
-    "distilled": {"model": "bundled:smollm2-judge", "template": "difficulty/level_prefilled"},
+    "distilled": {"model": DISTILLED, "template": "difficulty/level_prefilled"},
 }
 PAIRWISE_SETS = ("MATH-500", "Omni-MATH", "MathOdyssey")
 PAIRWISE_JUDGES: dict[str, dict[str, Any]] = {
     "smollm2-pairwise": {"model": "bundled:smollm2-135m", "template": "pairwise/harder_prefilled"},
-    "distilled-pairwise": {"model": "bundled:smollm2-judge", "template": "pairwise/harder_prefilled"},
+    "distilled-pairwise": {"model": DISTILLED, "template": "pairwise/harder_prefilled"},
 }
 
 
 def eval_sets(work: Path, per_set: int, pairwise_per_set: int, seed: int) -> dict[str, pl.DataFrame]:
     """Each set as curate reads it (id, question) with its signals, written to work/sets/NAME.jsonl."""
+    from curate.files import write_atomic
+
     (work / "sets").mkdir(parents=True, exist_ok=True)
     sets = {}
     for name, (file, question, signals, keep) in SETS.items():
@@ -80,9 +84,10 @@ def eval_sets(work: Path, per_set: int, pairwise_per_set: int, seed: int) -> dic
                                                   *(expr.alias(signal) for signal, expr in signals.items()))
         if frame.height > per_set:
             frame = frame.sample(per_set, seed=seed).sort("id")
-        frame.write_ndjson(work / "sets" / f"{_slug(name)}.jsonl")
-        frame.sample(min(pairwise_per_set, frame.height), seed=seed).sort("id").write_ndjson(
-            work / "sets" / f"{_slug(name)}-pairs.jsonl")
+        # Atomic: another invocation on the same --work (another judge, run alongside) may be reading them.
+        write_atomic(work / "sets" / f"{_slug(name)}.jsonl", frame.write_ndjson())
+        write_atomic(work / "sets" / f"{_slug(name)}-pairs.jsonl",
+                     frame.sample(min(pairwise_per_set, frame.height), seed=seed).sort("id").write_ndjson())
         sets[name] = frame
     return sets
 
@@ -91,7 +96,7 @@ def _slug(name: str) -> str:
     return name.split(" ")[0].lower()
 
 
-def judged(judge: str, set_name: str, work: Path, comparisons: int) -> tuple[pl.DataFrame, float]:
+def judged(judge: str, set_name: str, work: Path, comparisons: int, distilled: str) -> tuple[pl.DataFrame, float]:
     """The judge's score per item of the set (null where it gave none: its expected score, or a pairwise judge's
     Bradley-Terry strength), and the seconds its run took, summed over the invocations that asked for judgments."""
     from curate.config import RunConfig
@@ -104,9 +109,10 @@ def judged(judge: str, set_name: str, work: Path, comparisons: int) -> tuple[pl.
     else:
         run, column, source = engine.score, "expected_mean", f"{_slug(set_name)}.jsonl"
         settings = JUDGES[judge]
+    if settings["model"] == DISTILLED:
+        settings = {**settings, "model": distilled}
     config = RunConfig.from_flat({"source": str(work / "sets" / source), "out": str(out), "device": "cpu",
-                                  "max_failure_fraction": 1.0, "top_logprobs": 20,
-                                  "max_tokens": 1, **settings})
+                                  "max_failure_fraction": 1.0, "top_logprobs": 20, "max_tokens": 1, **settings})
     timing = out / "seconds.json"
     started = time.monotonic()
     result = run(config)
@@ -143,12 +149,15 @@ def agreement(scores: pl.DataFrame, frame: pl.DataFrame, signal: str) -> dict[st
 
 
 def main() -> None:
+    from curate.files import write_atomic
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "evidence")
     parser.add_argument("--per-set", type=int, default=300)
     parser.add_argument("--pairwise-per-set", type=int, default=60)
     parser.add_argument("--comparisons", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--distilled", default=DISTILLED, help="the distilled judge: a bundled name or a model folder")
     parser.add_argument("--judges", default=",".join([*JUDGES, *PAIRWISE_JUDGES]))
     args = parser.parse_args()
     sets = eval_sets(args.work, args.per_set, args.pairwise_per_set, args.seed)
@@ -162,13 +171,14 @@ def main() -> None:
         for set_name, frame in sets.items():
             if judge in PAIRWISE_JUDGES and set_name not in PAIRWISE_SETS:
                 continue
-            scores, took = judged(judge, set_name, args.work, args.comparisons)
+            scores, took = judged(judge, set_name, args.work, args.comparisons, args.distilled)
             seconds, items = seconds + took, items + scores.height
             signals |= {f"{set_name} {signal}": agreement(scores, frame, signal) for signal in frame.columns[2:]}
-        rows[judge] = {"cost_s_per_1000": 1000 * seconds / items, "signals": signals,
-                       **JUDGES.get(judge, PAIRWISE_JUDGES.get(judge, {}))}
-        (args.work / "evidence.json").write_text(json.dumps(rows, indent=2, default=str))
-    (args.work / "evidence.json").write_text(json.dumps(rows, indent=2, default=str))
+        settings = JUDGES.get(judge) or PAIRWISE_JUDGES[judge]
+        rows[judge] = {"cost_s_per_1000": 1000 * seconds / items, "signals": signals, **settings,
+                       "model": args.distilled if settings["model"] == DISTILLED else settings["model"]}
+    write_atomic(args.work / "evidence.json", json.dumps(rows, indent=2, default=str))
+    write_atomic(args.work / "evidence.md", markdown(rows))
     print(markdown(rows))
 
 
