@@ -107,10 +107,11 @@ class Crash(Exception):
     """What the process sees of a kill right after a checkpoint: training stops there."""
 
 
-def crash_at(monkeypatch, stage: str, event: str = "on_save") -> None:
+def crash_at(monkeypatch, stage: str, event: str = "on_save", under: str | None = None) -> None:
     """Each invocation of `stage` stops at its first `event`: one of the Trainer's callbacks (on_save: right after a
     checkpoint; on_train_end: after the last step), or `done`: with its final model saved and its closing metrics
-    written, as stage.json is to say it is done."""
+    written, as stage.json is to say it is done. `under`: only the stage whose directory is in a folder of that name
+    (one stage of a staged run)."""
     import train.trainer
     from train.stage import Stage
 
@@ -124,9 +125,9 @@ def crash_at(monkeypatch, stage: str, event: str = "on_save") -> None:
         return
     original = train.trainer.stage_callback
 
-    def with_crash(name, *args):
-        callback = original(name, *args)
-        if name == stage:
+    def with_crash(name, stage_dir, *args):
+        callback = original(name, stage_dir, *args)
+        if name == stage and under in (None, Path(stage_dir).parent.name):
             setattr(callback, event, crash)
         return callback
 
