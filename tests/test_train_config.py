@@ -41,7 +41,7 @@ def test_a_recipe_gives_each_stage_the_shared_settings_it_has_and_its_own_sectio
     ({"sft": {"model": "other"}}, "section 'sft' sets ['model']"),
     ({"sft": {"batch_size": "many"}}, "stage sft: setting 'batch_size' must be an integer, got 'many'"),
     ({"stages": ["sft"], "grpo": {"verifier": "math"}}, "section 'grpo' is given but stages are ['sft']"),
-    ({"stages": ["sft", "dpo"]}, "stages must be a list of stage names from ['sft', 'grpo', 'eval', 'judge']"),
+    ({"stages": ["sft", "dpo"]}, "stages must be a list of stage names from ['sft', 'grpo', 'staged', 'eval', 'judge']"),
     ({"model": None}, "no model"),
     ({"grpo": {"batch_size": 6, "num_generations": 4}}, "must be a multiple of num_generations (4)"),
     ({"sft": {"trainer_args": {"num_train_epochs": 3}}}, "trainer_args sets ['num_train_epochs'], which are settings"),
