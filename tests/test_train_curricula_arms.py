@@ -7,8 +7,7 @@ import json
 
 import polars as pl
 import pytest
-import yaml
-from trainkit import invoke_train
+from trainkit import shrunk_tiny_cpu
 
 from train.arms import PLANS
 from train.tinycpu import RECIPE
@@ -25,16 +24,7 @@ SMALLER = {"task": {"items": 60, "heldout": 20, "pretrain_items": 500, "probe_it
 
 @pytest.fixture(scope="module")
 def curricula(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-cpu-curricula")
-    recipe = yaml.safe_load(CURRICULA.read_text(encoding="utf-8"))
-    for section, values in SMALLER.items():
-        recipe[section] = {**recipe[section], **values}
-    recipe["seeds"] = 1
-    path = root / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    result = invoke_train("tiny-cpu", "--recipe", path, "--out", root / "out", columns=400)
-    assert result.exit_code == 0, result.output
-    return root / "out", result
+    return shrunk_tiny_cpu(tmp_path_factory.mktemp("tiny-cpu-curricula"), CURRICULA, SMALLER)
 
 
 def test_every_curriculum_arm_trains_grpo_on_the_stages_with_the_same_budget(curricula):

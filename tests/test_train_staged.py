@@ -11,10 +11,18 @@ import pytest
 import yaml
 from conftest import assert_one_line_error
 from fakes import ScriptedBackend
-from trainkit import Crash, build_split, changed, crash_at, invoke_train, read_jsonl, weights
+from trainkit import (
+    Crash,
+    build_split,
+    changed,
+    crash_at,
+    invoke_train,
+    read_jsonl,
+    weights,
+)
 
-from train.staged import plateaued, reestimated
 from train.stage import INVOCATIONS
+from train.staged import plateaued, reestimated
 
 # item → how many of its 4 re-estimation answers are right: its pass rate is that over 4.
 RIGHT = {"rl-100": 4, "rl-101": 0, "rl-102": 2, "rl-103": 3, "rl-104": 1, "rl-105": 3, "rl-106": 4, "rl-107": 2}

@@ -132,3 +132,19 @@ def crash_at(monkeypatch, stage: str, event: str = "on_save", under: str | None 
         return callback
 
     monkeypatch.setattr(train.trainer, "stage_callback", with_crash)
+
+
+def shrunk_tiny_cpu(root: Path, recipe: Path, smaller: dict):
+    """`dereason-train tiny-cpu` on `recipe` with one seed and each section's values replaced by `smaller`'s, the
+    recipe written as ROOT/<its name>; the output folder and the command's result (which must succeed)."""
+    import yaml
+
+    values = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    for section, replaced in smaller.items():
+        values[section] = {**values[section], **replaced}
+    values["seeds"] = 1
+    path = root / recipe.name
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    result = invoke_train("tiny-cpu", "--recipe", path, "--out", root / "out")
+    assert result.exit_code == 0, result.output
+    return root / "out", result

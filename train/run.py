@@ -34,8 +34,8 @@ from train.judge import prepare_judge, train_judge
 from train.model import main_process
 from train.recipe import RunRecipe
 from train.sft import prepare_sft, train_sft
-from train.staged import prepare_staged, train_staged
 from train.stage import TRAINING, differences, versions
+from train.staged import prepare_staged, train_staged
 
 log = logging.getLogger(__name__)
 RUN_MANIFEST = "run.json"
