@@ -41,7 +41,7 @@ import polars as pl
 from curate.errors import ConfigError, DataError
 from curate.files import write_atomic
 from curate.settings import check, described
-from train.config import ALL_STAGES, FINAL, GrpoConfig
+from train.config import ALL_STAGES, FINAL, GrpoConfig, world_size
 
 log = logging.getLogger(__name__)
 STAGE = "staged"
@@ -83,6 +83,8 @@ class StagedConfig(GrpoConfig):
         check(self.reestimate_samples >= 1, f"reestimate_samples must be >= 1, got {self.reestimate_samples}")
         check(self.plateau_window is None or self.plateau_window >= 1,
               f"plateau_window must be >= 1, got {self.plateau_window}")
+        check(world_size() == 1, f"staged runs on one process (its re-estimations are one curate solve each); this "
+                                 f"job has {world_size()}")
         check(self.verifier != "model", "staged re-estimates with curate solve's verifiers (math, gsm8k, numeric, "
                                         "choice, exact); a judge-model verifier is not supported here")
         taken = sorted(set(self.reestimate_settings) & {"model", "heldout", "out", "verifier", "template",
