@@ -126,14 +126,16 @@ def test_a_crash_in_the_second_stage_resumes_without_redoing_the_first_or_any_me
     assert len(backends) == 2
     monkeypatch.undo()
     backends = scripted_solves(monkeypatch)
-    result = invoke_train("run", recipe, "--json")
+    result = invoke_train("run", recipe, columns=300)
     assert result.exit_code == 0, result.output
     assert backends == []  # neither re-estimation ran again
+    assert ("staged stage_1: kept 2 of 4 items (1 below the band, 1 above, 0 unmeasured); trained 2 steps (ended by "
+            "max_steps)") in result.stdout
     staged = tmp_path / "run" / "staged"
     assert len(read_jsonl(staged / "stage_1" / "grpo" / INVOCATIONS)) == 1
     assert [row["resumed_from"] for row in read_jsonl(staged / "stage_2" / "grpo" / INVOCATIONS)] == [
         None, "checkpoint-1"]
-    assert json.loads(result.stdout)["stages"][0]["steps"] == 4
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["stages"][0]["steps"] == 4
 
 
 def test_a_band_no_item_reaches_skips_every_stage_and_says_so(tmp_path, random_model, staged_split, monkeypatch):

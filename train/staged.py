@@ -55,6 +55,9 @@ TRAINED, SKIPPED = "trained", "skipped"
 class StagedConfig(GrpoConfig):
     """GRPO over a split's curriculum stages in order, each stage's items measured again first (train.staged)."""
 
+    out: str = described("Staged directory: per stage its re-estimation (a curate solve run), its kept items and "
+                         "its GRPO stage directory; stage.json and final/ (the last stage's model). Rerun the same "
+                         "command to resume.")
     split: str = described("The stages to train, in order: stages (every stages/stage_<i>.parquet `curate split "
                            "--stages` wrote, easy to hard) or their names, comma-separated (stage_2,stage_3).",
                            default=ALL_STAGES)

@@ -67,6 +67,13 @@ def _print_record(name: str, record: dict[str, Any]) -> None:
                       f"items x {config['samples']} samples ({result['no_countable_attempt']} without a countable "
                       f"answer); solve run {result['solve_run']}")
         return
+    for stage in record.get("stages", []) if name == "staged" else []:
+        counts = stage["reestimate"]
+        trained = (f"trained {stage['steps']} steps (ended by {stage['ended_by']})" if stage["status"] == "trained"
+                   else "skipped")
+        out.print(f"staged {stage['stage']}: kept {counts['kept']} of {counts['items']} items ({counts['below_band']} "
+                  f"below the band, {counts['above_band']} above, {counts['unmeasured']} unmeasured); {trained}; "
+                  f"solve run {stage['solve_run']}")
     out.print(f"{name}: {record['status']} after {record['steps']} steps; final model "
               f"{Path(config['out']) / record['final']}")
     if "judge" in record:
