@@ -176,3 +176,18 @@ def test_a_stage_whose_reward_plateaus_ends_before_its_max_steps(tmp_path, rando
                                                        "metrics.jsonl") if "reward" in row]
         assert len(rewards) == stage["steps"] < 4
         assert plateaued(rewards, 1) and not any(plateaued(rewards[:i], 1) for i in range(len(rewards)))
+
+
+def test_split_stages_reads_every_stage_together_and_needs_some(staged_split, tmp_path):
+    from curate.errors import DataError
+    from train.config import GrpoConfig
+    from train.data import grpo_data
+
+    def rows(split_dir):
+        config = GrpoConfig(model="m", data=str(split_dir), split="stages", out=str(tmp_path / "g"),
+                            template="solve/step_by_step", curriculum="sec", curriculum_field="stage")
+        return grpo_data(config).rows
+
+    assert rows(staged_split)["stage"].to_list() == [1] * 4 + [2] * 4
+    with pytest.raises(DataError, match="has no stages; write them with `curate split --stages k`"):
+        rows(build_split(tmp_path / "plain"))
