@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import yaml
 from conftest import assert_one_line_error
-from trainkit import changed, invoke_train, read_jsonl, weights
+from trainkit import changed, invoke_train, read_jsonl, shrunk_tiny_cpu, weights
 
 from curate.errors import ConfigError
 from train.armtable import across_seeds, mean_over_seeds, seeds_markdown
@@ -108,16 +108,7 @@ SMALLER = {"task": {"items": 150, "heldout": 50, "judge_steps": 40}, "arms": {"b
 
 @pytest.fixture(scope="module")
 def tiny_cpu(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-cpu")
-    recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
-    for section, values in SMALLER.items():
-        recipe[section] = {**recipe[section], **values}
-    recipe["seeds"] = 1
-    path = root / "tiny-cpu.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    result = invoke_train("tiny-cpu", "--recipe", path, "--out", root / "out")
-    assert result.exit_code == 0, result.output
-    return root / "out", result
+    return shrunk_tiny_cpu(tmp_path_factory.mktemp("tiny-cpu"), RECIPE, SMALLER)
 
 
 def test_the_untrained_solvers_pass_rate_falls_with_the_known_difficulty(tiny_cpu):

@@ -67,7 +67,8 @@ def test_a_failed_arm_is_a_row_and_a_failed_baseline_leaves_no_difference():
     failed = {"status": "failed", "error": "DataError: no split 'x'", "stages": []}
     result = table({"difficulty": done, "random": failed}, baseline="random")
     difficulty, random = result["rows"]
-    assert random == {"arm": "random", "status": "failed", "error": "DataError: no split 'x'", "stages": [], "sets": {}}
+    assert random == {"arm": "random", "status": "failed", "error": "DataError: no split 'x'", "stages": [],
+                      "reward": None, "sets": {}}
     assert difficulty["sets"]["test"]["difference"] is None
     assert "baseline arm 'random' has no result on test" in difficulty["sets"]["test"]["notes"][0]
     failed["error"] = "ValueError: expected a | b"

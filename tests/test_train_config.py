@@ -41,7 +41,7 @@ def test_a_recipe_gives_each_stage_the_shared_settings_it_has_and_its_own_sectio
     ({"sft": {"model": "other"}}, "section 'sft' sets ['model']"),
     ({"sft": {"batch_size": "many"}}, "stage sft: setting 'batch_size' must be an integer, got 'many'"),
     ({"stages": ["sft"], "grpo": {"verifier": "math"}}, "section 'grpo' is given but stages are ['sft']"),
-    ({"stages": ["sft", "dpo"]}, "stages must be a list of stage names from ['sft', 'grpo', 'eval', 'judge']"),
+    ({"stages": ["sft", "dpo"]}, "stages must be a list of stage names from ['sft', 'grpo', 'staged', 'eval', 'judge']"),
     ({"model": None}, "no model"),
     ({"grpo": {"batch_size": 6, "num_generations": 4}}, "must be a multiple of num_generations (4)"),
     ({"sft": {"trainer_args": {"num_train_epochs": 3}}}, "trainer_args sets ['num_train_epochs'], which are settings"),
@@ -121,19 +121,25 @@ SMOLLM2_CHAT_TEMPLATE = (
     "{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
 
+# tiny-cpu's recipes: their arms, and the quantile of their split (the curricula's sends every item to RL by τ).
+TINY_CPU_ARMS = {"tiny-cpu": (["difficulty", "random", "reversed", "sft_all", "rl_all"], 0.4),
+                 "tiny-cpu-curricula": (["uniform", "online_filter", "staged", "sec", "dump"], None)}
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_shipped_recipe_reads(recipe):
     """Run recipes as `dereason-train run` reads them; tiny-cpu as `dereason-train tiny-cpu` does (per seed: its task,
     split and every arm's stages, each with that seed)."""
-    if recipe.stem == "tiny-cpu":
+    if recipe.stem.startswith("tiny-cpu"):
         from train.tinycpu import read_tiny_cpu
 
+        arms, quantile = TINY_CPU_ARMS[recipe.stem]
         replicates, root = read_tiny_cpu(recipe)
-        assert root == Path("runs/tiny-cpu") and [replicate.seed for replicate in replicates] == list(range(8))
+        assert root == Path("runs") / recipe.stem and [replicate.seed for replicate in replicates] == list(range(8))
         for seed, replicate in enumerate(replicates):
             assert replicate.root == root / f"seed-{seed}" and replicate.task.seed == replicate.split.seed == seed
-            assert replicate.split.tau_rule.quantile == 0.4 and replicate.task.max_additions == 5
-            assert list(replicate.plan.recipes) == ["base", "difficulty", "random", "reversed", "sft_all", "rl_all"]
+            assert replicate.split.tau_rule.quantile == quantile and replicate.task.max_additions == 5
+            assert list(replicate.plan.recipes) == ["base", *arms]
             stages = [config for arm in replicate.plan.recipes.values() for _, _, config in arm.configs]
             assert {config.seed for config in stages} == {seed}
         return

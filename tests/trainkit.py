@@ -107,10 +107,11 @@ class Crash(Exception):
     """What the process sees of a kill right after a checkpoint: training stops there."""
 
 
-def crash_at(monkeypatch, stage: str, event: str = "on_save") -> None:
+def crash_at(monkeypatch, stage: str, event: str = "on_save", under: str | None = None) -> None:
     """Each invocation of `stage` stops at its first `event`: one of the Trainer's callbacks (on_save: right after a
     checkpoint; on_train_end: after the last step), or `done`: with its final model saved and its closing metrics
-    written, as stage.json is to say it is done."""
+    written, as stage.json is to say it is done. `under`: only the stage whose directory is in a folder of that name
+    (one stage of a staged run)."""
     import train.trainer
     from train.stage import Stage
 
@@ -124,10 +125,26 @@ def crash_at(monkeypatch, stage: str, event: str = "on_save") -> None:
         return
     original = train.trainer.stage_callback
 
-    def with_crash(name, *args):
-        callback = original(name, *args)
-        if name == stage:
+    def with_crash(name, stage_dir, *args):
+        callback = original(name, stage_dir, *args)
+        if name == stage and under in (None, Path(stage_dir).parent.name):
             setattr(callback, event, crash)
         return callback
 
     monkeypatch.setattr(train.trainer, "stage_callback", with_crash)
+
+
+def shrunk_tiny_cpu(root: Path, recipe: Path, smaller: dict):
+    """`dereason-train tiny-cpu` on `recipe` with one seed and each section's values replaced by `smaller`'s, the
+    recipe written as ROOT/<its name>; the output folder and the command's result (which must succeed)."""
+    import yaml
+
+    values = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    for section, replaced in smaller.items():
+        values[section] = {**values[section], **replaced}
+    values["seeds"] = 1
+    path = root / recipe.name
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    result = invoke_train("tiny-cpu", "--recipe", path, "--out", root / "out")
+    assert result.exit_code == 0, result.output
+    return root / "out", result

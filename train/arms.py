@@ -44,20 +44,30 @@ from curate.errors import DereasonError, RunDirError
 from curate.files import write_atomic
 from curate.settings import check, described, from_flat, read_job_file
 from train.armtable import DONE, FAILED, markdown, plot, table
-from train.config import identity, world_size
+from train.config import ALL_STAGES, identity, world_size
 from train.model import main_process
 from train.recipe import RunRecipe, recipe_from_mapping
 from train.stage import differences
 
 log = logging.getLogger(__name__)
-# Arm → its training stages and the split each trains on ("sft" and "rl" are the difficulty split's own sides).
-PLANS: dict[str, tuple[tuple[str, str], ...]] = {
+# Arm → its training stages, the split each trains on ("sft" and "rl" are the difficulty split's own sides) and,
+# for the curricula, the settings the arm adds to that stage's section. The curricula arms train GRPO alone on
+# every stage of `curate split --stages` together (the staged arm: one stage after the other, re-estimated), and
+# SEC and DUMP draw by the items' stage.
+PLANS: dict[str, tuple[tuple[Any, ...], ...]] = {
     "difficulty": (("sft", "sft"), ("grpo", "rl")),
     "random": (("sft", "random_sft"), ("grpo", "random_rl")),
     "reversed": (("sft", "reversed_sft"), ("grpo", "reversed_rl")),
     "sft_all": (("sft", "sft_all_sft"),),
     "rl_all": (("grpo", "rl_all_rl"),),
+    "uniform": (("grpo", ALL_STAGES),),
+    "online_filter": (("grpo", ALL_STAGES, {"online_filter": "0.2,0.8"}),),
+    "staged": (("staged", ALL_STAGES),),
+    "sec": (("grpo", ALL_STAGES, {"curriculum": "sec", "curriculum_field": "stage"}),),
+    "dump": (("grpo", ALL_STAGES, {"curriculum": "dump", "curriculum_field": "stage"}),),
 }
+SPLIT_ARMS = ("difficulty", "random", "reversed", "sft_all", "rl_all")  # the default arms
+TRAINED_SECTIONS = ("sft", "grpo", "staged")  # a staged stage takes the grpo section, then its own
 BASE = "base"
 ARMS_MANIFEST, LOCK = "arms.json", ".arms.lock"
 
@@ -67,11 +77,16 @@ class ArmsConfig:
     """The `arms` section of an arms recipe: which arms, against which, and the table's statistics."""
 
     arms: list[str] = described(f"Arms to train, in the table's order: any of {list(PLANS)}.",
-                                default_factory=lambda: list(PLANS))
+                                default_factory=lambda: list(SPLIT_ARMS))
     baseline: str = described("The arm every paired difference is taken against.", default="random")
     base: bool = described("Also evaluate the starting model untrained (the table's first row).", default=True)
     bootstrap_seed: int = described("Seed of the bootstrap resamples of the table's intervals.", default=0)
     resamples: int = described("Bootstrap resamples per interval.", default=1000)
+    settings: dict[str, dict[str, Any]] = described(
+        "Per arm, settings its training stages take over the recipe's sections and the arm's own (the online_filter "
+        "arm's band, for one: {online_filter: {online_filter: '0.1,0.9'}}).", default_factory=dict)
+    reward: bool = described("Add each arm's GRPO reward to the table: the mean of metrics.jsonl's reward over its "
+                             "logged training steps, over every GRPO stage of the arm.", default=False)
 
     def __post_init__(self) -> None:
         unknown = [arm for arm in self.arms if arm not in PLANS]
@@ -80,6 +95,8 @@ class ArmsConfig:
                                                                          f"{self.arms}")
         check(self.baseline in self.arms, f"baseline {self.baseline!r} must be one of the arms {self.arms}")
         check(self.resamples >= 0, f"resamples must be >= 0, got {self.resamples}")
+        stray = sorted(set(self.settings) - set(self.arms))
+        check(not stray, f"settings: {stray} are not among the arms {self.arms}")
 
 
 @dataclass(frozen=True)
@@ -100,7 +117,7 @@ def plan_arms(values: dict[str, Any], where: str, out: str | None = None) -> Arm
     config = from_flat(ArmsConfig, values.pop("arms", None) or {}, f"{where}, section arms")
     check("stages" not in values, f"{where}: an arms recipe sets no stages: each arm has its own (sft then grpo, "
                                   "sft or grpo alone), followed by eval")
-    for stage in ("sft", "grpo"):
+    for stage in TRAINED_SECTIONS:
         section = values.get(stage) or {}
         check(isinstance(section, dict), f"{where}: section {stage!r} must be a mapping of settings")
         check("split" not in section, f"{where}: section {stage!r} sets split, which each arm chooses itself")
@@ -110,8 +127,8 @@ def plan_arms(values: dict[str, Any], where: str, out: str | None = None) -> Arm
     values.pop("out", None)
     check(bool(out), f"{where}: no arms directory (out: in the recipe, or --out)")
     arms = ([BASE] if config.base else []) + config.arms
-    recipes = {arm: recipe_from_mapping(_arm_mapping(values, arm), f"{where}, arm {arm}", str(Path(out) / arm))
-               for arm in arms}
+    recipes = {arm: recipe_from_mapping(_arm_mapping(values, arm, config.settings.get(arm) or {}),
+                                        f"{where}, arm {arm}", str(Path(out) / arm)) for arm in arms}
     unbounded = sorted({name for recipe in recipes.values() for _, name, stage in recipe.configs
                         if name != "eval" and stage.max_steps is None})
     check(not unbounded, f"{where}: set max_steps for {' and '.join(unbounded)}: the arms' budgets are matched in "
@@ -119,10 +136,13 @@ def plan_arms(values: dict[str, Any], where: str, out: str | None = None) -> Arm
     return ArmsPlan(Path(out), config, recipes)
 
 
-def _arm_mapping(values: dict[str, Any], arm: str) -> dict[str, Any]:
-    plan = PLANS.get(arm, ())
-    trained = {stage: {**(values.get(stage) or {}), "split": split} for stage, split in plan}
-    shared = {key: value for key, value in values.items() if key not in ("sft", "grpo")}
+def _arm_mapping(values: dict[str, Any], arm: str, own: dict[str, Any]) -> dict[str, Any]:
+    trained = {}
+    for stage, split, *added in PLANS.get(arm, ()):
+        section = {**(values.get("grpo") or {})} if stage == "staged" else {}
+        trained[stage] = {**section, **(values.get(stage) or {}), **(added[0] if added else {}), **own,
+                          "split": split}
+    shared = {key: value for key, value in values.items() if key not in TRAINED_SECTIONS}
     return {**shared, **trained, "stages": [*trained, "eval"]}
 
 
@@ -206,8 +226,13 @@ def _stages(recipe: RunRecipe, run: dict[str, Any] | None) -> list[dict[str, Any
         if name == "eval":
             stages.append({"stage": name, "seed": config.seed, "samples": config.samples})
             continue
-        rows = records.get(folder, {}).get("identity", {}).get("data", {}).get("rows")
-        stages.append({"stage": name, "split": config.split, "steps": config.max_steps, "seed": config.seed,
+        record = records.get(folder, {})
+        data = record.get("identity", {}).get("data", {})
+        rows, steps = data.get("rows"), config.max_steps
+        if name == "staged":  # its max_steps is each stage's; what it trained is the record's
+            rows = sum(stage["rows"] for stage in data.values()) if data else None
+            steps = record.get("steps")
+        stages.append({"stage": name, "split": config.split, "steps": steps, "seed": config.seed,
                        "per_step": config.batch_size * config.gradient_accumulation_steps * world_size(),
                        "rows": rows})
     return stages
@@ -223,6 +248,8 @@ def arms_table(plan: ArmsPlan, results: dict[str, dict[str, Any]]) -> dict[str, 
         entry: dict[str, Any] = {"status": result["status"], "error": result.get("error"),
                                  "stages": _stages(recipe, result.get("run"))}
         if result["status"] == DONE:
+            if plan.config.reward:
+                entry["reward"] = training_reward(Path(recipe.out))
             evaluation = result["run"]["stages"][-1]
             try:
                 entry["sets"] = {name: {"per_item": read_response_run(Path(found["solve_run"]), SOLVE, "arms")[2]}
@@ -237,6 +264,14 @@ def arms_table(plan: ArmsPlan, results: dict[str, dict[str, Any]]) -> dict[str, 
     write_atomic(plan.out / "table.md", markdown(result, notes))
     plot(result, plan.out / "table.png")
     return result
+
+
+def training_reward(run_dir: Path) -> float | None:
+    """The mean of the logged GRPO rewards of every stage under `run_dir` (None without a GRPO stage)."""
+    rewards = [row["reward"] for path in sorted(run_dir.rglob("metrics.jsonl"))
+               for line in path.read_text(encoding="utf-8").splitlines()
+               if line.strip() and "reward" in (row := json.loads(line))]
+    return sum(rewards) / len(rewards) if rewards else None
 
 
 def table_notes(plan: ArmsPlan, result: dict[str, Any]) -> list[str]:

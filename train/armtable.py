@@ -53,7 +53,7 @@ def table(arms: dict[str, dict[str, Any]], baseline: str, seed: int = 0,
     rows = []
     for name, arm in arms.items():
         row: dict[str, Any] = {"arm": name, "status": arm["status"], "error": arm.get("error"),
-                               "stages": arm.get("stages", []), "sets": {}}
+                               "stages": arm.get("stages", []), "reward": arm.get("reward"), "sets": {}}
         for set_name in sets:
             result = arm.get("sets", {}).get(set_name)
             if result is None:
@@ -82,19 +82,32 @@ def _budget(stages: list[dict[str, Any]]) -> str:
     return " → ".join(parts) or "untrained"
 
 
+def _rewarded(result: dict[str, Any]) -> bool:
+    """Whether the table has a reward column: an arm's reward was asked for (train.arms' `reward`) and found."""
+    return any(row.get("reward") is not None for row in result["rows"])
+
+
+def _reward(reward: float | dict[str, Any] | None) -> str:
+    """One seed's mean reward, or the mean over seeds with its interval; an arm without GRPO has none."""
+    if reward is None:
+        return "—"
+    return f"{reward:.3f}" if isinstance(reward, float) else format_interval(reward, 3)
+
+
 def markdown(result: dict[str, Any], notes: list[str] = ()) -> str:
     """The table as markdown: a row per arm, a pass@1 and a difference column per held-out set, then notes."""
     baseline = result["baseline"]
-    header = ["arm", "training (steps × sequences per step on split)"]
+    header = ["arm", "training (steps × sequences per step on split)", *(["GRPO reward, mean over steps"]
+                                                                         * _rewarded(result))]
     for set_name in result["sets"]:
         header += [f"{set_name} pass@1 [95% CI]", f"Δ vs {baseline} [95% CI] (items)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in result["rows"]:
-        cells = [row["arm"], _budget(row["stages"])]
+        cells = [row["arm"], _budget(row["stages"]), *([_reward(row.get("reward"))] * _rewarded(result))]
         if row["status"] != DONE:
             error = str(row["error"]).replace("|", "\\|")  # a bar in the message would end the cell
             lines.append("| " + " | ".join([*cells, f"**{row['status']}**: {error}",
-                                             *[""] * (len(header) - 3)]) + " |")
+                                             *[""] * (len(header) - len(cells) - 1)]) + " |")
             continue
         for set_name in result["sets"]:
             entry = row["sets"].get(set_name)
@@ -166,7 +179,10 @@ def across_seeds(tables: dict[int, dict[str, Any]]) -> dict[str, Any]:
     first = next(iter(tables.values()))
     rows, notes = [], []
     for position, arm in enumerate(row["arm"] for row in first["rows"]):
-        row = {"arm": arm, "stages": first["rows"][position]["stages"], "sets": {}}
+        rewards = {seed: found for seed, seeded in tables.items()
+                   if (found := next(r for r in seeded["rows"] if r["arm"] == arm).get("reward")) is not None}
+        row = {"arm": arm, "stages": first["rows"][position]["stages"], "reward": mean_over_seeds(list(rewards.values()))
+               if rewards else None, "per_seed_reward": rewards, "sets": {}}
         for set_name in first["sets"]:
             per_seed, differences = {}, {}
             for seed, seeded in tables.items():
@@ -190,14 +206,15 @@ def seeds_markdown(result: dict[str, Any], notes: list[str] = ()) -> str:
     """The across-seeds table as markdown: per held-out set, the mean pass@1 and Δ with their intervals, the seeds
     with Δ above 0, and each seed's pass@1."""
     seeds, baseline = result["seeds"], result["baseline"]
-    header = ["arm", f"training (steps × sequences per step on split, seed {seeds[0]})"]
+    header = ["arm", f"training (steps × sequences per step on split, seed {seeds[0]})",
+              *([f"GRPO reward, mean over steps, mean of {len(seeds)} seeds [95% CI]"] * _rewarded(result))]
     for set_name in result["sets"]:
         header += [f"{set_name} pass@1, mean of {len(seeds)} seeds [95% CI]",
                    f"Δ vs {baseline} [95% CI]", "seeds with Δ > 0",
                    f"pass@1 per seed ({', '.join(map(str, seeds))})"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in result["rows"]:
-        cells = [row["arm"], _budget(row["stages"])]
+        cells = [row["arm"], _budget(row["stages"]), *([_reward(row["reward"])] * _rewarded(result))]
         for entry in row["sets"].values():
             per_seed = ", ".join(f"{entry['per_seed'][seed]:.3f}" if seed in entry["per_seed"] else "—"
                                  for seed in seeds)

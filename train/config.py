@@ -19,6 +19,7 @@ from curate.settings import check, described
 
 DEVICES, DTYPES = ("auto", "cpu", "cuda"), ("auto", "float32", "bfloat16", "float16")
 VLLM_MODES = ("auto", "on", "off")
+ALL_STAGES = "stages"  # the split that is every stage of `curate split --stages` together
 CURRICULA = ("none", "sec", "dump")  # train.curriculum.BANDITS, and none
 # Settings that change how often a stage writes, not what it learns: a resumed stage may change them.
 CADENCE = ("save_steps", "save_total_limit", "logging_steps")
@@ -37,8 +38,9 @@ class StageConfig:
     data: str = described(
         "Training data: a split directory (`curate split`), or a TRL export (`curate export --format trl`): its "
         "folder or one of its .parquet/.jsonl files.")
-    split: str = described("Which split of the data to train on: sft, rl, an arm's (random_sft, random_rl, …) or "
-                           "a stage of the RL curriculum (stage_1, …); a file's name without its suffix.")
+    split: str = described("Which split of the data to train on: sft, rl, an arm's (random_sft, random_rl, …), "
+                           "a stage of the RL curriculum (stage_1, …), or stages: every stage's items together, each "
+                           "with its stage column (a curriculum's categories); a file's name without its suffix.")
     out: str = described("Stage directory: checkpoints, the final model (final/), stage.json, invocations.jsonl and "
                          "metrics.jsonl. Rerun the same command to resume from its last checkpoint.")
     template: str = described(

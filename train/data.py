@@ -31,7 +31,7 @@ from curate.data.choices import CHOICE
 from curate.errors import ConfigError, DataError
 from curate.export.exporters import RESPONSE, UNANSWERED, read_split_dir
 from curate.templates import load_template
-from train.config import GrpoConfig, SftConfig, StageConfig
+from train.config import ALL_STAGES, GrpoConfig, SftConfig, StageConfig
 
 log = logging.getLogger(__name__)
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
@@ -142,12 +142,27 @@ def _require_column(frame: pl.DataFrame, column: str, config: StageConfig, setti
                         f"are {frame.columns}")
 
 
+def stage_names(splits: dict[str, pl.DataFrame]) -> list[str]:
+    """The curriculum's stages of a split directory (read_split_dir's splits), in order."""
+    return [name for name in splits if name.startswith("stage_")]
+
+
+def chosen_split(splits: dict[str, pl.DataFrame], split: str, source: Path) -> pl.DataFrame:
+    """The split named `split`; `stages` is every stage's items together (they carry their `stage` column)."""
+    if split == ALL_STAGES:
+        names = stage_names(splits)
+        if not names:
+            raise DataError(f"split directory {source} has no stages; write them with `curate split --stages k`")
+        return pl.concat([splits[name] for name in names], how="diagonal_relaxed")
+    if split not in splits:
+        raise DataError(f"split directory {source} has no split {split!r}; it has {', '.join(splits)}")
+    return splits[split]
+
+
 def _rendered(config: StageConfig, source: Path) -> tuple[pl.DataFrame, dict[str, Any], dict[str, Any]]:
     """The split's items with their `prompt` rendered by the stage's template; what made the prompts; the record."""
     manifest, splits = read_split_dir(source)
-    if config.split not in splits:
-        raise DataError(f"split directory {source} has no split {config.split!r}; it has {', '.join(splits)}")
-    frame = splits[config.split]
+    frame = chosen_split(splits, config.split, source)
     if frame.height == 0:
         raise DataError(f"split {config.split!r} of {source} holds no items: nothing to train on")
     template = load_template(config.template, config.template_dir)

@@ -17,6 +17,7 @@ with `online_filter` LOW,HIGH only the groups whose accuracy lies in the band tr
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from typing import Any
 
 from curate.errors import ConfigError
@@ -69,8 +70,9 @@ def online_filter(config: GrpoConfig) -> OnlineFilter | None:
     return OnlineFilter(*parse_band(config.online_filter), config.online_filter_rounds, config.seed)
 
 
-def train_grpo(config: GrpoConfig, prepared: Prepared | None = None) -> dict[str, Any]:
-    """Train (or resume, or find done) the GRPO stage; its record (stage.json)."""
+def train_grpo(config: GrpoConfig, prepared: Prepared | None = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train (or resume, or find done) the GRPO stage; its record (stage.json). `callbacks`: further
+    TrainerCallbacks (train.staged's plateau rule)."""
     prepared = prepared or prepare_grpo(config)
     verifier = named_verifier(config.verifier, config.verifier_settings)
 
@@ -80,7 +82,7 @@ def train_grpo(config: GrpoConfig, prepared: Prepared | None = None) -> dict[str
         return CurriculumGrpoTrainer(model=model, reward_funcs=ready.inputs["rewards"], args=ready.settings,
                                      train_dataset=dataset, processing_class=tokenizer,
                                      peft_config=lora_config(config), curriculum=curriculum(config, dataset),
-                                     online_filter=online_filter(config))
+                                     online_filter=online_filter(config), callbacks=list(callbacks))
 
     return run_stage(STAGE, config, prepared, make_trainer,
                      {"verifier": f"{verifier.name}@{verifier.version}",

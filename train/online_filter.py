@@ -29,14 +29,14 @@ from curate.settings import check
 PROMPT_KEYS = ("prompt_ids", "prompt_mask")  # left-padded; every other 2-D tensor is right-padded
 
 
-def parse_band(text: str) -> tuple[float, float]:
-    """`LOW,HIGH` → (low, high), 0 <= low <= high <= 1."""
+def parse_band(text: str, setting: str = "online_filter") -> tuple[float, float]:
+    """`LOW,HIGH` → (low, high), 0 <= low <= high <= 1; `setting` names it in errors."""
     parts = text.split(",")
     try:
         low, high = (float(part) for part in parts)
     except ValueError:
-        raise ConfigError(f"online_filter takes LOW,HIGH (two accuracies, e.g. 0.2,0.8), got {text!r}") from None
-    check(0 <= low <= high <= 1, f"online_filter: need 0 <= LOW <= HIGH <= 1, got {text!r}")
+        raise ConfigError(f"{setting} takes LOW,HIGH (two accuracies, e.g. 0.2,0.8), got {text!r}") from None
+    check(0 <= low <= high <= 1, f"{setting}: need 0 <= LOW <= HIGH <= 1, got {text!r}")
     return low, high
 
 

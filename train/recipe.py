@@ -3,7 +3,8 @@
     model: ...            # the first stage's model; a stage after a training stage starts from its final model
     out: runs/train/x     # the run directory: a folder per stage (out/sft, out/grpo, out/eval) and run.json
     stages: [sft, grpo]   # the default; [sft] or [grpo] trains one stage (the SFT-only and RL-only arms), and
-                          # eval may come anywhere, more than once ([eval, sft, eval]: out/eval, out/eval_2)
+                          # eval may come anywhere, more than once ([eval, sft, eval]: out/eval, out/eval_2);
+                          # staged in place of grpo: GRPO over the split's stages, re-estimated (train.staged)
     data: split/          # any other top-level key applies to every stage that has that setting
     sft: {learning_rate: 1e-5}      # a stage's own section overrides the top level for that stage
     grpo: {verifier: gsm8k}
@@ -23,9 +24,11 @@ from curate.settings import check, from_flat, read_job_file
 from train.config import FINAL, GrpoConfig, SftConfig
 from train.eval import EvalConfig
 from train.judge import JudgeConfig
+from train.staged import StagedConfig
 
-STAGE_CONFIGS: dict[str, type] = {"sft": SftConfig, "grpo": GrpoConfig, "eval": EvalConfig, "judge": JudgeConfig}
-TRAINED = ("sft", "grpo")  # stages that leave a model for the next stage to start from
+STAGE_CONFIGS: dict[str, type] = {"sft": SftConfig, "grpo": GrpoConfig, "staged": StagedConfig, "eval": EvalConfig,
+                                  "judge": JudgeConfig}
+TRAINED = ("sft", "grpo", "staged")  # stages that leave a model for the next stage to start from
 
 
 @dataclass(frozen=True)

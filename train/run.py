@@ -35,6 +35,7 @@ from train.model import main_process
 from train.recipe import RunRecipe
 from train.sft import prepare_sft, train_sft
 from train.stage import TRAINING, differences, versions
+from train.staged import prepare_staged, train_staged
 
 log = logging.getLogger(__name__)
 RUN_MANIFEST = "run.json"
@@ -46,6 +47,7 @@ class StageKind(NamedTuple):
 
 
 STAGES: dict[str, StageKind] = {"sft": StageKind(train_sft, prepare_sft), "grpo": StageKind(train_grpo, prepare_grpo),
+                                "staged": StageKind(train_staged, prepare_staged),
                                 "eval": StageKind(evaluate, None),  # eval's settings are checked by curate on reading
                                 "judge": StageKind(train_judge, prepare_judge)}
 

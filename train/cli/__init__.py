@@ -2,6 +2,8 @@
 
     dereason-train sft   --model M --data SPLIT_DIR --out DIR [flags | --config sft.yaml]
     dereason-train grpo  --model SFT_DIR/final --data SPLIT_DIR --out DIR --verifier math [flags | --config grpo.yaml]
+    dereason-train staged --model M --data SPLIT_DIR --out DIR --verifier math   GRPO over the split's stages, each
+                                                                                re-estimated first (train.staged)
     dereason-train eval  --model DIR/final --heldout test.jsonl --out DIR --verifier math [--samples k]
     dereason-train judge --data items.jsonl --label level --out DIR [--per-level N]   a distilled judge (train.judge)
     dereason-train run   RECIPE.yaml [--out DIR]      SFT, then GRPO from its final model (train.run)
@@ -65,6 +67,13 @@ def _print_record(name: str, record: dict[str, Any]) -> None:
                       f"items x {config['samples']} samples ({result['no_countable_attempt']} without a countable "
                       f"answer); solve run {result['solve_run']}")
         return
+    for stage in record.get("stages", []) if name == "staged" else []:
+        counts = stage["reestimate"]
+        trained = (f"trained {stage['steps']} steps (ended by {stage['ended_by']})" if stage["status"] == "trained"
+                   else "skipped")
+        out.print(f"staged {stage['stage']}: kept {counts['kept']} of {counts['items']} items ({counts['below_band']} "
+                  f"below the band, {counts['above_band']} above, {counts['unmeasured']} unmeasured); {trained}; "
+                  f"solve run {stage['solve_run']}")
     out.print(f"{name}: {record['status']} after {record['steps']} steps; final model "
               f"{Path(config['out']) / record['final']}")
     if "judge" in record:
@@ -79,6 +88,10 @@ app.command()(_stage_command("sft", "Supervised fine-tuning (TRL SFTTrainer) on 
                                     "resume from the last checkpoint."))
 app.command()(_stage_command("grpo", "GRPO (TRL GRPOTrainer) on a split's prompts, rewarded by a curate verifier; "
                                      "rerun to resume from the last checkpoint."))
+app.command()(_stage_command("staged", "GRPO over a split's curriculum stages in order, each measured again first "
+                                       "with the current model (a curate solve run), its items outside "
+                                       "--reestimate-band dropped and the rest trained easiest first; rerun to "
+                                       "resume."))
 app.command(name="eval")(_stage_command("eval", "pass@1, averaged over --samples answers per item, of a model "
                                                 "on held-out sets: a `curate solve` run per set; rerun to resume."))
 app.command()(_stage_command("judge", "Distil a difficulty judge: fine-tune a chat model to answer a judge template "
