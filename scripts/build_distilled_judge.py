@@ -1,14 +1,15 @@
 """Build the bundled distilled judge (`--model bundled:smollm2-judge`): SmolLM2-135M-Instruct with a LoRA adapter
 trained by `dereason-train judge` on MATH *train* levels, through difficulty/level_prefilled.
 
-    python scripts/build_distilled_judge.py [--work runs/distilled-judge] [--per-level N] [--lora-layers L] ...
+    python scripts/build_distilled_judge.py [--work runs/distilled-judge] [--per-level 400] [--lora-layers 8] ...
 
 MATH train rows with a level, less the 200 of curate/bundled/math-sample.jsonl (held out for the quick-start, as
 for the tiny judge), are what it learns from; the judge stage keeps a seeded 10% of them out as the validation
 slice its settings are chosen on. MATH-500 (../shared/data/eval) is scored only to measure, never to choose.
 The adapter goes to curate/bundled/smollm2-judge/ (adapter_config.json, adapter_model.safetensors) with eval.json:
-the settings, the validation, math-sample and MATH-500 Spearman of the expected score, the time, the versions and
-the adapter's sha256. Needs ../shared/data, which only the project's machines have, and the smollm2 extra.
+the command, the settings, the validation, math-sample and MATH-500 Spearman of the expected score, the time, the
+versions, the adapter's sha256, and the expected scores of the first math-sample items, which tests/test_distilled_judge.py
+checks the shipped adapter still gives. Needs ../shared/data, which only the project's machines have, and the smollm2 extra.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import hashlib
 import json
 import shutil
+import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -26,6 +28,8 @@ import polars as pl
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = REPO / "curate" / "bundled"
 TEMPLATE = "difficulty/level_prefilled"
+BASE = "bundled:smollm2-135m"
+REFERENCE_ITEMS = 8
 
 
 def training_items(source: Path, work: Path) -> Path:
@@ -47,6 +51,12 @@ def spearman_of(run_dir: Path) -> dict:
     return {"n": stats["run"]["n_scored"], "spearman_expected_score": stats["reference"]["spearman"]}
 
 
+def reference_scores(run_dir: Path) -> dict[str, float]:
+    """The expected scores of the run's first items: what the shipped adapter must give them again."""
+    per_item = pl.read_parquet(run_dir / "per_item.parquet").sort("item_id").head(REFERENCE_ITEMS)
+    return dict(zip(per_item["item_id"], per_item["expected_mean"], strict=True))
+
+
 def scored(source: str, out: Path, question_field: str = "question") -> dict:
     from curate.config import RunConfig
     from curate.engine import score
@@ -65,7 +75,7 @@ def main() -> None:
     parser.add_argument("--train", type=Path, default=REPO.parent / "shared/data/train/math_train_rllm.jsonl")
     parser.add_argument("--eval", type=Path, default=REPO.parent / "shared/data/eval/math500_test.jsonl")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "distilled-judge")
-    parser.add_argument("--per-level", type=int, default=600)
+    parser.add_argument("--per-level", type=int, default=400)
     parser.add_argument("--lora-layers", type=int, default=8)
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
@@ -78,7 +88,7 @@ def main() -> None:
     from train.judge import JudgeConfig, train_judge
 
     args.work.mkdir(parents=True, exist_ok=True)
-    settings = {"model": "bundled:smollm2-135m", "data": str(training_items(args.train, args.work)),
+    settings = {"model": BASE, "data": str(training_items(args.train, args.work)),
                 "label": "level", "template": TEMPLATE, "out": str(args.work / "judge"), "per_level": args.per_level,
                 "lora": True, "lora_layers": args.lora_layers, "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r,
                 "learning_rate": args.learning_rate, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -90,13 +100,17 @@ def main() -> None:
     destination = BUNDLED / "smollm2-judge"
     shutil.rmtree(destination, ignore_errors=True)
     destination.mkdir()
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copy2(args.work / "judge" / "adapter" / name, destination / name)
+    shutil.copy2(args.work / "judge" / "adapter" / "adapter_model.safetensors", destination)
+    # peft records the base model's folder on this machine; the package loads the adapter over BASE wherever it is.
+    adapter_config = json.loads((args.work / "judge" / "adapter" / "adapter_config.json").read_text())
+    (destination / "adapter_config.json").write_text(
+        json.dumps({**adapter_config, "base_model_name_or_path": BASE}, indent=2, sort_keys=True) + "\n")
     measured = {"validation": record["judge"]["heldout"],
                 "math_sample": scored(str(BUNDLED / "math-sample.jsonl"), args.work / "math-sample-run"),
                 "math500": scored(str(args.eval), args.work / "math500-run", question_field="problem")}
     weights = (destination / "adapter_model.safetensors").read_bytes()
-    result = {"command": "python scripts/build_distilled_judge.py", "settings": settings, "template": TEMPLATE,
+    result = {"command": " ".join(["python", "scripts/build_distilled_judge.py", *sys.argv[1:]]), "settings": settings,
+              "template": TEMPLATE, "reference_scores": reference_scores(args.work / "math-sample-run"),
               "training": record["data"] if "data" in record else record["judge"]["labels"],
               "metrics": measured, "train_seconds": round(trained_seconds), "steps": record["steps"],
               "versions": {name: version(name) for name in ("torch", "transformers", "peft", "dereason")},
