@@ -99,8 +99,8 @@ def _slug(name: str) -> str:
 def judged(judge: str, set_name: str, work: Path, comparisons: int, distilled: str) -> tuple[pl.DataFrame, float]:
     """The judge's score per item of the set (null where it gave none: its expected score, or a pairwise judge's
     Bradley-Terry strength), and the seconds its run took, summed over the invocations that asked for judgments."""
-    from curate.config import RunConfig
     from curate import engine
+    from curate.config import RunConfig
 
     out = work / "runs" / judge / _slug(set_name)
     if judge in PAIRWISE_JUDGES:
