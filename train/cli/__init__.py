@@ -73,7 +73,7 @@ def _print_record(name: str, record: dict[str, Any]) -> None:
                    else "skipped")
         out.print(f"staged {stage['stage']}: kept {counts['kept']} of {counts['items']} items ({counts['below_band']} "
                   f"below the band, {counts['above_band']} above, {counts['unmeasured']} unmeasured); {trained}; "
-                  f"solve run {stage['solve_run']}")
+                  f"solve run {stage['solve_run']}", soft_wrap=True)  # one line whatever the path: it is copied
     out.print(f"{name}: {record['status']} after {record['steps']} steps; final model "
               f"{Path(config['out']) / record['final']}")
     if "judge" in record:
