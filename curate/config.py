@@ -96,9 +96,9 @@ class EndpointConfig:
     environment variable named here at request time and never stored anywhere."""
 
     base_url: list[str] = described(
-        "Server URL ending in /v1. Give several (the flag repeated, a list in a job file) to spread requests over "
-        "servers of the same model: each request goes to the one with the fewest in flight, and one that fails is "
-        "backed off while the others carry on. Not part of the run's identity: a run resumes on other servers.",
+        "Server URL ending in /v1. Several spread the requests over servers of the same model: each goes to the one "
+        "with the fewest in flight, and one that fails is backed off while the others carry on. Not part of the "
+        "run's identity: a run resumes on other servers.",
         default_factory=list, unset="$OPENAI_BASE_URL")
     api_key_env: str = described("Environment variable holding the API key (may be unset for local servers).",
                              default="OPENAI_API_KEY")

@@ -7,7 +7,8 @@ connection, an unusable answer) is backed off: for the Retry-After it named, els
 exponential wait over its run of failures. A failure while it is already backed off belongs to the same outage
 and does not lengthen the wait (a server that stops fails all its open requests at once); an answer ends the run.
 While another endpoint is not backed off, a failed request's next attempt goes there at once; when every endpoint
-is backed off, the request waits its own backoff, as with one endpoint, and goes to the least loaded of all.
+is backed off, the request waits its own backoff, as with one endpoint, and then goes to the least loaded of those
+ready (of all, if none is yet). With one endpoint nothing changes: its requests go to it and wait as they always did.
 """
 
 from __future__ import annotations
