@@ -95,7 +95,11 @@ class EndpointConfig:
     """How to reach an OpenAI-compatible server (backend 'openai'). The API key is read from the
     environment variable named here at request time and never stored anywhere."""
 
-    base_url: str | None = described("Server URL ending in /v1.", default=None, unset="$OPENAI_BASE_URL")
+    base_url: list[str] = described(
+        "Server URL ending in /v1. Several spread the requests over servers of the same model: each goes to the one "
+        "with the fewest in flight, and one that fails is backed off while the others carry on. Not part of the "
+        "run's identity: a run resumes on other servers.",
+        default_factory=list, unset="$OPENAI_BASE_URL")
     api_key_env: str = described("Environment variable holding the API key (may be unset for local servers).",
                              default="OPENAI_API_KEY")
     endpoint: Literal["chat", "completions"] = described(
@@ -114,7 +118,10 @@ class EndpointConfig:
                         "choices gets the rest as separate seeded requests.", default=False)
 
     def __post_init__(self) -> None:
-        refuse_url_credentials("--base-url", self.base_url)
+        for url in self.base_url:
+            refuse_url_credentials("--base-url", url)
+        repeated = sorted({url for url in self.base_url if self.base_url.count(url) > 1})
+        check(not repeated, f"--base-url {', '.join(repeated)} is given more than once: give each server once")
         check(self.endpoint in ("chat", "completions"), f"endpoint must be 'chat' or 'completions', got "
                                                           f"{self.endpoint!r}")
         check(self.endpoint == "chat" or self.tokenizer is not None,

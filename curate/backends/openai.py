@@ -7,7 +7,9 @@ follow the SDK: base URL ending in /v1, key from an environment variable, the sa
 An asyncio loop runs in a background thread. It pulls requests from the engine lazily, keeps at
 most `max_in_flight` open (and under optional request/token rate limits), retries 429/5xx, timeouts
 and dropped connections with exponential backoff and jitter (a 429's Retry-After is honoured), and
-hands each completion to the engine through a queue as soon as it lands. After the last retry a
+hands each completion to the engine through a queue as soon as it lands. With several `--base-url`s
+each attempt goes to the least loaded endpoint that is not backed off, and a retry may go to another
+(`curate.backends.openai_endpoints`); the limits above hold over all of them. After the last retry a
 sample becomes an explicit error completion, and so does a request the server refuses for itself (a
 400 such as a prompt longer than the model's context), with the server's own message. Authentication
 and unknown-model answers (401, 403, 404) stop the run instead: every request would fail the same way.
@@ -35,7 +37,6 @@ import json
 import logging
 import os
 import queue
-import random
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -43,12 +44,7 @@ from typing import Any
 
 import aiohttp
 from aiolimiter import AsyncLimiter
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from curate.backends.base import (
     Completion,
@@ -66,6 +62,7 @@ from curate.backends.openai_answer import (
     retry_after_seconds,
     server_message,
 )
+from curate.backends.openai_endpoints import Endpoints, backoff
 from curate.config import BackendConfig, SamplingConfig
 from curate.errors import BackendError
 from curate.redact import redact, refuse_url_credentials, secrets_in
@@ -97,14 +94,15 @@ class OpenAIBackend:
 
     def __init__(self, config: BackendConfig):
         settings = config.endpoint
-        base_url = settings.base_url or os.environ.get("OPENAI_BASE_URL")
-        refuse_url_credentials("$OPENAI_BASE_URL", base_url)
-        if not base_url:
+        from_environment = os.environ.get("OPENAI_BASE_URL")
+        base_urls = settings.base_url or ([from_environment] if from_environment else [])
+        if not base_urls:
             raise BackendError("--backend openai needs --base-url (or $OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1")
+        refuse_url_credentials("$OPENAI_BASE_URL", from_environment if not settings.base_url else None)
         self.settings = settings
         self.model_id = config.model
-        path = "/chat/completions" if settings.endpoint == "chat" else "/completions"
-        self.url = base_url.rstrip("/") + path
+        self.path = "/chat/completions" if settings.endpoint == "chat" else "/completions"
+        self.endpoints = Endpoints(base_urls)
         self.tokenizer = None
         if settings.endpoint == "completions":
             from transformers import AutoTokenizer
@@ -201,6 +199,7 @@ class OpenAIBackend:
                     task.add_done_callback(finished)
             while tasks:
                 await asyncio.wait(set(tasks))
+            self.endpoints.log_counts()
             if fatal:
                 raise fatal[0]
 
@@ -234,15 +233,10 @@ class OpenAIBackend:
         except RetryableError as first_failure:
             if self.settings.max_retries == 0:
                 raise RetryableError(f"gave up after 1 attempt(s): {first_failure}") from first_failure
-            await asyncio.sleep(self._first_wait(first_failure))
+            await asyncio.sleep(self._retry_wait(first_failure, 1))
         attempts = self.settings.max_retries + 1
-        backoff = wait_random_exponential(multiplier=0.5, max=30)
-
-        def wait(state: Any) -> float:
-            error = state.outcome.exception()
-            return error.retry_after if getattr(error, "retry_after", None) is not None else backoff(state)
-
-        retrying = AsyncRetrying(retry=retry_if_exception_type(RetryableError), wait=wait,
+        retrying = AsyncRetrying(retry=retry_if_exception_type(RetryableError),
+                                 wait=lambda state: self._retry_wait(state.outcome.exception(), state.attempt_number),
                                  stop=stop_after_attempt(attempts - 1), reraise=True)
         try:
             async for attempt in retrying:
@@ -252,31 +246,37 @@ class OpenAIBackend:
             raise RetryableError(f"gave up after {attempts} attempt(s): {exc}") from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    @staticmethod
-    def _first_wait(error: RetryableError) -> float:
-        """Retry-After when the server named one, else the first step of the jittered backoff."""
-        return error.retry_after if error.retry_after is not None else random.uniform(0, 0.5)
+    def _retry_wait(self, error: RetryableError, failures: int) -> float:
+        """No wait while another endpoint can take the request; else Retry-After when the server named one, else the
+        jittered exponential backoff after `failures` failures."""
+        if self.endpoints.ready():
+            return 0.0
+        return error.retry_after if error.retry_after is not None else backoff(failures)
 
     async def _post(self, session: Any, body: dict[str, Any], rpm: Any, tpm: Any) -> dict[str, Any]:
         if rpm is not None:
             await rpm.acquire()
         if tpm is not None:
             await tpm.acquire(min(self._token_estimate(body), tpm.max_rate))
-        try:
-            async with session.post(self.url, data=json.dumps(body),
-                                    headers={"Content-Type": "application/json"}) as response:
-                if response.status == 200:
-                    return read_answer(await response.read())
-                message = redact(f"HTTP {response.status}: {server_message(await response.read())}",
-                                 secrets_in({self.settings.api_key_env}))
-                if response.status in RETRYABLE_STATUS:
-                    raise RetryableError(message, retry_after_seconds(response.headers.get("Retry-After")))
-                if response.status in FATAL_STATUS:
-                    raise BackendError(f"{self.url} answered {message}; check --base-url, --model and the key in "
-                                       f"${self.settings.api_key_env}")
-                raise RequestFailed(message)
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-            raise RetryableError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        with self.endpoints.attempt() as endpoint:
+            # With several endpoints, a failure says which one failed (an error row's stored detail).
+            where = f"{endpoint.url}: " if self.endpoints.several else ""
+            url = endpoint.url + self.path
+            try:
+                async with session.post(url, data=json.dumps(body),
+                                        headers={"Content-Type": "application/json"}) as response:
+                    if response.status == 200:
+                        return read_answer(await response.read())
+                    message = redact(f"HTTP {response.status}: {server_message(await response.read())}",
+                                     secrets_in({self.settings.api_key_env}))
+                    if response.status in RETRYABLE_STATUS:
+                        raise RetryableError(where + message, retry_after_seconds(response.headers.get("Retry-After")))
+                    if response.status in FATAL_STATUS:
+                        raise BackendError(f"{url} answered {message}; check --base-url, --model and the key in "
+                                           f"${self.settings.api_key_env}")
+                    raise RequestFailed(where + message)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+                raise RetryableError(where + f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
     def _token_estimate(self, body: dict[str, Any]) -> int:
         prompt = body.get("prompt") or "".join(m["content"] for m in body.get("messages", []))

@@ -75,7 +75,7 @@ def _shown(setting: Setting, default: Any) -> str:
         return f"[default: {'on' if default else 'off'}]"
     if isinstance(default, dict | list):
         shown = ", ".join(f"{k}={v}" for k, v in default.items()) if isinstance(default, dict) else ", ".join(default)
-        return f"[default: {shown or 'none'}]"
+        return f"[default: {shown or setting.unset or 'none'}]"
     return f"[default: {default}]"
 
 

@@ -96,7 +96,8 @@ def judge_verifier(judge: JudgeVerifierConfig, run: BackendConfig, seed: int, te
                                           "reference: name it with --verify-model (e.g. the served model's name, or "
                                           "a local path)")
     settings = replace(run, model=judge.verify_model, backend=judge.verify_backend or run.backend,
-                       endpoint=replace(run.endpoint, base_url=judge.verify_base_url or run.endpoint.base_url))
+                       endpoint=replace(run.endpoint, base_url=[judge.verify_base_url] if judge.verify_base_url
+                                        else run.endpoint.base_url))
     sampling = SamplingConfig(max_tokens=judge.verify_max_tokens, seed=seed)
     template = load_template(judge.verify_template, template_dir)
     backend = resources.enter_context(closing(LazyBackend(settings)))
