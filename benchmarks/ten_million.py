@@ -155,6 +155,14 @@ def phase_aggregate(work: Path, args: argparse.Namespace) -> dict:
 PHASES = {"build": phase_build, "read": phase_read, "aggregate": phase_aggregate}
 
 
+def _error_line(stderr: str) -> str:
+    """The exception a failed phase ended with, its wrapped lines joined (the CLI's one red line otherwise)."""
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("\t")
+             and not line.startswith("Command exited")]
+    starts = [i for i, line in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+    return " ".join(lines[starts[-1]:]) if starts else (lines[-1] if lines else "")
+
+
 def _timed(command: list[str], log: Path, memory_cap: int, timeout: float) -> dict:
     """Wall time and peak RSS of a fresh process, from /usr/bin/time -v; `failed` says why it did not finish."""
     def cap() -> None:
@@ -174,8 +182,7 @@ def _timed(command: list[str], log: Path, memory_cap: int, timeout: float) -> di
     peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))
     failed = None
     if result.returncode:
-        last = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("\t")]
-        failed = f"exit {result.returncode}: {last[-2] if len(last) > 1 else ''} (see {log})"
+        failed = f"exit {result.returncode}: {_error_line(result.stderr)} (see {log})"
     return {"wall": wall, "peak_rss": peak_kib * 1024, "stdout": result.stdout, "failed": failed}
 
 
