@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -50,7 +50,7 @@ def _config(work: Path, args: argparse.Namespace) -> RunConfig:
                                 "chunk_size": args.chunk_size})
 
 
-def _answers(item_ids: list[str], samples: int, start: int):  # noqa: ANN202
+def _answers(item_ids: list[str], samples: int, start: int):
     """A judge's answers: each item has a difficulty 1-5, each sample lands on it or a neighbour; 1 in 200 answers
     names no score (a parse failure, stored as such)."""
     from curate.backends import Completion
@@ -67,8 +67,7 @@ def _answers(item_ids: list[str], samples: int, start: int):  # noqa: ANN202
 
 
 def phase_build(work: Path, args: argparse.Namespace) -> dict:
-    import curate.engine as engine
-    from curate import __version__
+    from curate import __version__, engine
     from curate.data.items import load_items
     from curate.files import append_jsonl, write_parquet_atomic
     from curate.store import ITEMS, RunStore
@@ -127,15 +126,15 @@ def phase_read(work: Path, args: argparse.Namespace) -> dict:
 def phase_aggregate(work: Path, args: argparse.Namespace) -> dict:
     """What the engine does after every invocation, timed inside: the read of the aggregated columns, the task's
     aggregate, and the rest (writing per_item.parquet and summary.json)."""
-    import curate.engine as engine
+    from curate import engine
     from curate.templates import load_template
 
     config = _config(work, args)
     task = engine.score_task(config, load_template(config.template, config.template_dir), ExitStack())
     seconds: dict[str, float] = {}
 
-    def timed(name: str, function):  # noqa: ANN001, ANN202
-        def wrapper(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def timed(name: str, function):
+        def wrapper(*a, **k):
             start = time.perf_counter()
             try:
                 return function(*a, **k)
@@ -170,7 +169,7 @@ def _timed(command: list[str], log: Path, memory_cap: int, timeout: float) -> di
 
     started = time.perf_counter()
     try:
-        result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True, timeout=timeout,
+        result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True, timeout=timeout, check=False,
                                 preexec_fn=cap, env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
                                     str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))})
     except subprocess.TimeoutExpired as exc:
