@@ -52,6 +52,9 @@ LABELS = tuple(range(SCORE_MIN, SCORE_MAX + 1))
 MIN_PAIRS = 3  # below this a correlation or κ says nothing
 MIN_BOOTSTRAP = 10
 N_RESAMPLES = 1000
+# scipy draws the resamples' indices for a whole batch at once: n_resamples x items int64s unbatched, 16 GB for
+# 2M items (BENCHMARKS (i)). Batches keep that under 128 MB; runs of up to 16,777 items stay one batch, as before.
+RESAMPLED_INDICES_PER_BATCH = 2**24
 ArrayLike = pl.Series | Sequence[float | int | None] | np.ndarray
 
 
@@ -203,7 +206,8 @@ def _bootstrap(statistic: Callable[..., float], data: tuple[np.ndarray, ...], n_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DegenerateDataWarning when every resample agrees
         result = sps.bootstrap(data, nan_if_undefined, n_resamples=n_resamples, paired=True, vectorized=False,
-                               method="percentile", confidence_level=level, rng=np.random.default_rng(seed))
+                               method="percentile", confidence_level=level, rng=np.random.default_rng(seed),
+                               batch=max(1, min(n_resamples, RESAMPLED_INDICES_PER_BATCH // n)))
     undefined = int(np.isnan(result.bootstrap_distribution).sum())
     if undefined:
         return None, f"undefined on {undefined} of {n_resamples} resamples"
