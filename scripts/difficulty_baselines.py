@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,16 @@ from sklearn.linear_model import Ridge
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a source checkout
 from curate.stats.metrics import bootstrap_interval, format_interval, spearman  # noqa: E402
+
+
+def tfidf_ridge(texts: list[str], levels: list[float], alpha: float = 1.0) -> tuple[Callable[[list[str]], np.ndarray],
+                                                                                  int]:
+    """Word 1-2-gram TF-IDF features and a ridge regression onto the levels, fitted on `texts`: the function that
+    predicts the level of other texts, and the number of features."""
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    features = vectorizer.fit_transform(texts)
+    ridge = Ridge(alpha=alpha).fit(features, levels)
+    return (lambda other: ridge.predict(vectorizer.transform(other))), features.shape[1]
 
 
 def main() -> None:
@@ -41,16 +52,14 @@ def main() -> None:
     levels = np.array([row["level"] for row in test], dtype=float)
 
     lengths = np.array([len(row["problem"]) for row in test], dtype=float)
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    features = vectorizer.fit_transform([row["problem"] for row in train])
-    ridge = Ridge(alpha=args.alpha).fit(features, [row["level"] for row in train])
-    predicted = ridge.predict(vectorizer.transform([row["problem"] for row in test]))
+    predict, n_features = tfidf_ridge([row["problem"] for row in train], [row["level"] for row in train], args.alpha)
+    predicted = predict([row["problem"] for row in test])
 
     results = {}
     for name, values in (("problem_length", lengths), ("tfidf_ridge", predicted)):
         low, high = bootstrap_interval(spearman, values, levels)
         results[name] = {"n": len(test), "value": spearman(values, levels), "low": low, "high": high}
-    results["tfidf_ridge"].update(train_rows=len(train), alpha=args.alpha, features=features.shape[1])
+    results["tfidf_ridge"].update(train_rows=len(train), alpha=args.alpha, features=n_features)
     for name, result in results.items():
         print(f"{name:16s} Spearman ρ with the MATH-500 level: {format_interval(result, digits=3)}")
     if args.json:

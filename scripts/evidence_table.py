@@ -101,6 +101,7 @@ def judged(judge: str, set_name: str, work: Path, comparisons: int, distilled: s
     Bradley-Terry strength), and the seconds its run took, summed over the invocations that asked for judgments."""
     from curate import engine
     from curate.config import RunConfig
+    from curate.files import write_atomic
 
     out = work / "runs" / judge / _slug(set_name)
     if judge in PAIRWISE_JUDGES:
@@ -118,23 +119,21 @@ def judged(judge: str, set_name: str, work: Path, comparisons: int, distilled: s
     result = run(config)
     if result.requested:  # a resumed run adds the seconds of each invocation that asked for something
         spent = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
-        timing.write_text(json.dumps({"seconds": spent + time.monotonic() - started}))
+        write_atomic(timing, json.dumps({"seconds": spent + time.monotonic() - started}))
     return (result.per_item.select(pl.col("item_id").alias("id"), pl.col(column).alias("score")),
             json.loads(timing.read_text())["seconds"])
 
 
 def baselines(sets: dict[str, pl.DataFrame]) -> dict[str, dict[str, pl.DataFrame]]:
-    """Problem length, and TF-IDF + ridge fitted on MATH train levels, per set."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import Ridge
+    """Problem length, and TF-IDF + ridge (scripts/difficulty_baselines.py's) fitted on MATH train levels, per set."""
+    from difficulty_baselines import tfidf_ridge
 
     train = pl.read_ndjson(TRAIN).filter(pl.col("level").is_not_null())
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    ridge = Ridge(alpha=1.0).fit(vectorizer.fit_transform(train["problem"].to_list()), train["level"].to_numpy())
+    predict, _ = tfidf_ridge(train["problem"].to_list(), train["level"].to_numpy())
     return {"problem length": {name: frame.select("id", pl.col("question").str.len_chars().cast(pl.Float64)
                                                   .alias("score")) for name, frame in sets.items()},
-            "TF-IDF + ridge": {name: frame.select("id", pl.Series("score", ridge.predict(
-                vectorizer.transform(frame["question"].to_list())))) for name, frame in sets.items()}}
+            "TF-IDF + ridge": {name: frame.select("id", pl.Series("score", predict(frame["question"].to_list())))
+                               for name, frame in sets.items()}}
 
 
 def agreement(scores: pl.DataFrame, frame: pl.DataFrame, signal: str) -> dict[str, Any]:
