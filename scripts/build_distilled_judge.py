@@ -43,14 +43,6 @@ def training_items(source: Path, work: Path) -> Path:
     return path
 
 
-def spearman_of(run_dir: Path) -> dict:
-    from curate.command_config import StatsConfig
-    from curate.stats.analysis import analyze_run
-
-    stats = analyze_run(run_dir, StatsConfig(reference="level", score="expected")).stats
-    return {"n": stats["run"]["n_scored"], "spearman_expected_score": stats["reference"]["spearman"]}
-
-
 def reference_scores(run_dir: Path) -> dict[str, float]:
     """The expected scores of the run's first items: what the shipped adapter must give them again."""
     per_item = pl.read_parquet(run_dir / "per_item.parquet").sort("item_id").head(REFERENCE_ITEMS)
@@ -58,16 +50,17 @@ def reference_scores(run_dir: Path) -> dict[str, float]:
 
 
 def scored(source: str, out: Path, question_field: str = "question") -> dict:
-    from curate.config import RunConfig
+    """The bundled judge's levels of labelled items: the run's seconds and statuses, and its Spearman with them."""
     from curate.engine import score
+    from train.judge import level_agreement, level_run
 
-    run = RunConfig.from_flat({"source": source, "out": str(out), "question_field": question_field,
-                               "model": "bundled:smollm2-judge", "template": TEMPLATE, "top_logprobs": 20,
-                               "max_tokens": 1, "device": "cpu", "max_failure_fraction": 1.0})
+    run = level_run(source, str(out), "bundled:smollm2-judge", TEMPLATE, device="cpu", question_field=question_field)
     started = time.monotonic()
     summary = score(run).summary
-    return {**spearman_of(out), "seconds": round(time.monotonic() - started, 1),
-            "status_counts": summary["status_counts"]}
+    seconds = round(time.monotonic() - started, 1)
+    stats = level_agreement(out)
+    return {"n": stats["run"]["n_scored"], "spearman_expected_score": stats["reference"]["spearman"],
+            "seconds": seconds, "status_counts": summary["status_counts"]}
 
 
 def main() -> None:

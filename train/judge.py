@@ -164,24 +164,37 @@ def _named_targets(model: Any, targets: Any) -> list[str]:
     return sorted(names - {"lm_head"})
 
 
+def level_run(source: str, out: str, model: str, template: str, *, device: str, template_dir: str | None = None,
+              question_field: str = "question") -> RunConfig:
+    """The `curate score` job that reads a judge's levels of labelled items: logprob scoring of the level digit (one
+    token, the top 20 logprobs), every judgment kept whatever its status."""
+    return RunConfig.from_flat({"source": source, "out": out, "question_field": question_field, "model": model,
+                                "template": template, "template_dir": template_dir, "top_logprobs": 20,
+                                "max_tokens": 1, "device": device, "max_failure_fraction": 1.0})
+
+
+def level_agreement(run_dir: Path | str) -> dict[str, Any]:
+    """`curate stats --reference level` of a level_run, by the expected score (the whole stats)."""
+    from curate.command_config import StatsConfig
+    from curate.stats.analysis import analyze_run
+
+    return analyze_run(run_dir, StatsConfig(reference=LEVEL, score="expected")).stats
+
+
 def measured(config: JudgeConfig, heldout: pl.DataFrame) -> dict[str, Any]:
     """Score the held-out items with the trained judge and check its scores against their levels (judge.json)."""
-    from curate.command_config import StatsConfig
     from curate.engine import score
-    from curate.stats.analysis import analyze_run
 
     out = Path(config.out)
     if (out / JUDGE_RECORD).is_file():
         return json.loads((out / JUDGE_RECORD).read_text(encoding="utf-8"))
     rows = heldout.select("id", "question", "reference", "choices", "domain", LABEL, LEVEL)
     write_atomic(out / HELDOUT, rows.write_ndjson())
-    run = RunConfig.from_flat({"source": str(out / HELDOUT), "out": str(out / HELDOUT_RUN), "template": config.template,
-                               "template_dir": config.template_dir, "model": str(out / FINAL),
-                               "top_logprobs": 20, "max_tokens": 1, "device": config.device,
-                               "max_failure_fraction": 1.0})
+    run = level_run(str(out / HELDOUT), str(out / HELDOUT_RUN), str(out / FINAL), config.template,
+                    device=config.device, template_dir=config.template_dir)
     summary = score(run).summary
     try:
-        agreement = analyze_run(run.out, StatsConfig(reference=LEVEL, score="expected")).stats["reference"]
+        agreement = level_agreement(run.out)["reference"]
     except ConfigError as exc:  # a judge that scored none of them (it did not learn the answer's form)
         agreement = {"spearman": None, "why": str(exc)}
     result = {"heldout": {"items": rows.height, "run": str(out / HELDOUT_RUN), "score": "expected",
