@@ -25,13 +25,12 @@ def test_the_shipped_adapter_is_the_one_the_build_measured():
     assert not Path(config["base_model_name_or_path"]).is_absolute()
 
 
-def test_the_bundled_distilled_judge_gives_the_scores_its_build_recorded(tmp_path):
+def test_the_bundled_distilled_judge_gives_the_scores_its_build_recorded(tmp_path, sample_rows):
     """The adapter merged over SmolLM2 scores as it did when it was built. Without the adapter, SmolLM2 through the
     same template gives each of these items an expected score at least 0.13 away from the recorded one (0.54 on average,
     measured), far outside the tolerance of 0.02."""
     reference = RECORD["reference_scores"]
-    sample = Path(models.__file__).parent.parent / "bundled" / "math-sample.jsonl"
-    rows = [row for row in map(json.loads, sample.read_text(encoding="utf-8").splitlines()) if row["id"] in reference]
+    rows = [row for row in sample_rows if row["id"] in reference]
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     result = invoke("score", data, "--model", models.DISTILLED_JUDGE, "--template", RECORD["template"],
