@@ -1,10 +1,15 @@
-"""Shared pieces of the benchmarks: synthetic problem files, a zero-latency backend, timing."""
+"""Shared pieces of the benchmarks: synthetic problem files, a zero-latency backend, the scripted endpoint in its
+own process, timing."""
 
 from __future__ import annotations
 
 import json
 import platform
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -63,3 +68,41 @@ def cpu_ticks() -> tuple[int, int]:
 
 def steal_fraction(start: tuple[int, int], end: tuple[int, int]) -> float:
     return (end[0] - start[0]) / max(end[1] - start[1], 1)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Endpoint:
+    """The scripted endpoint in a subprocess; on exit, its (arrival, answer) log."""
+
+    def __init__(self, latency: float, log: Path):
+        self.port, self.log = free_port(), log
+        self.process = subprocess.Popen([sys.executable, "-m", "curate.testing", "--port", str(self.port),
+                                         "--latency", str(latency), "--log", str(log)])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("endpoint did not start")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stop(self) -> list[tuple[float, float]]:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+        return json.loads(self.log.read_text())
+
+
+def served_rate(log: list[tuple[float, float]]) -> float:
+    first_arrival = min(a for a, _ in log)
+    last_answer = max(b for _, b in log)
+    return len(log) / (last_answer - first_arrival)

@@ -14,57 +14,23 @@ import argparse
 import asyncio
 import json
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import cpu_ticks, machine, median_of, steal_fraction, write_problems
+from common import (
+    Endpoint,
+    cpu_ticks,
+    machine,
+    median_of,
+    served_rate,
+    steal_fraction,
+    write_problems,
+)
 
 from curate.config import RunConfig
 from curate.engine import score
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Endpoint:
-    """The scripted endpoint in a subprocess; on exit, its (arrival, answer) log."""
-
-    def __init__(self, latency: float, log: Path):
-        self.port, self.log = free_port(), log
-        self.process = subprocess.Popen([sys.executable, "-m", "curate.testing", "--port", str(self.port),
-                                         "--latency", str(latency), "--log", str(log)])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("endpoint did not start")
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def stop(self) -> list[tuple[float, float]]:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
-        return json.loads(self.log.read_text())
-
-
-def served_rate(log: list[tuple[float, float]]) -> float:
-    first_arrival = min(a for a, _ in log)
-    last_answer = max(b for _, b in log)
-    return len(log) / (last_answer - first_arrival)
 
 
 def run_engine(base_url: str, data: Path, out: Path, concurrency: int) -> None:
@@ -113,7 +79,7 @@ def main() -> None:
     cpu_per_request: dict[str, list[float]] = {"dereason": [], "openai-sdk": []}
     steal: dict[str, list[float]] = {"dereason": [], "openai-sdk": []}
 
-    def measure(client: str):  # noqa: ANN202
+    def measure(client: str):
         def one_run(run: int) -> float:
             endpoint = Endpoint(args.latency, work / f"{client}-{run}.json")
             cpu_start = time.process_time()  # this process only: the endpoint is another process

@@ -166,6 +166,45 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class ExecutionConfig:
+    """Where the backend runs (curate.executors): in this process, or on a Ray actor pool that the driver feeds and
+    whose answers it alone stores. Not part of a run's identity: a run begun in one process resumes on Ray."""
+
+    executor: Literal["local", "ray"] = described(
+        "'local' runs the backend in this process; 'ray' runs --ray-actors copies of it on a Ray actor pool (Ray "
+        "Data map_batches), this process alone writing the store: pip install 'dereason[ray]'.", default="local")
+    ray_address: str | None = described(
+        "Ray cluster to join (ray.init's address: 'auto', or ray://HEAD:10001); its workers need the --api-key-env "
+        "variable in their own environment.", default=None,
+        unset="ray.init's own choice: $RAY_ADDRESS, or a cluster `ray start` began on this machine, else a local Ray "
+              "started for the run and stopped after it")
+    ray_actors: int = described("Actors in the pool, each holding one backend: a model copy or an endpoint client.",
+                                default=1)
+    ray_batch_size: int = described(
+        "Requests an actor answers per batch: what an actor that dies loses, and is asked again.", default=64)
+    ray_actor_cpus: float = described("CPUs Ray reserves for each actor (below 1 for endpoint clients).", default=1.0)
+    ray_actor_gpus: float = described("GPUs Ray reserves for each actor: 1 gives each model copy a GPU of its own.",
+                                      default=0.0)
+    ray_actor_restarts: int = described(
+        "Times an actor that dies is restarted and its batch asked again; past that the run stops, keeping every "
+        "answer stored (rerun to go on).", default=3)
+
+    def __post_init__(self) -> None:
+        check(self.executor in ("local", "ray"), f"executor must be 'local' or 'ray', got {self.executor!r}")
+        refuse_url_credentials("--ray-address", self.ray_address)
+        check(self.ray_actors >= 1, f"ray_actors must be >= 1, got {self.ray_actors}")
+        check(self.ray_batch_size >= 1, f"ray_batch_size must be >= 1, got {self.ray_batch_size}")
+        check(self.ray_actor_cpus >= 0 and self.ray_actor_gpus >= 0,
+              f"ray_actor_cpus and ray_actor_gpus must be >= 0, got {self.ray_actor_cpus} and {self.ray_actor_gpus}")
+        check(self.ray_actor_restarts >= 0, f"ray_actor_restarts must be >= 0, got {self.ray_actor_restarts}")
+        ray_settings = [key for key, value in asdict(self).items()
+                        if key != "executor" and value != ExecutionConfig.__dataclass_fields__[key].default]
+        check(self.executor == "ray" or not ray_settings,
+              f"{', '.join('--' + key.replace('_', '-') for key in ray_settings)} set the Ray executor; this run's "
+              "executor is 'local': add --executor ray, or drop them")
+
+
+@dataclass(frozen=True)
 class PairwiseConfig:
     """Which items a pairs run (`curate pairs`, curate.engine.pairs) compares: curate.tasks.schedule."""
 
@@ -224,6 +263,7 @@ class RunConfig:
     sampling: SamplingConfig = described("How each answer is sampled.", default_factory=SamplingConfig)
     backend_config: BackendConfig = described("The model that answers and the backend that runs it.",
                                               default_factory=BackendConfig)
+    execution: ExecutionConfig = described("Where the backend runs.", default_factory=ExecutionConfig)
     chunk_size: int = described("Judgments committed to the store per transaction.", default=64)
     retry_failed: bool = described("Request again the judgments stored as error or truncated.", default=False)
     max_failure_fraction: float = described(

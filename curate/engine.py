@@ -26,7 +26,6 @@ from curate import __version__
 from curate.backends import (
     Backend,
     Completion,
-    LazyBackend,
     Request,
     backend_identity,
     backend_kind,
@@ -34,6 +33,7 @@ from curate.backends import (
 from curate.config import DEFAULT_PAIRWISE_TEMPLATE, DEFAULT_RESPONSE_TEMPLATE, RunConfig
 from curate.data.items import fingerprint, load_items
 from curate.errors import ConfigError, FailureThresholdError
+from curate.executors import run_backend
 from curate.files import append_jsonl, write_atomic, write_parquet_atomic
 from curate.identity import IDENTITY_DEFAULTS
 from curate.redact import redact, secrets_in
@@ -167,7 +167,7 @@ def _run(config: RunConfig, make_task: TaskFactory, progress: Callable[[Progress
         if config.retry_failed:
             log.info("retrying %d record(s) stored as %s", store.retire(task.retried_statuses),
                      " or ".join(task.retried_statuses))
-        backend = backend or resources.enter_context(closing(LazyBackend(config.backend_config)))
+        backend = backend or resources.enter_context(closing(run_backend(config)))
         requested = 0
         for wanted in _rounds(task, run_dir, units, config.sampling.samples):
             pending = store.missing(wanted)

@@ -265,10 +265,6 @@ def main() -> None:
             json.dump(server.log, out)
 
 
-if __name__ == "__main__":
-    main()
-
-
 ANSWERS = {"tagged": "Needs {score} steps. <score>{score}</score>", "digit": "{score}",
            "boxed": "Adding up the steps gives {score}.\n\\boxed{{{score}}}"}
 
@@ -296,3 +292,7 @@ def _logprobs(text: str, score: int, chat: bool) -> dict:
     return {"content": [{"token": piece, "logprob": math.log(dict(alts).get(piece, 0.7)),
                          "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in alts]}
                         for piece, alts in zip(pieces, positions, strict=True)]}
+
+
+if __name__ == "__main__":
+    main()

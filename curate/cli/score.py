@@ -130,10 +130,10 @@ def run_command(kind: str, doc: str) -> Callable[..., None]:
         setup_logging(verbose)
         with errors():
             from curate import engine
-            from curate.backends import LazyBackend
+            from curate.executors import run_backend
 
             with (_failures_reported(settings.out_path, as_json, kind), interrupted(settings, kind),
-                  progress_bar(kind, disabled=as_json) as bar, closing(LazyBackend(settings.backend_config)) as backend):
+                  progress_bar(kind, disabled=as_json) as bar, closing(run_backend(settings)) as backend):
                 result = getattr(engine, kind)(settings, progress=bar.update,
                                                backend=RequestClock(backend, bar.requesting))
             _report(result.summary, result.run_dir, as_json, kind)
