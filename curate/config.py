@@ -145,8 +145,8 @@ class BackendConfig:
     backend: str = described("Backend name (see curate.backends.BACKENDS).", default="transformers")
     endpoint: EndpointConfig = described("How to reach a server (backend openai).", default_factory=EndpointConfig)
     engine_args: dict[str, Any] = described(
-        "Extra vllm.LLM engine arguments, e.g. {tensor_parallel_size: 2, data_parallel_size: 4, "
-        "gpu_memory_utilization: 0.85}.", default_factory=dict)
+        "Extra vllm.LLM engine arguments, e.g. {tensor_parallel_size: 2, gpu_memory_utilization: 0.85}.",
+        default_factory=dict)
     batch_size: int | None = described(
         "Most rows per batch in the transformers backend.", default=None,
         unset="the token budget (--max-batch-tokens) alone sizes each batch")
@@ -163,6 +163,12 @@ class BackendConfig:
         check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.max_batch_tokens >= 1, f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
         check(self.dtype in ("auto", "float32", "bfloat16", "float16"), f"unknown dtype {self.dtype!r}")
+        # vLLM 0.32's offline LLM refuses data_parallel_size > 1 ("may hang"): its data parallelism is one process per
+        # rank. Refused here, before a run folder is written or vLLM is loaded.
+        check(self.backend != "vllm" or self.engine_args.get("data_parallel_size", 1) == 1,
+              "--engine-arg data_parallel_size: vLLM's in-process engine runs one data-parallel rank; for one engine "
+              "per GPU use --executor ray, or serve the model with vLLM's --data-parallel-size and score through "
+              "--backend openai (README: vLLM at scale)")
 
 
 @dataclass(frozen=True)

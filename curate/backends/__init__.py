@@ -24,6 +24,7 @@ from curate.backends.base import (
 from curate.backends.models import model_fingerprint, resolve_model
 from curate.config import BackendConfig, SamplingConfig
 from curate.errors import BackendError, ConfigError
+from curate.identity import engine_args_identity
 
 # How the transformers backend draws sampled tokens: a resumed run must draw as it began. (vLLM and servers sample
 # with their own seeded generators.) See curate/backends/sampling.py.
@@ -70,7 +71,7 @@ def _vllm(settings: BackendConfig) -> Backend:
 
 
 def _vllm_identity(settings: BackendConfig, sampling: SamplingConfig) -> dict[str, Any]:
-    return {"dtype": settings.dtype, "engine_args": dict(sorted(settings.engine_args.items()))}
+    return {"dtype": settings.dtype, "engine_args": engine_args_identity(settings.engine_args)}
 
 
 BACKENDS: dict[str, BackendKind] = {"transformers": BackendKind(_transformers, _transformers_identity),
