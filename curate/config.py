@@ -163,12 +163,6 @@ class BackendConfig:
         check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.max_batch_tokens >= 1, f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
         check(self.dtype in ("auto", "float32", "bfloat16", "float16"), f"unknown dtype {self.dtype!r}")
-        # vLLM 0.32's offline LLM refuses data_parallel_size > 1 ("may hang"): its data parallelism is one process per
-        # rank. Refused here, before a run folder is written or vLLM is loaded.
-        check(self.backend != "vllm" or self.engine_args.get("data_parallel_size", 1) == 1,
-              "--engine-arg data_parallel_size: vLLM's in-process engine runs one data-parallel rank; for one engine "
-              "per GPU use --executor ray, or serve the model with vLLM's --data-parallel-size and score through "
-              "--backend openai (README: vLLM at scale)")
 
 
 @dataclass(frozen=True)
