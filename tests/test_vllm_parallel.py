@@ -12,7 +12,6 @@ in float32 it moved no draw here. On GPUs in bfloat16 vLLM promises no bitwise e
 batches, so the run's identity leaves parallelism out (a resume may change it) without claiming equal texts."""
 
 import dataclasses
-import json
 import os
 import re
 import time
