@@ -145,8 +145,8 @@ class BackendConfig:
     backend: str = described("Backend name (see curate.backends.BACKENDS).", default="transformers")
     endpoint: EndpointConfig = described("How to reach a server (backend openai).", default_factory=EndpointConfig)
     engine_args: dict[str, Any] = described(
-        "Extra vllm.LLM engine arguments, e.g. {tensor_parallel_size: 2, data_parallel_size: 4, "
-        "gpu_memory_utilization: 0.85}.", default_factory=dict)
+        "Extra vllm.LLM engine arguments, e.g. {tensor_parallel_size: 2, gpu_memory_utilization: 0.85}.",
+        default_factory=dict)
     batch_size: int | None = described(
         "Most rows per batch in the transformers backend.", default=None,
         unset="the token budget (--max-batch-tokens) alone sizes each batch")

