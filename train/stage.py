@@ -40,7 +40,7 @@ from curate.errors import ConfigError, RunDirError
 from curate.files import append_jsonl, write_atomic
 from curate.outdir import is_run_dir
 from train.config import FINAL, identity
-from train.model import main_process
+from train.model import distributed_state, main_process
 
 log = logging.getLogger(__name__)
 STAGE_RECORD, INVOCATIONS, METRICS, LOCK = "stage.json", "invocations.jsonl", "metrics.jsonl", ".lock"
@@ -160,8 +160,6 @@ class Stage:
     def start(self, details: dict[str, Any]) -> Path | None:
         """Record the stage and this invocation (`details`: what it resolved, such as the device); return the
         checkpoint to resume from. The main process writes and deletes cut checkpoints; the others then read."""
-        from accelerate import PartialState
-
         if self.main:
             checkpoint = last_checkpoint(self.dir)
             self._write({"identity": self.identity, "status": TRAINING, **details})
@@ -172,7 +170,7 @@ class Stage:
             append_jsonl(self.dir / INVOCATIONS, {"started_at": time.time(), "versions": versions(),
                                                   "resumed_from": checkpoint.name if checkpoint else None,
                                                   "config": asdict(self.config), **details})
-        PartialState().wait_for_everyone()
+        distributed_state().wait_for_everyone()
         return checkpoint if self.main else last_checkpoint(self.dir)
 
     def _keep_metrics_until(self, step: int) -> None:
