@@ -75,6 +75,7 @@ def test_a_recipe_trains_sft_then_grpo_and_evaluates_in_two_processes(straight, 
     assert grpo_record["steps"] == GRPO_STEPS
     assert grpo_record["metrics"]["epoch"] == GRPO_STEPS * BATCH * 2 / (4 * 4)  # 4 items x 4 completions
     assert sft_record["trl_arguments"]["per_device_train_batch_size"] == BATCH
+    assert sft_record["processes"] == grpo_record["processes"] == 2
     # The main process alone writes the records: one invocation each, each step logged once.
     for stage, steps in (("sft", SFT_STEPS), ("grpo", GRPO_STEPS)):
         assert len(read_jsonl(out / stage / INVOCATIONS)) == 1

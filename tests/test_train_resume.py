@@ -160,9 +160,9 @@ def test_grpo_draws_each_epochs_prompt_order_again_on_resume():
 
     def sampler():  # what the trainer hands its DataLoader, without the model a whole trainer needs
         trainer = object.__new__(CurriculumGrpoTrainer)
-        trainer.curriculum, trainer.train_dataset, trainer.num_generations, trainer.num_iterations = None, range(6), 2, 1
-        trainer.shuffle_dataset, trainer.args = True, SimpleNamespace(generation_batch_size=4, steps_per_generation=1,
-                                                                      seed=3)
+        trainer.curriculum, trainer.train_dataset, trainer.shuffle_dataset = None, range(6), True
+        trainer.num_generations, trainer.num_iterations = 2, 1
+        trainer.args = SimpleNamespace(generation_batch_size=4, steps_per_generation=1, seed=3)
         return trainer._get_train_sampler()
 
     trl_own = RepeatSampler(range(6), mini_repeat_count=2, batch_size=2, repeat_count=1, seed=3)
