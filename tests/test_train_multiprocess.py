@@ -43,11 +43,34 @@ def environment(**extra: str) -> dict[str, str]:
 
 
 def launch(*arguments, entry=("-m", "train.cli"), **extra: str) -> subprocess.CompletedProcess:
-    """`accelerate launch` of two processes running `dereason-train ARGUMENTS`; it must succeed within the limit."""
-    result = subprocess.run([*LAUNCH, *entry, *map(str, arguments)], env=environment(**extra), capture_output=True,
-                            text=True, timeout=LIMIT_SECONDS, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
+    """`accelerate launch` of two processes running `dereason-train ARGUMENTS`; it must succeed within the limit (past
+    it, every process of the launch is killed and the test fails)."""
+    command = [*LAUNCH, *entry, *map(str, arguments)]
+    with subprocess.Popen(command, env=environment(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as launcher:
+        try:
+            stdout, stderr = launcher.communicate(timeout=LIMIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            kill_launch(launcher)
+            stdout, stderr = launcher.communicate()
+            pytest.fail(f"the launch ran past {LIMIT_SECONDS} s:\n{stdout[-3000:]}{stderr[-5000:]}")
+    assert launcher.returncode == 0, stdout[-3000:] + stderr[-5000:]
+    return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
+
+
+def kill_launch(launcher: subprocess.Popen) -> int:
+    """SIGKILL the launcher and every process it started (torchrun starts each in a session of its own, out of the
+    launcher's process group); the launcher's exit status."""
+    import psutil
+
+    if launcher.poll() is not None:  # it ended on its own, and its processes with it
+        return launcher.returncode
+    processes = [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(recursive=True)]
+    for process in processes:
+        process.send_signal(signal.SIGKILL)
+    status = launcher.wait()
+    psutil.wait_procs(processes[1:], timeout=30)
+    return status
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +113,6 @@ def kill_launch_after(command: list[str], checkpoint_glob: str, out: Path) -> st
     """Start the launch in a session of its own, SIGKILL the launcher and every process it started once a checkpoint
     under `out` matching `checkpoint_glob` is whole (its trainer state and both processes' RNG states); the newest
     whole checkpoint after the kill."""
-    import psutil
-
     log = out.with_name(out.name + "-killed.log")
     with log.open("w") as stderr:
         launcher = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=stderr,
@@ -100,12 +121,7 @@ def kill_launch_after(command: list[str], checkpoint_glob: str, out: Path) -> st
         while (not whole_checkpoints(out, checkpoint_glob) and launcher.poll() is None
                and time.monotonic() < deadline):
             time.sleep(0.005)
-        # torchrun starts each process in a session of its own: the launcher's process group does not hold them.
-        processes = [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(recursive=True)]
-        for process in processes:
-            process.send_signal(signal.SIGKILL)
-        status = launcher.wait()
-        psutil.wait_procs(processes[1:], timeout=30)
+        status = kill_launch(launcher)
     said = log.read_text()[-3000:]
     assert status == -signal.SIGKILL, f"the launch ended (status {status}) before it could be killed:\n{said}"
     whole = whole_checkpoints(out, checkpoint_glob)
