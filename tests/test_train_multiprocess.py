@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -192,3 +193,67 @@ def test_arms_writes_one_table_and_every_process_passes_the_same_barriers(tmp_pa
     assert {arm: entry["status"] for arm, entry in manifest["arms"].items()} == {"base": "done", "random": "done"}
     for stage in ("sft", "grpo", "eval"):
         assert len(read_jsonl(tmp_path / "arms" / "random" / stage / INVOCATIONS)) == 1
+
+
+
+class MainOfTwo:
+    """accelerate's PartialState as the main process of two sees it, recording what `look` returns at each barrier."""
+
+    look = staticmethod(lambda: None)
+    seen: ClassVar[list] = []
+
+    def __init__(self, cpu=False):
+        pass
+
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        self.seen.append(self.look())
+
+
+def eval_stage(tmp_path, monkeypatch, look):
+    """A stage (an eval stage's settings) opened as the main process of two, whose barriers record `look()`."""
+    import accelerate
+
+    from train.eval import EvalConfig
+    from train.stage import Stage
+
+    monkeypatch.setattr(MainOfTwo, "look", staticmethod(look))
+    monkeypatch.setattr(MainOfTwo, "seen", [])
+    monkeypatch.setattr(accelerate, "PartialState", MainOfTwo)
+    config = EvalConfig(model="m", heldout=[str(tmp_path / "test.jsonl")], out=str(tmp_path / "stage"),
+                        verifier="numeric")
+    return Stage("eval", config, {}, {"name": "m"})
+
+
+def test_every_process_looks_at_a_stage_directory_before_the_main_one_writes_to_it(tmp_path, monkeypatch):
+    """A two-process `arms` hung now and then: the second process looked at the base arm's eval directory while the
+    main one was writing its stage.json (a temporary file beside it), refused the directory as not a stage directory,
+    went on to the next arm alone and met the main process's barriers out of step. Now the first barrier comes before
+    the main process writes anything."""
+    stage_dir = tmp_path / "stage"
+    with eval_stage(tmp_path, monkeypatch, lambda: sorted(p.name for p in stage_dir.iterdir())
+                    if stage_dir.exists() else None) as stage:
+        stage.start({})
+    assert MainOfTwo.seen[0] is None and "stage.json" in MainOfTwo.seen[-1]
+
+
+def test_no_process_leaves_a_stage_before_its_final_model_and_record_are_in_place(tmp_path, monkeypatch):
+    """Every process names the next stage's starting model (this one's final/) by its files' fingerprint: the other
+    processes left as soon as the model was saved, while the main one was still renaming final/ into place."""
+    from types import SimpleNamespace
+
+    from train.stage import read_record
+
+    stage_dir = tmp_path / "stage"
+
+    def save_model(path):
+        Path(path).mkdir(parents=True)
+        (Path(path) / "model.safetensors").write_bytes(b"weights")
+
+    with eval_stage(tmp_path, monkeypatch, lambda: ((stage_dir / "final").is_dir(),
+                                                    (read_record(stage_dir) or {}).get("status"))) as stage:
+        stage.start({})
+        trainer = SimpleNamespace(accelerator=MainOfTwo(), state=SimpleNamespace(global_step=3), save_model=save_model)
+        record = stage.finish(trainer, False, {"train_loss": 1.0}, {})
+    assert record["status"] == "done" and MainOfTwo.seen[-1] == (True, "done")

@@ -128,6 +128,10 @@ class Stage:
                 and not (self.dir / STAGE_RECORD).is_file()):
             raise ConfigError(f"--out {self.dir} exists and is not a stage directory (no {STAGE_RECORD}); choose a new "
                               "or empty folder")
+        # Every process of a launch has looked at the directory before the main one writes to it: a process that
+        # looked later saw the main one's stage.json being written (a temporary file) and refused the directory
+        # alone, then met the other processes' barriers out of step and hung.
+        distributed_state().wait_for_everyone()
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.main:  # the processes of one `accelerate launch` share the directory; the main one holds it
             return self
@@ -200,13 +204,18 @@ class Stage:
         else:
             trainer.save_model(str(staging))
         trainer.accelerator.wait_for_everyone()
-        if not trainer.accelerator.is_main_process:
-            return self.record or {}
-        if final.exists():  # a kill between this rename and the record's update: the new one replaces it
-            shutil.rmtree(final)
-        os.rename(staging, final)
-        append_jsonl(self.dir / METRICS, {"step": trainer.state.global_step, **metrics})
-        return self.done({**details, "final": FINAL, "steps": trainer.state.global_step, "metrics": metrics})
+        record = None
+        if trainer.accelerator.is_main_process:
+            if final.exists():  # a kill between this rename and the record's update: the new one replaces it
+                shutil.rmtree(final)
+            os.rename(staging, final)
+            append_jsonl(self.dir / METRICS, {"step": trainer.state.global_step, **metrics})
+            record = self.done({**details, "final": FINAL, "steps": trainer.state.global_step, "metrics": metrics})
+        # The next stage starts from final/, and every process first names it by its files' fingerprint: one that went
+        # on while the main process was renaming it into place would name an empty folder, be refused the next
+        # stage's directory as made with other settings, and meet the other processes' barriers out of step.
+        trainer.accelerator.wait_for_everyone()
+        return record if record is not None else self.record or {}
 
     def _save_whole(self, model: Any, name: str) -> None:
         """`model.save_pretrained` into the stage's folder `name`, written beside it and renamed into place."""
