@@ -146,3 +146,31 @@ def seconds_add_up(run: Path) -> None:
         expected = {"train_steps_per_second": record["steps"] / metrics["train_runtime"],
                     "train_samples_per_second": record["steps"] * sequences / metrics["train_runtime"]}
         assert {key: metrics[key] for key in expected} == pytest.approx(expected, rel=1e-3, abs=1e-3), stage
+
+
+def test_grpo_draws_each_epochs_prompt_order_again_on_resume():
+    """TRL's sampler seeded its generator once and drew each epoch's order from it, so a GRPO stage resumed in its
+    second epoch or later went through the first epoch's order again. Each epoch's order is now the same whether the
+    run was stopped or not, and the one TRL draws in an uninterrupted run."""
+    from types import SimpleNamespace
+
+    from trl.trainer.utils import RepeatSampler
+
+    from train.grpo_trainer import CurriculumGrpoTrainer
+
+    def sampler():  # what the trainer hands its DataLoader, without the model a whole trainer needs
+        trainer = object.__new__(CurriculumGrpoTrainer)
+        trainer.curriculum, trainer.train_dataset, trainer.shuffle_dataset = None, range(6), True
+        trainer.num_generations, trainer.num_iterations = 2, 1
+        trainer.args = SimpleNamespace(generation_batch_size=4, steps_per_generation=1, seed=3)
+        return trainer._get_train_sampler()
+
+    trl_own = RepeatSampler(range(6), mini_repeat_count=2, batch_size=2, repeat_count=1, seed=3)
+    uninterrupted = [list(trl_own) for _ in range(3)]
+    straight = sampler()
+    for epoch in range(3):
+        straight.set_epoch(epoch)
+        assert list(straight) == uninterrupted[epoch]
+    resumed = sampler()  # a new trainer, resuming in the third epoch
+    resumed.set_epoch(2)
+    assert list(resumed) == uninterrupted[2] != uninterrupted[0]

@@ -27,7 +27,7 @@ import numpy as np
 
 from curate.config import DEFAULT_RESPONSE_TEMPLATE, RunConfig
 from curate.settings import check, described, settings_of
-from train.model import model_identity
+from train.model import distributed_state, model_identity
 
 log = logging.getLogger(__name__)
 STAGE = "eval"
@@ -124,15 +124,13 @@ def mean_pass_rate(per_item: Any, seed: int, n_resamples: int | None = None) -> 
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Evaluate (or resume evaluating) every held-out set; the stage's record (stage.json)."""
-    from accelerate import PartialState
-
     from curate.engine import solve
     from curate.stats.metrics import format_interval
     from train.stage import Stage
 
     # Under `accelerate launch` (a recipe's eval) every process passes the same barriers as in a training stage
     # (start's, then one at the end, also when evaluating fails), while the main process alone evaluates.
-    state = PartialState()
+    state = distributed_state()
     with Stage(STAGE, config, {}, model_identity(config)) as stage:
         stage.finished()  # refuses a directory that evaluated something else; a done one is gone through again
         stage.start({})

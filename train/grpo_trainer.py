@@ -2,22 +2,26 @@
 extension points TRL has (it offers no dynamic sampling of its own):
 
     _get_train_sampler                 a curriculum draws the prompts (train.curriculum.trl_sampler), in TRL's
-                                       repeat order
+                                       repeat order; without one, TRL's sampler draws each epoch's order again on
+                                       resume (EpochOrderedSampler)
     _generate_and_score_completions    the curriculum learns from each generation's advantages; the online filter
                                        (train.online_filter) keeps the groups in its band and refills the batch
     _save/_load_optimizer_and_scheduler  the curriculum's state is saved in each checkpoint (curriculum.json) and
                                        restored on resume, with the optimiser's
 
-Without either, every call is TRL's own. Imported only when a GRPO stage builds its trainer (it imports trl).
+Without either, every other call is TRL's own. Imported only when a GRPO stage builds its trainer (it imports trl).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate.utils import gather_object
+from torch.utils.data import Sampler
 from trl import GRPOTrainer
 
 from curate.errors import RunDirError
@@ -25,6 +29,31 @@ from curate.files import write_atomic
 from train.curriculum.protocol import CategoryCurriculum
 from train.curriculum.trl_sampler import STATE_FILE, CurriculumRepeatSampler
 from train.online_filter import OnlineFilter
+
+
+class EpochOrderedSampler(Sampler[int]):
+    """TRL's RepeatSampler, whose order in each epoch is the same in a run resumed after a kill. TRL seeds the
+    sampler's generator once, when the trainer is made, and each epoch draws the next order from it; so a run resumed
+    in epoch e drew epoch 1's order again, not the uninterrupted run's, and trained on other prompts from there. The
+    Trainer sets the epoch before each pass: the generator is seeded again and drawn past the earlier epochs, so every
+    epoch has TRL's own order whether the run was stopped or not."""
+
+    def __init__(self, sampler: Any):
+        self.sampler = sampler
+        self.generator = getattr(sampler, "generator", None)  # accelerate keeps it equal across processes, as TRL's
+
+    def set_epoch(self, epoch: int) -> None:
+        if not self.sampler.shuffle:
+            return
+        self.generator.manual_seed(self.sampler.seed)
+        for _ in range(epoch):
+            torch.randperm(self.sampler.num_samples, generator=self.generator)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 class CurriculumGrpoTrainer(GRPOTrainer):
@@ -39,7 +68,7 @@ class CurriculumGrpoTrainer(GRPOTrainer):
 
     def _get_train_sampler(self, dataset: Any = None) -> Any:
         if self.curriculum is None:
-            return super()._get_train_sampler(dataset)
+            return EpochOrderedSampler(super()._get_train_sampler(dataset))
         dataset = self.train_dataset if dataset is None else dataset
         self.curriculum_sampler = CurriculumRepeatSampler(
             self.curriculum, len(dataset), mini_repeat_count=self.num_generations,

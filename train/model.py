@@ -34,11 +34,21 @@ class Hardware(NamedTuple):
         return {"bf16": half == "bfloat16", "fp16": half == "float16"}
 
 
+def distributed_state() -> Any:
+    """accelerate's PartialState of this job's processes, made as the Trainer makes it. On a machine without CUDA
+    the processes of a launch are CPU processes joined through gloo only when the state is made with cpu=True;
+    made without it, as accelerate's default does, every process saw itself alone and wrote as the main one (two
+    `arms` processes took the same lock) until the first Trainer made the state again."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
 def main_process() -> bool:
     """Whether this is the process that writes (the only one, or rank 0 of an `accelerate launch`)."""
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+    return distributed_state().is_main_process
 
 
 def hardware(config: StageConfig) -> Hardware:

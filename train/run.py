@@ -4,8 +4,8 @@ run manifest that names what produced the result.
     RUN_DIR/
       run.json     the recipe as resolved (every stage's full settings), then per stage: its status, its
                    settings, data fingerprint and rows, starting model (name and file fingerprint), what it
-                   resolved (device, TRL arguments, template, responses' provenance), its final model and its
-                   closing metrics; the package versions. Written whole (a temporary file renamed) after
+                   resolved (device, processes, TRL arguments, template, responses' provenance), its final model
+                   and its closing metrics; the package versions. Written whole (a temporary file renamed) after
                    every change.
       sft/, grpo/  the stage directories (train.stage)
 

@@ -40,7 +40,7 @@ from curate.errors import ConfigError, RunDirError
 from curate.files import append_jsonl, write_atomic
 from curate.outdir import is_run_dir
 from train.config import FINAL, identity
-from train.model import main_process
+from train.model import distributed_state, main_process
 
 log = logging.getLogger(__name__)
 STAGE_RECORD, INVOCATIONS, METRICS, LOCK = "stage.json", "invocations.jsonl", "metrics.jsonl", ".lock"
@@ -128,6 +128,10 @@ class Stage:
                 and not (self.dir / STAGE_RECORD).is_file()):
             raise ConfigError(f"--out {self.dir} exists and is not a stage directory (no {STAGE_RECORD}); choose a new "
                               "or empty folder")
+        # Every process of a launch has looked at the directory before the main one writes to it: a process that
+        # looked later saw the main one's stage.json being written (a temporary file) and refused the directory
+        # alone, then met the other processes' barriers out of step and hung.
+        distributed_state().wait_for_everyone()
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.main:  # the processes of one `accelerate launch` share the directory; the main one holds it
             return self
@@ -160,8 +164,6 @@ class Stage:
     def start(self, details: dict[str, Any]) -> Path | None:
         """Record the stage and this invocation (`details`: what it resolved, such as the device); return the
         checkpoint to resume from. The main process writes and deletes cut checkpoints; the others then read."""
-        from accelerate import PartialState
-
         if self.main:
             checkpoint = last_checkpoint(self.dir)
             self._write({"identity": self.identity, "status": TRAINING, **details})
@@ -172,7 +174,7 @@ class Stage:
             append_jsonl(self.dir / INVOCATIONS, {"started_at": time.time(), "versions": versions(),
                                                   "resumed_from": checkpoint.name if checkpoint else None,
                                                   "config": asdict(self.config), **details})
-        PartialState().wait_for_everyone()
+        distributed_state().wait_for_everyone()
         return checkpoint if self.main else last_checkpoint(self.dir)
 
     def _keep_metrics_until(self, step: int) -> None:
@@ -202,13 +204,18 @@ class Stage:
         else:
             trainer.save_model(str(staging))
         trainer.accelerator.wait_for_everyone()
-        if not trainer.accelerator.is_main_process:
-            return self.record or {}
-        if final.exists():  # a kill between this rename and the record's update: the new one replaces it
-            shutil.rmtree(final)
-        os.rename(staging, final)
-        append_jsonl(self.dir / METRICS, {"step": trainer.state.global_step, **metrics})
-        return self.done({**details, "final": FINAL, "steps": trainer.state.global_step, "metrics": metrics})
+        record = None
+        if trainer.accelerator.is_main_process:
+            if final.exists():  # a kill between this rename and the record's update: the new one replaces it
+                shutil.rmtree(final)
+            os.rename(staging, final)
+            append_jsonl(self.dir / METRICS, {"step": trainer.state.global_step, **metrics})
+            record = self.done({**details, "final": FINAL, "steps": trainer.state.global_step, "metrics": metrics})
+        # The next stage starts from final/, and every process first names it by its files' fingerprint: one that went
+        # on while the main process was renaming it into place would name an empty folder, be refused the next
+        # stage's directory as made with other settings, and meet the other processes' barriers out of step.
+        trainer.accelerator.wait_for_everyone()
+        return record if record is not None else self.record or {}
 
     def _save_whole(self, model: Any, name: str) -> None:
         """`model.save_pretrained` into the stage's folder `name`, written beside it and renamed into place."""

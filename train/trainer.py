@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from curate.errors import ConfigError
 from curate.export.exporters import UNANSWERED
 from curate.files import append_jsonl, write_atomic
-from train.config import CADENCE, FINAL, TRL_NAMES, StageConfig
+from train.config import CADENCE, FINAL, TRL_NAMES, StageConfig, world_size
 from train.data import StageData
 from train.model import Hardware
 from train.stage import CLOSING, METRICS, Stage, trained_seconds, write_trained_seconds
@@ -177,8 +177,8 @@ def run_stage(name: str, config: StageConfig, prepared: Prepared, make_trainer: 
         if (done := stage.finished()) is not None:
             log.warning("%s: already trained in %s (final model: %s)", name, stage.dir, stage.dir / FINAL)
             return done
-        details = {"hardware": prepared.hardware._asdict(), "data": data.record, **details,
-                   "trl_arguments": prepared.arguments}
+        details = {"hardware": prepared.hardware._asdict(), "processes": world_size(), "data": data.record,
+                   **details, "trl_arguments": prepared.arguments}
         checkpoint = stage.start(details)
         if stage.main and data.left_out is not None and data.left_out.height:
             write_atomic(stage.dir / UNANSWERED, data.left_out.write_ndjson())
