@@ -3,6 +3,7 @@ train (their weights change), the run manifest names every stage's settings, dat
 and final model, and reruns either find the work done or refuse other settings."""
 
 import json
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -161,3 +162,51 @@ def test_a_stage_killed_before_its_first_checkpoint_starts_its_metrics_again(tmp
     attempt(0.5)
     assert [(row["step"], row["loss"]) for row in read_jsonl(tmp_path / "sft" / METRICS)] == [(1, 0.5), (2, 0.5),
                                                                                                (3, 0.5)]
+
+
+def checkpoint(stage_dir, step: int, *files: str) -> None:
+    folder = stage_dir / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text("{}")
+    for name in files:
+        (folder / name).write_bytes(b"rng")
+
+
+def test_a_checkpoint_needs_every_process_rng_state(tmp_path):
+    """The Trainer's main process writes trainer_state.json without waiting for the other processes' RNG states: a
+    kill in between left a checkpoint that looked whole to a two-process resume."""
+    from train.stage import last_checkpoint
+
+    checkpoint(tmp_path, 2, "rng_state_0.pth", "rng_state_1.pth")
+    checkpoint(tmp_path, 4, "rng_state_0.pth")
+    assert last_checkpoint(tmp_path, 2) == tmp_path / "checkpoint-2"
+    assert not (tmp_path / "checkpoint-4").exists()
+    checkpoint(tmp_path / "one", 3, "rng_state.pth")
+    assert last_checkpoint(tmp_path / "one", 1) == tmp_path / "one" / "checkpoint-3"
+
+
+def test_a_checkpoint_resumes_only_with_the_processes_that_trained_it(tmp_path, monkeypatch):
+    """Each process adds its batch to every step and keeps its RNG state in the checkpoint: a launch with another
+    number of processes is refused, naming both, before anything is written."""
+    from dataclasses import dataclass
+
+    from curate.errors import RunDirError
+    from train.stage import Stage
+
+    @dataclass(frozen=True)
+    class Settings:
+        out: str
+
+    stage_dir = tmp_path / "grpo"
+    with Stage("grpo", Settings(str(stage_dir)), {}, {}) as stage:
+        stage.start({"processes": 1})
+    checkpoint(stage_dir, 2, "rng_state.pth")
+    record = (stage_dir / STAGE_RECORD).read_text()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    # One process plays the main one of two: the other would only wait at the barriers.
+    monkeypatch.setattr("train.stage.distributed_state", lambda: SimpleNamespace(wait_for_everyone=lambda: None))
+    monkeypatch.setattr("train.stage.main_process", lambda: True)
+    with Stage("grpo", Settings(str(stage_dir)), {}, {}) as stage, \
+            pytest.raises(RunDirError, match=r"checkpoints were trained by 1 process\(es\) and this launch has 2"):
+        stage.start({"processes": 2})
+    assert (stage_dir / STAGE_RECORD).read_text() == record and (stage_dir / "checkpoint-2").is_dir()

@@ -39,7 +39,7 @@ from typing import Any
 from curate.errors import ConfigError, RunDirError
 from curate.files import append_jsonl, write_atomic
 from curate.outdir import is_run_dir
-from train.config import FINAL, identity
+from train.config import FINAL, identity, world_size
 from train.model import distributed_state, main_process
 
 log = logging.getLogger(__name__)
@@ -79,17 +79,25 @@ def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
             if old.get(key) != new.get(key)]
 
 
-def last_checkpoint(stage_dir: Path) -> Path | None:
-    """The newest checkpoint that was written whole; newer ones a kill cut short are deleted."""
+def last_checkpoint(stage_dir: Path, processes: int) -> Path | None:
+    """The newest checkpoint that was written whole by `processes` processes; newer ones a kill cut short are
+    deleted. The main process writes trainer_state.json last of its files, but the Trainer does not wait for the
+    others' RNG states (rng_state_R.pth, one a process) before it: a checkpoint needs each of them too."""
     numbered = sorted(((int(m[1]), p) for p in stage_dir.glob("checkpoint-*")
                        if p.is_dir() and (m := _CHECKPOINT.fullmatch(p.name))), reverse=True)
+    rng_states = ["rng_state.pth"] if processes == 1 else [f"rng_state_{rank}.pth" for rank in range(processes)]
     for _, checkpoint in numbered:
         try:
             json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-            return checkpoint
         except (OSError, ValueError):
             log.warning("deleting %s: it was cut short (no readable trainer_state.json)", checkpoint)
             shutil.rmtree(checkpoint)
+            continue
+        if missing := [name for name in rng_states if not (checkpoint / name).is_file()]:
+            log.warning("deleting %s: it was cut short (no %s)", checkpoint, ", ".join(missing))
+            shutil.rmtree(checkpoint)
+            continue
+        return checkpoint
     return None
 
 
@@ -165,7 +173,8 @@ class Stage:
         """Record the stage and this invocation (`details`: what it resolved, such as the device); return the
         checkpoint to resume from. The main process writes and deletes cut checkpoints; the others then read."""
         if self.main:
-            checkpoint = last_checkpoint(self.dir)
+            self._refuse_other_processes(world_size())
+            checkpoint = last_checkpoint(self.dir, world_size())
             self._write({"identity": self.identity, "status": TRAINING, **details})
             # Without a checkpoint training starts again at step 1: the killed attempt's logs go too.
             self._keep_metrics_until(int(_CHECKPOINT.fullmatch(checkpoint.name)[1]) if checkpoint else 0)
@@ -175,7 +184,18 @@ class Stage:
                                                   "resumed_from": checkpoint.name if checkpoint else None,
                                                   "config": asdict(self.config), **details})
         distributed_state().wait_for_everyone()
-        return checkpoint if self.main else last_checkpoint(self.dir)
+        return checkpoint if self.main else last_checkpoint(self.dir, world_size())
+
+    def _refuse_other_processes(self, processes: int) -> None:
+        """Checkpoints go on with as many processes as trained them: each process's batch adds to every step's, and
+        each has its RNG state in a checkpoint. Refused before any checkpoint is looked at (one that lacks this
+        launch's RNG states would be deleted as cut short). A stage recorded before the count was is not checked."""
+        trained_by = (self.record or {}).get("processes")
+        checkpoints = sorted(p.name for p in self.dir.glob("checkpoint-*") if _CHECKPOINT.fullmatch(p.name))
+        if checkpoints and trained_by is not None and trained_by != processes:
+            raise RunDirError(f"{self.dir}'s checkpoints were trained by {trained_by} process(es) and this launch "
+                              f"has {processes}: its steps would take another number of sequences; relaunch with "
+                              f"{trained_by} (accelerate launch --num_processes), or choose another --out")
 
     def _keep_metrics_until(self, step: int) -> None:
         """Logs written after the checkpoint were lost with the kill's progress, and will be written again; so will
