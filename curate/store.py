@@ -48,6 +48,7 @@ ITEMS = "items.parquet"
 Record = tuple  # one stored record: a NamedTuple of a task's record type (curate.tasks), sent to SQLite as is
 SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
 POLARS_TYPES = {"TEXT": pl.String, "INTEGER": pl.Int64, "REAL": pl.Float64}
+READ_BATCH_ROWS = 200_000  # records turned from SQLite's rows into columns at a time
 
 
 def record_columns(record_type: type) -> dict[str, str]:
@@ -148,10 +149,15 @@ def _read_table(run_dir: str | Path, path: Path, table: str, columns: Sequence[s
             kind = (read_manifest(Path(run_dir)).get("identity") or {}).get("task", "score")
             raise RunDirError(f"{run_dir} is a {kind} run: its records have no {', '.join(missing)}")
         schema = {name: stored[name] for name in (columns or stored)}
-        rows = connection.execute(f"SELECT {', '.join(schema)} FROM {table} ORDER BY item_id, sample_idx").fetchall()
+        cursor = connection.execute(f"SELECT {', '.join(schema)} FROM {table} ORDER BY item_id, sample_idx")
+        # Column by column, a batch of rows at a time: all rows as tuples and then a frame built from them held
+        # both at once (9.9 GiB for 10M judgments, BENCHMARKS.md (i)).
+        batches = [pl.DataFrame([pl.Series(name, values, dtype=kind)
+                                 for (name, kind), values in zip(schema.items(), zip(*rows), strict=True)])
+                   for rows in iter(lambda: cursor.fetchmany(READ_BATCH_ROWS), [])]
     finally:
         connection.close()
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    return pl.concat(batches, rechunk=False) if batches else pl.DataFrame(schema=schema)
 
 
 class RunStore:
