@@ -6,7 +6,12 @@
       items.parquet      the validated items the run scores (extra fields included)
       quarantine.jsonl   bad input rows with reasons, when quarantining
       invocations.jsonl  append-only: each invocation's full config, start time, version
-      per_item.parquet, summary.json   aggregates (rewritten after every invocation)
+      per_item.parquet, summary.json   aggregates (rewritten after every invocation; per_item.parquet records the
+                         store generation it was aggregated at)
+
+The store's generation (table `generation`) counts the changes to its judgments table, kept by triggers in the
+changing transaction whichever SQLite client makes it: an aggregate made at the generation stored now is the
+store's aggregate (curate.runs.aggregated_now).
 
 Crash safety: a chunk of judgments is one SQLite transaction, so after a SIGKILL a judgment is
 either fully stored or absent; the primary key makes a duplicate impossible rather than unlikely.
@@ -43,6 +48,7 @@ MANIFEST = "manifest.json"
 DATABASE = "judgments.sqlite"
 LOCK = ".lock"
 ITEMS = "items.parquet"
+PER_ITEM = "per_item.parquet"
 
 
 Record = tuple  # one stored record: a NamedTuple of a task's record type (curate.tasks), sent to SQLite as is
@@ -124,6 +130,12 @@ def _connect(path: Path, record_type: type, made: bool) -> sqlite3.Connection:
         connection.execute("PRAGMA synchronous=NORMAL")  # a process crash loses nothing committed
         connection.execute(_table("judgments", record_type, ", PRIMARY KEY (item_id, sample_idx)") + " WITHOUT ROWID")
         connection.execute(_table("retired", record_type, ", retired_at REAL NOT NULL"))
+        with _Transaction(connection):
+            connection.execute("CREATE TABLE IF NOT EXISTS generation (n INTEGER NOT NULL)")
+            connection.execute("INSERT INTO generation SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM generation)")
+            for change in ("INSERT", "UPDATE", "DELETE"):  # by curate or by any other SQLite client
+                connection.execute(f"CREATE TRIGGER IF NOT EXISTS count_{change.lower()} AFTER {change} ON "
+                                   "judgments BEGIN UPDATE generation SET n = n + 1; END")
     except BaseException:
         connection.close()
         raise
@@ -138,6 +150,20 @@ def read_judgments(run_dir: str | Path, table: str = "judgments", columns: Seque
         raise RunDirError(f"{run_dir} holds no judgments ({DATABASE} missing)")
     with _sqlite_errors(path):
         return _read_table(run_dir, path, table, columns)
+
+
+def stored_generation(run_dir: str | Path) -> int | None:
+    """How many record changes the judgments table has seen; None for a store made before they were counted
+    (they are counted from the first time curate opens it for writing)."""
+    path = Path(run_dir) / DATABASE
+    with _sqlite_errors(path):
+        connection = _connect_readonly(path)
+        try:
+            if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'generation'").fetchone():
+                return None
+            return connection.execute("SELECT n FROM generation").fetchone()[0]
+        finally:
+            connection.close()
 
 
 def _read_table(run_dir: str | Path, path: Path, table: str, columns: Sequence[str] | None) -> pl.DataFrame:
