@@ -101,12 +101,19 @@ def aggregates_stamp(run_dir: str | Path, identity: dict[str, Any]) -> dict[str,
             "store_generation": str(generation)}
 
 
-def aggregated_now(run_dir: str | Path, identity: dict[str, Any]) -> pl.DataFrame:
-    """The run's per-item frame from the records stored now, as its task aggregates them: per_item.parquet when it
-    was aggregated from the same records (its stamp is `aggregates_stamp` now), else aggregated here."""
+def fresh_per_item(run_dir: str | Path, identity: dict[str, Any]) -> pl.DataFrame | None:
+    """per_item.parquet when it was aggregated from the records stored now (its stamp is `aggregates_stamp` now)."""
     stamp, path = aggregates_stamp(run_dir, identity), Path(run_dir) / PER_ITEM
     if stamp and path.is_file() and stamp.items() <= pl.read_parquet_metadata(path).items():
         return pl.read_parquet(path)
+    return None
+
+
+def aggregated_now(run_dir: str | Path, identity: dict[str, Any]) -> pl.DataFrame:
+    """The run's per-item frame from the records stored now, as its task aggregates them (`fresh_per_item` when
+    per_item.parquet holds it)."""
+    if (fresh := fresh_per_item(run_dir, identity)) is not None:
+        return fresh
     task = rebuild_task({**IDENTITY_DEFAULTS, **identity})
     return task.aggregate(read_judgments(run_dir, columns=task.aggregated_columns))[0]
 

@@ -92,3 +92,18 @@ def test_curate_counts_its_own_changes_from_the_first_open(tmp_path):
         store.update_parsed([judgment("a", 0, score=4)], ["score"])
     assert stored_generation(tmp_path) == 4
     assert json.loads((tmp_path / "manifest.json").read_text())["identity"] == IDENTITY
+
+
+def test_stats_take_the_fresh_per_item_and_say_what_aggregating_the_judgments_says(run, monkeypatch):
+    from conftest import invoke
+
+    from curate.tasks.score import ScoreTask
+
+    (run / PER_ITEM).rename(run / "aside.parquet")
+    aggregated = invoke("stats", run, "--json", "--resamples", 50)
+    assert aggregated.exit_code == 0, aggregated.output
+    (run / "aside.parquet").rename(run / PER_ITEM)
+    monkeypatch.setattr(ScoreTask, "aggregate", lambda *a: pytest.fail("the judgments were aggregated again"))
+    fresh = invoke("stats", run, "--json", "--resamples", 50)
+    assert fresh.exit_code == 0, fresh.output
+    assert json.loads(fresh.stdout) == json.loads(aggregated.stdout)
