@@ -54,7 +54,7 @@ PER_ITEM = "per_item.parquet"
 Record = tuple  # one stored record: a NamedTuple of a task's record type (curate.tasks), sent to SQLite as is
 SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
 POLARS_TYPES = {"TEXT": pl.String, "INTEGER": pl.Int64, "REAL": pl.Float64}
-READ_BATCH_ROWS = 200_000  # records turned from SQLite's rows into columns at a time
+READ_BATCH_ROWS = 200_000  # records read from SQLite into a frame at a time
 
 
 def record_columns(record_type: type) -> dict[str, str]:
@@ -176,14 +176,13 @@ def _read_table(run_dir: str | Path, path: Path, table: str, columns: Sequence[s
             raise RunDirError(f"{run_dir} is a {kind} run: its records have no {', '.join(missing)}")
         schema = {name: stored[name] for name in (columns or stored)}
         cursor = connection.execute(f"SELECT {', '.join(schema)} FROM {table} ORDER BY item_id, sample_idx")
-        # Column by column, a batch of rows at a time: all rows as tuples and then a frame built from them held
-        # both at once (9.9 GiB for 10M judgments, BENCHMARKS.md (i)).
-        batches = [pl.DataFrame([pl.Series(name, values, dtype=kind)
-                                 for (name, kind), values in zip(schema.items(), zip(*rows), strict=True)])
+        # A batch of rows at a time: every row as tuples and the frame built from them, held at once, took
+        # 9.9 GiB for 10M judgments (BENCHMARKS.md (i)).
+        batches = [pl.DataFrame(rows, schema=schema, orient="row")
                    for rows in iter(lambda: cursor.fetchmany(READ_BATCH_ROWS), [])]
     finally:
         connection.close()
-    return pl.concat(batches, rechunk=False) if batches else pl.DataFrame(schema=schema)
+    return pl.concat(batches, rechunk=True) if batches else pl.DataFrame(schema=schema)
 
 
 class RunStore:
