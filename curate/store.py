@@ -54,7 +54,7 @@ PER_ITEM = "per_item.parquet"
 Record = tuple  # one stored record: a NamedTuple of a task's record type (curate.tasks), sent to SQLite as is
 SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
 POLARS_TYPES = {"TEXT": pl.String, "INTEGER": pl.Int64, "REAL": pl.Float64}
-READ_BATCH_ROWS = 200_000  # records read from SQLite into a frame at a time
+READ_BATCH_ROWS = 50_000  # records read from SQLite into a frame at a time (200,000 took 7% more CPU)
 
 
 def record_columns(record_type: type) -> dict[str, str]:
