@@ -37,7 +37,8 @@ from curate.executors import run_backend
 from curate.files import append_jsonl, write_atomic, write_parquet_atomic
 from curate.identity import IDENTITY_DEFAULTS
 from curate.redact import redact, secrets_in
-from curate.store import ITEMS, RunStore, read_items, read_judgments, read_manifest
+from curate.runs import aggregates_stamp
+from curate.store import ITEMS, PER_ITEM, RunStore, read_items, read_judgments, read_manifest
 from curate.tasks import PairsTask, ResponseTask, ScoreTask, Task, rebuild_task
 from curate.templates import JudgeTemplate, load_template
 from curate.verify import MODEL_VERIFIER, VERIFIER_NAMES, get_verifier
@@ -288,10 +289,12 @@ def _redacted(record: tuple, secrets: tuple[str, ...]) -> tuple:
 
 
 def write_aggregates(run_dir: Path, task: Task, requested: int) -> tuple[dict[str, Any], pl.DataFrame]:
-    """per_item.parquet and summary.json; `requested`: records this invocation asked a backend for."""
+    """per_item.parquet (stamped with what it was aggregated from) and summary.json; `requested`: records this
+    invocation asked a backend for."""
+    stamp = aggregates_stamp(run_dir, read_manifest(run_dir)["identity"])  # before the read: a stamp never runs ahead
     items_frame, result = task.aggregate(_stored(run_dir, task))
     result = {**result, "requested": requested}
-    write_parquet_atomic(items_frame, run_dir / "per_item.parquet")
+    write_parquet_atomic(items_frame, run_dir / PER_ITEM, metadata=stamp)
     write_atomic(run_dir / "summary.json", json.dumps(result, indent=2, sort_keys=True))
     return result, items_frame
 

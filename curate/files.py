@@ -59,11 +59,12 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         raise
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename; a failure (a full disk) leaves nothing behind."""
+def write_parquet_atomic(frame: pl.DataFrame, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write to a temporary file beside `path`, then rename; a failure (a full disk) leaves nothing behind.
+    `metadata`: the file's key-value metadata (pl.read_parquet_metadata reads it)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        frame.write_parquet(tmp)
+        frame.write_parquet(tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)

@@ -4,7 +4,8 @@ their Bradley-Terry strengths. Whoever takes a run from the user (stats, compare
 here, so every command refuses the same things with the same words: a folder that is not a finished run
 directory, a run of another kind (saying what to do with it), and runs whose shared ids name different
 items. Per-item frames are aggregated from the records stored now, as the command that made the run
-does: per_item.parquet is stale when a run stopped early.
+does: per_item.parquet is read instead only when its stamp names the store's generation now (it is stale when a
+run stopped early).
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ from typing import Any
 
 import polars as pl
 
+from curate import __version__
 from curate.errors import ConfigError, RunDirError
 from curate.identity import IDENTITY_DEFAULTS
 from curate.store import (
     DATABASE,
     ITEMS,
     MANIFEST,
+    PER_ITEM,
     read_items,
     read_judgments,
     read_manifest,
+    stored_generation,
 )
 from curate.tasks import rebuild_task
 
@@ -87,8 +91,29 @@ def read_run_of(run_dir: str | Path, kind: str, option: str) -> dict[str, Any]:
     return identity
 
 
+def aggregates_stamp(run_dir: str | Path, identity: dict[str, Any]) -> dict[str, str] | None:
+    """What a per-item frame aggregated now is aggregated from: the store's generation, the run's identity and
+    dereason's version (per_item.parquet's metadata); None when the store does not count its generations."""
+    generation = stored_generation(run_dir)
+    if generation is None:
+        return None
+    return {"dereason_version": __version__, "identity": json.dumps(identity, sort_keys=True),
+            "store_generation": str(generation)}
+
+
+def fresh_per_item(run_dir: str | Path, identity: dict[str, Any]) -> pl.DataFrame | None:
+    """per_item.parquet when it was aggregated from the records stored now (its stamp is `aggregates_stamp` now)."""
+    stamp, path = aggregates_stamp(run_dir, identity), Path(run_dir) / PER_ITEM
+    if stamp and path.is_file() and stamp.items() <= pl.read_parquet_metadata(path).items():
+        return pl.read_parquet(path)
+    return None
+
+
 def aggregated_now(run_dir: str | Path, identity: dict[str, Any]) -> pl.DataFrame:
-    """The run's per-item frame from the records stored now, as its task aggregates them."""
+    """The run's per-item frame from the records stored now, as its task aggregates them (`fresh_per_item` when
+    per_item.parquet holds it)."""
+    if (fresh := fresh_per_item(run_dir, identity)) is not None:
+        return fresh
     task = rebuild_task({**IDENTITY_DEFAULTS, **identity})
     return task.aggregate(read_judgments(run_dir, columns=task.aggregated_columns))[0]
 

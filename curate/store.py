@@ -6,7 +6,12 @@
       items.parquet      the validated items the run scores (extra fields included)
       quarantine.jsonl   bad input rows with reasons, when quarantining
       invocations.jsonl  append-only: each invocation's full config, start time, version
-      per_item.parquet, summary.json   aggregates (rewritten after every invocation)
+      per_item.parquet, summary.json   aggregates (rewritten after every invocation; per_item.parquet records the
+                         store generation it was aggregated at)
+
+The store's generation (table `generation`) counts the changes to its judgments table, kept by triggers in the
+changing transaction whichever SQLite client makes it: an aggregate made at the generation stored now is the
+store's aggregate (curate.runs.aggregated_now).
 
 Crash safety: a chunk of judgments is one SQLite transaction, so after a SIGKILL a judgment is
 either fully stored or absent; the primary key makes a duplicate impossible rather than unlikely.
@@ -43,11 +48,13 @@ MANIFEST = "manifest.json"
 DATABASE = "judgments.sqlite"
 LOCK = ".lock"
 ITEMS = "items.parquet"
+PER_ITEM = "per_item.parquet"
 
 
 Record = tuple  # one stored record: a NamedTuple of a task's record type (curate.tasks), sent to SQLite as is
 SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
 POLARS_TYPES = {"TEXT": pl.String, "INTEGER": pl.Int64, "REAL": pl.Float64}
+READ_BATCH_ROWS = 50_000  # records read from SQLite into a frame at a time (200,000 took 7% more CPU)
 
 
 def record_columns(record_type: type) -> dict[str, str]:
@@ -123,6 +130,12 @@ def _connect(path: Path, record_type: type, made: bool) -> sqlite3.Connection:
         connection.execute("PRAGMA synchronous=NORMAL")  # a process crash loses nothing committed
         connection.execute(_table("judgments", record_type, ", PRIMARY KEY (item_id, sample_idx)") + " WITHOUT ROWID")
         connection.execute(_table("retired", record_type, ", retired_at REAL NOT NULL"))
+        with _Transaction(connection):
+            connection.execute("CREATE TABLE IF NOT EXISTS generation (n INTEGER NOT NULL)")
+            connection.execute("INSERT INTO generation SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM generation)")
+            for change in ("INSERT", "UPDATE", "DELETE"):  # by curate or by any other SQLite client
+                connection.execute(f"CREATE TRIGGER IF NOT EXISTS count_{change.lower()} AFTER {change} ON "
+                                   "judgments BEGIN UPDATE generation SET n = n + 1; END")
     except BaseException:
         connection.close()
         raise
@@ -139,6 +152,20 @@ def read_judgments(run_dir: str | Path, table: str = "judgments", columns: Seque
         return _read_table(run_dir, path, table, columns)
 
 
+def stored_generation(run_dir: str | Path) -> int | None:
+    """How many record changes the judgments table has seen; None for a store made before they were counted
+    (they are counted from the first time curate opens it for writing)."""
+    path = Path(run_dir) / DATABASE
+    with _sqlite_errors(path):
+        connection = _connect_readonly(path)
+        try:
+            if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'generation'").fetchone():
+                return None
+            return connection.execute("SELECT n FROM generation").fetchone()[0]
+        finally:
+            connection.close()
+
+
 def _read_table(run_dir: str | Path, path: Path, table: str, columns: Sequence[str] | None) -> pl.DataFrame:
     connection = _connect_readonly(path)
     try:
@@ -148,10 +175,14 @@ def _read_table(run_dir: str | Path, path: Path, table: str, columns: Sequence[s
             kind = (read_manifest(Path(run_dir)).get("identity") or {}).get("task", "score")
             raise RunDirError(f"{run_dir} is a {kind} run: its records have no {', '.join(missing)}")
         schema = {name: stored[name] for name in (columns or stored)}
-        rows = connection.execute(f"SELECT {', '.join(schema)} FROM {table} ORDER BY item_id, sample_idx").fetchall()
+        cursor = connection.execute(f"SELECT {', '.join(schema)} FROM {table} ORDER BY item_id, sample_idx")
+        # A batch of rows at a time: every row as tuples and the frame built from them, held at once, took
+        # 9.9 GiB for 10M judgments (BENCHMARKS.md (i)).
+        batches = [pl.DataFrame(rows, schema=schema, orient="row")
+                   for rows in iter(lambda: cursor.fetchmany(READ_BATCH_ROWS), [])]
     finally:
         connection.close()
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    return pl.concat(batches, rechunk=True) if batches else pl.DataFrame(schema=schema)
 
 
 class RunStore:

@@ -13,6 +13,7 @@ from curate.split.hygiene import (
     decontaminate,
     deduplicate,
     normalize_question,
+    normalize_questions,
 )
 from curate.split.rules import (
     SIDES,
@@ -239,6 +240,22 @@ def test_stages_by_any_numeric_field_in_the_given_direction_and_refuse_missing()
 ])
 def test_normalize_question(text, expected):
     assert normalize_question(text) == expected
+
+
+# Texts where a column-wise normaliser could part from normalize_question: every whitespace str.split() knows
+# (\x1c-\x1f, \x85, U+2003...), case beyond ASCII, control characters, punctuation after spaces, braces, math.
+TRICKY = ["", " ", "\x1c\x1d\x1e\x1fA\x0bB\x0c\rC\n", "  Lead and trail \t", "a , b ; c : d ! e ? f . g",
+          "{ x }  { } ", "a\x00b\x7f C", "İSTANBUL ß Σ Ǆ", "non\u00a0breaking\u2003em\u3000ideographic\x85nel",
+          "Price $5 and ~ tilde", "back\\slash \\, \\quad", "$ a + b $ then $$ c $$", "\\$ not math $",
+          "ZERO\u200bWIDTH", "tab\t,", "é , É", "Ⅻ ǅ", "x^{ 2 } ,", "(a) ; [b] !"]
+
+
+def test_normalize_questions_is_normalize_question_on_every_text(sample_rows):
+    rng = np.random.default_rng(0)
+    alphabet = list("aZ09 ,.;:!?{}$~\\\t\n") + ["\x1c", "\x1f", "\x0b", "\u00a0", "\u2003", "İ", "ß", "\\quad"]
+    made = ["".join(rng.choice(alphabet, size=rng.integers(0, 30))) for _ in range(5000)]
+    texts = TRICKY + [row["question"] for row in sample_rows] + made
+    assert normalize_questions(pl.Series(texts, dtype=pl.String)).to_list() == [normalize_question(t) for t in texts]
 
 
 def test_deduplicate_exact_and_normalised_keeps_the_first():

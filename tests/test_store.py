@@ -201,3 +201,23 @@ def test_temporary_files_of_killed_processes_are_deleted_when_the_run_is_opened(
     live.write_text("being written")
     RunStore.open(tmp_path, IDENTITY, {}, Judgment).close()
     assert not stale.exists() and live.exists()
+
+
+def test_reading_in_batches_gives_the_frame_built_from_every_row_at_once(tmp_path, monkeypatch):
+    """The read turns rows into columns a batch at a time (memory at 10M judgments): batch edges, all-null
+    columns within a batch, floats and unicode come out as one frame built from every row would hold them."""
+    records = [judgment(f"é{i % 4}", i, "ok" if i % 3 else "unparseable", None if i % 3 == 0 else i % 5)
+               ._replace(expected_score=None if i < 4 else i / 7, raw_text=f"☃ {i}") for i in range(11)]
+    with RunStore.open(tmp_path, IDENTITY, {}, Judgment) as store:
+        store.append(records)
+    connection = sqlite3.connect(tmp_path / "judgments.sqlite")
+    stored = {row[1]: {"TEXT": pl.String, "INTEGER": pl.Int64, "REAL": pl.Float64}[row[2]]
+              for row in connection.execute("PRAGMA table_info(judgments)")}
+    whole = pl.DataFrame(connection.execute("SELECT * FROM judgments ORDER BY item_id, sample_idx").fetchall(),
+                         schema=stored, orient="row")
+    connection.close()
+    monkeypatch.setattr("curate.store.READ_BATCH_ROWS", 4)
+    assert read_judgments(tmp_path).equals(whole)
+    two = ["item_id", "expected_score"]
+    assert read_judgments(tmp_path, columns=two).equals(whole.select(two))
+    assert read_judgments(tmp_path, table="retired").schema == {**stored, "retired_at": pl.Float64}

@@ -56,20 +56,54 @@ def normalize_question(text: str) -> str:
     return text
 
 
-def _normalised(items: pl.DataFrame) -> list[str]:
+# What normalize_question does to an ASCII text without `\\`, `~` or `$`: it lowercases, joins str.split()'s words
+# (ASCII whitespace and \x1c-\x1f) with one space and tightens; Polars does that to a whole column in native code,
+# each replacement only on the texts that hold what it replaces (a replace_all copies every text it is given).
+_PLAIN = r"^[\x00-\x23\x25-\x5b\x5d-\x7d\x7f]*$"
+_ASCII_WHITESPACE = r"[\t\n\x0b\x0c\r\x1c-\x1f ]+"
+_UNEVEN_WHITESPACE = r"[\t\n\x0b\x0c\r\x1c-\x1f]|  |^ | $"
+_LOOSE = "|".join(re.escape(old) for old, _ in _TIGHTEN)
+
+
+def _where(texts: pl.Series, rows: pl.Series, change) -> pl.Series:
+    """`texts` with `change` applied to the texts at `rows` (a mask)."""
+    at = rows.arg_true()
+    return texts.scatter(at, change(texts.gather(at))) if len(at) else texts
+
+
+def _tightened(texts: pl.Series) -> pl.Series:
+    for old, new in _TIGHTEN:
+        texts = texts.str.replace_all(old, new, literal=True)
+    return texts
+
+
+def normalize_questions(questions: pl.Series) -> pl.Series:
+    """normalize_question of every text: plain texts (`_PLAIN`) in Polars, the rest one by one in Python."""
+    plain = questions.str.contains(_PLAIN)
+    texts = questions.str.to_lowercase()
+    texts = _where(texts, texts.str.contains(_UNEVEN_WHITESPACE),
+                   lambda t: t.str.replace_all(_ASCII_WHITESPACE, " ").str.strip_chars(" "))
+    texts = _where(texts, texts.str.contains(_LOOSE), _tightened)
+    return _where(texts, ~plain, lambda _: pl.Series([normalize_question(q) for q in questions.filter(~plain)],
+                                                      dtype=pl.String))
+
+
+def _normalised(items: pl.DataFrame) -> pl.Series:
     if items["question"].null_count():
         raise ValueError(f"{items['question'].null_count()} item(s) have no question")
-    return [normalize_question(q) for q in items["question"].to_list()]
+    return normalize_questions(items["question"])
 
 
-def _problem_keys(items: pl.DataFrame) -> list[str]:
+def _problem_keys(items: pl.DataFrame) -> pl.Series:
     """What makes two items the same problem: the normalised question and, for multiple choice, the set of
     normalised option texts ("Which of these is a mammal?" over other options is another problem)."""
     questions = _normalised(items)
     if "choices" not in items.columns or not items["choices"].dtype.is_nested():
         return questions
-    return [question + "\x1f" + "\x1e".join(sorted(normalize_question(_option_text(c)) for c in choices))
-            if choices else question for question, choices in zip(questions, items["choices"].to_list(), strict=True)]
+    return pl.Series([question + "\x1f" + "\x1e".join(sorted(normalize_question(_option_text(c)) for c in choices))
+                      if choices else question
+                      for question, choices in zip(questions.to_list(), items["choices"].to_list(), strict=True)],
+                     dtype=pl.String)
 
 
 def _option_text(choice: dict[str, str] | str) -> str:
@@ -78,7 +112,7 @@ def _option_text(choice: dict[str, str] | str) -> str:
 
 def deduplicate(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(kept, removed): removed rows carry `reason` naming the kept item they duplicate."""
-    frame = items.with_columns(pl.Series("_norm", _problem_keys(items), dtype=pl.String),
+    frame = items.with_columns(_problem_keys(items).alias("_norm"),
                                pl.struct([c for c in ("question", "choices") if c in items.columns]).alias("_exact"))
     frame = frame.with_columns(pl.col("item_id").first().over("_norm").alias("_kept_id"),
                                pl.col("_exact").first().over("_norm").alias("_kept_exact"),
@@ -92,7 +126,7 @@ def deduplicate(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 def check_disjoint(sided: pl.DataFrame) -> None:
     """Raise ValueError naming the item ids on both SFT and RL (by item_id or by normalised problem)."""
     split = sided.filter(pl.col("side").is_in(["sft", "rl"]))
-    frame = split.select("item_id", "side", pl.Series("_norm", _problem_keys(split), dtype=pl.String))
+    frame = split.select("item_id", "side", _problem_keys(split).alias("_norm"))
     problems = []
     for key in ("item_id", "_norm"):
         both = frame.group_by(key).agg(pl.col("side").n_unique().alias("n")).filter(pl.col("n") > 1)[key]
@@ -137,7 +171,8 @@ def decontaminate(items: pl.DataFrame, benchmark_texts: Sequence[str], n: int = 
     names = [f"benchmark text {i}" for i in range(len(benchmark_texts))] if source_names is None else source_names
     if len(names) != len(benchmark_texts):
         raise ValueError(f"{len(names)} source names for {len(benchmark_texts)} benchmark texts")
-    questions, bench = _normalised(items), _Texts([normalize_question(t) for t in benchmark_texts])
+    questions = _normalised(items).to_list()
+    bench = _Texts(normalize_questions(pl.Series(benchmark_texts, dtype=pl.String)).to_list())
     if (bench.lengths == 0).any():
         raise ValueError(f"benchmark texts {np.flatnonzero(bench.lengths == 0).tolist()[:20]} are empty")
     padded, sets, found = [f" {t} " for t in bench.text], {}, {}

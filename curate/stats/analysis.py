@@ -51,6 +51,7 @@ from curate.runs import (
     SCORE,
     SOLVE,
     aggregated_now,
+    fresh_per_item,
     is_run_directory,
     item_mismatch,
     read_response_run,
@@ -223,7 +224,9 @@ def analyze_run(run_dir: str | Path, config: StatsConfig = StatsConfig(), irt_ou
     task = rebuild_task({**IDENTITY_DEFAULTS, **identity})
     judgments = read_judgments(run_dir, columns=JUDGMENT_COLUMNS if task.name == SCORE else task.aggregated_columns)
     items_frame = read_items(run_dir)
-    per, summary = task.aggregate(judgments)
+    # Checked after the read: a change to the judgments while they were read makes per_item.parquet stale.
+    fresh = None if task.name == PAIRS else fresh_per_item(run_dir, identity)  # pairs statistics need the summary
+    per, summary = task.aggregate(judgments) if fresh is None else (fresh, None)
     scores = run_item_scores(run_dir, per, score)
     score = resolve_score(per, score)
     frame = scores.join(items_frame.select(pl.col("id").alias("item_id"), "domain"), on="item_id", how="left")

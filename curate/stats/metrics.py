@@ -169,11 +169,12 @@ def failure_rates(judgments: pl.DataFrame) -> dict[str, Any]:
     statuses = [str(s) for s in Status] + [s for s in observed if s not in set(Status)]
     counts = {s: int((judgments["status"] == s).sum()) for s in statuses}
     failed = n - counts[Status.OK]
-    ok_items = judgments.filter(pl.col("status") == Status.OK)["item_id"].unique()
-    unscored = sorted(set(judgments["item_id"].unique().to_list()) - set(ok_items.to_list()))
+    # One pass in Polars (sets of every item id in Python took 3 s at 2M items); its byte order is str's order.
+    has_ok = judgments.group_by("item_id").agg((pl.col("status") == Status.OK).any().alias("has_ok"))
+    unscored = has_ok.filter(~pl.col("has_ok"))["item_id"].sort().to_list()
     return {"n_judgments": n, "counts": counts, "fractions": {s: c / n for s, c in counts.items()} if n else None,
             "n_failed": failed, "failed_fraction": failed / n if n else None,
-            "n_items": judgments["item_id"].n_unique(), "n_items_without_ok": len(unscored),
+            "n_items": has_ok.height, "n_items_without_ok": len(unscored),
             "items_without_ok": unscored, "notes": [] if n else ["no judgments: fractions undefined"]}
 
 
