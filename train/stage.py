@@ -87,18 +87,21 @@ def last_checkpoint(stage_dir: Path, processes: int) -> Path | None:
                        if p.is_dir() and (m := _CHECKPOINT.fullmatch(p.name))), reverse=True)
     rng_states = ["rng_state.pth"] if processes == 1 else [f"rng_state_{rank}.pth" for rank in range(processes)]
     for _, checkpoint in numbered:
-        try:
-            json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            log.warning("deleting %s: it was cut short (no readable trainer_state.json)", checkpoint)
-            shutil.rmtree(checkpoint)
-            continue
-        if missing := [name for name in rng_states if not (checkpoint / name).is_file()]:
-            log.warning("deleting %s: it was cut short (no %s)", checkpoint, ", ".join(missing))
-            shutil.rmtree(checkpoint)
-            continue
-        return checkpoint
+        if (missing := _missing_from(checkpoint, rng_states)) is None:
+            return checkpoint
+        log.warning("deleting %s: it was cut short (no %s)", checkpoint, missing)
+        shutil.rmtree(checkpoint)
     return None
+
+
+def _missing_from(checkpoint: Path, rng_states: list[str]) -> str | None:
+    """What a checkpoint cut short lacks; None when it is whole."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "readable trainer_state.json"
+    missing = [name for name in rng_states if not (checkpoint / name).is_file()]
+    return ", ".join(missing) or None
 
 
 def write_trained_seconds(stage_dir: Path, step: int, seconds: float) -> None:
@@ -172,9 +175,10 @@ class Stage:
     def start(self, details: dict[str, Any]) -> Path | None:
         """Record the stage and this invocation (`details`: what it resolved, such as the device); return the
         checkpoint to resume from. The main process writes and deletes cut checkpoints; the others then read."""
+        processes = world_size()
         if self.main:
-            self._refuse_other_processes(world_size())
-            checkpoint = last_checkpoint(self.dir, world_size())
+            self._refuse_other_processes(processes)
+            checkpoint = last_checkpoint(self.dir, processes)
             self._write({"identity": self.identity, "status": TRAINING, **details})
             # Without a checkpoint training starts again at step 1: the killed attempt's logs go too.
             self._keep_metrics_until(int(_CHECKPOINT.fullmatch(checkpoint.name)[1]) if checkpoint else 0)
@@ -184,7 +188,7 @@ class Stage:
                                                   "resumed_from": checkpoint.name if checkpoint else None,
                                                   "config": asdict(self.config), **details})
         distributed_state().wait_for_everyone()
-        return checkpoint if self.main else last_checkpoint(self.dir, world_size())
+        return checkpoint if self.main else last_checkpoint(self.dir, processes)
 
     def _refuse_other_processes(self, processes: int) -> None:
         """Checkpoints go on with as many processes as trained them: each process's batch adds to every step's, and

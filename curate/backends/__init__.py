@@ -96,9 +96,9 @@ def backend_kind(name: str) -> BackendKind:
     return BACKENDS[name]
 
 
-def _checked_kind(settings: BackendConfig) -> BackendKind:
+def checked_kind(settings: BackendConfig) -> BackendKind:
     """The kind of backend `settings` names, once it has checked them: before a run's identity is taken, a backend
-    made, or a lazy one promised."""
+    made, or a lazy one promised (here, or by an executor's: curate.executors)."""
     kind = backend_kind(settings.backend)
     kind.refuse(settings)
     return kind
@@ -108,18 +108,18 @@ def backend_identity(settings: BackendConfig, sampling: SamplingConfig) -> dict[
     """What a backend's answers depend on, for a run's identity: the model (and its files' fingerprint), the backend,
     and the settings that backend reads."""
     return {"model": settings.model, "model_fingerprint": model_fingerprint(settings.model),
-            "backend": settings.backend, **_checked_kind(settings).identity(settings, sampling)}
+            "backend": settings.backend, **checked_kind(settings).identity(settings, sampling)}
 
 
 def create_backend(settings: BackendConfig) -> Backend:
-    return _checked_kind(settings).make(settings)
+    return checked_kind(settings).make(settings)
 
 
 class LazyBackend:
     """The backend `settings` names, made at its first request: a run with nothing left to ask loads no model."""
 
     def __init__(self, settings: BackendConfig):
-        _checked_kind(settings)
+        checked_kind(settings)
         self.settings, self.name, self.model_id = settings, settings.backend, settings.model
         self._backend: Backend | None = None
 
@@ -134,5 +134,5 @@ class LazyBackend:
 
 
 __all__ = ["BACKENDS", "Alternatives", "Backend", "BackendKind", "Completion", "LazyBackend", "Request",
-           "TokenLogprobs", "backend_identity", "backend_kind", "create_backend", "model_fingerprint",
+           "TokenLogprobs", "backend_identity", "backend_kind", "checked_kind", "create_backend", "model_fingerprint",
            "resolve_model", "sample_seed"]

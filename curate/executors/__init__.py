@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from curate.backends import Backend, LazyBackend, backend_kind
+from curate.backends import Backend, LazyBackend
 from curate.config import BackendConfig, ExecutionConfig, RunConfig
 
 
@@ -29,8 +29,8 @@ EXECUTORS: dict[str, Callable[[BackendConfig, ExecutionConfig], Backend]] = {
 
 
 def run_backend(config: RunConfig) -> Backend:
-    """The backend a run's settings name, where its executor runs it; nothing starts before the first request."""
-    backend_kind(config.backend_config.backend)
+    """The backend a run's settings name (checked now), where its executor runs it; nothing starts before the first
+    request."""
     return EXECUTORS[config.execution.executor](config.backend_config, config.execution)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from curate import errors
-from curate.backends import Completion, Request, TokenLogprobs, create_backend
+from curate.backends import Completion, Request, TokenLogprobs, checked_kind, create_backend
 from curate.config import BackendConfig, ExecutionConfig, SamplingConfig
 from curate.errors import BackendError, DereasonError
 
@@ -90,6 +90,7 @@ class RayPoolBackend:
     name = "ray"
 
     def __init__(self, settings: BackendConfig, execution: ExecutionConfig):
+        checked_kind(settings)  # refused here, as a LazyBackend refuses, not by an actor on the cluster
         self.settings, self.execution, self.model_id = settings, execution, settings.model
         self._started_ray = False
 
